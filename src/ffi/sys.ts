@@ -1,0 +1,571 @@
+/**
+ * Thin, typed wrappers over the libc calls the rest of the project makes.
+ * Each turns `-1` plus errno into a {@link SystemError} that names the call
+ * and the path; the few that have an expected failure return it instead.
+ *
+ * @module
+ */
+
+import { check, errno, libc, platform } from "./libc.ts";
+import { cstr, CStringArray } from "./cstring.ts";
+import { ERRNO, SystemError } from "./errors.ts";
+import { linux } from "./platform.ts";
+
+export { linux as C };
+
+/** What `fstat`/`lstat` report that the project uses. */
+export interface FileStat {
+  readonly dev: bigint;
+  readonly ino: bigint;
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly size: bigint;
+}
+
+/** The file type bits of a mode, as a word for messages. */
+export function fileKind(mode: number): string {
+  switch (mode & linux.S_IFMT) {
+    case linux.S_IFREG:
+      return "regular file";
+    case linux.S_IFDIR:
+      return "directory";
+    case linux.S_IFLNK:
+      return "symbolic link";
+    case linux.S_IFIFO:
+      return "FIFO";
+    case linux.S_IFSOCK:
+      return "socket";
+    case linux.S_IFCHR:
+      return "character device";
+    case linux.S_IFBLK:
+      return "block device";
+    default:
+      return "special file";
+  }
+}
+
+/**
+ * open(2).
+ *
+ * @param path the path
+ * @param flags `O_*` flags; add `O_CLOEXEC` unless the descriptor is for a child
+ * @param mode the mode for a created file
+ * @returns the descriptor
+ * @throws {SystemError} on failure, naming the path
+ */
+export function open(path: string, flags: number, mode = 0o644): number {
+  const p = cstr(path, "path");
+  return check(libc().open(p, flags, mode), "open", { path });
+}
+
+/** close(2), ignoring EINTR (the descriptor is closed on Linux regardless). */
+export function close(fd: number): void {
+  const r = libc().close(fd);
+  if (r < 0) {
+    const e = errno();
+    if (e !== ERRNO.EINTR) throw new SystemError("close", e, { path: `fd ${fd}` });
+  }
+}
+
+/**
+ * read(2) once.
+ *
+ * @param fd the descriptor
+ * @param max the most bytes to read
+ * @returns the bytes read; empty at end of file
+ */
+export function read(fd: number, max: number): Uint8Array<ArrayBuffer> {
+  const buf = new Uint8Array(max);
+  const n = Number(libc().read(fd, buf, BigInt(max)));
+  check(n, "read", { path: `fd ${fd}` });
+  return buf.subarray(0, n);
+}
+
+/**
+ * write(2) until every byte is written.
+ *
+ * @param fd the descriptor
+ * @param bytes what to write
+ * @param path the file, for the error message
+ */
+export function writeAll(fd: number, bytes: Uint8Array<ArrayBuffer>, path?: string): void {
+  let off = 0;
+  while (off < bytes.length) {
+    const rest = bytes.subarray(off);
+    const n = Number(libc().write(fd, rest, BigInt(rest.length)));
+    if (n < 0) {
+      const e = errno();
+      if (e === ERRNO.EINTR) continue;
+      throw new SystemError("write", e, { path: path ?? `fd ${fd}` });
+    }
+    off += n;
+  }
+}
+
+/**
+ * pread(2) once, from an offset, without moving the file position.
+ *
+ * @returns the bytes read; empty at end of file
+ */
+export function pread(fd: number, max: number, offset = 0, path?: string): Uint8Array<ArrayBuffer> {
+  const buf = new Uint8Array(max);
+  const n = Number(libc().pread(fd, buf, BigInt(max), BigInt(offset)));
+  check(n, "pread", { path: path ?? `fd ${fd}` });
+  return buf.subarray(0, n);
+}
+
+/**
+ * Replace a file's whole content: truncate, then pwrite(2) at offset 0 until
+ * every byte is written, then fsync(2) unless told not to.
+ */
+export function replaceContent(
+  fd: number,
+  bytes: Uint8Array<ArrayBuffer>,
+  path?: string,
+  sync = true,
+): void {
+  const where = { path: path ?? `fd ${fd}` };
+  check(libc().ftruncate(fd, 0n), "ftruncate", where);
+  let off = 0;
+  while (off < bytes.length) {
+    const rest = bytes.subarray(off);
+    const n = Number(libc().pwrite(fd, rest, BigInt(rest.length), BigInt(off)));
+    if (n < 0) {
+      const e = errno();
+      if (e === ERRNO.EINTR) continue;
+      throw new SystemError("pwrite", e, where);
+    }
+    off += n;
+  }
+  if (sync) check(libc().fsync(fd), "fsync", where);
+}
+
+/** ftruncate(2). */
+export function ftruncate(fd: number, length = 0, path?: string): void {
+  check(libc().ftruncate(fd, BigInt(length)), "ftruncate", { path: path ?? `fd ${fd}` });
+}
+
+/** fsync(2). */
+export function fsync(fd: number, path?: string): void {
+  check(libc().fsync(fd), "fsync", { path: path ?? `fd ${fd}` });
+}
+
+function decodeStat(buf: Uint8Array<ArrayBuffer>): FileStat {
+  const o = platform().layout.stat;
+  const v = new DataView(buf.buffer);
+  return {
+    dev: v.getBigUint64(o.dev, true),
+    ino: v.getBigUint64(o.ino, true),
+    mode: v.getUint32(o.mode, true),
+    uid: v.getUint32(o.uid, true),
+    gid: v.getUint32(o.gid, true),
+    size: v.getBigInt64(o.size_, true),
+  };
+}
+
+/** fstat(2). */
+export function fstat(fd: number, path?: string): FileStat {
+  const buf = new Uint8Array(platform().layout.stat.size);
+  check(libc().fstat(fd, buf), "fstat", { path: path ?? `fd ${fd}` });
+  return decodeStat(buf);
+}
+
+/** lstat(2): the link itself, not what it points to. */
+export function lstat(path: string): FileStat {
+  const buf = new Uint8Array(platform().layout.stat.size);
+  check(libc().lstat(cstr(path, "path"), buf), "lstat", { path });
+  return decodeStat(buf);
+}
+
+/**
+ * The file system type (`f_type`) of the file system holding a path.
+ *
+ * @param path a path on that file system
+ * @returns the magic number, such as {@link linux.NFS_SUPER_MAGIC}
+ */
+export function statfsType(path: string): number {
+  const buf = new Uint8Array(linux.SIZEOF_STATFS);
+  check(libc().statfs(cstr(path, "path"), buf), "statfs", { path });
+  return Number(new DataView(buf.buffer).getBigInt64(0, true) & 0xffffffffn);
+}
+
+/**
+ * flock(2) without waiting.
+ *
+ * @param fd the descriptor
+ * @param op `LOCK_EX`, `LOCK_SH` or `LOCK_UN` (`LOCK_NB` is added)
+ * @param path the file, for the error message
+ * @returns false when another open file description holds a conflicting lock
+ */
+export function tryFlock(fd: number, op: number, path?: string): boolean {
+  for (;;) {
+    if (libc().flock(fd, op | linux.LOCK_NB) === 0) return true;
+    const e = errno();
+    if (e === ERRNO.EAGAIN) return false;
+    if (e !== ERRNO.EINTR) throw new SystemError("flock", e, { path: path ?? `fd ${fd}` });
+  }
+}
+
+/**
+ * fcntl(F_GETLK or F_OFD_GETLK): who holds a POSIX or OFD lock that would
+ * block a write lock on the whole file.
+ *
+ * @param fd the descriptor
+ * @param ofd test open-file-description locks instead of process locks
+ * @returns the holder's pid (-1 for an OFD lock, whose owner has no pid), or 0 when unlocked
+ */
+export function getlk(fd: number, ofd: boolean): number {
+  const o = platform().layout.flock;
+  const buf = new Uint8Array(o.size);
+  const v = new DataView(buf.buffer);
+  v.setInt16(o.type, linux.F_WRLCK, true);
+  v.setInt16(o.whence, 0, true);
+  const cmd = ofd ? linux.F_OFD_GETLK : linux.F_GETLK;
+  check(libc().fcntl_lock(fd, cmd, buf), ofd ? "fcntl(F_OFD_GETLK)" : "fcntl(F_GETLK)");
+  if (v.getInt16(o.type, true) === linux.F_UNLCK) return 0;
+  const pid = v.getInt32(o.pid, true);
+  return pid === 0 ? -1 : pid;
+}
+
+/**
+ * Set or clear `FD_CLOEXEC` on a descriptor.
+ *
+ * @param fd the descriptor
+ * @param on true to close it on exec, false to let a program inherit it
+ */
+export function setCloexec(fd: number, on: boolean): void {
+  const flags = check(libc().fcntl(fd, linux.F_GETFD, 0n), "fcntl(F_GETFD)", { path: `fd ${fd}` });
+  const next = on ? flags | linux.FD_CLOEXEC : flags & ~linux.FD_CLOEXEC;
+  if (next !== flags) {
+    check(libc().fcntl(fd, linux.F_SETFD, BigInt(next)), "fcntl(F_SETFD)", { path: `fd ${fd}` });
+  }
+}
+
+/**
+ * Whether a descriptor has `FD_CLOEXEC` set.
+ *
+ * @throws {SystemError} EBADF when the descriptor is not open
+ */
+export function getCloexec(fd: number): boolean {
+  const flags = check(libc().fcntl(fd, linux.F_GETFD, 0n), "fcntl(F_GETFD)", { path: `fd ${fd}` });
+  return (flags & linux.FD_CLOEXEC) !== 0;
+}
+
+/**
+ * Duplicate a descriptor to the lowest free number at or above `min`, close-on-exec.
+ *
+ * @returns the new descriptor
+ */
+export function dupCloexec(fd: number, min: number): number {
+  return check(libc().fcntl(fd, linux.F_DUPFD_CLOEXEC, BigInt(min)), "fcntl(F_DUPFD_CLOEXEC)", {
+    path: `fd ${fd}`,
+  });
+}
+
+/**
+ * pipe2(2).
+ *
+ * @param flags `O_CLOEXEC` and/or `O_NONBLOCK`
+ * @returns `[readEnd, writeEnd]`
+ */
+export function pipe(flags: number = linux.O_CLOEXEC): [number, number] {
+  const fds = new Int32Array(2);
+  check(libc().pipe2(fds, flags), "pipe2");
+  return [fds[0]!, fds[1]!];
+}
+
+/**
+ * socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC).
+ *
+ * @returns the two connected ends
+ */
+export function socketpair(): [number, number] {
+  const fds = new Int32Array(2);
+  check(
+    libc().socketpair(linux.AF_UNIX, linux.SOCK_STREAM | linux.SOCK_CLOEXEC, 0, fds),
+    "socketpair",
+  );
+  return [fds[0]!, fds[1]!];
+}
+
+/** One descriptor to watch with {@link poll}. */
+export interface PollFd {
+  readonly fd: number;
+  readonly events: number;
+}
+
+function pollBuffer(fds: readonly PollFd[]): Uint8Array<ArrayBuffer> {
+  const buf = new Uint8Array(8 * fds.length);
+  const v = new DataView(buf.buffer);
+  fds.forEach((p, i) => {
+    v.setInt32(i * 8, p.fd, true);
+    v.setInt16(i * 8 + 4, p.events, true);
+  });
+  return buf;
+}
+
+function pollResult(buf: Uint8Array<ArrayBuffer>, count: number): number[] {
+  const v = new DataView(buf.buffer);
+  return Array.from({ length: count }, (_, i) => v.getInt16(i * 8 + 6, true));
+}
+
+/**
+ * poll(2) on a worker thread: the event loop keeps running while it waits.
+ * An interrupted or failed wait reads as "nothing happened"; the caller
+ * checks its condition again.
+ *
+ * @param fds what to watch
+ * @param timeoutMs the longest wait; -1 for none
+ * @returns the `revents` of each entry, in order
+ */
+export async function pollWait(fds: readonly PollFd[], timeoutMs: number): Promise<number[]> {
+  const buf = pollBuffer(fds);
+  const n = await libc().poll_wait(buf, BigInt(fds.length), Math.max(-1, Math.ceil(timeoutMs)));
+  return n > 0 ? pollResult(buf, fds.length) : fds.map(() => 0);
+}
+
+/**
+ * poll(2) on this thread, for a zero or very short timeout.
+ *
+ * @returns the `revents` of each entry, in order
+ */
+export function pollNow(fds: readonly PollFd[], timeoutMs = 0): number[] {
+  const buf = pollBuffer(fds);
+  const n = libc().poll(buf, BigInt(fds.length), timeoutMs);
+  return n > 0 ? pollResult(buf, fds.length) : fds.map(() => 0);
+}
+
+/**
+ * pidfd_open(2): a descriptor that names one process for as long as it is
+ * open, even after its pid is reused. Close-on-exec.
+ *
+ * @param pid the process
+ * @returns the pidfd, or `undefined` when no such process exists (ESRCH)
+ * @throws {SystemError} for any other failure (ENOSYS on old kernels, EMFILE)
+ */
+export function pidfdOpen(pid: number): number | undefined {
+  const r = Number(libc().syscall(BigInt(linux.SYS_pidfd_open), BigInt(pid), 0n, 0n, 0n));
+  if (r >= 0) return r;
+  const e = errno();
+  if (e === ERRNO.ESRCH) return undefined;
+  throw new SystemError("pidfd_open", e, { path: `pid ${pid}` });
+}
+
+/**
+ * pidfd_send_signal(2).
+ *
+ * @param pidfd from {@link pidfdOpen}
+ * @param signal the signal number (0 only tests)
+ * @returns false when the process has already exited (ESRCH)
+ * @throws {SystemError} EPERM and the like
+ */
+export function pidfdSendSignal(pidfd: number, signal: number, what = `pidfd ${pidfd}`): boolean {
+  const r = Number(
+    libc().syscall(BigInt(linux.SYS_pidfd_send_signal), BigInt(pidfd), BigInt(signal), 0n, 0n),
+  );
+  if (r === 0) return true;
+  const e = errno();
+  if (e === ERRNO.ESRCH) return false;
+  throw new SystemError("pidfd_send_signal", e, { path: what });
+}
+
+/**
+ * kill(2).
+ *
+ * @returns false when no such process (or process group) exists
+ * @throws {SystemError} EPERM and the like
+ */
+export function kill(pid: number, signal: number): boolean {
+  if (libc().kill(pid, signal) === 0) return true;
+  const e = errno();
+  if (e === ERRNO.ESRCH) return false;
+  throw new SystemError("kill", e, { path: `pid ${pid}` });
+}
+
+/** How a child ended, from a `waitpid` status. */
+export type ExitReason =
+  | { readonly exited: true; readonly code: number }
+  | { readonly exited: false; readonly signal: number; readonly coreDumped: boolean };
+
+/** Decode a `waitpid` status word. */
+export function decodeWaitStatus(status: number): ExitReason {
+  const sig = status & 0x7f;
+  if (sig === 0) return { exited: true, code: (status >> 8) & 0xff };
+  return { exited: false, signal: sig, coreDumped: (status & 0x80) !== 0 };
+}
+
+/**
+ * waitpid(pid, WNOHANG): reap a child that has ended, without waiting.
+ *
+ * @returns how it ended, or `undefined` while it still runs (or is not our child)
+ */
+export function reap(pid: number): ExitReason | undefined {
+  const status = new Int32Array(1);
+  for (;;) {
+    const r = libc().waitpid(pid, status, linux.WNOHANG);
+    if (r > 0) return decodeWaitStatus(status[0]!);
+    if (r === 0) return undefined;
+    const e = errno();
+    if (e === ERRNO.EINTR) continue;
+    if (e === ERRNO.ECHILD) return undefined;
+    throw new SystemError("waitpid", e, { path: `pid ${pid}` });
+  }
+}
+
+/**
+ * waitpid(-1, WNOHANG): reap any child that has ended.
+ *
+ * @returns its pid and how it ended, or `undefined` when none is waiting
+ */
+export function reapAny(): { pid: number; reason: ExitReason } | undefined {
+  const status = new Int32Array(1);
+  const r = libc().waitpid(-1, status, linux.WNOHANG);
+  return r > 0 ? { pid: r, reason: decodeWaitStatus(status[0]!) } : undefined;
+}
+
+/**
+ * access(2) with `X_OK`: may this process execute the file?
+ *
+ * @returns true when it may
+ */
+export function isExecutable(path: string): boolean {
+  return libc().access(cstr(path, "path"), 1) === 0;
+}
+
+/** umask(2): set the mask and return the old one. */
+export function umask(mask: number): number {
+  return libc().umask(mask);
+}
+
+/** The ids of this process. */
+export const ids = {
+  pid: (): number => libc().getpid(),
+  ppid: (): number => libc().getppid(),
+  sid: (pid = 0): number => libc().getsid(pid),
+  pgid: (pid = 0): number => libc().getpgid(pid),
+  uid: (): number => libc().getuid(),
+  euid: (): number => libc().geteuid(),
+  gid: (): number => libc().getgid(),
+  egid: (): number => libc().getegid(),
+};
+
+/** A user's account entry. */
+export interface User {
+  readonly name: string;
+  readonly uid: number;
+  readonly gid: number;
+  readonly home: string;
+}
+
+function readPasswd(p: Deno.PointerValue): User | undefined {
+  if (p === null) return undefined;
+  const v = new Deno.UnsafePointerView(p);
+  const str = (off: number) => {
+    const ptr = v.getPointer(off);
+    return ptr === null ? "" : new Deno.UnsafePointerView(ptr).getCString();
+  };
+  return { name: str(0), uid: v.getUint32(16), gid: v.getUint32(20), home: str(32) };
+}
+
+/**
+ * getpwnam(3), or getpwuid(3) for a number.
+ *
+ * @param user a name or a numeric uid
+ * @returns the entry, or `undefined` when there is none
+ */
+export function lookupUser(user: string): User | undefined {
+  if (/^[0-9]+$/.test(user)) return readPasswd(libc().getpwuid(Number(user)));
+  return readPasswd(libc().getpwnam(cstr(user, "user name")));
+}
+
+/**
+ * getgrnam(3), or getgrgid(3) for a number.
+ *
+ * @param group a name or a numeric gid
+ * @returns the gid, or `undefined` when there is no such group
+ */
+export function lookupGroup(group: string): number | undefined {
+  const p = /^[0-9]+$/.test(group)
+    ? libc().getgrgid(Number(group))
+    : libc().getgrnam(cstr(group, "group name"));
+  return p === null ? undefined : new Deno.UnsafePointerView(p).getUint32(16);
+}
+
+/**
+ * Become another user for good: supplementary groups, then gid, then uid (in
+ * that order, while still privileged).
+ *
+ * @param user the account whose groups to take (initgroups)
+ * @param gid the primary group
+ */
+export function becomeUser(user: User, gid: number): void {
+  check(libc().initgroups(cstr(user.name, "user name"), gid), "initgroups", { path: user.name });
+  check(libc().setgid(gid), "setgid", { path: String(gid) });
+  check(libc().setuid(user.uid), "setuid", { path: String(user.uid) });
+}
+
+/**
+ * Put every signal back to its default action and unblock them all, as a
+ * program expects to find them after exec (an ignored signal would survive
+ * exec; Deno's runtime ignores SIGPIPE).
+ */
+export function resetSignals(): void {
+  const c = libc();
+  for (let sig = 1; sig <= 64; sig++) {
+    if (sig === 9 || sig === 19 || sig === 32 || sig === 33) continue;
+    c.signal(sig, null);
+  }
+  const set = new Uint8Array(linux.SIZEOF_SIGSET);
+  c.sigemptyset(set);
+  c.pthread_sigmask(linux.SIG_SETMASK, set, null);
+}
+
+/**
+ * execve(2): replace this process with a program, keeping the pid and every
+ * descriptor not marked close-on-exec. Returns only by throwing.
+ *
+ * @param path the program's path
+ * @param argv its arguments, `argv[0]` included
+ * @param env its environment
+ * @throws {SystemError} when the exec fails
+ */
+export function execve(path: string, argv: readonly string[], env: Record<string, string>): never {
+  const p = cstr(path, "program path");
+  const args = new CStringArray(argv, "argument");
+  const envp = new CStringArray(
+    Object.entries(env).map(([k, v]) => `${k}=${v}`),
+    "environment entry",
+  );
+  libc().execve(p, args.buffer, envp.buffer);
+  throw new SystemError("execve", errno(), { path });
+}
+
+/**
+ * prctl(PR_SET_CHILD_SUBREAPER, 1): orphans below this process are
+ * reparented to it instead of to PID 1.
+ */
+export function becomeSubreaper(): void {
+  check(
+    libc().prctl(linux.PR_SET_CHILD_SUBREAPER, 1n, 0n, 0n, 0n),
+    "prctl(PR_SET_CHILD_SUBREAPER)",
+  );
+}
+
+/** getrlimit(2) of `RLIMIT_NOFILE` and friends: `[soft, hard]`. */
+export function getrlimit(resource: number): [bigint, bigint] {
+  const buf = new BigUint64Array(2);
+  check(libc().getrlimit(resource, buf), "getrlimit");
+  return [buf[0]!, buf[1]!];
+}
+
+/** setrlimit(2). */
+export function setrlimit(resource: number, soft: bigint, hard: bigint): void {
+  check(libc().setrlimit(resource, new BigUint64Array([soft, hard])), "setrlimit");
+}
+
+/** strerror(3): the C library's text for an errno, for `%m`-style messages. */
+export function strerror(errnum: number): string {
+  const p = libc().strerror(errnum);
+  return p === null ? `errno ${errnum}` : new Deno.UnsafePointerView(p).getCString();
+}

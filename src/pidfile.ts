@@ -1,0 +1,496 @@
+/**
+ * The PID lock file: a regular file that holds one process id and a newline,
+ * kept locked with flock(2) for the whole life of the process it names. The
+ * lock, not the number, says whether the daemon runs: it is released by the
+ * kernel the moment the last holder exits, before any zombie is reaped, so a
+ * stale or recycled pid is never mistaken for a live daemon.
+ *
+ * @module
+ */
+
+import {
+  C,
+  close,
+  ERRNO,
+  fileKind,
+  type FileStat,
+  fstat,
+  getlk,
+  ids,
+  open,
+  pidfdOpen,
+  platform,
+  pollNow,
+  pollWait,
+  pread,
+  replaceContent,
+  setCloexec,
+  SystemError,
+  tryFlock,
+} from "./ffi/mod.ts";
+
+/** The largest pid Linux hands out (`pid_max` can be at most 2^22). */
+const PID_MAX = 4_194_304;
+/** A pid file longer than this is garbage, not a pid. */
+const MAX_PIDFILE_BYTES = 64;
+
+/** Options of {@link PidFile.acquire}. */
+export interface AcquireOptions {
+  /**
+   * How long to wait for another holder to let go, in milliseconds.
+   * @default {0} fail at once
+   */
+  readonly wait?: number;
+  /**
+   * The mode of a newly created file (before the umask).
+   * @default {0o644}
+   */
+  readonly mode?: number;
+  /**
+   * The pid to write into the file.
+   * @default {Deno.pid} this process
+   */
+  readonly pid?: number;
+}
+
+/** What {@link PidFile.probe} found. */
+export type ProbeResult =
+  | {
+    /** Some process holds a lock on the file. */
+    readonly state: "running";
+    /** The pid the file names; undefined while it is empty or unreadable. */
+    readonly pid: number | undefined;
+  }
+  | {
+    /** Nobody holds the lock, yet the file names a pid: left by a dead daemon. */
+    readonly state: "stale";
+    readonly pid: number;
+  }
+  | {
+    /** No file, or an unlocked file that names no pid. */
+    readonly state: "absent";
+  };
+
+/**
+ * Another process holds the lock.
+ *
+ * @example
+ * ```ts
+ * import { AlreadyRunningError } from "./pidfile.ts";
+ * const err = new AlreadyRunningError("/run/app.pid", 4242);
+ * console.log(err.message); // already running (pid 4242)
+ * ```
+ */
+export class AlreadyRunningError extends Error {
+  /** The pid the file names, or `undefined` when it was empty or unreadable. */
+  readonly pid: number | undefined;
+  /** The pid file. */
+  readonly path: string;
+
+  /**
+   * @param path the pid file
+   * @param pid the pid it names, if any
+   */
+  constructor(path: string, pid: number | undefined) {
+    super(
+      pid === undefined
+        ? `already running (pid file "${path}" is locked)`
+        : `already running (pid ${pid})`,
+    );
+    this.name = "AlreadyRunningError";
+    this.path = path;
+    this.pid = pid;
+  }
+}
+
+/** Parse a pid file's bytes: digits and an optional newline, nothing else. */
+export function parsePid(bytes: Uint8Array): number | undefined {
+  if (bytes.length === 0 || bytes.length > MAX_PIDFILE_BYTES) return undefined;
+  const text = new TextDecoder().decode(bytes);
+  const m = /^\s*([0-9]{1,7})\s*$/.exec(text);
+  if (!m) return undefined;
+  const pid = Number(m[1]);
+  return pid >= 1 && pid <= PID_MAX ? pid : undefined;
+}
+
+function readPidFd(fd: number, path: string): number | undefined {
+  return parsePid(pread(fd, MAX_PIDFILE_BYTES + 1, 0, path));
+}
+
+function describeOpenError(err: SystemError, path: string, creating: boolean): SystemError {
+  const what = creating ? "cannot open pid file" : "cannot read pid file";
+  const reason = (() => {
+    switch (err.errno) {
+      case ERRNO.ELOOP:
+        return "it is a symbolic link, which is never followed";
+      case ERRNO.EISDIR:
+        return "it is a directory";
+      case ERRNO.ENOENT:
+        return "its directory does not exist";
+      case ERRNO.ENOTDIR:
+        return "a component of the path is not a directory";
+      case ERRNO.EACCES:
+        return "permission denied";
+      case ERRNO.EROFS:
+        return "read-only file system";
+      default:
+        return undefined;
+    }
+  })();
+  if (reason === undefined) return err;
+  return new SystemError(err.syscall, err.errno, { path, message: `${what} "${path}": ${reason}` });
+}
+
+function openPidFile(path: string, flags: number, mode: number): number {
+  try {
+    return open(
+      path,
+      flags | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | platform().O_NOFOLLOW,
+      mode,
+    );
+  } catch (err) {
+    if (err instanceof SystemError) {
+      throw describeOpenError(err, path, (flags & C.O_CREAT) !== 0);
+    }
+    throw err;
+  }
+}
+
+/** Refuse anything but a regular file, and, as root, a file another user can write. */
+function checkFile(fd: number, path: string): FileStat {
+  const st = fstat(fd, path);
+  if ((st.mode & C.S_IFMT) !== C.S_IFREG) {
+    throw new SystemError("open", ERRNO.EINVAL, {
+      path,
+      message: `pid file "${path}" is a ${fileKind(st.mode)}, not a regular file`,
+    });
+  }
+  const euid = ids.euid();
+  if (euid === 0 && (st.uid !== 0 || (st.mode & 0o002) !== 0)) {
+    const who = st.uid !== 0 ? `owned by uid ${st.uid}` : "writable by every user";
+    throw new SystemError("open", ERRNO.EPERM, {
+      path,
+      message:
+        `pid file "${path}" is ${who}; as root, refusing to trust it (remove it or fix its owner)`,
+    });
+  }
+  return st;
+}
+
+/** Open file descriptions in this process that hold a pid file, for shutdown. */
+const held = new Set<PidFile>();
+
+/**
+ * A PID lock file held by this process.
+ *
+ * @example Hold the lock for as long as the program runs
+ * ```ts
+ * import { PidFile } from "./pidfile.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".pid" });
+ * using lock = await PidFile.acquire(path);
+ * console.log(lock.pid === Deno.pid); // true
+ * ```
+ */
+export class PidFile {
+  readonly #path: string;
+  #fd: number;
+  #pid: number;
+
+  private constructor(path: string, fd: number, pid: number) {
+    this.#path = path;
+    this.#fd = fd;
+    this.#pid = pid;
+    held.add(this);
+  }
+
+  /**
+   * Lock the pid file, creating it if needed, and write a pid into it.
+   *
+   * @param path the pid file
+   * @param options how long to wait, the mode, the pid to write
+   * @returns the held lock
+   * @throws {AlreadyRunningError} when another holder keeps the lock past `wait`
+   * @throws {SystemError} for a symlink, a directory, another kind of file, a
+   *   missing directory, no permission, or a root-owned check that fails
+   */
+  static async acquire(path: string, options: AcquireOptions = {}): Promise<PidFile> {
+    const fd = openPidFile(path, C.O_RDWR | C.O_CREAT, options.mode ?? 0o644);
+    try {
+      checkFile(fd, path);
+      const deadline = performance.now() + (options.wait ?? 0);
+      const backoff = new Backoff();
+      while (!tryFlock(fd, C.LOCK_EX, path)) {
+        const remaining = deadline - performance.now();
+        if (remaining <= 0) throw new AlreadyRunningError(path, readPidFd(fd, path));
+        await waitForHolder(readPidFd(fd, path), remaining, backoff);
+      }
+      const lock = new PidFile(path, fd, options.pid ?? ids.pid());
+      lock.writePid(lock.#pid);
+      return lock;
+    } catch (err) {
+      close(fd);
+      throw err;
+    }
+  }
+
+  /**
+   * Take over a locked descriptor this process inherited from the one that
+   * started it (a daemon re-executed by `daemonize()`). The descriptor is
+   * marked close-on-exec, so the daemon's own children do not keep the lock.
+   *
+   * @param fd the inherited descriptor
+   * @param path the pid file it was opened on
+   * @returns the held lock, naming this process
+   * @throws {SystemError} when the descriptor is not that file
+   */
+  static adopt(fd: number, path: string): PidFile {
+    const st = fstat(fd, path);
+    const fresh = openPidFile(path, C.O_RDONLY, 0);
+    try {
+      const named = fstat(fresh, path);
+      if (named.dev !== st.dev || named.ino !== st.ino) {
+        throw new SystemError("fstat", ERRNO.EINVAL, {
+          path,
+          message: `inherited descriptor ${fd} is not the pid file "${path}"`,
+        });
+      }
+    } finally {
+      close(fresh);
+    }
+    setCloexec(fd, true);
+    if (!tryFlock(fd, C.LOCK_EX, path)) throw new AlreadyRunningError(path, readPidFd(fd, path));
+    const lock = new PidFile(path, fd, ids.pid());
+    if (readPidFd(fd, path) !== lock.#pid) lock.writePid(lock.#pid);
+    return lock;
+  }
+
+  /**
+   * Look at a pid file without changing it: never blocks, never creates it,
+   * never takes a lock (so it cannot make a concurrent start fail). A lock of
+   * any kind (flock, POSIX `fcntl`, OFD) by any process reads as running.
+   *
+   * @param path the pid file
+   * @returns running (with the pid it names), stale, or absent
+   * @throws {SystemError} when the file cannot be read (permission, symlink,
+   *   not a regular file)
+   */
+  static probe(path: string): Promise<ProbeResult> {
+    return Promise.resolve(probeSync(path));
+  }
+
+  /**
+   * Wait until nobody holds the lock, waking when the holder exits (a pidfd
+   * poll), never polling `kill(pid, 0)`: a zombie nobody reaps has already
+   * let go of the lock.
+   *
+   * @param path the pid file
+   * @param options `timeout` in milliseconds
+   * @returns true once the lock is free (or the file is gone), false on timeout
+   */
+  static async waitForRelease(
+    path: string,
+    options: { readonly timeout: number },
+  ): Promise<boolean> {
+    const deadline = performance.now() + options.timeout;
+    const backoff = new Backoff();
+    for (;;) {
+      const found = probeSync(path);
+      if (found.state !== "running") return true;
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) return false;
+      await waitForHolder(found.pid, remaining, backoff);
+    }
+  }
+
+  /** The pid file's path. */
+  get path(): string {
+    return this.#path;
+  }
+
+  /** The pid the file names. */
+  get pid(): number {
+    return this.#pid;
+  }
+
+  /** The raw descriptor that holds the lock (-1 once released), for handing to a child. */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  /**
+   * Replace the file's content with `PID\n` and fsync it; used when the
+   * holder becomes a spawned child that inherited the descriptor.
+   *
+   * @param pid the pid to record
+   * @throws {SystemError} when the write fails or the lock was released
+   */
+  writePid(pid: number): void {
+    if (!Number.isInteger(pid) || pid < 1 || pid > PID_MAX) {
+      throw new RangeError(`not a process id: ${pid}`);
+    }
+    if (this.#fd < 0) {
+      throw new SystemError("write", ERRNO.EBADF, {
+        path: this.#path,
+        message: `pid file "${this.#path}" was already released`,
+      });
+    }
+    replaceContent(this.#fd, new TextEncoder().encode(`${pid}\n`), this.#path);
+    this.#pid = pid;
+  }
+
+  /**
+   * Close this process's descriptor but leave the file's content: a child
+   * that inherited the descriptor keeps the lock and the file names it.
+   */
+  detach(): void {
+    if (this.#fd < 0) return;
+    held.delete(this);
+    close(this.#fd);
+    this.#fd = -1;
+  }
+
+  /**
+   * Empty the file (as LibUCW does, so no reader takes a stale pid for the
+   * current one) and let go of the lock. Idempotent.
+   */
+  release(): void {
+    if (this.#fd < 0) return;
+    try {
+      // No fsync: after a crash an unsynced truncate leaves an unlocked, stale pid.
+      replaceContent(this.#fd, new Uint8Array(0), this.#path, false);
+    } finally {
+      this.detach();
+    }
+  }
+
+  /** Same as {@link PidFile.release}. */
+  [Symbol.dispose](): void {
+    this.release();
+  }
+}
+
+/** Every pid file this process holds now (for a shutdown that releases them). */
+export function heldPidFiles(): PidFile[] {
+  return [...held];
+}
+
+/** The probe, synchronous: what `status` calls. */
+export function probeSync(path: string): ProbeResult {
+  let fd: number;
+  try {
+    fd = openPidFile(path, C.O_RDONLY, 0);
+  } catch (err) {
+    if (err instanceof SystemError && err.errno === ERRNO.ENOENT) {
+      // A missing file reads as absent; a missing directory is the same answer.
+      return { state: "absent" };
+    }
+    throw err;
+  }
+  try {
+    const st = fstat(fd, path);
+    if ((st.mode & C.S_IFMT) !== C.S_IFREG) {
+      throw new SystemError("open", ERRNO.EINVAL, {
+        path,
+        message: `pid file "${path}" is a ${fileKind(st.mode)}, not a regular file`,
+      });
+    }
+    const pid = readPidFd(fd, path);
+    if (isLocked(fd, st, path)) return { state: "running", pid };
+    return pid === undefined ? { state: "absent" } : { state: "stale", pid };
+  } finally {
+    close(fd);
+  }
+}
+
+let procLocksReadable = true;
+
+/**
+ * Whether any process holds a lock on the file, without taking one. Reads
+ * /proc/locks (flock, POSIX and OFD locks alike); where that cannot be read,
+ * falls back to F_GETLK, F_OFD_GETLK and a shared flock test.
+ */
+function isLocked(fd: number, st: FileStat, path: string): boolean {
+  if (procLocksReadable) {
+    try {
+      return procLocksHold(Deno.readTextFileSync("/proc/locks"), st.dev, st.ino);
+    } catch {
+      procLocksReadable = false;
+    }
+  }
+  return isLockedBySyscalls(fd, path);
+}
+
+/** The probe's fallback: may briefly hold a shared flock. */
+export function isLockedBySyscalls(fd: number, path: string): boolean {
+  if (getlk(fd, false) !== 0 || getlk(fd, true) !== 0) return true;
+  if (!tryFlock(fd, C.LOCK_SH, path)) return true;
+  tryFlock(fd, C.LOCK_UN, path);
+  return false;
+}
+
+/**
+ * Whether /proc/locks lists a held (not awaited) lock on the file with this
+ * device and inode.
+ *
+ * @param text the content of /proc/locks
+ * @param dev `st_dev`
+ * @param ino `st_ino`
+ */
+export function procLocksHold(text: string, dev: bigint, ino: bigint): boolean {
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  const key = `${major.toString(16).padStart(2, "0")}:${
+    minor.toString(16).padStart(2, "0")
+  }:${ino}`;
+  const needle = ` ${key} `;
+  let at = text.indexOf(needle);
+  while (at >= 0) {
+    const lineStart = text.lastIndexOf("\n", at) + 1;
+    if (!text.slice(lineStart, at).includes("->")) return true;
+    at = text.indexOf(needle, at + needle.length);
+  }
+  return false;
+}
+
+/** Waits that grow from 2 ms to 100 ms between looks at a lock. */
+class Backoff {
+  #ms = 2;
+  next(limit: number): number {
+    const ms = Math.max(1, Math.min(this.#ms, limit));
+    this.#ms = Math.min(this.#ms * 2, 100);
+    return ms;
+  }
+  sleep(limit: number): Promise<void> {
+    return new Promise((resolve) => setTimeout(resolve, this.next(limit)));
+  }
+}
+
+/**
+ * Wait a while for the holder of a lock to let go. With a pid, poll its pidfd,
+ * which wakes the moment the process exits; in slices that grow to 100 ms,
+ * since a holder may also let go without exiting, or not be the only holder.
+ */
+async function waitForHolder(
+  pid: number | undefined,
+  remaining: number,
+  backoff: Backoff,
+): Promise<void> {
+  const pidfd = pid === undefined ? undefined : safePidfd(pid);
+  if (pidfd === undefined) return backoff.sleep(remaining);
+  try {
+    const watch = [{ fd: pidfd, events: C.POLLIN }];
+    // Already exited (a zombie, or a holder that handed the lock on): sleep instead.
+    if (pollNow(watch)[0] !== 0) return await backoff.sleep(remaining);
+    await pollWait(watch, backoff.next(remaining));
+  } finally {
+    close(pidfd);
+  }
+}
+
+function safePidfd(pid: number): number | undefined {
+  try {
+    return pidfdOpen(pid);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,293 @@
+/**
+ * Start a program with glibc's posix_spawn: the fork and the exec happen in
+ * C, so no JavaScript runs in a forked copy of this process (which V8 does
+ * not survive). Everything a daemon needs is set up on the way: a new
+ * session, a working directory, a umask, exactly the descriptors asked for
+ * (every other one closed), and signals back at their defaults.
+ *
+ * @module
+ */
+
+import {
+  C,
+  checkReturned,
+  close,
+  cstr,
+  CStringArray,
+  dupCloexec,
+  ERRNO,
+  isExecutable,
+  libc,
+  open,
+  SystemError,
+  umask as setUmask,
+} from "./ffi/mod.ts";
+
+/** Where a child's descriptor comes from: a descriptor of ours, or /dev/null. */
+export type FdSource = number | "null";
+
+/** Options of {@link spawn}. */
+export interface SpawnOptions {
+  /** The program: an absolute path (see {@link resolveCommand}). */
+  readonly path: string;
+  /** The whole argv, `argv[0]` included. */
+  readonly argv: readonly string[];
+  /** The whole environment. */
+  readonly env: Readonly<Record<string, string>>;
+  /** The working directory to change to before exec. */
+  readonly cwd?: string;
+  /** The umask the program starts with. */
+  readonly umask?: number;
+  /** Start a new session (setsid): no controlling terminal, its own process group. */
+  readonly newSession?: boolean;
+  /** Start a new process group led by the child (ignored with `newSession`). */
+  readonly newProcessGroup?: boolean;
+  /**
+   * The child's descriptors: child fd number to our descriptor (or "null").
+   * Descriptors 0, 1 and 2 default to /dev/null; every descriptor not named
+   * here is closed in the child.
+   */
+  readonly fds?: Readonly<Record<number, FdSource>>;
+}
+
+let devNull: number | undefined;
+
+function nullFd(): number {
+  devNull ??= open("/dev/null", C.O_RDWR | C.O_CLOEXEC);
+  return devNull;
+}
+
+const enc = (s: string) => cstr(s, "path");
+
+/**
+ * Start a program and return its pid at once. The exec has happened (or
+ * failed, which is thrown) by the time this returns.
+ *
+ * @param options what to run and how
+ * @returns the child's pid
+ * @throws {SystemError} when the program cannot be executed (ENOENT, EACCES,
+ *   ENOEXEC), the working directory is missing, or a descriptor is bad
+ * @throws {TypeError} when an argument or environment entry holds a NUL byte
+ */
+export function spawn(options: SpawnOptions): number {
+  const c = libc();
+  const wanted: Record<number, FdSource> = { 0: "null", 1: "null", 2: "null", ...options.fds };
+  const targets = Object.keys(wanted).map(Number).sort((a, b) => a - b);
+  const top = targets[targets.length - 1]!;
+
+  // Move every source above every target, so no dup2 overwrites a source
+  // that a later dup2 still reads, and dup2(fd, fd) never arises.
+  const moved: number[] = [];
+  const fa = new Uint8Array(C.SIZEOF_FILE_ACTIONS);
+  const attr = new Uint8Array(C.SIZEOF_SPAWNATTR);
+  checkReturned(c.posix_spawn_file_actions_init(fa), "posix_spawn_file_actions_init");
+  checkReturned(c.posix_spawnattr_init(attr), "posix_spawnattr_init");
+  const keep: unknown[] = [];
+  try {
+    for (const target of targets) {
+      const source = wanted[target]!;
+      const high = dupCloexec(source === "null" ? nullFd() : source, top + 1);
+      moved.push(high);
+      checkReturned(
+        c.posix_spawn_file_actions_adddup2(fa, high, target),
+        "posix_spawn_file_actions_adddup2",
+      );
+    }
+    for (let fd = 0; fd < top; fd++) {
+      if (!(fd in wanted)) {
+        checkReturned(
+          c.posix_spawn_file_actions_addclose(fa, fd),
+          "posix_spawn_file_actions_addclose",
+        );
+      }
+    }
+    closeFrom(fa, top + 1);
+    if (options.cwd !== undefined) {
+      if (!c.posix_spawn_file_actions_addchdir_np) {
+        throw new Error("setting the working directory needs glibc 2.29 or later");
+      }
+      const dir = enc(options.cwd);
+      keep.push(dir);
+      checkReturned(
+        c.posix_spawn_file_actions_addchdir_np(fa, dir),
+        "posix_spawn_file_actions_addchdir_np",
+      );
+    }
+
+    let flags = C.POSIX_SPAWN_SETSIGMASK | C.POSIX_SPAWN_SETSIGDEF;
+    if (options.newSession) flags |= C.POSIX_SPAWN_SETSID;
+    else if (options.newProcessGroup) flags |= C.POSIX_SPAWN_SETPGROUP;
+    const empty = new Uint8Array(C.SIZEOF_SIGSET);
+    const all = new Uint8Array(C.SIZEOF_SIGSET);
+    c.sigemptyset(empty);
+    c.sigfillset(all);
+    checkReturned(c.posix_spawnattr_setsigmask(attr, empty), "posix_spawnattr_setsigmask");
+    checkReturned(c.posix_spawnattr_setsigdefault(attr, all), "posix_spawnattr_setsigdefault");
+    if (flags & C.POSIX_SPAWN_SETPGROUP) {
+      checkReturned(c.posix_spawnattr_setpgroup(attr, 0), "posix_spawnattr_setpgroup");
+    }
+    checkReturned(c.posix_spawnattr_setflags(attr, flags), "posix_spawnattr_setflags");
+
+    const path = cstr(options.path, "program path");
+    const argv = new CStringArray(options.argv, "argument");
+    const envp = new CStringArray(envEntries(options.env), "environment entry");
+    const pid = new Int32Array(1);
+    const oldMask = options.umask === undefined ? undefined : setUmask(options.umask);
+    let rc: number;
+    try {
+      rc = c.posix_spawn(pid, path, fa, attr, argv.buffer, envp.buffer);
+    } finally {
+      if (oldMask !== undefined) setUmask(oldMask);
+    }
+    if (rc !== 0) throw spawnError(rc, options);
+    return pid[0]!;
+  } finally {
+    for (const fd of moved) close(fd);
+    c.posix_spawn_file_actions_destroy(fa);
+    c.posix_spawnattr_destroy(attr);
+  }
+}
+
+function closeFrom(fa: Uint8Array<ArrayBuffer>, from: number): void {
+  const c = libc();
+  if (c.posix_spawn_file_actions_addclosefrom_np) {
+    checkReturned(
+      c.posix_spawn_file_actions_addclosefrom_np(fa, from),
+      "posix_spawn_file_actions_addclosefrom_np",
+    );
+    return;
+  }
+  // Before glibc 2.34: close what is open now (a closed one is ignored by glibc).
+  for (const entry of Deno.readDirSync("/proc/self/fd")) {
+    const fd = Number(entry.name);
+    if (fd >= from) {
+      checkReturned(
+        c.posix_spawn_file_actions_addclose(fa, fd),
+        "posix_spawn_file_actions_addclose",
+      );
+    }
+  }
+}
+
+function envEntries(env: Readonly<Record<string, string>>): string[] {
+  return Object.entries(env).map(([k, v]) => {
+    if (k === "" || k.includes("=")) {
+      throw new TypeError(
+        `environment variable name must be non-empty and free of "=": ${JSON.stringify(k)}`,
+      );
+    }
+    return `${k}=${v}`;
+  });
+}
+
+function spawnError(rc: number, options: SpawnOptions): SystemError {
+  const what = (() => {
+    switch (rc) {
+      case ERRNO.ENOENT:
+        return options.cwd === undefined
+          ? "no such file"
+          : `no such file, or no directory "${options.cwd}"`;
+      case ERRNO.EACCES:
+        return "permission denied";
+      case ERRNO.ENOEXEC:
+        return "not an executable format";
+      case ERRNO.ENOTDIR:
+        return "a path component is not a directory";
+      default:
+        return undefined;
+    }
+  })();
+  return new SystemError("posix_spawn", rc, {
+    path: options.path,
+    ...(what === undefined ? {} : { message: `cannot run "${options.path}": ${what}` }),
+  });
+}
+
+/**
+ * Find the program a command names, as the shell would, and check that it
+ * can be executed, so a mistake is reported before anything starts.
+ *
+ * @param command a name to search in `PATH`, or a path (relative to `cwd`)
+ * @param env the environment whose `PATH` to search
+ * @param cwd the directory a relative path is relative to
+ * @returns an absolute path
+ * @throws {SystemError} ENOENT "command not found", EACCES "not executable",
+ *   EISDIR for a directory
+ */
+export function resolveCommand(
+  command: string,
+  env: Readonly<Record<string, string | undefined>> = Deno.env.toObject(),
+  cwd: string = Deno.cwd(),
+): string {
+  if (command === "") {
+    throw new SystemError("execve", ERRNO.ENOENT, { path: command, message: "empty command name" });
+  }
+  cstr(command, "command");
+  if (command.includes("/")) {
+    const path = command.startsWith("/") ? command : `${cwd.replace(/\/$/, "")}/${command}`;
+    checkProgram(path, command, true);
+    return path;
+  }
+  const dirs = (env.PATH ?? "/usr/local/bin:/usr/bin:/bin").split(":");
+  let denied: string | undefined;
+  for (const dir of dirs) {
+    const path = `${dir === "" ? "." : dir}/${command}`;
+    const kind = programKind(path);
+    if (kind === "ok") return path.startsWith("/") ? path : `${cwd}/${path}`;
+    if (kind === "denied") denied ??= path;
+  }
+  if (denied) checkProgram(denied, command, true);
+  throw new SystemError("execve", ERRNO.ENOENT, {
+    path: command,
+    message: `command not found: "${command}" (searched PATH)`,
+  });
+}
+
+function programKind(path: string): "ok" | "missing" | "denied" | "directory" {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(path);
+  } catch {
+    return "missing";
+  }
+  if (info.isDirectory) return "directory";
+  return info.isFile && isExecutable(path) ? "ok" : "denied";
+}
+
+function checkProgram(path: string, command: string, named: boolean): void {
+  switch (programKind(path)) {
+    case "ok":
+      return;
+    case "missing":
+      throw new SystemError("execve", ERRNO.ENOENT, {
+        path,
+        message: `command not found: "${command}"${named ? "" : " (searched PATH)"}`,
+      });
+    case "directory":
+      throw new SystemError("execve", ERRNO.EISDIR, {
+        path,
+        message: `cannot run "${path}": it is a directory`,
+      });
+    case "denied":
+      throw new SystemError("execve", ERRNO.EACCES, {
+        path,
+        message: `cannot run "${path}": not an executable file (permission denied)`,
+      });
+  }
+}
+
+/**
+ * The command line that runs this program again: the compiled binary alone,
+ * or `deno run <flags> <script>` as this process was started, permission
+ * flags included. Arguments given to this program are not part of it.
+ *
+ * @returns the argv prefix; `[0]` is an absolute path
+ */
+export function selfCommand(): string[] {
+  const raw = Deno.readTextFileSync("/proc/self/cmdline");
+  const argv = raw.split("\0");
+  if (argv[argv.length - 1] === "") argv.pop();
+  const prefix = argv.slice(0, argv.length - Deno.args.length);
+  prefix[0] = Deno.execPath();
+  return prefix;
+}
