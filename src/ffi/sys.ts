@@ -289,6 +289,81 @@ export function socketpair(): [number, number] {
   return [fds[0]!, fds[1]!];
 }
 
+/**
+ * A `struct sockaddr_un` for a path (not abstract), sized to the path.
+ *
+ * @param path the socket's path, at most 107 bytes
+ * @returns the address and its length
+ * @throws {SystemError} ENAMETOOLONG when the path does not fit
+ */
+export function sockaddrUnix(path: string): { addr: Uint8Array<ArrayBuffer>; len: number } {
+  const bytes = cstr(path, "socket path");
+  if (bytes.length > linux.SIZEOF_SOCKADDR_UN - 2) {
+    throw new SystemError("bind", ERRNO.ENAMETOOLONG, {
+      path,
+      message: `socket path "${path}" is longer than 107 bytes`,
+    });
+  }
+  const addr = new Uint8Array(linux.SIZEOF_SOCKADDR_UN);
+  new DataView(addr.buffer).setUint16(0, linux.AF_UNIX, true);
+  addr.set(bytes, 2);
+  return { addr, len: 2 + bytes.length };
+}
+
+/**
+ * socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK) bound to a path:
+ * a datagram listener such as a `NOTIFY_SOCKET`.
+ *
+ * @param path where to bind it (must not exist yet)
+ * @returns the descriptor
+ * @throws {SystemError} when the socket cannot be made or bound
+ */
+export function bindUnixDatagram(path: string): number {
+  const fd = check(
+    libc().socket(linux.AF_UNIX, linux.SOCK_DGRAM | linux.SOCK_CLOEXEC | linux.SOCK_NONBLOCK, 0),
+    "socket",
+  );
+  const { addr, len } = sockaddrUnix(path);
+  if (libc().bind(fd, addr, len) < 0) {
+    const e = errno();
+    close(fd);
+    throw new SystemError("bind", e, { path });
+  }
+  return fd;
+}
+
+/**
+ * recv(2) with `MSG_DONTWAIT`: one datagram (or what a stream has), if any.
+ *
+ * @param fd the socket
+ * @param max the largest datagram to take
+ * @returns the bytes, or `undefined` when nothing is waiting (EAGAIN)
+ * @throws {SystemError} for any other failure
+ */
+export function recvNow(fd: number, max: number): Uint8Array<ArrayBuffer> | undefined {
+  const buf = new Uint8Array(max);
+  for (;;) {
+    const n = Number(libc().recv(fd, buf, BigInt(max), linux.MSG_DONTWAIT));
+    if (n >= 0) return buf.subarray(0, n);
+    const e = errno();
+    if (e === ERRNO.EINTR) continue;
+    if (e === ERRNO.EAGAIN) return undefined;
+    throw new SystemError("recv", e, { path: `fd ${fd}` });
+  }
+}
+
+/**
+ * chown(2).
+ *
+ * @param path the file
+ * @param uid the new owner
+ * @param gid the new group
+ * @throws {SystemError} on failure
+ */
+export function chown(path: string, uid: number, gid: number): void {
+  check(libc().chown(cstr(path, "path"), uid, gid), "chown", { path });
+}
+
 /** One descriptor to watch with {@link poll}. */
 export interface PollFd {
   readonly fd: number;
