@@ -135,6 +135,9 @@ export const symbols = {
   syslog: { parameters: ["i32", "buffer", "buffer"], result: "void" }, // void syslog(int priority, const char *format, ...) called as (pri, "%s", msg)
   closelog: { parameters: [], result: "void" }, // void closelog(void)
   setlogmask: { parameters: ["i32"], result: "i32" }, // int setlogmask(int mask)
+
+  // clocks
+  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" }, // int clock_gettime(clockid_t clk, struct timespec *ts)
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The loaded symbols. */

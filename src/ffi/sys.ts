@@ -644,3 +644,56 @@ export function strerror(errnum: number): string {
   const p = libc().strerror(errnum);
   return p === null ? `errno ${errnum}` : new Deno.UnsafePointerView(p).getCString();
 }
+
+/**
+ * clock_gettime(CLOCK_MONOTONIC) in microseconds: the clock systemd's
+ * `MONOTONIC_USEC=` names.
+ *
+ * @returns microseconds since an arbitrary fixed point (boot)
+ */
+export function monotonicMicros(): bigint {
+  const ts = new BigInt64Array(2);
+  check(libc().clock_gettime(linux.CLOCK_MONOTONIC, ts), "clock_gettime");
+  return ts[0]! * 1_000_000n + ts[1]! / 1000n;
+}
+
+/**
+ * Send one datagram to an AF_UNIX datagram socket by address, from a fresh
+ * unbound socket (what `sd_notify` does). An address starting with `@` is in
+ * the abstract namespace.
+ *
+ * @param address a path, or `@name` for an abstract socket
+ * @param bytes the datagram
+ * @throws {SystemError} when the address is too long or the send fails
+ *   (ENOENT, ECONNREFUSED, EACCES), naming the address
+ */
+export function sendUnixDatagram(address: string, bytes: Uint8Array<ArrayBuffer>): void {
+  const abstract = address.startsWith("@");
+  const name = abstract ? new TextEncoder().encode(address.slice(1)) : cstr(address, "socket path");
+  if (address.includes("\0") || name.length + (abstract ? 1 : 0) > linux.SIZEOF_SOCKADDR_UN - 2) {
+    throw new SystemError("sendto", ERRNO.ENAMETOOLONG, {
+      path: address,
+      message: `socket address "${address}" is longer than 107 bytes or holds a NUL byte`,
+    });
+  }
+  const addr = new Uint8Array(linux.SIZEOF_SOCKADDR_UN);
+  new DataView(addr.buffer).setUint16(0, linux.AF_UNIX, true);
+  addr.set(name, abstract ? 3 : 2); // abstract: sun_path[0] stays NUL
+  const len = 2 + (abstract ? 1 : 0) + name.length;
+  const fd = check(
+    libc().socket(linux.AF_UNIX, linux.SOCK_DGRAM | linux.SOCK_CLOEXEC, 0),
+    "socket",
+  );
+  try {
+    for (;;) {
+      const n = Number(
+        libc().sendto(fd, bytes, BigInt(bytes.length), linux.MSG_NOSIGNAL, addr, len),
+      );
+      if (n >= 0) return;
+      const e = errno();
+      if (e !== ERRNO.EINTR) throw new SystemError("sendto", e, { path: address });
+    }
+  } finally {
+    close(fd);
+  }
+}
