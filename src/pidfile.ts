@@ -275,7 +275,11 @@ export class PidFile {
    *   not a regular file)
    */
   static probe(path: string): Promise<ProbeResult> {
-    return Promise.resolve(probeSync(path));
+    try {
+      return Promise.resolve(probeSync(path));
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /**
