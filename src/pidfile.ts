@@ -88,6 +88,8 @@ export class AlreadyRunningError extends Error {
   readonly path: string;
 
   /**
+   * Make the error for a pid file another process holds.
+   *
    * @param path the pid file
    * @param pid the pid it names, if any
    */

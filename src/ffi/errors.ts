@@ -142,6 +142,8 @@ export class SystemError extends Error {
   readonly path?: string;
 
   /**
+   * Make the error for a failed call.
+   *
    * @param syscall the failing call, such as `"open"`
    * @param errno the errno value read right after the call
    * @param options the path, or a message to use instead of the generated one
