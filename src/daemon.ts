@@ -1,0 +1,384 @@
+/**
+ * `daemonize()` for a Deno program: the same call runs in the foreground
+ * process a user starts and in the daemon it becomes. JavaScript cannot
+ * survive `fork()` (DESIGN.md fact 1), so the foreground re-executes this
+ * program through `posix_spawn` in a new session and waits until the daemon
+ * says it is ready:
+ *
+ * 1. foreground: lock the PID file first ("already running (pid N)" is
+ *    reported at once), open a socketpair for readiness, spawn the program
+ *    again with the locked descriptor as fd 3 and the socket as fd 4, stdio
+ *    on /dev/null (or the `output` file), a umask and no other descriptor;
+ *    write the daemon's pid into the file; wait for `READY` (exit 0) or an
+ *    error, an early exit or the timeout (exit 1 with the reason).
+ * 2. daemon: recognise its role by a one-time nonce that the environment and
+ *    the inherited socket must both carry (the variable is deleted at once, so
+ *    no child of the daemon sees it, and a stale copy does not match), adopt
+ *    the lock, change to `/` (or `chdir`), and return a {@link Daemon}.
+ *
+ * @module
+ */
+
+import {
+  C,
+  close,
+  fstat,
+  libc,
+  open,
+  pidfdOpen,
+  pidfdSendSignal,
+  pollNow,
+  pollWait,
+  read,
+  reap,
+  setCloexec,
+  signalName,
+  socketpair,
+  SystemError,
+  writeAll,
+} from "./ffi/mod.ts";
+import { AlreadyRunningError, PidFile } from "./pidfile.ts";
+import { selfCommand, spawn } from "./spawn.ts";
+import { notifyReady } from "./notify.ts";
+import { shutdown } from "./shutdown.ts";
+import { LOG_WARNING, report } from "./syslog.ts";
+
+/** The environment variable that carries `<fd>:<nonce>` to the daemon, once. */
+const ROLE_VARIABLE = "SINGLETON_RUN_DAEMONIZE";
+/** The daemon's descriptor holding the pid file lock. */
+const LOCK_FD = 3;
+/** The daemon's end of the readiness socket. */
+const READY_FD = 4;
+
+/** Options of {@link daemonize}. */
+export interface DaemonizeOptions {
+  /** The PID lock file (a relative path is relative to the starting directory). */
+  readonly pidFile: string;
+  /**
+   * The daemon's working directory.
+   * @default {"/"} so no file system is kept busy
+   */
+  readonly chdir?: string;
+  /**
+   * The daemon's file mode creation mask.
+   * @default {0o022}
+   */
+  readonly umask?: number;
+  /**
+   * A file that receives the daemon's stdout and stderr, appended to
+   * (created with mode 0640). Uncaught errors are printed there.
+   * @default {undefined} both go to /dev/null
+   */
+  readonly output?: string;
+  /** Variables added to (or replacing in) the daemon's environment. */
+  readonly env?: Readonly<Record<string, string>>;
+  /**
+   * How long the foreground waits for {@link Daemon.ready}, in ms; the
+   * daemon is killed when the time runs out.
+   * @default {30000}
+   */
+  readonly readyTimeout?: number;
+}
+
+/** The daemon's view of itself, returned by {@link daemonize} in the daemon. */
+export interface Daemon {
+  /** This process's pid, the one in the pid file. */
+  readonly pid: number;
+  /** The pid file's absolute path. */
+  readonly pidFile: string;
+  /** The held lock (released by {@link Daemon.stop} and by shutdown). */
+  readonly lock: PidFile;
+  /**
+   * Tell the foreground process that the daemon is ready, so it exits 0
+   * (and tell `NOTIFY_SOCKET`, when set). Idempotent.
+   *
+   * @param status a status line for systemd
+   */
+  ready(status?: string): void;
+  /**
+   * Stop as SIGTERM would: run the {@link onShutdown} handlers, release the
+   * lock, exit with `code`.
+   *
+   * @param code the exit status
+   */
+  stop(code?: number): Promise<never>;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function message(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, " ").trim() || "unknown error";
+}
+
+function absolute(path: string, base: string): string {
+  if (path === "") throw new TypeError("pidFile must not be empty");
+  return path.startsWith("/") ? path : `${base.replace(/\/$/, "")}/${path}`;
+}
+
+/**
+ * Recognise the daemon role: the variable names a descriptor that is a
+ * socket whose first bytes are the same nonce. The variable is deleted in
+ * any case. The nonce is peeked before it is taken, so a process that
+ * inherited a stale variable leaves its own descriptor's data alone.
+ *
+ * @returns the readiness descriptor, now close-on-exec, or undefined
+ */
+function claimDaemonRole(): number | undefined {
+  let raw: string | undefined;
+  try {
+    raw = Deno.env.get(ROLE_VARIABLE);
+    if (raw !== undefined) Deno.env.delete(ROLE_VARIABLE);
+  } catch {
+    return undefined; // no --allow-env: not started by daemonize()
+  }
+  const m = raw === undefined ? null : /^([0-9]{1,9}):([0-9a-f]{32})$/.exec(raw);
+  if (!m) return undefined;
+  const fd = Number(m[1]);
+  const expected = encoder.encode(`${m[2]}\n`);
+  try {
+    if ((fstat(fd).mode & C.S_IFMT) !== C.S_IFSOCK) return undefined;
+  } catch {
+    return undefined;
+  }
+  const got = new Uint8Array(expected.length);
+  const n = Number(libc().recv(fd, got, BigInt(got.length), C.MSG_PEEK | C.MSG_DONTWAIT));
+  if (n !== expected.length || !got.every((b, i) => b === expected[i])) return undefined;
+  libc().recv(fd, got, BigInt(got.length), C.MSG_DONTWAIT);
+  setCloexec(fd, true);
+  return fd;
+}
+
+/**
+ * Become a daemon. Call it early, before opening anything the daemon needs:
+ * the foreground process runs the program only up to this call, then
+ * re-executes it as the daemon and exits (0 once the daemon calls
+ * `ready()`, 1 with the reason if it fails first, 1 with "already running
+ * (pid N)" if another instance holds the lock). In the daemon, the same call
+ * returns the {@link Daemon} handle.
+ *
+ * Needs `--allow-ffi`, `--allow-env`, `--allow-read`, `--allow-write`; the
+ * daemon is started with the same `deno run` flags (or the same compiled
+ * binary) and the same arguments.
+ *
+ * @param options the pid file, working directory, umask, output file,
+ *   environment and readiness timeout
+ * @returns in the daemon, its handle; in the foreground, never (the process exits)
+ * @throws {SystemError} in the daemon, when the inherited lock descriptor is
+ *   not the pid file (never expected)
+ * @throws {TypeError} for an empty pid file path
+ * @example Daemonize only when asked to (the test runner must not daemonize)
+ * ```ts
+ * import { daemonize } from "./daemon.ts";
+ *
+ * if (Deno.args.includes("--daemon")) {
+ *   const daemon = await daemonize({ pidFile: "/run/my-service.pid" });
+ *   // open listeners, read configuration, then:
+ *   daemon.ready();
+ * }
+ * ```
+ */
+export async function daemonize(options: DaemonizeOptions): Promise<Daemon> {
+  const pidFile = absolute(options.pidFile, Deno.cwd());
+  const readyFd = claimDaemonRole();
+  if (readyFd === undefined) return await runForeground(options, pidFile);
+  return becomeDaemon(options, pidFile, readyFd);
+}
+
+function becomeDaemon(options: DaemonizeOptions, pidFile: string, readyFd: number): Daemon {
+  let channel = readyFd;
+  const send = (line: string): void => {
+    if (channel < 0) return;
+    try {
+      writeAll(channel, encoder.encode(`${line}\n`), "readiness socket");
+    } catch {
+      // the foreground is gone (killed, or timed out): nobody to tell
+    }
+    close(channel);
+    channel = -1;
+  };
+  const onError = (e: ErrorEvent): void => send(`ERROR ${oneLine(message(e.error ?? e.message))}`);
+  const onRejection = (e: PromiseRejectionEvent): void =>
+    send(`ERROR ${oneLine(message(e.reason))}`);
+  const unlisten = (): void => {
+    removeEventListener("error", onError);
+    removeEventListener("unhandledrejection", onRejection);
+  };
+  let lock: PidFile;
+  try {
+    lock = PidFile.adopt(LOCK_FD, pidFile);
+    Deno.chdir(options.chdir ?? "/");
+  } catch (err) {
+    send(`ERROR ${oneLine(message(err))}`);
+    throw err;
+  }
+  addEventListener("error", onError);
+  addEventListener("unhandledrejection", onRejection);
+  return {
+    pid: Deno.pid,
+    pidFile,
+    lock,
+    ready(status?: string): void {
+      if (channel < 0) return;
+      unlisten();
+      send("READY");
+      try {
+        notifyReady(status);
+      } catch (err) {
+        report(LOG_WARNING, `cannot notify the supervisor: ${message(err)}`);
+      }
+    },
+    stop(code = 0): Promise<never> {
+      unlisten();
+      send("ERROR stopped before it was ready");
+      return shutdown(code, "stop requested");
+    },
+  };
+}
+
+function die(text: string): never {
+  console.error(text);
+  Deno.exit(1);
+}
+
+async function runForeground(options: DaemonizeOptions, pidFile: string): Promise<never> {
+  const timeout = options.readyTimeout ?? 30_000;
+  if (!(timeout > 0)) die(`readyTimeout must be a positive number of ms, got ${timeout}`);
+  let lock: PidFile;
+  try {
+    lock = await PidFile.acquire(pidFile);
+  } catch (err) {
+    if (err instanceof AlreadyRunningError || err instanceof SystemError) die(err.message);
+    throw err;
+  }
+  const opened: number[] = [];
+  let pid: number;
+  let ours: number;
+  try {
+    const [parentEnd, childEnd] = socketpair();
+    opened.push(childEnd);
+    ours = parentEnd;
+    const nonce = Array.from(crypto.getRandomValues(new Uint8Array(16)))
+      .map((b) => b.toString(16).padStart(2, "0")).join("");
+    writeAll(ours, encoder.encode(`${nonce}\n`), "readiness socket");
+    let out: number | "null" = "null";
+    if (options.output !== undefined) {
+      out = open(
+        options.output,
+        C.O_WRONLY | C.O_CREAT | C.O_APPEND | C.O_CLOEXEC | C.O_NOCTTY,
+        0o640,
+      );
+      opened.push(out);
+    }
+    const env: Record<string, string> = { ...Deno.env.toObject(), ...options.env };
+    delete env.NOTIFY_FD; // that descriptor is not passed on; the foreground answers it
+    env[ROLE_VARIABLE] = `${READY_FD}:${nonce}`;
+    const argv = [...selfCommand(), ...Deno.args];
+    pid = spawn({
+      path: argv[0]!,
+      argv,
+      env,
+      cwd: Deno.cwd(),
+      umask: options.umask ?? 0o022,
+      newSession: true,
+      fds: { 1: out, 2: out, [LOCK_FD]: lock.fd, [READY_FD]: childEnd },
+    });
+    lock.writePid(pid);
+  } catch (err) {
+    lock.release();
+    die(`cannot start the daemon: ${message(err)}`);
+  } finally {
+    for (const fd of opened) close(fd);
+  }
+  const outcome = await waitUntilReady(ours, pid, timeout);
+  close(ours);
+  if (outcome === "ready") {
+    lock.detach(); // the daemon holds the lock now
+    forwardReadiness();
+    Deno.exit(0);
+  }
+  lock.release();
+  const where = options.output === undefined ? "" : ` (its output is in "${options.output}")`;
+  die(`${outcome}${where}`);
+}
+
+/** Started with `--notify-fd`: the daemon is ready, so this process is. */
+function forwardReadiness(): void {
+  if (Deno.env.get("NOTIFY_FD") === undefined) return;
+  Deno.env.delete("NOTIFY_SOCKET"); // the daemon speaks to that one itself
+  try {
+    notifyReady();
+  } catch (err) {
+    console.error(`cannot notify the supervisor: ${message(err)}`);
+  }
+}
+
+function describeExit(pid: number): string {
+  const reason = reap(pid);
+  if (reason === undefined) return "daemon closed its readiness socket before it was ready";
+  if (reason.exited) return `daemon exited with status ${reason.code} before it was ready`;
+  return `daemon was killed by ${signalName(reason.signal)} before it was ready`;
+}
+
+/**
+ * Wait for `READY` on the socket, an `ERROR` line, the daemon's exit, or
+ * the deadline. On anything but `READY`, the daemon is gone (killed if
+ * needed) and reaped when this returns.
+ *
+ * @returns "ready", or the reason it is not
+ */
+async function waitUntilReady(fd: number, pid: number, timeout: number): Promise<string> {
+  const pidfd = pidfdOpen(pid);
+  if (pidfd === undefined) return describeExit(pid);
+  try {
+    let deadline = performance.now() + timeout;
+    let text = "";
+    let error: string | undefined;
+    let eof = false;
+    for (;;) {
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) {
+        pidfdSendSignal(pidfd, 9);
+        await pollWait([{ fd: pidfd, events: C.POLLIN }], 5000);
+        reap(pid);
+        return error === undefined
+          ? `daemon was not ready within ${timeout} ms; it was killed`
+          : `daemon failed before it was ready: ${error}`;
+      }
+      const watch = [{ fd: pidfd, events: C.POLLIN }];
+      if (!eof) watch.push({ fd, events: C.POLLIN });
+      const revents = await pollWait(watch, remaining);
+      if (!eof && (revents[1] ?? 0) !== 0) {
+        while (!eof && pollNow([{ fd, events: C.POLLIN }])[0] !== 0) {
+          const chunk = read(fd, 4096);
+          if (chunk.length === 0) eof = true;
+          text += decoder.decode(chunk);
+        }
+        for (;;) {
+          const nl = text.indexOf("\n");
+          if (nl < 0) break;
+          const line = text.slice(0, nl);
+          text = text.slice(nl + 1);
+          if (line === "READY") return "ready";
+          if (line.startsWith("ERROR ")) error ??= line.slice(6);
+        }
+        // After an error the daemon exits by itself; give it a short while.
+        if (error !== undefined || eof) deadline = Math.min(deadline, performance.now() + 2000);
+      }
+      if ((revents[0] ?? 0) !== 0) {
+        const exit = describeExit(pid);
+        return error === undefined ? exit : `daemon failed before it was ready: ${error}`;
+      }
+    }
+  } finally {
+    close(pidfd);
+  }
+}
+
+/** @internal for tests: the variable name, to check it never leaks. */
+export const DAEMON_ROLE_VARIABLE: string = ROLE_VARIABLE;
