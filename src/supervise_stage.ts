@@ -1,0 +1,207 @@
+/**
+ * The supervisor as a process: `start --supervise` spawns this program again
+ * with the internal marker `__supervise <json>` (in argv, never in the
+ * environment, so nothing leaks to the child), handing it the locked pid
+ * file on a descriptor and a descriptor to announce readiness on. `run
+ * --supervise` calls {@link runSupervisor} in the foreground process, which
+ * already holds the lock.
+ *
+ * The child's environment is the supervisor's own environment: the
+ * controller spawns the supervisor with exactly the environment COMMAND
+ * should get, so no environment travels in argv.
+ *
+ * This module and what it imports are the whole supervisor: no npm package,
+ * no CLI code, so its memory stays near an empty Deno process.
+ *
+ * @module
+ */
+
+import { close, ERRNO, SystemError, writeAll } from "./ffi/mod.ts";
+import { PidFile } from "./pidfile.ts";
+import {
+  type ChildReadiness,
+  parseDuration,
+  parseOutput,
+  parseStopSchedule,
+  type RestartPolicy,
+  supervise,
+  type SuperviseOptions,
+} from "./supervise.ts";
+
+/** The internal argv marker that selects the supervisor stage. */
+export const SUPERVISE_MARKER = "__supervise";
+
+/** The supervisor's configuration, as it travels in argv (JSON). */
+export interface SuperviseConfig {
+  /** The pid file the supervisor holds. */
+  readonly pidfile: string;
+  /** An inherited descriptor that holds the pid file's lock (start); absent: acquire it here. */
+  readonly lockFd?: number;
+  /** An inherited descriptor to write a newline to once the first child is ready. */
+  readonly readyFd?: number;
+  /** The program, an absolute path. */
+  readonly path: string;
+  /** Its argv, `argv[0]` included. */
+  readonly argv: readonly string[];
+  readonly cwd?: string;
+  readonly umask?: number;
+  readonly name?: string;
+  readonly restart?: RestartPolicy;
+  /** Durations in milliseconds. */
+  readonly restartDelay?: number;
+  readonly restartDelayMax?: number;
+  readonly minUptime?: number;
+  readonly maxRestarts?: number;
+  readonly restartWindow?: number;
+  readonly killGroup?: boolean;
+  /** start-stop-daemon schedule text for stopping the child, e.g. `TERM/5/KILL/2`. */
+  readonly stopSchedule?: string;
+  /** `syslog`, `syslog:FACILITY` or a file path; absent: the child shares our stdout/stderr. */
+  readonly output?: string;
+  /** How each child signals readiness. */
+  readonly readiness?: ChildReadiness;
+  readonly readyTimeout?: number;
+}
+
+/** The names of the supervise options that take a duration, for the CLI's parser. */
+export const DURATION_OPTIONS = [
+  "restart-delay",
+  "restart-delay-max",
+  "min-uptime",
+  "restart-window",
+] as const;
+
+/**
+ * Check a configuration and turn it into {@link SuperviseOptions}.
+ *
+ * @param config the configuration
+ * @param env the child's environment
+ * @returns the options, without `onReady`
+ * @throws {TypeError} for a malformed value (restart policy, schedule, output)
+ */
+export function superviseOptions(
+  config: SuperviseConfig,
+  env: Record<string, string>,
+): SuperviseOptions {
+  if (config.restart && !["on-failure", "always", "never"].includes(config.restart)) {
+    throw new TypeError(`bad --restart "${config.restart}" (on-failure, always or never)`);
+  }
+  for (const [key, value] of Object.entries(config)) {
+    if (typeof value === "number" && (!Number.isFinite(value) || value < 0)) {
+      throw new TypeError(`bad ${key}: ${value}`);
+    }
+  }
+  return {
+    path: config.path,
+    argv: config.argv,
+    env,
+    ...(config.cwd === undefined ? {} : { cwd: config.cwd }),
+    ...(config.umask === undefined ? {} : { umask: config.umask }),
+    ...(config.name === undefined ? {} : { name: config.name }),
+    ...(config.restart === undefined ? {} : { restart: config.restart }),
+    ...(config.restartDelay === undefined ? {} : { restartDelay: config.restartDelay }),
+    ...(config.restartDelayMax === undefined ? {} : { restartDelayMax: config.restartDelayMax }),
+    ...(config.minUptime === undefined ? {} : { minUptime: config.minUptime }),
+    ...(config.maxRestarts === undefined ? {} : { maxRestarts: config.maxRestarts }),
+    ...(config.restartWindow === undefined ? {} : { restartWindow: config.restartWindow }),
+    killGroup: config.killGroup ?? false,
+    ...(config.stopSchedule === undefined
+      ? {}
+      : { stopSchedule: parseStopSchedule(config.stopSchedule) }),
+    ...(config.output === undefined ? {} : { output: parseOutput(config.output) }),
+    ...(config.readiness === undefined ? {} : { readiness: config.readiness }),
+    ...(config.readyTimeout === undefined ? {} : { readyTimeout: config.readyTimeout }),
+    statePath: statePath(config.pidfile),
+  };
+}
+
+/**
+ * The state file next to a pid file: `${pidfile}.state`.
+ *
+ * @param pidfile the pid file
+ * @returns the state file's path
+ */
+export function statePath(pidfile: string): string {
+  return `${pidfile}.state`;
+}
+
+/**
+ * Supervise in this process, which holds `lock`, until the supervisor is done;
+ * then release the lock.
+ *
+ * @param config what to run
+ * @param lock the held pid file lock (released here at the end)
+ * @param env the child's environment
+ * @returns the exit code
+ */
+export async function runSupervisor(
+  config: SuperviseConfig,
+  lock: PidFile,
+  env: Record<string, string> = Deno.env.toObject(),
+): Promise<number> {
+  try {
+    const options = superviseOptions(config, env);
+    const readyFd = config.readyFd;
+    return await supervise({
+      ...options,
+      onReady: () => {
+        if (readyFd === undefined) return;
+        try {
+          writeAll(readyFd, new Uint8Array([10]));
+        } catch {
+          // The controller went away: nobody to tell.
+        }
+        close(readyFd);
+      },
+    });
+  } finally {
+    lock.release();
+  }
+}
+
+/**
+ * The stage's entry: `__supervise <json>`.
+ *
+ * @param args this process's arguments
+ * @returns the exit code
+ */
+export async function superviseStage(args: readonly string[]): Promise<number> {
+  if (args[0] !== SUPERVISE_MARKER || args.length !== 2) {
+    writeErr(`usage: ${SUPERVISE_MARKER} <json> (internal)`);
+    return 2;
+  }
+  let config: SuperviseConfig;
+  try {
+    config = JSON.parse(args[1]!);
+  } catch (err) {
+    writeErr(`bad supervisor configuration: ${(err as Error).message}`);
+    return 2;
+  }
+  let lock: PidFile;
+  try {
+    lock = config.lockFd === undefined
+      ? await PidFile.acquire(config.pidfile)
+      : PidFile.adopt(config.lockFd, config.pidfile);
+  } catch (err) {
+    writeErr((err as Error).message);
+    return err instanceof SystemError && err.errno !== ERRNO.EAGAIN ? 1 : 3;
+  }
+  try {
+    return await runSupervisor(config, lock);
+  } catch (err) {
+    writeErr((err as Error).message);
+    return 1;
+  }
+}
+
+function writeErr(message: string): void {
+  try {
+    writeAll(2, new TextEncoder().encode(`singleton-run: ${message}\n`));
+  } catch {
+    // no stderr
+  }
+}
+
+if (import.meta.main) Deno.exit(await superviseStage(Deno.args));
+
+export { parseDuration };
