@@ -1,0 +1,94 @@
+/**
+ * Runs tests/fixtures/service.ts (a program that calls daemonize()) and
+ * cleans up after it: kills the daemon by the pid in its pid file, waits for
+ * the lock to be released, removes the directory.
+ *
+ * @module
+ */
+import { PidFile } from "../../src/pidfile.ts";
+
+export const serviceFixture = new URL("../fixtures/service.ts", import.meta.url).pathname;
+
+/** A temporary directory for one daemon, disposable. */
+export interface ServiceDir extends AsyncDisposable {
+  readonly path: string;
+  readonly pidFile: string;
+  /** Run the fixture's foreground process in `mode`. */
+  start(
+    mode: string,
+    env?: Record<string, string>,
+  ): Promise<Deno.CommandOutput & { ms: number; err: string }>;
+  /** The daemon's pid from the pid file, or undefined. */
+  pid(): number | undefined;
+  /** The events the daemon wrote, in order. */
+  events(): string[];
+  /** What the daemon wrote to stdout/stderr. */
+  output(): string;
+  /** Whether any process still runs the fixture in this directory. */
+  processes(): number[];
+}
+
+export async function serviceDir(): Promise<ServiceDir> {
+  const path = await Deno.makeTempDir({ prefix: "daemon-test-" });
+  const pidFile = `${path}/app.pid`;
+  const read = (name: string) => {
+    try {
+      return Deno.readTextFileSync(`${path}/${name}`);
+    } catch {
+      return "";
+    }
+  };
+  const processes = (): number[] => {
+    const found: number[] = [];
+    for (const e of Deno.readDirSync("/proc")) {
+      if (!/^[0-9]+$/.test(e.name)) continue;
+      try {
+        const cmd = Deno.readTextFileSync(`/proc/${e.name}/cmdline`);
+        const state = /^State:\s+(\S)/m.exec(Deno.readTextFileSync(`/proc/${e.name}/status`));
+        if (cmd.includes(path) && state?.[1] !== "Z") found.push(Number(e.name));
+      } catch { /* gone */ }
+    }
+    return found;
+  };
+  return {
+    path,
+    pidFile,
+    async start(mode, env = {}) {
+      const t0 = performance.now();
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", serviceFixture, path, mode],
+        env,
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(20_000),
+      }).output();
+      return { ...out, ms: performance.now() - t0, err: new TextDecoder().decode(out.stderr) };
+    },
+    pid() {
+      const text = read("app.pid").trim();
+      return text === "" ? undefined : Number(text);
+    },
+    events: () => read("events.log").split("\n").filter((l) => l !== ""),
+    output: () => read("output.log"),
+    processes,
+    async [Symbol.asyncDispose]() {
+      for (const pid of processes()) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch { /* gone */ }
+      }
+      await PidFile.waitForRelease(pidFile, { timeout: 5000 });
+      await Deno.remove(path, { recursive: true });
+    },
+  };
+}
+
+/** Wait until `check()` is true or `ms` pass; returns whether it became true. */
+export async function until(check: () => boolean, ms: number): Promise<boolean> {
+  const deadline = performance.now() + ms;
+  while (!check()) {
+    if (performance.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return true;
+}
