@@ -1,0 +1,1268 @@
+/**
+ * The daemon control protocol behind the `singleton-run` command: start,
+ * run, stop, status, restart, reload and signal, race-free.
+ *
+ * It follows LibUCW's protocol: a separate guard file, locked with flock(2),
+ * serializes every action on one daemon (start, stop, restart, reload,
+ * signal), while the daemon itself keeps the pid file flock-locked for its
+ * whole life. `status` never takes the guard, so it answers at once even
+ * while a stop waits. Where LibUCW admits a race (between the lock check and
+ * kill(2)), this signals through a pidfd opened first and re-checks the lock
+ * and the file's holder after, so a recycled pid is never signalled.
+ *
+ * Each function returns a typed result or throws a typed error; the CLI maps
+ * them to exit codes. Nothing here prints.
+ *
+ * @module
+ */
+
+import {
+  becomeUser,
+  C,
+  close,
+  describeErrno,
+  ERRNO,
+  execve,
+  type ExitReason,
+  fileKind,
+  fstat,
+  ids,
+  kill,
+  lookupGroup,
+  lookupUser,
+  lstat,
+  open,
+  parseSignal,
+  pidfdOpen,
+  pidfdSendSignal,
+  platform,
+  pollNow,
+  pollWait,
+  reap,
+  resetSignals,
+  setCloexec,
+  signalName,
+  statfsType,
+  SystemError,
+  tryFlock,
+  umask as setUmask,
+  type User,
+} from "./ffi/mod.ts";
+import { AlreadyRunningError, PidFile, probeSync } from "./pidfile.ts";
+import { type FdSource, resolveCommand, spawn } from "./spawn.ts";
+import { NOTIFY_FD_ENV, NOTIFY_SOCKET_ENV, Readiness, type ReadinessMode } from "./readiness.ts";
+import { awaitStage, spawnStage } from "./stage.ts";
+
+export { AlreadyRunningError };
+
+/** How long `start` waits, by default, to see that a daemon stays alive after its exec. */
+export const DEFAULT_READY_AFTER_MS = 20;
+/** The default bound on every readiness wait. */
+export const DEFAULT_READY_TIMEOUT_MS = 60_000;
+/** The default bound on the wait for the guard lock. */
+export const DEFAULT_GUARD_TIMEOUT_MS = 30_000;
+/** The default stop schedule: TERM, wait 10 s, KILL, wait 5 s. */
+export const DEFAULT_SCHEDULE = "TERM/10/KILL/5";
+
+// ---------------------------------------------------------------- errors
+
+/** Nothing to do: the daemon is not running (exit code 3 in the CLI). */
+export class NotRunningError extends Error {
+  /** The pid file. */
+  readonly path: string;
+  /** The pid a stale file named (it was not signalled; the file was emptied). */
+  readonly stalePid: number | undefined;
+  /**
+   * @param path the pid file
+   * @param stalePid the pid a stale file named, if any
+   */
+  constructor(path: string, stalePid?: number) {
+    super(
+      stalePid === undefined
+        ? "not running"
+        : `not running (the pid file named pid ${stalePid}, which does not hold its lock; not signalled)`,
+    );
+    this.name = "NotRunningError";
+    this.path = path;
+    this.stalePid = stalePid;
+  }
+}
+
+/** Another controller kept the guard lock past the timeout. */
+export class GuardTimeoutError extends Error {
+  /** The guard file. */
+  readonly path: string;
+  /**
+   * @param path the guard file
+   * @param waitedMs how long we waited
+   */
+  constructor(path: string, waitedMs: number) {
+    super(
+      `another singleton-run holds the guard "${path}": gave up after ${seconds(waitedMs)} ` +
+        `(raise --guard-timeout, or see who holds it in /proc/locks)`,
+    );
+    this.name = "GuardTimeoutError";
+    this.path = path;
+  }
+}
+
+/** The daemon failed before it was ready; it was killed and reaped, the lock freed. */
+export class StartFailedError extends Error {
+  /** The daemon's pid (now gone). */
+  readonly pid: number;
+  /** How it ended, when it ended by itself. */
+  readonly exit: ExitReason | undefined;
+  /** The last lines of `--output`, if one was given. */
+  readonly outputTail: readonly string[];
+  /** The output file, if any. */
+  readonly output: string | undefined;
+  /**
+   * @param message why
+   * @param pid the daemon's pid
+   * @param exit how it ended
+   * @param output the output file
+   * @param outputTail its last lines
+   */
+  constructor(
+    message: string,
+    pid: number,
+    exit: ExitReason | undefined,
+    output: string | undefined,
+    outputTail: readonly string[],
+  ) {
+    super(message);
+    this.name = "StartFailedError";
+    this.pid = pid;
+    this.exit = exit;
+    this.output = output;
+    this.outputTail = outputTail;
+  }
+}
+
+/** The daemon still ran when the stop schedule ran out, or could not be signalled safely. */
+export class StopFailedError extends Error {
+  /** The daemon's pid. */
+  readonly pid: number | undefined;
+  /**
+   * @param message why
+   * @param pid the pid
+   */
+  constructor(message: string, pid: number | undefined) {
+    super(message);
+    this.name = "StopFailedError";
+    this.pid = pid;
+  }
+}
+
+/** A value given to the library is malformed (the CLI reports it as a usage error). */
+export class UsageError extends Error {
+  /** @param message what is wrong */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+// ---------------------------------------------------------------- options
+
+/** Options every guarded action takes. */
+export interface GuardOptions {
+  /** The pid file. */
+  readonly pidfile: string;
+  /**
+   * The guard file.
+   * @default {`${pidfile}.lock`}
+   */
+  readonly guard?: string;
+  /**
+   * How long to wait for another controller's action, in milliseconds.
+   * @default {30000}
+   */
+  readonly guardTimeout?: number;
+  /** Called with a warning (e.g. a pid file on NFS); the action goes on. */
+  readonly onWarning?: (message: string) => void;
+}
+
+/** What is started and how. */
+export interface LaunchOptions {
+  /** The command and its arguments; `command[0]` is searched in PATH. */
+  readonly command: readonly string[];
+  /**
+   * The daemon's working directory.
+   * @default {"/"} for start; the current directory for run
+   */
+  readonly chdir?: string;
+  /**
+   * The daemon's umask.
+   * @default {0o022} for start; unchanged for run
+   */
+  readonly umask?: number;
+  /** Extra environment variables. */
+  readonly env?: Readonly<Record<string, string>>;
+  /** `USER[:GROUP]`, name or number: run as that account (root only). */
+  readonly user?: string;
+}
+
+/** The plan for the process that becomes the daemon, as {@link launchDaemon} gets it. */
+export interface DaemonPlan {
+  /** The program, absolute. */
+  readonly path: string;
+  /** Its argv, `argv[0]` included. */
+  readonly argv: readonly string[];
+  /** Its whole environment. */
+  readonly env: Readonly<Record<string, string>>;
+  /** Its working directory. */
+  readonly cwd: string;
+  /** Its umask. */
+  readonly umask: number;
+  /** Its descriptors: 0-2 (stdio), 3 (the pid file lock), any notification fd. */
+  readonly fds: Readonly<Record<number, FdSource>>;
+  /** The account to run as, if any. */
+  readonly user?: User;
+  /** The primary group for `user`. */
+  readonly gid?: number;
+}
+
+/** The process that became the daemon. */
+export interface LaunchedDaemon {
+  /** Its pid: the pid file names it. */
+  readonly pid: number;
+  /** With `--user`: the stage's error pipe, end of file once it has exec'd the command. */
+  readonly stageErrorFd?: number;
+}
+
+/** Options of {@link start}. */
+export interface StartOptions extends GuardOptions, LaunchOptions {
+  /** Append the daemon's stdout and stderr to this file (mode 0640) instead of /dev/null. */
+  readonly output?: string;
+  /**
+   * The bound on every wait for readiness, in milliseconds.
+   * @default {60000}
+   */
+  readonly readyTimeout?: number;
+  /**
+   * Default readiness: how long the daemon must stay alive after its exec, in ms.
+   * @default {20}
+   */
+  readonly readyAfter?: number;
+  /** s6-style readiness: the daemon writes a newline to this descriptor. */
+  readonly notifyFd?: number;
+  /** sd_notify readiness: the daemon sends READY=1 to NOTIFY_SOCKET. */
+  readonly notifySocket?: boolean;
+  /**
+   * What becomes the daemon (supervise mode replaces it).
+   * @default {launchDaemon}
+   */
+  readonly launch?: (plan: DaemonPlan) => LaunchedDaemon;
+}
+
+/** What {@link start} did. */
+export interface StartResult {
+  /** The daemon's pid, as the pid file names it. */
+  readonly pid: number;
+  /** The last STATUS= the daemon sent, if any. */
+  readonly status?: string;
+}
+
+/** One step of a stop schedule. */
+export type ScheduleStep =
+  | { readonly signal: number }
+  | { readonly waitMs: number };
+
+/** A parsed stop schedule (start-stop-daemon's `--retry` syntax). */
+export interface Schedule {
+  readonly steps: readonly ScheduleStep[];
+  /** Where `forever` repeats from: -1 for no repeat; `steps.length` to wait without end. */
+  readonly repeatAt: number;
+}
+
+/** Options of {@link stop}. */
+export interface StopOptions extends GuardOptions {
+  /**
+   * The signals to send and how long to wait after each.
+   * @default {parseSchedule("TERM/10/KILL/5")}
+   */
+  readonly schedule?: Schedule;
+}
+
+/** What {@link stop} did. */
+export interface StopResult {
+  /** The pid that was stopped. */
+  readonly pid: number;
+  /** The signals sent, in order. */
+  readonly signals: readonly number[];
+  /** How long until the lock was free, in milliseconds. */
+  readonly waitedMs: number;
+}
+
+/** Options of {@link restart}. */
+export interface RestartOptions extends StartOptions, StopOptions {}
+
+/** Options of {@link run}. */
+export interface RunOptions extends GuardOptions, LaunchOptions {}
+
+/** Options of {@link sendSignal}. */
+export interface SignalOptions extends GuardOptions {
+  /** The signal number. */
+  readonly signal: number;
+}
+
+/** What {@link status} found. */
+export interface StatusReport {
+  /** running, stale (unlocked but names a pid), stopped, or unknown (cannot tell). */
+  readonly state: "running" | "stale" | "stopped" | "unknown";
+  /** The LSB status code: 0 running, 1 stale, 3 stopped, 4 unknown. */
+  readonly code: 0 | 1 | 3 | 4;
+  /** The pid the file names, or null. */
+  readonly pid: number | null;
+  /** The pid file. */
+  readonly pidfile: string;
+  /** When the daemon started (ISO 8601), for a running daemon. */
+  readonly startTime?: string;
+  /** Seconds since it started. */
+  readonly uptimeSeconds?: number;
+  /** Its resident set size in KiB. */
+  readonly rssKiB?: number;
+  /** Its open descriptors; null when /proc does not let us count them. */
+  readonly fds?: number | null;
+  /** Its command line. */
+  readonly cmdline?: readonly string[];
+  /** Why the state is unknown. */
+  readonly error?: string;
+}
+
+// ---------------------------------------------------------------- parsing helpers
+
+/**
+ * Parse a stop schedule as start-stop-daemon does: `SIGNAL/TIMEOUT/...`, a bare
+ * number N meaning `TERM/N/KILL/N`, `forever` repeating what follows it (at
+ * the end: wait without limit). Timeouts are seconds (decimals allowed).
+ *
+ * @param text the schedule
+ * @returns the schedule
+ * @throws {UsageError} naming what is wrong
+ */
+export function parseSchedule(text: string): Schedule {
+  const bad = (why: string) => new UsageError(`bad --retry schedule "${text}": ${why}`);
+  if (/^[0-9]+(\.[0-9]+)?$/.test(text)) {
+    const ms = Number(text) * 1000;
+    return {
+      steps: [{ signal: 15 }, { waitMs: ms }, { signal: 9 }, { waitMs: ms }],
+      repeatAt: -1,
+    };
+  }
+  const steps: ScheduleStep[] = [];
+  let repeatAt = -1;
+  for (const item of text.split("/")) {
+    if (item === "") throw bad("empty item");
+    if (item === "forever") {
+      if (repeatAt >= 0) throw bad('"forever" appears more than once');
+      repeatAt = steps.length;
+      continue;
+    }
+    if (/^[0-9]+(\.[0-9]+)?$/.test(item)) {
+      steps.push({ waitMs: Number(item) * 1000 });
+      continue;
+    }
+    const sig = parseSignalItem(item);
+    if (sig === undefined) throw bad(`"${item}" is neither a signal nor a number of seconds`);
+    steps.push({ signal: sig });
+  }
+  if (steps.length === 0 || !("signal" in steps[0]!)) throw bad("it must start with a signal");
+  const last = steps[steps.length - 1]!;
+  if ("signal" in last && repeatAt !== steps.length) {
+    throw bad("it must end with a timeout (or forever)");
+  }
+  if (
+    repeatAt >= 0 && repeatAt < steps.length && !steps.slice(repeatAt).some((s) => "waitMs" in s)
+  ) {
+    throw bad('what follows "forever" must contain a timeout');
+  }
+  return { steps, repeatAt };
+}
+
+function parseSignalItem(item: string): number | undefined {
+  return parseSignal(item.startsWith("-") ? item.slice(1) : item);
+}
+
+/**
+ * Parse a umask: octal digits, `022` or `0o022`.
+ *
+ * @param text the umask
+ * @returns its value
+ * @throws {UsageError} when malformed
+ */
+export function parseUmask(text: string): number {
+  const m = /^(?:0o)?([0-7]{1,4})$/.exec(text);
+  if (!m) throw new UsageError(`bad --umask "${text}": expected octal digits, such as 022`);
+  const value = parseInt(m[1]!, 8);
+  if (value > 0o777) throw new UsageError(`bad --umask "${text}": at most 0777`);
+  return value;
+}
+
+// ---------------------------------------------------------------- the guard
+
+/**
+ * The guard lock: one flock'd descriptor held for a whole action (a second
+ * open of the same file would deadlock against the first).
+ */
+export class Guard implements Disposable {
+  #fd: number;
+  /** The guard file. */
+  readonly path: string;
+
+  private constructor(path: string, fd: number) {
+    this.path = path;
+    this.#fd = fd;
+  }
+
+  /**
+   * Lock the guard file, creating it, waiting at most `timeoutMs`.
+   *
+   * @param path the guard file
+   * @param timeoutMs the longest wait
+   * @returns the held guard
+   * @throws {GuardTimeoutError} when another controller keeps it
+   * @throws {SystemError} when it cannot be opened (or is not a regular file)
+   */
+  static async take(path: string, timeoutMs: number): Promise<Guard> {
+    let fd: number;
+    try {
+      fd = open(
+        path,
+        C.O_RDWR | C.O_CREAT | C.O_CLOEXEC | C.O_NOCTTY | platform().O_NOFOLLOW,
+        0o644,
+      );
+    } catch (err) {
+      throw describePathError(err, path, "guard file");
+    }
+    try {
+      const st = fstatKind(fd, path);
+      if (st !== C.S_IFREG) {
+        throw new SystemError("open", ERRNO.EINVAL, {
+          path,
+          message: `guard file "${path}" is a ${fileKind(st)}, not a regular file`,
+        });
+      }
+      const started = performance.now();
+      let sleep = 1;
+      while (!tryFlock(fd, C.LOCK_EX, path)) {
+        const waited = performance.now() - started;
+        if (waited >= timeoutMs) throw new GuardTimeoutError(path, waited);
+        await new Promise((r) => setTimeout(r, Math.min(sleep, timeoutMs - waited)));
+        sleep = Math.min(sleep * 2, 25);
+      }
+      return new Guard(path, fd);
+    } catch (err) {
+      close(fd);
+      throw err;
+    }
+  }
+
+  /** Let go of the guard. Idempotent. */
+  release(): void {
+    if (this.#fd >= 0) close(this.#fd);
+    this.#fd = -1;
+  }
+
+  /** Same as {@link Guard.release}. */
+  [Symbol.dispose](): void {
+    this.release();
+  }
+}
+
+function fstatKind(fd: number, path: string): number {
+  return fstat(fd, path).mode & C.S_IFMT;
+}
+
+function describePathError(err: unknown, path: string, what: string): unknown {
+  if (!(err instanceof SystemError)) return err;
+  const reason = (() => {
+    switch (err.errno) {
+      case ERRNO.ELOOP:
+        return "it is a symbolic link, which is never followed";
+      case ERRNO.EISDIR:
+        return "it is a directory";
+      case ERRNO.ENOENT:
+        return "its directory does not exist";
+      case ERRNO.ENOTDIR:
+        return "a component of the path is not a directory";
+      case ERRNO.EACCES:
+        return "permission denied";
+      case ERRNO.EROFS:
+        return "read-only file system";
+      default:
+        return describeErrno(err.errno);
+    }
+  })();
+  return new SystemError(err.syscall, err.errno, {
+    path,
+    message: `cannot open ${what} "${path}": ${reason}`,
+  });
+}
+
+function guardPath(options: GuardOptions): string {
+  return options.guard ?? `${options.pidfile}.lock`;
+}
+
+async function withGuard<T>(options: GuardOptions, action: () => Promise<T>): Promise<T> {
+  using _guard = await Guard.take(
+    guardPath(options),
+    options.guardTimeout ?? DEFAULT_GUARD_TIMEOUT_MS,
+  );
+  return await action();
+}
+
+// ---------------------------------------------------------------- checks made before anything is created
+
+/**
+ * Refuse a pid file path that can never work, before the guard file is made:
+ * a symlink, a directory or other non-regular file, a missing directory, and
+ * (as root) a file owned by another user or writable by all.
+ */
+function precheckPidfile(path: string): void {
+  let st;
+  try {
+    st = lstat(path);
+  } catch (err) {
+    if (err instanceof SystemError && err.errno === ERRNO.ENOENT) {
+      const dir = dirname(path);
+      try {
+        const d = lstat(dir);
+        if ((d.mode & C.S_IFMT) === C.S_IFDIR) return;
+        // A symlink to a directory is fine as a directory.
+        if (Deno.statSync(dir).isDirectory) return;
+      } catch {
+        // Fall through.
+      }
+      throw new SystemError("open", ERRNO.ENOENT, {
+        path,
+        message: `cannot open pid file "${path}": its directory "${dir}" does not exist`,
+      });
+    }
+    throw describePathError(err, path, "pid file");
+  }
+  const kind = st.mode & C.S_IFMT;
+  if (kind === C.S_IFLNK) {
+    throw new SystemError("open", ERRNO.ELOOP, {
+      path,
+      message: `cannot open pid file "${path}": it is a symbolic link, which is never followed`,
+    });
+  }
+  if (kind !== C.S_IFREG) {
+    throw new SystemError("open", ERRNO.EINVAL, {
+      path,
+      message: `pid file "${path}" is a ${fileKind(st.mode)}, not a regular file`,
+    });
+  }
+  if (ids.euid() === 0 && (st.uid !== 0 || (st.mode & 0o002) !== 0)) {
+    const who = st.uid !== 0 ? `owned by uid ${st.uid}` : "writable by every user";
+    throw new SystemError("open", ERRNO.EPERM, {
+      path,
+      message:
+        `pid file "${path}" is ${who}; as root, refusing to trust it (remove it or fix its owner)`,
+    });
+  }
+}
+
+function dirname(path: string): string {
+  const i = path.lastIndexOf("/");
+  if (i < 0) return ".";
+  if (i === 0) return "/";
+  return path.slice(0, i);
+}
+
+function warnIfRemote(path: string, warn: ((m: string) => void) | undefined): void {
+  if (!warn) return;
+  let type: number;
+  try {
+    type = statfsType(dirname(path));
+  } catch {
+    return;
+  }
+  const name = type === C.NFS_SUPER_MAGIC
+    ? "NFS"
+    : type === C.SMB_SUPER_MAGIC || type === C.CIFS_MAGIC_NUMBER
+    ? "SMB/CIFS"
+    : type === C.FUSE_SUPER_MAGIC
+    ? "FUSE"
+    : undefined;
+  if (name) {
+    warn(
+      `warning: pid file "${path}" is on ${name}; flock(2) may not exclude processes on other hosts`,
+    );
+  }
+}
+
+/** A user spec resolved: the account and the group to run as. */
+interface ResolvedUser {
+  readonly user: User;
+  readonly gid: number;
+}
+
+function resolveUser(spec: string): ResolvedUser {
+  if (ids.euid() !== 0) {
+    throw new SystemError("setuid", ERRNO.EPERM, {
+      message: `--user needs root (this runs as uid ${ids.euid()})`,
+    });
+  }
+  const [name, group] = spec.split(":", 2) as [string, string | undefined];
+  const user = lookupUser(name);
+  if (!user) {
+    throw new SystemError("getpwnam", ERRNO.ENOENT, { message: `no such user: "${name}"` });
+  }
+  let gid = user.gid;
+  if (group !== undefined && group !== "") {
+    const g = lookupGroup(group);
+    if (g === undefined) {
+      throw new SystemError("getgrnam", ERRNO.ENOENT, { message: `no such group: "${group}"` });
+    }
+    gid = g;
+  }
+  return { user, gid };
+}
+
+function checkDirectory(dir: string): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(dir);
+  } catch {
+    throw new SystemError("chdir", ERRNO.ENOENT, {
+      path: dir,
+      message: `cannot change directory to "${dir}": no such directory`,
+    });
+  }
+  if (!info.isDirectory) {
+    throw new SystemError("chdir", ERRNO.ENOTDIR, {
+      path: dir,
+      message: `cannot change directory to "${dir}": not a directory`,
+    });
+  }
+}
+
+/** The controller's environment with the extra variables, minus any readiness channel of its own. */
+function daemonEnv(
+  extra: Readonly<Record<string, string>> | undefined,
+  user: User | undefined,
+  keepNotify: boolean,
+): Record<string, string> {
+  const env = Deno.env.toObject();
+  if (!keepNotify) {
+    delete env[NOTIFY_SOCKET_ENV];
+    delete env[NOTIFY_FD_ENV];
+  }
+  if (user) {
+    env.HOME = user.home;
+    env.USER = user.name;
+    env.LOGNAME = user.name;
+  }
+  return { ...env, ...extra };
+}
+
+interface Prepared {
+  readonly path: string;
+  readonly argv: readonly string[];
+  readonly env: Record<string, string>;
+  readonly cwd: string;
+  readonly user?: ResolvedUser;
+}
+
+function prepareLaunch(
+  options: LaunchOptions & GuardOptions,
+  defaults: { cwd: string; keepNotify: boolean },
+): Prepared {
+  if (options.command.length === 0) throw new UsageError("missing COMMAND");
+  const user = options.user === undefined ? undefined : resolveUser(options.user);
+  const env = daemonEnv(options.env, user?.user, defaults.keepNotify);
+  const path = resolveCommand(options.command[0]!, env, Deno.cwd());
+  const cwd = options.chdir ?? defaults.cwd;
+  checkDirectory(cwd);
+  precheckPidfile(options.pidfile);
+  return {
+    path,
+    argv: options.command,
+    env,
+    cwd,
+    ...(user ? { user } : {}),
+  };
+}
+
+// ---------------------------------------------------------------- start
+
+/**
+ * The step that makes the daemon process: a new session leader with exactly
+ * the plan's descriptors. With a user, it is this program re-executed as an
+ * internal stage that drops privileges and then execs the command (same pid).
+ * Supervise mode passes its own function as `StartOptions.launch`.
+ *
+ * @param plan what to run and how
+ * @returns the daemon's pid (and the stage's error pipe, with a user)
+ * @throws {SystemError} when the program cannot be started
+ */
+export function launchDaemon(plan: DaemonPlan): LaunchedDaemon {
+  if (plan.user) {
+    const stage = spawnStage({
+      path: plan.path,
+      argv: plan.argv,
+      env: plan.env,
+      cwd: plan.cwd,
+      user: plan.user,
+      ...(plan.gid === undefined ? {} : { gid: plan.gid }),
+    }, { umask: plan.umask, fds: plan.fds });
+    return { pid: stage.pid, stageErrorFd: stage.errorFd };
+  }
+  return {
+    pid: spawn({
+      path: plan.path,
+      argv: plan.argv,
+      env: plan.env,
+      cwd: plan.cwd,
+      umask: plan.umask,
+      newSession: true,
+      fds: plan.fds,
+    }),
+  };
+}
+
+/**
+ * Start a command as a daemon that holds the pid file's lock, and wait until
+ * it is ready.
+ *
+ * @param options what to start and how
+ * @returns the daemon's pid
+ * @throws {AlreadyRunningError} when another process holds the pid file
+ * @throws {StartFailedError} when the daemon ends or times out before ready
+ * @throws {GuardTimeoutError} when another controller keeps the guard
+ * @throws {SystemError} for bad paths, missing programs, permissions
+ * @throws {UsageError} for an empty command
+ */
+export function start(options: StartOptions): Promise<StartResult> {
+  const prepared = prepareLaunch(options, { cwd: "/", keepNotify: false });
+  return withGuard(options, () => startLocked(options, prepared));
+}
+
+async function startLocked(options: StartOptions, prepared: Prepared): Promise<StartResult> {
+  warnIfRemote(options.pidfile, options.onWarning);
+  const lock = await PidFile.acquire(options.pidfile);
+  let output = -1;
+  let readiness: Readiness | undefined;
+  let pidfd: number | undefined;
+  try {
+    if (options.output !== undefined) {
+      try {
+        output = open(
+          options.output,
+          C.O_WRONLY | C.O_APPEND | C.O_CREAT | C.O_CLOEXEC | C.O_NOCTTY,
+          0o640,
+        );
+      } catch (err) {
+        throw describePathError(err, options.output, "output file");
+      }
+    }
+    const mode: ReadinessMode = options.notifyFd !== undefined
+      ? { kind: "fd", fd: options.notifyFd }
+      : options.notifySocket
+      ? { kind: "socket" }
+      : { kind: "alive", afterMs: options.readyAfter ?? DEFAULT_READY_AFTER_MS };
+    readiness = Readiness.prepare(mode, prepared.user ? { owner: prepared.user.user } : {});
+    const stdio: FdSource = output >= 0 ? output : "null";
+    const plan: DaemonPlan = {
+      path: prepared.path,
+      argv: prepared.argv,
+      env: { ...prepared.env, ...readiness.env },
+      cwd: prepared.cwd,
+      umask: options.umask ?? 0o022,
+      fds: { 0: "null", 1: stdio, 2: stdio, [lockFdFor(options)]: lock.fd, ...readiness.childFds },
+      ...(prepared.user ? { user: prepared.user.user, gid: prepared.user.gid } : {}),
+    };
+    const launched = (options.launch ?? launchDaemon)(plan);
+    const pid = launched.pid;
+    readiness.spawned();
+    if (output >= 0) close(output);
+    output = -1;
+    pidfd = pidfdOpen(pid);
+    lock.writePid(pid);
+    const started = performance.now();
+    const timeout = options.readyTimeout ?? DEFAULT_READY_TIMEOUT_MS;
+
+    const fail = async (why: string, killedByUs: boolean) => {
+      const alive = pidfd !== undefined && pollNow([{ fd: pidfd, events: C.POLLIN }])[0] === 0;
+      const exit = await killAndReap(pid, pidfd);
+      const text = killedByUs ? why : alive ? `${why}; killed it` : `${why}${exitText(exit)}`;
+      lock.release();
+      await PidFile.waitForRelease(options.pidfile, { timeout: 2000 });
+      const tail = options.output === undefined ? [] : lastLines(options.output, 10);
+      return new StartFailedError(text, pid, killedByUs ? undefined : exit, options.output, tail);
+    };
+
+    if (launched.stageErrorFd !== undefined) {
+      const message = await awaitStage(launched.stageErrorFd, pidfd ?? -1, timeout);
+      if (message === "timeout") {
+        throw await fail(`the daemon was not ready after ${seconds(timeout)}; killed it`, true);
+      }
+      if (message !== undefined) throw await fail(message, true);
+    }
+    const remaining = Math.max(0, timeout - (performance.now() - started));
+    const result = pidfd === undefined
+      ? { ready: false as const, reason: "exited" as const, waitedMs: 0 }
+      : await readiness.wait(pidfd, remaining);
+    if (!result.ready) {
+      const extra = [
+        result.status === undefined ? "" : `; its last status: "${result.status}"`,
+        result.errno === undefined
+          ? ""
+          : `; it reported ERRNO=${result.errno} (${describeErrno(result.errno)})`,
+      ].join("");
+      switch (result.reason) {
+        case "timeout":
+          throw await fail(
+            `the daemon was not ready after ${seconds(timeout)}; killed it${extra}`,
+            true,
+          );
+        case "closed":
+          throw await fail(
+            `the daemon closed its notification descriptor ${options.notifyFd} ` +
+              `without writing a newline${extra}`,
+            false,
+          );
+        case "exited":
+          throw await fail(`the daemon ended before it was ready${extra}`, false);
+      }
+    }
+    let finalPid = pid;
+    if (result.mainPid !== undefined && result.mainPid !== pid) {
+      if (holdsFile(result.mainPid, options.pidfile) === true) {
+        lock.writePid(result.mainPid);
+        finalPid = result.mainPid;
+      } else {
+        options.onWarning?.(
+          `warning: ignoring MAINPID=${result.mainPid}: that process does not hold the pid file`,
+        );
+      }
+    }
+    lock.detach();
+    return { pid: finalPid, ...(result.status === undefined ? {} : { status: result.status }) };
+  } finally {
+    if (output >= 0) close(output);
+    if (pidfd !== undefined) close(pidfd);
+    readiness?.close();
+    lock.release(); // a no-op once detached
+  }
+}
+
+/** The daemon's descriptor number for the pid file lock: 3, or 4 when the notification fd is 3. */
+function lockFdFor(options: StartOptions): number {
+  return options.notifyFd === 3 ? 4 : 3;
+}
+
+/** Kill the daemon and its process group, wait for it, reap it: how it ended. */
+async function killAndReap(
+  pid: number,
+  pidfd: number | undefined,
+): Promise<ExitReason | undefined> {
+  const already = reap(pid);
+  if (already) {
+    killGroup(pid);
+    return already;
+  }
+  // The leader is our unreaped child, so its pid (and group id) cannot be reused yet.
+  killGroup(pid);
+  if (pidfd !== undefined) {
+    pidfdSendSignal(pidfd, 9);
+    const watch = [{ fd: pidfd, events: C.POLLIN }];
+    if (pollNow(watch)[0] === 0) await pollWait(watch, 5000);
+  } else {
+    kill(pid, 9);
+  }
+  for (let i = 0; i < 50; i++) {
+    const r = reap(pid);
+    if (r) return r;
+    await new Promise((res) => setTimeout(res, 10));
+  }
+  return undefined;
+}
+
+function killGroup(pgid: number): void {
+  try {
+    kill(-pgid, 9);
+  } catch {
+    // EPERM: a member changed user; nothing more we can do.
+  }
+}
+
+function exitText(exit: ExitReason | undefined): string {
+  if (!exit) return "";
+  if (exit.exited) return ` (exit status ${exit.code})`;
+  return ` (killed by ${signalName(exit.signal)}${exit.coreDumped ? ", core dumped" : ""})`;
+}
+
+function seconds(ms: number): string {
+  const s = ms / 1000;
+  return `${Number.isInteger(s) ? s : s.toFixed(1)} s`;
+}
+
+/** The last `count` lines of a file (reading at most its last 64 KiB). */
+function lastLines(path: string, count: number): string[] {
+  try {
+    using file = Deno.openSync(path, { read: true });
+    const size = file.statSync().size;
+    const take = Math.min(size, 65536);
+    file.seekSync(size - take, Deno.SeekMode.Start);
+    const buf = new Uint8Array(take);
+    let got = 0;
+    while (got < take) {
+      const n = file.readSync(buf.subarray(got));
+      if (n === null || n === 0) break;
+      got += n;
+    }
+    const lines = new TextDecoder().decode(buf.subarray(0, got)).split("\n");
+    if (lines[lines.length - 1] === "") lines.pop();
+    return lines.slice(-count);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Whether a process has an open descriptor on a file (by device and inode).
+ *
+ * @returns true or false, or `undefined` when /proc does not let us look
+ */
+function holdsFile(pid: number, path: string): boolean | undefined {
+  let st;
+  try {
+    st = lstat(path);
+  } catch {
+    return undefined;
+  }
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(`/proc/${pid}/fd`)];
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    return undefined;
+  }
+  for (const e of entries) {
+    try {
+      const info = Deno.statSync(`/proc/${pid}/fd/${e.name}`);
+      if (BigInt(info.dev) === st.dev && BigInt(info.ino ?? -1) === st.ino) return true;
+    } catch {
+      // Closed meanwhile, or not a file.
+    }
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------- stop, signal
+
+/**
+ * Find the running daemon and open a pidfd on it, checking after the open
+ * that the lock is still held, the file still names that pid and (where /proc
+ * lets us see) the process holds the file: the pidfd then names the daemon
+ * for good, and a recycled pid is never signalled.
+ */
+async function findDaemon(pidfile: string): Promise<{ pid: number; pidfd: number }> {
+  for (let attempt = 0;; attempt++) {
+    const found = probeSync(pidfile);
+    if (found.state === "absent") throw new NotRunningError(pidfile);
+    if (found.state === "stale") {
+      await emptyPidfile(pidfile);
+      throw new NotRunningError(pidfile, found.pid);
+    }
+    if (found.pid === undefined) {
+      if (attempt < 20) {
+        await new Promise((r) => setTimeout(r, 10));
+        continue;
+      }
+      throw new StopFailedError(
+        `pid file "${pidfile}" is locked but names no pid; not signalling anything`,
+        undefined,
+      );
+    }
+    const pid = found.pid;
+    const pidfd = pidfdOpen(pid);
+    if (pidfd === undefined) {
+      // Gone between the probe and the open: look again.
+      if (attempt < 20) continue;
+      throw new StopFailedError(
+        `pid file "${pidfile}" is locked, but pid ${pid} it names does not exist`,
+        pid,
+      );
+    }
+    const again = probeSync(pidfile);
+    if (again.state !== "running" || again.pid !== pid) {
+      close(pidfd);
+      if (attempt < 20) continue;
+      throw new StopFailedError(`pid file "${pidfile}" keeps changing; try again`, pid);
+    }
+    if (holdsFile(pid, pidfile) === false) {
+      close(pidfd);
+      throw new StopFailedError(
+        `pid file "${pidfile}" names pid ${pid}, but that process does not hold it ` +
+          `(another process holds the lock); not signalling pid ${pid}`,
+        pid,
+      );
+    }
+    return { pid, pidfd };
+  }
+}
+
+/** Leave the pid file empty: take the lock briefly and release it (which truncates). */
+async function emptyPidfile(pidfile: string): Promise<void> {
+  try {
+    const lock = await PidFile.acquire(pidfile);
+    lock.release();
+  } catch {
+    // Someone holds it again, or we may not write it: leave it.
+  }
+}
+
+/**
+ * Stop the daemon: signal it through a pidfd per the schedule and wait for its
+ * lock to be released; then leave the pid file empty.
+ *
+ * @param options the pid file and the schedule
+ * @returns the pid stopped and the signals sent
+ * @throws {NotRunningError} when it is not running (a stale file is emptied, never signalled)
+ * @throws {StopFailedError} when it still runs after the schedule
+ * @throws {GuardTimeoutError} when another controller keeps the guard
+ * @throws {SystemError} for unreadable files and refused signals (EPERM)
+ */
+export function stop(options: StopOptions): Promise<StopResult> {
+  precheckPidfileForRead(options.pidfile);
+  return withGuard(options, () => stopLocked(options));
+}
+
+function precheckPidfileForRead(path: string): void {
+  let st;
+  try {
+    st = lstat(path);
+  } catch (err) {
+    if (err instanceof SystemError && err.errno === ERRNO.ENOENT) return;
+    throw describePathError(err, path, "pid file");
+  }
+  if ((st.mode & C.S_IFMT) === C.S_IFLNK) {
+    throw new SystemError("open", ERRNO.ELOOP, {
+      path,
+      message: `cannot open pid file "${path}": it is a symbolic link, which is never followed`,
+    });
+  }
+  if ((st.mode & C.S_IFMT) !== C.S_IFREG) {
+    throw new SystemError("open", ERRNO.EINVAL, {
+      path,
+      message: `pid file "${path}" is a ${fileKind(st.mode)}, not a regular file`,
+    });
+  }
+}
+
+async function stopLocked(options: StopOptions): Promise<StopResult> {
+  const schedule = options.schedule ?? parseSchedule(DEFAULT_SCHEDULE);
+  const { pid, pidfd } = await findDaemon(options.pidfile);
+  const started = performance.now();
+  const sent: number[] = [];
+  try {
+    let i = 0;
+    let released = false;
+    for (;;) {
+      if (i >= schedule.steps.length) {
+        if (schedule.repeatAt === schedule.steps.length) {
+          while (!await PidFile.waitForRelease(options.pidfile, { timeout: 60_000 }));
+          released = true;
+          break;
+        }
+        if (schedule.repeatAt < 0) break;
+        i = schedule.repeatAt;
+      }
+      const step = schedule.steps[i++]!;
+      if ("signal" in step) {
+        pidfdSendSignal(pidfd, step.signal, `pid ${pid}`);
+        sent.push(step.signal);
+      } else if (await PidFile.waitForRelease(options.pidfile, { timeout: step.waitMs })) {
+        released = true;
+        break;
+      }
+    }
+    if (!released) {
+      throw new StopFailedError(
+        `pid ${pid} still holds "${options.pidfile}" after the stop schedule ` +
+          `(${sent.map(signalName).join(", ")} sent)`,
+        pid,
+      );
+    }
+    await emptyPidfile(options.pidfile);
+    return { pid, signals: sent, waitedMs: Math.round(performance.now() - started) };
+  } finally {
+    close(pidfd);
+  }
+}
+
+/**
+ * Send a signal to the running daemon through a pidfd (after the same
+ * re-check as stop).
+ *
+ * @param options the pid file and the signal
+ * @returns the daemon's pid
+ * @throws {NotRunningError} when it is not running
+ * @throws {StopFailedError} when the process named does not hold the lock
+ * @throws {SystemError} EPERM and the like
+ */
+export function sendSignal(options: SignalOptions): Promise<number> {
+  precheckPidfileForRead(options.pidfile);
+  return withGuard(options, async () => {
+    const { pid, pidfd } = await findDaemon(options.pidfile);
+    try {
+      if (!pidfdSendSignal(pidfd, options.signal, `pid ${pid}`)) {
+        throw new NotRunningError(options.pidfile);
+      }
+      return pid;
+    } finally {
+      close(pidfd);
+    }
+  });
+}
+
+/**
+ * Ask the daemon to re-read its configuration: SIGHUP.
+ *
+ * @param options the pid file
+ * @returns the daemon's pid
+ * @throws {NotRunningError} when it is not running
+ */
+export function reload(options: GuardOptions): Promise<number> {
+  return sendSignal({ ...options, signal: 1 });
+}
+
+/**
+ * Stop (if running) then start, under one hold of the guard.
+ *
+ * @param options start's and stop's options
+ * @returns the new daemon's pid
+ * @throws what {@link start} and {@link stop} throw, except NotRunningError
+ */
+export function restart(options: RestartOptions): Promise<StartResult> {
+  const prepared = prepareLaunch(options, { cwd: "/", keepNotify: false });
+  return withGuard(options, async () => {
+    try {
+      await stopLocked(options);
+    } catch (err) {
+      if (!(err instanceof NotRunningError)) throw err;
+    }
+    return await startLocked(options, prepared);
+  });
+}
+
+// ---------------------------------------------------------------- status
+
+/**
+ * What the pid file says, without waiting for anything (no guard, no lock).
+ *
+ * @param pidfile the pid file
+ * @returns the state, LSB code and, for a running daemon, facts from /proc
+ */
+export function status(pidfile: string): StatusReport {
+  let found;
+  try {
+    found = probeSync(pidfile);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    return { state: "unknown", code: 4, pid: null, pidfile, error: message };
+  }
+  if (found.state === "absent") return { state: "stopped", code: 3, pid: null, pidfile };
+  if (found.state === "stale") return { state: "stale", code: 1, pid: found.pid, pidfile };
+  const pid = found.pid ?? null;
+  if (pid === null) return { state: "running", code: 0, pid, pidfile };
+  return { state: "running", code: 0, pid, pidfile, ...procFacts(pid) };
+}
+
+function procFacts(pid: number): Partial<StatusReport> {
+  const out: {
+    startTime?: string;
+    uptimeSeconds?: number;
+    rssKiB?: number;
+    fds?: number | null;
+    cmdline?: string[];
+  } = {};
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const startTicks = Number(fields[19]); // field 22, counted from field 3
+    const hz = 100; // USER_HZ: 100 on every Linux architecture we support
+    const btime = Number(/^btime (\d+)$/m.exec(Deno.readTextFileSync("/proc/stat"))?.[1]);
+    const uptime = Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]);
+    if (Number.isFinite(startTicks) && Number.isFinite(btime)) {
+      out.startTime = new Date((btime + startTicks / hz) * 1000).toISOString();
+    }
+    if (Number.isFinite(startTicks) && Number.isFinite(uptime)) {
+      out.uptimeSeconds = Math.max(0, Math.round((uptime - startTicks / hz) * 100) / 100);
+    }
+  } catch {
+    // Gone meanwhile.
+  }
+  try {
+    const m = /^VmRSS:\s+(\d+) kB$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+    out.rssKiB = m ? Number(m[1]) : 0;
+  } catch {
+    // Gone meanwhile.
+  }
+  try {
+    let n = 0;
+    for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) n++;
+    out.fds = n;
+  } catch {
+    out.fds = null;
+  }
+  try {
+    const raw = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
+    const argv = raw.split("\0");
+    if (argv[argv.length - 1] === "") argv.pop();
+    out.cmdline = argv;
+  } catch {
+    // Gone meanwhile.
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- run
+
+/**
+ * Take the lock in the foreground and execve into the command, which keeps
+ * this pid and the lock (the descriptor is left open across the exec).
+ *
+ * @param options what to run
+ * @returns never: it execs
+ * @throws {AlreadyRunningError} when another process holds the pid file
+ * @throws {SystemError} when the exec or a check fails (the lock is released)
+ */
+export async function run(options: RunOptions): Promise<never> {
+  const prepared = prepareLaunch(options, { cwd: Deno.cwd(), keepNotify: true });
+  let lock: PidFile;
+  {
+    using _guard = await Guard.take(
+      guardPath(options),
+      options.guardTimeout ?? DEFAULT_GUARD_TIMEOUT_MS,
+    );
+    warnIfRemote(options.pidfile, options.onWarning);
+    lock = await PidFile.acquire(options.pidfile);
+  }
+  try {
+    setCloexec(lock.fd, false);
+    if (options.umask !== undefined) setUmask(options.umask);
+    if (prepared.user) {
+      try {
+        becomeUser(prepared.user.user, prepared.user.gid);
+      } catch (err) {
+        throw new SystemError("setuid", err instanceof SystemError ? err.errno : ERRNO.EPERM, {
+          message: `cannot become user "${prepared.user.user.name}": ${
+            err instanceof Error ? err.message : err
+          }`,
+        });
+      }
+    }
+    if (options.chdir !== undefined) Deno.chdir(prepared.cwd);
+    resetSignals();
+    execve(prepared.path, prepared.argv, prepared.env);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}

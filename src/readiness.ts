@@ -1,0 +1,264 @@
+/**
+ * The waiting side of readiness: how `start` knows its daemon is ready.
+ *
+ * - `alive` (the default): the exec succeeded (posix_spawn reports a failed
+ *   exec synchronously) and the process is still alive `afterMs` later.
+ * - `fd` (s6's notification-fd): the daemon writes a newline to descriptor N;
+ *   end of file, or the process exiting first, is a failure.
+ * - `socket` (systemd's sd_notify): the daemon sends `READY=1` to the datagram
+ *   socket named by `NOTIFY_SOCKET`; `STATUS=`, `MAINPID=`,
+ *   `EXTEND_TIMEOUT_USEC=` and `ERRNO=` are understood.
+ *
+ * Every wait is a poll on the daemon's pidfd and the pipe or socket, bounded
+ * by a deadline; nothing spins. The daemon side lives in `notify.ts`.
+ *
+ * @module
+ */
+
+import {
+  bindUnixDatagram,
+  C,
+  chown,
+  close,
+  pipe,
+  pollNow,
+  pollWait,
+  read,
+  recvNow,
+} from "./ffi/mod.ts";
+
+/** The environment variable that names the notification descriptor (`--notify-fd N`). */
+export const NOTIFY_FD_ENV = "NOTIFY_FD";
+/** The environment variable that names the notification socket (sd_notify). */
+export const NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET";
+
+/** How readiness is signalled. */
+export type ReadinessMode =
+  | {
+    /** Ready when the process is still alive `afterMs` after a successful exec. */
+    readonly kind: "alive";
+    readonly afterMs: number;
+  }
+  | {
+    /** Ready when the daemon writes a newline to descriptor `fd` (s6 style). */
+    readonly kind: "fd";
+    readonly fd: number;
+  }
+  | {
+    /** Ready when the daemon sends `READY=1` to `NOTIFY_SOCKET` (sd_notify). */
+    readonly kind: "socket";
+  };
+
+/** What a wait for readiness found. */
+export type ReadyResult =
+  | {
+    readonly ready: true;
+    /** The last `STATUS=` text, if the daemon sent one. */
+    readonly status?: string;
+    /** A `MAINPID=` the daemon announced, if any. */
+    readonly mainPid?: number;
+  }
+  | {
+    readonly ready: false;
+    /** Why: the process ended, the wait timed out, or it closed the notification fd. */
+    readonly reason: "exited" | "timeout" | "closed";
+    /** The time waited, in milliseconds. */
+    readonly waitedMs: number;
+    /** The last `STATUS=` text, if any. */
+    readonly status?: string;
+    /** An `ERRNO=` the daemon reported, if any. */
+    readonly errno?: number;
+  };
+
+/** Options of {@link Readiness.prepare}. */
+export interface ReadinessOptions {
+  /** Who runs the daemon (for `--user`): the socket directory is given to them. */
+  readonly owner?: { readonly uid: number; readonly gid: number };
+}
+
+/**
+ * One readiness channel, set up before the daemon is spawned and waited on
+ * after. Dispose of it to close descriptors and remove the socket directory.
+ */
+export class Readiness implements Disposable {
+  readonly #mode: ReadinessMode;
+  #readFd = -1;
+  #writeFd = -1;
+  #socketDir: string | undefined;
+  #env: Record<string, string> = {};
+
+  private constructor(mode: ReadinessMode) {
+    this.#mode = mode;
+  }
+
+  /**
+   * Make the pipe or socket a mode needs.
+   *
+   * @param mode how the daemon will signal readiness
+   * @param options the daemon's owner, for `--user`
+   * @returns the channel
+   * @throws {SystemError} when the pipe, socket or directory cannot be made
+   */
+  static prepare(mode: ReadinessMode, options: ReadinessOptions = {}): Readiness {
+    const r = new Readiness(mode);
+    try {
+      if (mode.kind === "fd") {
+        [r.#readFd, r.#writeFd] = pipe(C.O_CLOEXEC);
+        r.#env = { [NOTIFY_FD_ENV]: String(mode.fd) };
+      } else if (mode.kind === "socket") {
+        r.#socketDir = Deno.makeTempDirSync({ prefix: "singleton-run-notify-" });
+        Deno.chmodSync(r.#socketDir, 0o700);
+        const path = `${r.#socketDir}/notify`;
+        r.#readFd = bindUnixDatagram(path);
+        if (options.owner) {
+          chown(r.#socketDir, options.owner.uid, options.owner.gid);
+          chown(path, options.owner.uid, options.owner.gid);
+        }
+        r.#env = { [NOTIFY_SOCKET_ENV]: path };
+      }
+    } catch (err) {
+      r.close();
+      throw err;
+    }
+    return r;
+  }
+
+  /** Variables to add to the daemon's environment. */
+  get env(): Readonly<Record<string, string>> {
+    return this.#env;
+  }
+
+  /** Descriptors the daemon must inherit: child fd number to ours. */
+  get childFds(): Readonly<Record<number, number>> {
+    return this.#mode.kind === "fd" && this.#writeFd >= 0 ? { [this.#mode.fd]: this.#writeFd } : {};
+  }
+
+  /**
+   * Call once the daemon is spawned: close our copy of the pipe's write end,
+   * so the daemon closing its copy reads as end of file.
+   */
+  spawned(): void {
+    if (this.#writeFd >= 0) close(this.#writeFd);
+    this.#writeFd = -1;
+  }
+
+  /**
+   * Wait until the daemon is ready, exits, or the time is up.
+   *
+   * @param pidfd the daemon's pidfd (readable once it has exited)
+   * @param timeoutMs the longest wait
+   * @returns ready (with any status), or why not
+   */
+  async wait(pidfd: number, timeoutMs: number): Promise<ReadyResult> {
+    const started = performance.now();
+    let deadline = started + timeoutMs;
+    const waited = () => Math.round(performance.now() - started);
+    const mode = this.#mode;
+    if (mode.kind === "alive") {
+      const slice = Math.min(mode.afterMs, timeoutMs);
+      const watch = [{ fd: pidfd, events: C.POLLIN }];
+      const revents = slice <= 0 ? pollNow(watch) : await pollWait(watch, slice);
+      if (revents[0] !== 0) return { ready: false, reason: "exited", waitedMs: waited() };
+      // A gap the poll may have slept through (EINTR): look once more, then believe it.
+      if (pollNow(watch)[0] !== 0) return { ready: false, reason: "exited", waitedMs: waited() };
+      return { ready: true };
+    }
+
+    const state: { status?: string; mainPid?: number; errno?: number } = {};
+    let pending = "";
+    const watch = [{ fd: pidfd, events: C.POLLIN }, { fd: this.#readFd, events: C.POLLIN }];
+    for (;;) {
+      const remaining = deadline - performance.now();
+      const revents = remaining > 0 ? await pollWait(watch, remaining) : pollNow(watch);
+      if (revents[1] !== 0) {
+        if (mode.kind === "fd") {
+          const bytes = read(this.#readFd, 512);
+          if (bytes.length === 0) {
+            return { ready: false, reason: "closed", waitedMs: waited(), ...state };
+          }
+          pending += new TextDecoder().decode(bytes);
+          if (pending.includes("\n")) return { ready: true };
+        } else {
+          let ready = false;
+          for (let msg = recvNow(this.#readFd, 4096); msg; msg = recvNow(this.#readFd, 4096)) {
+            const extend = parseNotify(new TextDecoder().decode(msg), state);
+            if (extend.ready) ready = true;
+            if (extend.extendMs !== undefined) {
+              deadline = Math.max(deadline, performance.now() + extend.extendMs);
+            }
+          }
+          if (ready) return { ready: true, ...pick(state, "status", "mainPid") };
+        }
+        continue;
+      }
+      if (revents[0] !== 0) return { ready: false, reason: "exited", waitedMs: waited(), ...state };
+      if (performance.now() >= deadline) {
+        return { ready: false, reason: "timeout", waitedMs: waited(), ...state };
+      }
+    }
+  }
+
+  /** Close the descriptors and remove the socket directory. Idempotent. */
+  close(): void {
+    for (const fd of [this.#readFd, this.#writeFd]) if (fd >= 0) close(fd);
+    this.#readFd = this.#writeFd = -1;
+    if (this.#socketDir !== undefined) {
+      try {
+        Deno.removeSync(this.#socketDir, { recursive: true });
+      } catch {
+        // Already gone.
+      }
+      this.#socketDir = undefined;
+    }
+  }
+
+  /** Same as {@link Readiness.close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+function pick<T extends object, K extends keyof T>(obj: T, ...keys: K[]): Partial<Pick<T, K>> {
+  const out: Partial<Pick<T, K>> = {};
+  for (const k of keys) if (obj[k] !== undefined) out[k] = obj[k];
+  return out;
+}
+
+/**
+ * Read one sd_notify datagram (`KEY=VALUE` lines) into `state`.
+ *
+ * @param text the datagram
+ * @param state where STATUS, MAINPID and ERRNO are kept
+ * @returns whether it said READY=1, and any EXTEND_TIMEOUT_USEC in milliseconds
+ */
+export function parseNotify(
+  text: string,
+  state: { status?: string; mainPid?: number; errno?: number },
+): { ready: boolean; extendMs?: number } {
+  let ready = false;
+  let extendMs: number | undefined;
+  for (const line of text.split("\n")) {
+    const eq = line.indexOf("=");
+    if (eq <= 0) continue;
+    const key = line.slice(0, eq);
+    const value = line.slice(eq + 1);
+    switch (key) {
+      case "READY":
+        if (value === "1") ready = true;
+        break;
+      case "STATUS":
+        state.status = value;
+        break;
+      case "MAINPID":
+        if (/^[0-9]{1,7}$/.test(value) && Number(value) > 0) state.mainPid = Number(value);
+        break;
+      case "ERRNO":
+        if (/^[0-9]{1,4}$/.test(value)) state.errno = Number(value);
+        break;
+      case "EXTEND_TIMEOUT_USEC":
+        if (/^[0-9]{1,15}$/.test(value)) extendMs = Number(value) / 1000;
+        break;
+    }
+  }
+  return extendMs === undefined ? { ready } : { ready, extendMs };
+}

@@ -1,0 +1,211 @@
+/**
+ * The internal stage behind `start --user`: JavaScript cannot fork, so the
+ * work that must happen in the new process before the daemon's exec
+ * (initgroups, setgid, setuid, chdir) is done by starting this program again
+ * with posix_spawn, in the daemon's session and with the daemon's descriptors,
+ * and letting that copy drop privileges and execve the command. The pid
+ * stays the same throughout, so the pid file names the daemon from the start.
+ *
+ * The stage is told what to run through a pipe (never the environment, never
+ * argv, which any user can read in /proc): the only marker is an argv flag
+ * with two descriptor numbers, and it is gone once the stage has exec'd.
+ * A failure before the exec is written to a close-on-exec error pipe, so the
+ * controller can say exactly what went wrong; end of file on that pipe
+ * without a message means the exec happened.
+ *
+ * @module
+ */
+
+import {
+  becomeUser,
+  C,
+  close,
+  execve,
+  pipe,
+  pollNow,
+  pollWait,
+  read,
+  resetSignals,
+  setCloexec,
+  writeAll,
+} from "./ffi/mod.ts";
+import { type FdSource, selfCommand, spawn } from "./spawn.ts";
+
+/** The argv flag that turns this program into the internal stage. */
+export const STAGE_FLAG = "--singleton-run-internal-stage";
+
+/** What the stage does before the exec. */
+export interface StageSpec {
+  /** The program, an absolute path. */
+  readonly path: string;
+  /** Its argv, `argv[0]` included. */
+  readonly argv: readonly string[];
+  /** Its whole environment. */
+  readonly env: Readonly<Record<string, string>>;
+  /** The directory to change to, after dropping privileges. */
+  readonly cwd: string;
+  /** The account to become (initgroups with `gid`, setgid, setuid). */
+  readonly user?: {
+    readonly name: string;
+    readonly uid: number;
+    readonly gid: number;
+    readonly home: string;
+  };
+  /** The primary group to take. */
+  readonly gid?: number;
+}
+
+/** Options of {@link spawnStage}: what {@link spawn} would get for the daemon itself. */
+export interface StageSpawnOptions {
+  readonly umask?: number;
+  readonly fds: Readonly<Record<number, FdSource>>;
+}
+
+/** A stage that was started. */
+export interface StartedStage {
+  /** Its pid, which becomes the daemon's. */
+  readonly pid: number;
+  /** Our end of the error pipe: a message, or end of file once the exec happened. */
+  readonly errorFd: number;
+}
+
+/**
+ * Start the stage as a new session leader with the daemon's descriptors and
+ * hand it the spec.
+ *
+ * @param spec what to run and as whom
+ * @param options the umask and descriptors of the daemon
+ * @returns the stage's pid and the error pipe to wait on
+ * @throws {SystemError} when this program cannot be started again
+ */
+export function spawnStage(spec: StageSpec, options: StageSpawnOptions): StartedStage {
+  const used = Object.keys(options.fds).map(Number);
+  const specFd = Math.max(3, ...used) + 1;
+  const errFd = specFd + 1;
+  const [specRead, specWrite] = pipe(C.O_CLOEXEC);
+  let errRead = -1, errWrite = -1;
+  try {
+    [errRead, errWrite] = pipe(C.O_CLOEXEC);
+    const argv = [...selfCommand(), STAGE_FLAG, String(specFd), String(errFd)];
+    const pid = spawn({
+      path: argv[0]!,
+      argv,
+      env: Deno.env.toObject(),
+      cwd: Deno.cwd(),
+      newSession: true,
+      ...(options.umask === undefined ? {} : { umask: options.umask }),
+      fds: { ...options.fds, [specFd]: specRead, [errFd]: errWrite },
+    });
+    close(specRead);
+    close(errWrite);
+    errWrite = -1;
+    try {
+      writeAll(specWrite, new TextEncoder().encode(JSON.stringify(spec)), "stage pipe");
+    } catch {
+      // The stage died before reading; its exit is reported by the caller.
+    }
+    close(specWrite);
+    return { pid, errorFd: errRead };
+  } catch (err) {
+    for (const fd of [specRead, specWrite, errRead, errWrite]) {
+      try {
+        if (fd >= 0) close(fd);
+      } catch {
+        // Already closed.
+      }
+    }
+    throw err;
+  }
+}
+
+/**
+ * Wait until the stage has exec'd the command, or reports why it could not.
+ *
+ * @param errorFd the stage's error pipe (closed here)
+ * @param pidfd the stage's pidfd
+ * @param timeoutMs the longest wait
+ * @returns `undefined` once the exec happened (or the stage died silently,
+ *   which the caller sees on the pidfd), or the stage's error message;
+ *   `"timeout"` when the time ran out
+ */
+export async function awaitStage(
+  errorFd: number,
+  pidfd: number,
+  timeoutMs: number,
+): Promise<string | undefined> {
+  const deadline = performance.now() + timeoutMs;
+  let text = "";
+  try {
+    const watch = [{ fd: errorFd, events: C.POLLIN }, { fd: pidfd, events: C.POLLIN }];
+    for (;;) {
+      const remaining = deadline - performance.now();
+      const revents = remaining > 0 ? await pollWait(watch, remaining) : pollNow(watch);
+      if (revents[0] !== 0) {
+        const bytes = read(errorFd, 4096);
+        if (bytes.length === 0) return text === "" ? undefined : text.trim();
+        text += new TextDecoder().decode(bytes);
+        continue;
+      }
+      // Exited without closing the pipe cannot happen (exit closes it); keep reading.
+      if (revents[1] !== 0) continue;
+      if (performance.now() >= deadline) return "timeout";
+    }
+  } finally {
+    close(errorFd);
+  }
+}
+
+/**
+ * The stage itself: read the spec, drop privileges, change directory, reset
+ * signals, exec. Called by cli.ts when argv starts with {@link STAGE_FLAG}.
+ *
+ * @param args the arguments after the flag: spec fd, error fd
+ * @returns never: it execs or exits 127 after writing the reason
+ */
+export function runStage(args: readonly string[]): never {
+  const specFd = Number(args[0]);
+  const errFd = Number(args[1]);
+  if (!Number.isInteger(specFd) || !Number.isInteger(errFd) || specFd < 3 || errFd < 3) {
+    console.error("singleton-run: the internal stage is not for direct use");
+    Deno.exit(2);
+  }
+  try {
+    setCloexec(errFd, true);
+    let raw = "";
+    for (let chunk = read(specFd, 65536); chunk.length > 0; chunk = read(specFd, 65536)) {
+      raw += new TextDecoder().decode(chunk);
+    }
+    close(specFd);
+    const spec = JSON.parse(raw) as StageSpec;
+    if (spec.user) {
+      try {
+        becomeUser(spec.user, spec.gid ?? spec.user.gid);
+      } catch (err) {
+        throw new Error(
+          `cannot become user "${spec.user.name}": ${err instanceof Error ? err.message : err}`,
+        );
+      }
+    }
+    try {
+      Deno.chdir(spec.cwd);
+    } catch (err) {
+      const who = spec.user ? ` as user "${spec.user.name}"` : "";
+      const why = err instanceof Deno.errors.NotFound
+        ? "no such directory"
+        : err instanceof Deno.errors.PermissionDenied
+        ? "permission denied"
+        : String(err);
+      throw new Error(`cannot change directory to "${spec.cwd}"${who}: ${why}`);
+    }
+    resetSignals();
+    execve(spec.path, spec.argv, { ...spec.env });
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    try {
+      writeAll(errFd, new TextEncoder().encode(message + "\n"), "error pipe");
+    } catch {
+      // The controller is gone; nobody to tell.
+    }
+    Deno.exit(127);
+  }
+}
