@@ -23,7 +23,7 @@ import { notifyReady, notifyReloading, notifyStopping } from "./notify.ts";
 import { LOG_ERR, LOG_INFO, LOG_WARNING, report } from "./syslog.ts";
 
 /** A cleanup or reload handler; it may return a promise. */
-export type Handler = () => void | Promise<void>;
+export type ShutdownHandler = () => void | Promise<void>;
 
 /** Options of {@link onShutdown}. */
 export interface ShutdownOptions {
@@ -45,12 +45,12 @@ export interface Registration extends Disposable {
 export const DEFAULT_SHUTDOWN_TIMEOUT = 5000;
 
 interface Entry {
-  readonly handler: Handler;
+  readonly handler: ShutdownHandler;
   readonly timeout: number | undefined;
 }
 
 const shutdownHandlers: Entry[] = [];
-const reloadHandlers: Handler[] = [];
+const reloadHandlers: ShutdownHandler[] = [];
 let shuttingDown = false;
 let listening = false;
 let hupListening = false;
@@ -133,7 +133,7 @@ function checkTimeout(timeout: number | undefined): void {
  * stop.unregister();
  * ```
  */
-export function onShutdown(handler: Handler, options: ShutdownOptions = {}): Registration {
+export function onShutdown(handler: ShutdownHandler, options: ShutdownOptions = {}): Registration {
   checkTimeout(options.timeout);
   const entry: Entry = { handler, timeout: options.timeout };
   shutdownHandlers.push(entry);
@@ -164,7 +164,7 @@ export function onShutdown(handler: Handler, options: ShutdownOptions = {}): Reg
  * });
  * ```
  */
-export function onReload(handler: Handler): Registration {
+export function onReload(handler: ShutdownHandler): Registration {
   reloadHandlers.push(handler);
   updateListeners();
   const unregister = (): void => {

@@ -16,7 +16,6 @@
  * @module
  */
 
-import type { LogLevel, LogRecord, Sink } from "@logtape/logtape";
 import { cstr, libc, strerror, SystemError } from "./ffi/mod.ts";
 
 // openlog() options (Figure 13.3).
@@ -307,8 +306,27 @@ export function report(level: number, message: string): void {
   else console.error(message);
 }
 
+/** The LogTape levels (`LogLevel` of `@logtape/logtape`). */
+export type LogTapeLevel = "trace" | "debug" | "info" | "warning" | "error" | "fatal";
+
+/**
+ * The fields of a LogTape `LogRecord` the sink reads; every LogTape record
+ * has them, so a {@link SyslogSink} is a LogTape `Sink`.
+ */
+export interface SyslogRecord {
+  /** The logger's category, such as `["app", "db"]`. */
+  readonly category: readonly string[];
+  /** The record's level. */
+  readonly level: LogTapeLevel;
+  /** Text parts at even indexes, values at odd ones. */
+  readonly message: readonly unknown[];
+}
+
+/** A LogTape sink (usable wherever `Sink` is) that closes its log when disposed. */
+export type SyslogSink = ((record: SyslogRecord) => void) & Disposable;
+
 /** LogTape levels to syslog levels. */
-const LOGTAPE_LEVELS: Readonly<Record<LogLevel, number>> = {
+const LOGTAPE_LEVELS: Readonly<Record<LogTapeLevel, number>> = {
   trace: LOG_DEBUG,
   debug: LOG_DEBUG,
   info: LOG_INFO,
@@ -349,7 +367,7 @@ function renderValue(value: unknown): string {
  * @param record the record
  * @returns the line
  */
-export function renderRecord(record: LogRecord): string {
+export function renderRecord(record: SyslogRecord): string {
   const text = record.message.map((part, i) => i % 2 === 0 ? String(part) : renderValue(part))
     .join("");
   const category = record.category.join(".");
@@ -381,7 +399,7 @@ export function renderRecord(record: LogRecord): string {
  * await reset();
  * ```
  */
-export function getSyslogSink(options: SyslogSinkOptions = {}): Sink & Disposable {
+export function getSyslogSink(options: SyslogSinkOptions = {}): SyslogSink {
   const facility = options.facility === undefined
     ? 0
     : checkInt(options.facility, "syslog facility");
@@ -393,7 +411,7 @@ export function getSyslogSink(options: SyslogSinkOptions = {}): Sink & Disposabl
     });
     owns = true;
   }
-  const sink = (record: LogRecord): void => {
+  const sink = (record: SyslogRecord): void => {
     log(LOGTAPE_LEVELS[record.level] | facility, renderRecord(record));
   };
   return Object.assign(sink, {
