@@ -785,10 +785,11 @@ async function startLocked(options: StartOptions, prepared: Prepared): Promise<S
     const started = performance.now();
     const timeout = options.readyTimeout ?? DEFAULT_READY_TIMEOUT_MS;
 
-    const fail = async (why: string, killedByUs: boolean) => {
+    const fail = async (why: string, killedByUs: boolean, extra = "") => {
       const alive = pidfd !== undefined && pollNow([{ fd: pidfd, events: C.POLLIN }])[0] === 0;
       const exit = await killAndReap(pid, pidfd);
-      const text = killedByUs ? why : alive ? `${why}; killed it` : `${why}${exitText(exit)}`;
+      const how = killedByUs ? "" : alive ? "; killed it" : exitText(exit);
+      const text = `${why}${how}${extra}`;
       lock.release();
       await PidFile.waitForRelease(options.pidfile, { timeout: 2000 });
       const tail = options.output === undefined ? [] : lastLines(options.output, 10);
@@ -816,17 +817,19 @@ async function startLocked(options: StartOptions, prepared: Prepared): Promise<S
       switch (result.reason) {
         case "timeout":
           throw await fail(
-            `the daemon was not ready after ${seconds(timeout)}; killed it${extra}`,
+            `the daemon was not ready after ${seconds(timeout)}; killed it`,
             true,
+            extra,
           );
         case "closed":
           throw await fail(
             `the daemon closed its notification descriptor ${options.notifyFd} ` +
-              `without writing a newline${extra}`,
+              `without writing a newline`,
             false,
+            extra,
           );
         case "exited":
-          throw await fail(`the daemon ended before it was ready${extra}`, false);
+          throw await fail("the daemon ended before it was ready", false, extra);
       }
     }
     let finalPid = pid;
