@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { PidFile } from "../src/pidfile.ts";
 import { DAEMON_ROLE_VARIABLE } from "../src/daemon.ts";
 import { serviceDir } from "./helpers/service.ts";
+import { startRsyslog } from "./helpers/rsyslog.ts";
 
 function fdInfoFlags(pid: number, fd: number): number {
   const text = Deno.readTextFileSync(`/proc/${pid}/fdinfo/${fd}`);
@@ -107,4 +108,57 @@ Deno.test("daemonize(): an unusable pid file is one clear line and exit 1", asyn
   assert.match(run.err, /directory/);
   assert.deepEqual(dir.processes(), []);
   await Deno.remove(dir.pidFile);
+});
+
+Deno.test("the example service: starts as a daemon, serves, reloads on SIGHUP, stops; logs reach syslog", async () => {
+  const example = new URL("../examples/http_service.ts", import.meta.url).pathname;
+  const task = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url))).tasks
+    .example as string;
+  const flags = task.split(" ").filter((a) => a.startsWith("--allow-"));
+  await using sl = await startRsyslog();
+  if (sl.skipReason) console.log(`syslog part skipped: ${sl.skipReason}`);
+  await using dir = await serviceDir();
+  const config = `${dir.path}/config.json`;
+  await Deno.writeTextFile(config, JSON.stringify({ greeting: "first" }));
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  const args = ["--pid-file", dir.pidFile, "--config", config, "--port", String(port)];
+  const run = async (...extra: string[]) => {
+    const argv = [Deno.execPath(), "run", ...flags, example, ...args, ...extra];
+    if (!sl.skipReason) return await sl.run(argv);
+    const out = await new Deno.Command(argv[0]!, { args: argv.slice(1), stderr: "piped" }).output();
+    return { code: out.code, stdout: "", stderr: new TextDecoder().decode(out.stderr) };
+  };
+  const get = async () => await (await fetch(`http://127.0.0.1:${port}/`)).text();
+
+  const start = await run();
+  assert.equal(start.code, 0, start.stderr);
+  const pid = dir.pid()!;
+  assert.equal(await get(), "first\n");
+  assert.equal((await run()).stderr, `already running (pid ${pid})\n`);
+  await Deno.writeTextFile(config, JSON.stringify({ greeting: "second, 100%" }));
+  assert.equal((await run("reload")).code, 0);
+  let body = "";
+  for (const t0 = performance.now(); performance.now() - t0 < 3000;) {
+    body = await get();
+    if (body !== "first\n") break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.equal(body, "second, 100%\n", "SIGHUP re-read the configuration");
+  const stop = await run("stop");
+  assert.equal(stop.code, 0, stop.stderr);
+  assert.deepEqual(await PidFile.probe(dir.pidFile), { state: "absent" });
+  await assert.rejects(get());
+  if (sl.skipReason) return;
+  const lines = (await sl.lines({ match: /example: stopped$/ })).filter((l) =>
+    l.includes(`example-service ${pid} `)
+  );
+  assert.deepEqual(lines, [
+    `daemon.info example-service ${pid} example: listening on 127.0.0.1:${port}`,
+    `daemon.info example-service ${pid} example: configuration reloaded: second, 100%`,
+    `daemon.info example-service ${pid} SIGTERM: stopping (deadline 4000 ms)`,
+    `daemon.info example-service ${pid} example: stopping: draining connections`,
+    `daemon.info example-service ${pid} example: stopped`,
+  ]);
 });
