@@ -92,6 +92,21 @@ Deno.test("SIGHUP runs the reload handlers and the service keeps running", async
   ]);
 });
 
+Deno.test("Daemon.stop() runs the cleanups and releases the lock like SIGTERM", async () => {
+  const { dir } = await started("self-stop");
+  await using _ = dir;
+  assert.ok(await PidFile.waitForRelease(dir.pidFile, { timeout: 3000 }));
+  assert.deepEqual(dir.events(), [
+    "ready",
+    "cleanup-2 start",
+    "cleanup-2 end",
+    "cleanup-1 start",
+    "cleanup-1 end",
+  ]);
+  assert.match(dir.output(), /stop requested: stopping/);
+  assert.ok(await until(() => dir.processes().length === 0, 3000));
+});
+
 Deno.test("onShutdown() and onReload() return disposable registrations and check the timeout", () => {
   assert.throws(() => onShutdown(() => {}, { timeout: -1 }), RangeError);
   assert.throws(() => onShutdown(() => {}, { timeout: Infinity }), RangeError);
