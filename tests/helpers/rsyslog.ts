@@ -6,7 +6,7 @@
  * Programs run inside that namespace with {@link Rsyslog.run}; the machine's
  * own /dev is never touched.
  *
- * ```ts
+ * ```ts ignore
  * await using sl = await startRsyslog();
  * if (sl.skipReason) return console.log(`skipped: ${sl.skipReason}`);
  * await sl.run([Deno.execPath(), "run", "-A", "prog.ts"]);
