@@ -184,11 +184,15 @@ function claimDaemonRole(): number | undefined {
  * ```
  */
 export async function daemonize(options: DaemonizeOptions): Promise<Daemon> {
+  if (current) return current; // a second call in the daemon: it already is one
   const pidFile = absolute(options.pidFile, Deno.cwd());
   const readyFd = claimDaemonRole();
   if (readyFd === undefined) return await runForeground(options, pidFile);
-  return becomeDaemon(options, pidFile, readyFd);
+  current = becomeDaemon(options, pidFile, readyFd);
+  return current;
 }
+
+let current: Daemon | undefined;
 
 function becomeDaemon(options: DaemonizeOptions, pidFile: string, readyFd: number): Daemon {
   let channel = readyFd;
@@ -372,9 +376,10 @@ async function waitUntilReady(fd: number, pid: number, timeout: number): Promise
         pidfdSendSignal(pidfd, 9);
         await pollWait([{ fd: pidfd, events: C.POLLIN }], 5000);
         reap(pid);
-        return error === undefined
-          ? `daemon was not ready within ${timeout} ms; it was killed`
-          : `daemon failed before it was ready: ${error}`;
+        if (error !== undefined) return `daemon failed before it was ready: ${error}`;
+        return eof
+          ? "daemon closed its readiness socket before it was ready; it was killed"
+          : `daemon was not ready within ${timeout} ms; it was killed`;
       }
       const watch = [{ fd: pidfd, events: C.POLLIN }];
       if (!eof) watch.push({ fd, events: C.POLLIN });
