@@ -66,6 +66,15 @@ Deno.test("daemonize(): a daemon that throws before ready() fails the foreground
   assert.deepEqual(dir.processes(), [], "no daemon left");
 });
 
+Deno.test("daemonize(): an uncaught error in a callback before ready() fails the foreground too", async () => {
+  await using dir = await serviceDir();
+  const run = await dir.start("throw-later");
+  assert.equal(run.code, 1);
+  assert.match(run.err, /^daemon failed before it was ready: listener failed: port 100% busy/);
+  assert.deepEqual(await PidFile.probe(dir.pidFile), { state: "absent" });
+  assert.deepEqual(dir.processes(), []);
+});
+
 Deno.test("daemonize(): a daemon that exits before ready() fails the foreground with its status", async () => {
   await using dir = await serviceDir();
   const run = await dir.start("exit");
@@ -97,6 +106,12 @@ Deno.test("daemonize(): the role marker does not reach a grandchild, and a stale
   const env = await Deno.readTextFile(`${dir.path}/grandchild.env`);
   assert.match(env, /^FIXTURE_EXTRA=yes$/m, "the grandchild's environment was captured");
   assert.ok(!env.includes(DAEMON_ROLE_VARIABLE), `marker leaked:\n${env}`);
+  // The lock and the readiness socket are close-on-exec in the daemon: a
+  // program it runs (started before ready()) inherits neither.
+  const fds = await Deno.readTextFile(`${dir.path}/grandchild.fds`);
+  assert.match(fds, / 0 -> \/dev\/null/, "the grandchild's descriptors were captured");
+  assert.ok(!fds.includes("app.pid"), `lock inherited:\n${fds}`);
+  assert.ok(!fds.includes("socket:"), `readiness socket inherited:\n${fds}`);
 });
 
 Deno.test("daemonize(): an unusable pid file is one clear line and exit 1", async () => {

@@ -13,12 +13,17 @@ async function started(mode: string) {
 }
 
 /** Send a signal and measure how long until the pid file's lock is free. */
-async function stopWith(pid: number, pidFile: string, limit: number): Promise<number> {
+async function stopWith(
+  pid: number,
+  pidFile: string,
+  limit: number,
+  signal: Deno.Signal = "SIGTERM",
+): Promise<number> {
   const t0 = performance.now();
-  Deno.kill(pid, "SIGTERM");
+  Deno.kill(pid, signal);
   const released = await PidFile.waitForRelease(pidFile, { timeout: limit });
   const ms = performance.now() - t0;
-  assert.ok(released, `lock still held ${ms} ms after SIGTERM`);
+  assert.ok(released, `lock still held ${ms} ms after ${signal}`);
   return ms;
 }
 
@@ -65,11 +70,12 @@ Deno.test("a second SIGTERM during cleanup exits at once", async () => {
   assert.match(dir.output(), /SIGTERM during shutdown: exiting at once/);
 });
 
-Deno.test("a cleanup that throws is logged and the others still run", async () => {
+Deno.test("SIGINT too: a cleanup that throws is logged and the others still run", async () => {
   const { dir, pid } = await started("fail-cleanup");
   await using _ = dir;
-  await stopWith(pid, dir.pidFile, 5000);
+  await stopWith(pid, dir.pidFile, 5000, "SIGINT");
   assert.deepEqual(dir.events(), ["ready", "cleanup-2 start", "cleanup-1 start", "cleanup-1 end"]);
+  assert.match(dir.output(), /SIGINT: stopping/);
   assert.match(dir.output(), /cleanup handler failed: cleanup-2 broke/);
 });
 
