@@ -188,3 +188,46 @@ Deno.test("a NOTIFY_FD that is not open or a dead NOTIFY_SOCKET is a clear error
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+for (const flag of ["--notify-fd", "--notify-socket"]) {
+  Deno.test(`notifyReady() readies a service under 'singleton-run start ${flag}'`, async () => {
+    const cli = new URL("../cli.ts", import.meta.url).pathname;
+    const service = new URL("./fixtures/notify_service.ts", import.meta.url).pathname;
+    const dir = await Deno.makeTempDir();
+    const pidFile = `${dir}/svc.pid`;
+    const sr = (...args: string[]) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", cli, ...args],
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(20_000),
+      }).output();
+    try {
+      const notifyArgs = flag === "--notify-fd" ? [flag, "5"] : [flag];
+      const t0 = performance.now();
+      const start = await sr(
+        "start",
+        "--pidfile",
+        pidFile,
+        ...notifyArgs,
+        "--",
+        Deno.execPath(),
+        "run",
+        "-A",
+        service,
+        dir,
+      );
+      const ms = performance.now() - t0;
+      assert.equal(start.code, 0, decoder.decode(start.stderr));
+      assert.ok(ms >= 400, `start returned after ${ms} ms, before the service was ready`);
+      const pid = Number(decoder.decode(start.stdout).trim());
+      assert.ok(pid > 0);
+      const stop = await sr("stop", "--pidfile", pidFile);
+      assert.equal(stop.code, 0, decoder.decode(stop.stderr));
+      assert.equal(await Deno.readTextFile(`${dir}/bye`), "bye", "onShutdown ran on stop");
+    } finally {
+      await sr("stop", "--pidfile", pidFile);
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
