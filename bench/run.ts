@@ -1,0 +1,890 @@
+/**
+ * `deno task bench`: singleton-run side by side with the tools users would
+ * otherwise pick (start-stop-daemon, daemonize, libslack's daemon, flock), in
+ * one run on this machine. Every row is a median over repeated runs, measured
+ * interleaved with its peers (run 1 of each, then run 2 of each, ...), and
+ * shown as a ratio to the fastest peer and to the floor (Deno's own start-up).
+ *
+ * Prints a markdown table, then the targets met or missed, and writes
+ * bench/results.json and bench/results.svg.
+ *
+ * Options: `--runs N` (default 15), `--quick` (5 runs, fewer stops),
+ * `--only GROUP[,GROUP]`, `--json PATH`, `--svg PATH`.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { PidFile } from "../mod.ts";
+import {
+  alive,
+  argvOf,
+  cliArgv,
+  type CliForm,
+  findInstances,
+  findMentioning,
+  killAll,
+  median,
+  ROOT,
+  rssKiB,
+  runCmd,
+  type RunOptions,
+  signalPid,
+  sleep,
+  statOf,
+  waitGone,
+  which,
+} from "./proc.ts";
+import { renderSvg } from "./svg.ts";
+
+/** Who a row measures. */
+type Kind = "floor" | "ours" | "peer";
+
+/** One line of the table. */
+export interface Row {
+  /** The comparison it belongs to. */
+  readonly group: string;
+  /** Tool and command, short. */
+  readonly name: string;
+  /** floor, ours or peer. */
+  readonly kind: Kind;
+  /** "ms", "µs" or "MiB". */
+  readonly unit: string;
+  /** Every sample, in unit. */
+  samples: number[];
+  /** The median of the samples. */
+  median?: number;
+  /** median / fastest peer's median in the group. */
+  vsPeer?: number;
+  /** median / the floor's median. */
+  vsFloor?: number;
+  /** Anything a reader must know (exit codes, instances, skips). */
+  notes: string[];
+}
+
+const args = parseArgs({
+  args: Deno.args,
+  options: {
+    runs: { type: "string" },
+    quick: { type: "boolean", default: false },
+    only: { type: "string" },
+    json: { type: "string", default: `${ROOT}/bench/results.json` },
+    svg: { type: "string", default: `${ROOT}/bench/results.svg` },
+  },
+});
+const RUNS = Number(args.values.runs ?? (args.values.quick ? 5 : 15));
+const STOP_RUNS = args.values.quick ? 2 : 5;
+const BURST_RUNS = args.values.quick ? 2 : 5;
+const ONLY = args.values.only?.split(",");
+const BURST = 32;
+
+const rows: Row[] = [];
+const skipped: string[] = [];
+const work = await Deno.makeTempDir({ prefix: "sr-bench-" });
+let seq = 0;
+/** A fresh directory per measured run, so no run sees another's pid file. */
+function freshDir(): string {
+  const dir = `${work}/r${++seq}`;
+  Deno.mkdirSync(dir);
+  return dir;
+}
+/** A marker argument that only this run's daemon carries: sleep sums its arguments. */
+function marker(): string {
+  return `0.0${String(Deno.pid).padStart(7, "0")}${String(++seq).padStart(5, "0")}`;
+}
+
+function row(group: string, name: string, kind: Kind, unit = "ms"): Row {
+  const r: Row = { group, name, kind, unit, samples: [], notes: [] };
+  rows.push(r);
+  return r;
+}
+function note(r: Row, text: string): void {
+  if (!r.notes.includes(text)) r.notes.push(text);
+}
+function wanted(group: string): boolean {
+  return ONLY === undefined || ONLY.some((g) => group.toLowerCase().includes(g.toLowerCase()));
+}
+
+// ---- tools -----------------------------------------------------------------
+
+const tools = {
+  daemonize: which("daemonize"),
+  ssd: which("start-stop-daemon") ?? which("start-stop-daemon", "/sbin:/usr/sbin"),
+  daemon: which("daemon"),
+  flock: which("flock"),
+  sleep: which("sleep") ?? "/bin/sleep",
+};
+const missing = (name: string, pkg: string) =>
+  skipped.push(`${name}: not installed (apt-get install ${pkg}); its rows are skipped`);
+if (!tools.daemonize) missing("daemonize", "daemonize");
+if (!tools.daemon) missing("daemon", "daemon");
+if (!tools.ssd) missing("start-stop-daemon", "dpkg");
+if (!tools.flock) missing("flock", "util-linux");
+
+/** The CLI forms that work: the bundle must be built, the CLI must answer --version. */
+const forms: CliForm[] = [];
+for (const form of ["bundle", "source"] as const) {
+  if (form === "bundle") {
+    try {
+      Deno.statSync(`${ROOT}/dist/singleton-run.js`);
+    } catch {
+      skipped.push("singleton-run (bundle): dist/singleton-run.js missing (deno task bundle)");
+      continue;
+    }
+  }
+  const probe = await runCmd([...cliArgv(form), "--help"], { timeoutMs: 20_000 });
+  if (probe.code === 0 && /\bstart\b/.test(probe.stdout + probe.stderr)) forms.push(form);
+  else skipped.push(`singleton-run (${form}): --help did not list commands (not built yet?)`);
+}
+const ours = (form: CliForm) => `singleton-run (${form === "bundle" ? "bundle" : "cli.ts"})`;
+
+// ---- helpers ---------------------------------------------------------------
+
+/** Run once, record its wall time; a failure is a note, not a sample. */
+async function timed(
+  r: Row,
+  argv: string[],
+  ok: (code: number) => boolean = (c) => c === 0,
+  opts: RunOptions = {},
+) {
+  const res = await runCmd(argv, { timeoutMs: 30_000, ...opts });
+  if (ok(res.code)) r.samples.push(res.ms);
+  else {
+    const line = res.stderr.trim().split("\n").pop() ?? "";
+    note(r, `exit ${res.timedOut ? "timeout" : res.code}: ${line.slice(0, 120)}`);
+  }
+  return res;
+}
+
+/** Rotate the order each run, so no tool always goes first. */
+function rotated<T>(xs: T[], i: number): T[] {
+  const k = i % Math.max(1, xs.length);
+  return [...xs.slice(k), ...xs.slice(0, k)];
+}
+
+/** Every live process this bench started under `dir` or with `mark`: killed by pid. */
+async function cleanup(...needles: string[]): Promise<void> {
+  const pids = new Set<number>();
+  for (const n of needles) for (const p of findMentioning(n)) pids.add(p);
+  await killAll(pids);
+}
+
+/** The pid written into a pid file by a peer, once it is there. */
+async function pidFromFile(path: string, timeoutMs = 2000): Promise<number | undefined> {
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline) {
+    try {
+      const m = /^\s*([0-9]+)/.exec(Deno.readTextFileSync(path));
+      if (m) return Number(m[1]);
+    } catch {
+      // not yet
+    }
+    await sleep(2);
+  }
+  return undefined;
+}
+
+// ---- floor -----------------------------------------------------------------
+
+const FLOOR = "floor";
+const denoFloor = row(FLOOR, "deno run (empty script)", "floor");
+const flockFloor = tools.flock ? row(FLOOR, "flock -n FILE true", "floor") : undefined;
+const trueFloor = row(FLOOR, "/bin/true (spawn cost of this harness)", "floor");
+
+async function floorRun(i: number): Promise<void> {
+  const dir = freshDir();
+  const jobs: Array<() => Promise<unknown>> = [
+    () =>
+      timed(denoFloor, [Deno.execPath(), "run", "--allow-all", `${ROOT}/bench/fixtures/empty.ts`]),
+    () => timed(trueFloor, ["/bin/true"]),
+  ];
+  if (flockFloor) jobs.push(() => timed(flockFloor, [tools.flock!, "-n", `${dir}/f.lock`, "true"]));
+  for (const job of rotated(jobs, i)) await job();
+}
+
+// ---- start until ready -----------------------------------------------------
+
+const START = "start until ready (sleep)";
+interface Starter {
+  row: Row;
+  /** Start in dir, return the daemon's pid (or undefined). */
+  start(dir: string, mark: string): Promise<number | undefined>;
+}
+const starters: Starter[] = [];
+if (wanted(START)) {
+  for (const form of forms) {
+    const r = row(START, `${ours(form)} start`, "ours");
+    starters.push({
+      row: r,
+      async start(dir, mark) {
+        const res = await timed(r, [
+          ...cliArgv(form),
+          "start",
+          "--pidfile",
+          `${dir}/d.pid`,
+          "--",
+          tools.sleep,
+          "3600",
+          mark,
+        ]);
+        const pid = Number(res.stdout.trim());
+        if (res.code === 0 && !(pid > 0)) note(r, `stdout was not a pid: ${res.stdout.trim()}`);
+        return pid > 0 ? pid : undefined;
+      },
+    });
+  }
+  if (tools.daemonize) {
+    const r = row(START, "daemonize -p -l", "peer");
+    starters.push({
+      row: r,
+      async start(dir, mark) {
+        await timed(r, [
+          tools.daemonize!,
+          "-p",
+          `${dir}/d.pid`,
+          "-l",
+          `${dir}/d.lock`,
+          tools.sleep,
+          "3600",
+          mark,
+        ]);
+        return await pidFromFile(`${dir}/d.pid`);
+      },
+    });
+  }
+  if (tools.ssd) {
+    const r = row(START, "start-stop-daemon --start --background --make-pidfile", "peer");
+    starters.push({
+      row: r,
+      async start(dir, mark) {
+        await timed(r, [
+          tools.ssd!,
+          "--start",
+          "--background",
+          "--make-pidfile",
+          "--pidfile",
+          `${dir}/d.pid`,
+          "--exec",
+          tools.sleep,
+          "--",
+          "3600",
+          mark,
+        ]);
+        return await pidFromFile(`${dir}/d.pid`);
+      },
+    });
+  }
+  if (tools.daemon) {
+    const r = row(START, "daemon --name --pidfiles", "peer");
+    starters.push({
+      row: r,
+      async start(dir, mark) {
+        await timed(r, [
+          tools.daemon!,
+          "--name",
+          "d",
+          "--pidfiles",
+          dir,
+          "--",
+          tools.sleep,
+          "3600",
+          mark,
+        ]);
+        return await pidFromFile(`${dir}/d.pid`);
+      },
+    });
+  }
+}
+
+async function startRun(i: number): Promise<void> {
+  for (const s of rotated(starters, i)) {
+    const dir = freshDir();
+    const mark = marker();
+    await s.start(dir, mark);
+    // Each tool's daemon must really be there, then goes (by pid).
+    await sleep(20);
+    const found = findInstances(mark);
+    if (found.length !== 1) note(s.row, `run ${i + 1}: ${found.length} instances afterwards`);
+    await cleanup(dir, mark);
+  }
+}
+
+// ---- stop until gone, nobody reaps ------------------------------------------
+
+interface Stopper {
+  row: Row;
+  argv(pidfile: string): string[];
+  ok(code: number): boolean;
+}
+function stopRows(group: string): Stopper[] {
+  const out: Stopper[] = [];
+  for (const form of forms) {
+    out.push({
+      row: row(group, `${ours(form)} stop`, "ours"),
+      argv: (p) => [...cliArgv(form), "stop", "--pidfile", p],
+      ok: (c) => c === 0,
+    });
+  }
+  if (tools.ssd) {
+    out.push({
+      row: row(group, "start-stop-daemon --stop --retry TERM/5", "peer"),
+      argv: (p) => [tools.ssd!, "--stop", "--retry", "TERM/5", "--pidfile", p],
+      // 2 is "the schedule ran out": it waited the full 5 s; still a time worth showing.
+      ok: (c) => c === 0 || c === 2,
+    });
+  }
+  return out;
+}
+const STOP_PARENT = "stop until gone (daemon's parent never reaps)";
+const STOP_ORPHAN = "stop until gone (orphan, PID 1 reaps when it likes)";
+const stoppers: Record<string, Stopper[]> = {};
+if (wanted(STOP_PARENT) && tools.flock) stoppers.parent = stopRows(STOP_PARENT);
+if (wanted(STOP_ORPHAN) && tools.flock) stoppers.orphan = stopRows(STOP_ORPHAN);
+
+async function stopRun(mode: "parent" | "orphan", i: number): Promise<void> {
+  for (const s of rotated(stoppers[mode] ?? [], i)) {
+    const dir = freshDir();
+    const mark = marker();
+    const pidfile = `${dir}/d.pid`;
+    const setup = await runCmd(
+      [`${ROOT}/bench/fixtures/unreaped.sh`, pidfile, mark, mode],
+      { timeoutMs: 5000 },
+    );
+    const [daemon, parent] = setup.stdout.trim().split(" ").map(Number);
+    if (setup.code !== 0 || !(daemon! > 0)) {
+      note(s.row, `setup failed: ${setup.stderr.trim()}`);
+      continue;
+    }
+    if (mode === "orphan") {
+      await sleep(5); // let the reparenting happen
+      const ppid = statOf(daemon!)?.ppid;
+      if (ppid !== 1) note(s.row, `the orphan's new parent was pid ${ppid}, not 1`);
+    }
+    const res = await timed(s.row, s.argv(pidfile), s.ok, { timeoutMs: 20_000 });
+    if (res.code === 2 && s.row.kind === "peer") {
+      note(s.row, "exit 2: gave up after its 5 s schedule (the zombie still answers kill(pid, 0))");
+    }
+    if (alive(daemon!)) note(s.row, `run ${i + 1}: the daemon was still running after stop`);
+    if (parent! > 0) signalPid(parent!, "SIGKILL");
+    await cleanup(dir, mark);
+  }
+}
+
+// ---- status ----------------------------------------------------------------
+
+const STATUS = "status of a running daemon";
+interface Prober {
+  row: Row;
+  argv: string[];
+  ok(code: number): boolean;
+}
+const probers: Prober[] = [];
+let statusDaemonPids: number[] = [];
+const statusDir = freshDir();
+if (wanted(STATUS)) {
+  const pidfile = `${statusDir}/d.pid`;
+  const mark = marker();
+  if (tools.flock) {
+    const setup = await runCmd(
+      [`${ROOT}/bench/fixtures/unreaped.sh`, pidfile, mark, "parent"],
+      { timeoutMs: 5000 },
+    );
+    statusDaemonPids = setup.stdout.trim().split(" ").map(Number).filter((n) => n > 0);
+  }
+  for (const form of forms) {
+    probers.push({
+      row: row(STATUS, `${ours(form)} status`, "ours"),
+      argv: [...cliArgv(form), "status", "--pidfile", pidfile],
+      ok: (c) => c === 0,
+    });
+  }
+  if (tools.ssd) {
+    probers.push({
+      row: row(STATUS, "start-stop-daemon --status --pidfile", "peer"),
+      argv: [tools.ssd, "--status", "--pidfile", pidfile],
+      ok: (c) => c === 0,
+    });
+  }
+  if (tools.daemon) {
+    const dmark = marker();
+    await runCmd([
+      tools.daemon,
+      "--name",
+      "s",
+      "--pidfiles",
+      statusDir,
+      "--",
+      tools.sleep,
+      "3600",
+      dmark,
+    ]);
+    probers.push({
+      row: row(STATUS, "daemon --running --name --pidfiles", "peer"),
+      argv: [tools.daemon, "--running", "--name", "s", "--pidfiles", statusDir],
+      ok: (c) => c === 0,
+    });
+  }
+  if (tools.flock) {
+    probers.push({
+      row: row(STATUS, "flock -n PIDFILE true (fails while held)", "floor"),
+      argv: [tools.flock, "-n", pidfile, "true"],
+      ok: (c) => c === 1,
+    });
+  }
+}
+
+async function statusRun(i: number): Promise<void> {
+  for (const p of rotated(probers, i)) await timed(p.row, p.argv, p.ok);
+}
+
+// ---- 32 at once ------------------------------------------------------------
+
+const BURST_GROUP = `${BURST} simultaneous starts on one pid file`;
+interface Burster {
+  row: Row;
+  instances: Row;
+  argv(dir: string, mark: string): string[];
+}
+const bursters: Burster[] = [];
+if (wanted(BURST_GROUP)) {
+  const add = (name: string, kind: Kind, argv: (dir: string, mark: string) => string[]) =>
+    bursters.push({
+      row: row(BURST_GROUP, `${name}: wall time`, kind),
+      instances: row(`${BURST_GROUP}: instances left running (must be 1)`, name, kind, "count"),
+      argv,
+    });
+  for (const form of forms) {
+    add(ours(form), "ours", (d, m) => [
+      ...cliArgv(form),
+      "start",
+      "--pidfile",
+      `${d}/d.pid`,
+      "--",
+      tools.sleep,
+      "3600",
+      m,
+    ]);
+  }
+  if (tools.daemonize) {
+    add("daemonize -p -l", "peer", (d, m) => [
+      tools.daemonize!,
+      "-p",
+      `${d}/d.pid`,
+      "-l",
+      `${d}/d.lock`,
+      tools.sleep,
+      "3600",
+      m,
+    ]);
+  }
+  if (tools.ssd) {
+    add("start-stop-daemon --start --background -m", "peer", (d, m) => [
+      tools.ssd!,
+      "--start",
+      "--background",
+      "--make-pidfile",
+      "--pidfile",
+      `${d}/d.pid`,
+      "--exec",
+      tools.sleep,
+      "--",
+      "3600",
+      m,
+    ]);
+  }
+  if (tools.daemon) {
+    add("daemon --name --pidfiles", "peer", (d, m) => [
+      tools.daemon!,
+      "--name",
+      "d",
+      "--pidfiles",
+      d,
+      "--",
+      tools.sleep,
+      "3600",
+      m,
+    ]);
+  }
+}
+
+async function burstRun(i: number): Promise<void> {
+  for (const b of rotated(bursters, i)) {
+    const dir = freshDir();
+    const mark = marker();
+    const argv = b.argv(dir, mark);
+    const t0 = performance.now();
+    const results = await Promise.all(
+      Array.from({ length: BURST }, () => runCmd(argv, { timeoutMs: 60_000 })),
+    );
+    b.row.samples.push(performance.now() - t0);
+    const codes = new Map<number, number>();
+    for (const r of results) codes.set(r.code, (codes.get(r.code) ?? 0) + 1);
+    note(
+      b.row,
+      `exit codes ${[...codes].sort((a, c) => a[0] - c[0]).map(([c, n]) => `${c}x${n}`).join(" ")}`,
+    );
+    await sleep(300); // a peer may return before its child has exec'd
+    b.instances.samples.push(findInstances(mark).length);
+    await cleanup(dir, mark);
+  }
+}
+
+// ---- RSS -------------------------------------------------------------------
+
+const RSS = "RSS that stays resident while the daemon runs";
+interface Resident {
+  row: Row;
+  /** Start, return the pid whose RSS counts, and what to clean. */
+  launch(dir: string, mark: string): Promise<number | undefined>;
+}
+const residents: Resident[] = [];
+if (wanted(RSS)) {
+  residents.push({
+    row: row(RSS, "deno run (idle script): the Deno floor", "floor", "MiB"),
+    async launch(dir) {
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "--allow-all", `${ROOT}/bench/fixtures/idle.ts`, dir],
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      child.unref();
+      child.status.catch(() => {});
+      await sleep(400);
+      return child.pid;
+    },
+  });
+  const form = forms[0];
+  if (form) {
+    const r = row(RSS, `${ours(form)} run: the command after execve`, "ours", "MiB");
+    residents.push({
+      row: r,
+      async launch(dir, mark) {
+        const child = new Deno.Command(cliArgv(form)[0]!, {
+          args: [
+            ...cliArgv(form).slice(1),
+            "run",
+            "--pidfile",
+            `${dir}/d.pid`,
+            "--",
+            tools.sleep,
+            "3600",
+            mark,
+          ],
+          stdin: "null",
+          stdout: "null",
+          stderr: "null",
+        }).spawn();
+        child.unref();
+        child.status.catch(() => {});
+        const deadline = performance.now() + 5000;
+        while (performance.now() < deadline) {
+          if (findInstances(mark).includes(child.pid)) return child.pid;
+          await sleep(10);
+        }
+        note(r, "run did not become the command within 5 s");
+        return undefined;
+      },
+    });
+    const sup = row(RSS, `${ours(form)} start --supervise: the supervisor`, "ours", "MiB");
+    residents.push({
+      row: sup,
+      async launch(dir, mark) {
+        const res = await runCmd([
+          ...cliArgv(form),
+          "start",
+          "--supervise",
+          "--pidfile",
+          `${dir}/d.pid`,
+          "--",
+          tools.sleep,
+          "3600",
+          mark,
+        ]);
+        if (res.code !== 0) {
+          note(sup, `start --supervise: exit ${res.code}: ${res.stderr.trim().split("\n").pop()}`);
+          return undefined;
+        }
+        await sleep(300);
+        // The supervisor: a deno process whose argv names the pid file, and the parent of the command.
+        const child = findInstances(mark)[0];
+        const parent = child === undefined ? undefined : statOf(child)?.ppid;
+        if (parent !== undefined && argvOf(parent)?.some((a) => a.includes(dir))) return parent;
+        note(sup, "could not find the supervisor as the command's parent");
+        return undefined;
+      },
+    });
+  }
+  if (tools.daemon) {
+    residents.push({
+      row: row(RSS, "daemon --respawn: its supervisor process", "peer", "MiB"),
+      async launch(dir, mark) {
+        await runCmd([
+          tools.daemon!,
+          "--respawn",
+          "--name",
+          "d",
+          "--pidfiles",
+          dir,
+          "--",
+          tools.sleep,
+          "3600",
+          mark,
+        ]);
+        return await pidFromFile(`${dir}/d.pid`);
+      },
+    });
+  }
+}
+
+async function rssRun(i: number): Promise<void> {
+  for (const r of rotated(residents, i)) {
+    const dir = freshDir();
+    const mark = marker();
+    const pid = await r.launch(dir, mark);
+    if (pid !== undefined) {
+      await sleep(100);
+      const kib = rssKiB(pid);
+      if (kib !== undefined) r.row.samples.push(kib / 1024);
+    }
+    if (pid !== undefined) signalPid(pid, "SIGKILL");
+    await cleanup(dir, mark);
+    if (pid !== undefined) await waitGone(pid, 2000);
+  }
+}
+
+// ---- in-process ------------------------------------------------------------
+
+const INPROC = "in-process lock operations";
+async function inProcess(): Promise<void> {
+  const iterations = args.values.quick ? 500 : 3000;
+  for (const [label, base] of [["tmpfs /dev/shm", "/dev/shm"], ["disk, ext4", work]] as const) {
+    let dir: string;
+    try {
+      dir = Deno.makeTempDirSync({ dir: base, prefix: "sr-bench-" });
+    } catch {
+      skipped.push(`in-process on ${label}: cannot make a directory there`);
+      continue;
+    }
+    try {
+      const acq = row(INPROC, `PidFile.acquire + release (${label})`, "ours", "µs");
+      const path = `${dir}/a.pid`;
+      for (let i = 0; i < iterations; i++) {
+        const t0 = performance.now();
+        const lock = await PidFile.acquire(path);
+        lock.release();
+        acq.samples.push((performance.now() - t0) * 1000);
+      }
+      const held = await PidFile.acquire(`${dir}/held.pid`);
+      const probe = row(INPROC, `PidFile.probe of a held file (${label})`, "ours", "µs");
+      let wrong = 0;
+      for (let i = 0; i < iterations; i++) {
+        const t0 = performance.now();
+        const found = await PidFile.probe(held.path);
+        probe.samples.push((performance.now() - t0) * 1000);
+        if (found.state !== "running") wrong++;
+      }
+      if (wrong) note(probe, `${wrong} of ${iterations} probes said not running (see cli-bugs B1)`);
+      held.release();
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  }
+  if (tools.flock) {
+    const r = row(INPROC, "for scale: flock -n FILE true (a whole process)", "floor", "µs");
+    for (let i = 0; i < Math.min(iterations, 50); i++) {
+      const res = await runCmd([tools.flock, "-n", `${work}/scale.lock`, "true"]);
+      r.samples.push(res.ms * 1000);
+    }
+  }
+  const syslogRow = await syslogLine();
+  if (syslogRow) rows.push(syslogRow);
+}
+
+/**
+ * One syslog line through src/syslog.ts, to a real rsyslogd on a private
+ * /dev/log (tests/helpers/rsyslog.ts: a mount namespace, so this machine's
+ * /dev is never touched).
+ */
+async function syslogLine(): Promise<Row | undefined> {
+  let startRsyslog;
+  try {
+    ({ startRsyslog } = await import("../tests/helpers/rsyslog.ts"));
+  } catch (err) {
+    skipped.push(`syslog line: tests/helpers/rsyslog.ts not loadable (${err})`);
+    return undefined;
+  }
+  await using sl = await startRsyslog();
+  if (sl.skipReason) {
+    skipped.push(`syslog line: ${sl.skipReason}`);
+    return undefined;
+  }
+  const res = await sl.run(
+    [Deno.execPath(), "run", "--allow-all", `${ROOT}/bench/syslog_line.ts`, "2000"],
+    { timeout: 60_000 },
+  );
+  const m = /^median_us=([0-9.]+)$/m.exec(res.stdout);
+  if (res.code !== 0 || !m) {
+    skipped.push(`syslog line: ${res.stderr.trim().split("\n").pop() ?? `exit ${res.code}`}`);
+    return undefined;
+  }
+  return {
+    group: INPROC,
+    name: "syslog(3) line via src/syslog.ts, to rsyslogd",
+    kind: "ours",
+    unit: "µs",
+    samples: [Number(m[1])],
+    notes: ["median of 2000 lines (one sample: the median inside that run)"],
+  };
+}
+
+// ---- run everything, interleaved ---------------------------------------------
+
+const t0 = performance.now();
+const log = (s: string) =>
+  console.error(`[bench ${((performance.now() - t0) / 1000).toFixed(1)}s] ${s}`);
+try {
+  log(`${RUNS} runs per row; working in ${work}`);
+  for (let i = 0; i < RUNS; i++) {
+    await floorRun(i);
+    await startRun(i);
+    await statusRun(i);
+  }
+  log("floor, start, status done");
+  for (let i = 0; i < STOP_RUNS; i++) {
+    if (stoppers.parent) await stopRun("parent", i);
+    if (stoppers.orphan) await stopRun("orphan", i);
+  }
+  log("stop done");
+  for (let i = 0; i < BURST_RUNS; i++) await burstRun(i);
+  log("burst done");
+  for (let i = 0; i < 3; i++) await rssRun(i);
+  log("rss done");
+  if (wanted(INPROC)) await inProcess();
+  log("in-process done");
+} finally {
+  for (const pid of statusDaemonPids) signalPid(pid, "SIGKILL");
+  await cleanup(work);
+  await Deno.remove(work, { recursive: true }).catch(() => {});
+}
+
+// ---- ratios, table, targets ------------------------------------------------
+
+for (const r of rows) r.median = median(r.samples);
+const floorMs = denoFloor.median!;
+for (const r of rows) {
+  const peers = rows.filter((p) => p.group === r.group && p.kind === "peer" && p.samples.length);
+  const fastest = Math.min(...peers.map((p) => p.median!));
+  if (Number.isFinite(fastest) && fastest > 0) r.vsPeer = r.median! / fastest;
+  if (r.unit === "ms" && !r.group.startsWith(BURST_GROUP)) r.vsFloor = r.median! / floorMs;
+  if (r.group === RSS) {
+    const f = rows.find((x) => x.group === RSS && x.kind === "floor")?.median;
+    if (f) r.vsFloor = r.median! / f;
+  }
+}
+
+const fmt = (n: number | undefined, unit = "") =>
+  n === undefined || !Number.isFinite(n)
+    ? "-"
+    : `${n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2)}${unit}`;
+const lines: string[] = [];
+lines.push(
+  `| group | tool | median | runs | x fastest peer | x floor | notes |`,
+  `| --- | --- | ---: | ---: | ---: | ---: | --- |`,
+);
+for (const r of rows) {
+  if (!r.samples.length && !r.notes.length) continue;
+  lines.push(
+    `| ${r.group} | ${r.kind === "ours" ? `**${r.name}**` : r.name} | ${
+      fmt(r.median, r.unit === "count" ? "" : ` ${r.unit}`)
+    } | ${r.samples.length} | ${fmt(r.vsPeer, "x")} | ${fmt(r.vsFloor, "x")} | ${
+      r.notes.join("; ").replaceAll("|", "/")
+    } |`,
+  );
+}
+
+interface Target {
+  readonly what: string;
+  readonly met: boolean | undefined;
+  readonly detail: string;
+}
+const targets: Target[] = [];
+const byName = (group: string, form: CliForm) =>
+  rows.find((r) => r.group === group && r.name.startsWith(ours(form)) && r.samples.length);
+for (const form of forms) {
+  for (const [group, what] of [[START, "start"], [STATUS, "status"]] as const) {
+    const r = byName(group, form);
+    targets.push({
+      what: `${what} within 1.3x of the Deno floor (${ours(form)})`,
+      met: r ? r.vsFloor! <= 1.3 : undefined,
+      detail: r
+        ? `${fmt(r.median)} ms vs floor ${fmt(floorMs)} ms = ${fmt(r.vsFloor, "x")}`
+        : "not measured",
+    });
+  }
+  const stop = byName(STOP_PARENT, form);
+  const ssdStop = rows.find((r) => r.group === STOP_PARENT && r.kind === "peer");
+  const speedup = stop && ssdStop?.median ? ssdStop.median / stop.median! : undefined;
+  targets.push({
+    what: `stop of an unreaped daemon >= 20x faster than start-stop-daemon --retry (${ours(form)})`,
+    met: speedup === undefined ? undefined : speedup >= 20,
+    detail: speedup === undefined
+      ? "not measured"
+      : `${fmt(stop!.median)} ms vs ${fmt(ssdStop!.median)} ms = ${fmt(speedup, "x")} faster`,
+  });
+  const burst = rows.find((r) =>
+    r.group.startsWith(`${BURST_GROUP}: instances`) && r.name === ours(form)
+  );
+  if (burst?.samples.length) {
+    targets.push({
+      what: `${BURST} simultaneous starts leave exactly 1 instance (${ours(form)})`,
+      met: burst.samples.every((n) => n === 1),
+      detail: `instances per run: ${burst.samples.join(", ")}`,
+    });
+  }
+}
+for (
+  const r of rows.filter((r) =>
+    r.group === INPROC && r.kind === "ours" && r.name.startsWith("PidFile")
+  )
+) {
+  targets.push({
+    what: `in-process under 50 µs: ${r.name}`,
+    met: r.median! < 50,
+    detail: `${fmt(r.median)} µs`,
+  });
+}
+
+const cpu = (() => {
+  try {
+    return /model name\s*:\s*(.*)/.exec(Deno.readTextFileSync("/proc/cpuinfo"))?.[1] ?? "?";
+  } catch {
+    return "?";
+  }
+})();
+const machine =
+  `${cpu}, ${navigator.hardwareConcurrency} CPUs, Linux ${Deno.osRelease()}, Deno ${Deno.version.deno}`;
+console.log(`singleton-run bench, ${new Date().toISOString()}, ${machine}\n`);
+console.log(lines.join("\n"));
+console.log("\nTargets:");
+for (const t of targets) {
+  console.log(
+    `- ${t.met === undefined ? "NOT MEASURED" : t.met ? "met" : "MISSED"}: ${t.what}: ${t.detail}`,
+  );
+}
+if (skipped.length) {
+  console.log("\nSkipped:");
+  for (const s of skipped) console.log(`- ${s}`);
+}
+
+await Deno.writeTextFile(
+  args.values.json!,
+  JSON.stringify(
+    { date: new Date().toISOString(), machine, runs: RUNS, rows, targets, skipped },
+    null,
+    2,
+  ) +
+    "\n",
+);
+await Deno.writeTextFile(args.values.svg!, renderSvg(rows, machine));
+console.error(`wrote ${args.values.json} and ${args.values.svg}`);

@@ -1,0 +1,148 @@
+/**
+ * Soak the supervisor: a child that exits at once, restarted with no delay
+ * and no crash-loop limit, N times (default 1,000). Prints the supervisor's
+ * RSS and descriptor count as the restarts go by, next to an empty
+ * `deno run` script's RSS (the baseline the supervisor must stay within 20%
+ * of).
+ *
+ *     deno run -A bench/supervise_soak.ts [RESTARTS]
+ *
+ * Exits 1 when the descriptor count grows or RSS climbs by more than 10%
+ * between the first sample and the last.
+ *
+ * @module
+ */
+
+const RESTARTS = Number(Deno.args[0] ?? 1000);
+const root = new URL("..", import.meta.url).pathname;
+const stage = `${root}src/supervise_stage.ts`;
+
+/** RSS, anonymous RSS and PSS of a process, in kB. */
+export function memory(pid: number): { rss: number; anon: number; pss: number } {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const field = (name: string) => Number(new RegExp(`${name}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+  let pss = 0;
+  try {
+    const rollup = Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`);
+    pss = Number(/^Pss:\s+(\d+)/m.exec(rollup)?.[1] ?? 0);
+  } catch {
+    // no smaps_rollup (old kernel)
+  }
+  return { rss: field("VmRSS"), anon: field("RssAnon"), pss };
+}
+
+/** The number of open descriptors of a process. */
+export function fdCount(pid: number): number {
+  return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** RSS of an empty `deno run` script, sampled after it has settled (median of 3). */
+export async function baselineRss(): Promise<{ rss: number; anon: number; pss: number }> {
+  const samples = [];
+  for (let i = 0; i < 3; i++) {
+    const dir = await Deno.makeTempDir();
+    const script = `${dir}/empty.ts`;
+    await Deno.writeTextFile(script, "setTimeout(() => {}, 60_000);\n");
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", script],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    await sleep(1500);
+    samples.push(memory(child.pid));
+    child.kill("SIGKILL");
+    await child.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+  samples.sort((a, b) => a.rss - b.rss);
+  return samples[1]!;
+}
+
+/** Run the soak; returns the samples. */
+export async function soak(restarts: number): Promise<{
+  samples: { restarts: number; rss: number; anon: number; pss: number; fds: number }[];
+  seconds: number;
+  settled: { rss: number; anon: number; pss: number; fds: number };
+}> {
+  const dir = await Deno.makeTempDir({ prefix: "supervise-soak-" });
+  const pidfile = `${dir}/soak.pid`;
+  const config = {
+    pidfile,
+    path: "/bin/sh",
+    argv: ["sh", "-c", "echo out; echo err >&2; exit 1"],
+    output: `${dir}/out.log`,
+    restartDelay: 0,
+    maxRestarts: 0,
+    readiness: { kind: "alive", afterMs: 0 },
+  };
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      ...(Deno.env.get("SOAK_V8_FLAGS") ? [`--v8-flags=${Deno.env.get("SOAK_V8_FLAGS")}`] : []),
+      stage,
+      "__supervise",
+      JSON.stringify(config),
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const pid = child.pid;
+  const samples = [];
+  const marks = [0, 10, 100, 250, 500, 750, 1000, 2000, 5000].filter((n) => n <= restarts);
+  if (!marks.includes(restarts)) marks.push(restarts);
+  const started = performance.now();
+  let settled = { rss: 0, anon: 0, pss: 0, fds: 0 };
+  try {
+    for (const mark of marks) {
+      const deadline = performance.now() + 120_000;
+      for (;;) {
+        let n = -1;
+        try {
+          n = JSON.parse(Deno.readTextFileSync(`${pidfile}.state`)).restarts;
+        } catch {
+          // not written yet, or being replaced
+        }
+        if (n >= mark) break;
+        if (performance.now() > deadline) throw new Error(`stuck before ${mark} restarts`);
+        await sleep(5);
+      }
+      samples.push({ restarts: mark, ...memory(pid), fds: fdCount(pid) });
+    }
+    // The supervisor idle with a live child, after the soak.
+    await sleep(1000);
+    settled = { ...memory(pid), fds: fdCount(pid) };
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+  return { samples, seconds: (performance.now() - started) / 1000, settled };
+}
+
+if (import.meta.main) {
+  const base = await baselineRss();
+  const { samples, seconds } = await soak(RESTARTS);
+  console.log(`empty deno run script: RSS ${base.rss} kB (anon ${base.anon}, PSS ${base.pss})`);
+  console.log(`supervisor soak: ${RESTARTS} crash-restarts in ${seconds.toFixed(1)} s`);
+  console.log("restarts   RSS kB  anon kB   PSS kB  fds  RSS vs baseline");
+  for (const s of samples) {
+    const pct = ((s.rss / base.rss - 1) * 100).toFixed(1);
+    console.log(
+      `${String(s.restarts).padStart(8)} ${String(s.rss).padStart(8)} ${
+        String(s.anon).padStart(8)
+      } ${String(s.pss).padStart(8)} ${String(s.fds).padStart(4)}  ${pct}%`,
+    );
+  }
+  const first = samples[1] ?? samples[0]!;
+  const last = samples.at(-1)!;
+  const fdsFlat = last.fds <= first.fds;
+  const rssFlat = last.rss <= first.rss * 1.1;
+  console.log(
+    `fd count ${fdsFlat ? "flat" : "GREW"} (${first.fds} -> ${last.fds}); ` +
+      `RSS ${rssFlat ? "flat" : "GREW"} (${first.rss} -> ${last.rss} kB)`,
+  );
+  if (!fdsFlat || !rssFlat) Deno.exit(1);
+}
