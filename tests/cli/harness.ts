@@ -207,6 +207,7 @@ function exists(path: string): boolean {
 /** Read a pid file: the pid, or undefined when empty or missing. */
 export function readPid(path: string): number | undefined {
   try {
+    if (!Deno.lstatSync(path).isFile) return undefined; // never open a FIFO: it would block
     const text = Deno.readTextFileSync(path).trim();
     return text === "" ? undefined : Number(text);
   } catch {

@@ -53,7 +53,10 @@ Deno.test("default readiness: a daemon that dies at once fails the start with it
   assert.equal(r.code, 1);
   assert.equal(r.stdout, "");
   assert.match(r.stderr, /ended before it was ready \(exit status 3\)/);
-  assert.match(r.stderr, /last lines of ".*out\.log":\n {2}starting\n {2}config error: no such file\n/);
+  assert.match(
+    r.stderr,
+    /last lines of ".*out\.log":\n {2}starting\n {2}config error: no such file\n/,
+  );
   assertNothingLeft(sb);
 });
 
