@@ -1,0 +1,229 @@
+/**
+ * stop, status, restart, reload and signal in detail: the unreaped zombie,
+ * retry schedules, the JSON report, signals delivered, a lock held by another
+ * process than the one named, --oknodo.
+ */
+
+import assert from "node:assert/strict";
+import {
+  alive,
+  assertCleanError,
+  findProcesses,
+  locked,
+  procState,
+  readPid,
+  Sandbox,
+  SOURCE,
+  sr,
+  srSpawn,
+  waitFor,
+} from "./harness.ts";
+
+Deno.test("stop of a daemon whose parent never reaps it: done as soon as the lock goes, zombie or not", async () => {
+  await using sb = await Sandbox.create();
+  const cli = SOURCE.cmd.map((a) => `'${a}'`).join(" ");
+  // The daemon (run, exec'd into sleep) is the child of a `sleep` that never waits.
+  const parent = new Deno.Command("sh", {
+    args: ["-c", `${cli} run --pidfile '${sb.pidfile}' -- sleep 1000 & exec sleep 1000`],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await waitFor(
+      () => {
+        const pid = readPid(sb.pidfile);
+        return pid !== undefined && locked(sb.pidfile) &&
+          Deno.readTextFileSync(`/proc/${pid}/cmdline`).startsWith("sleep");
+      },
+      10_000,
+      "the daemon",
+    );
+    const pid = readPid(sb.pidfile)!;
+    sb.track(pid);
+    const stop = await sr(SOURCE, ["stop", "--pidfile", sb.pidfile]);
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.ok(stop.ms < 1500, `stop did not wait for a reap (${Math.round(stop.ms)} ms)`);
+    assert.equal(procState(pid), "Z", "the daemon is a zombie nobody reaped");
+    assert.equal((await sr(SOURCE, ["status", "--pidfile", sb.pidfile])).code, 3);
+    assert.equal(Deno.readTextFileSync(sb.pidfile), "");
+  } finally {
+    parent.kill("SIGKILL");
+    await parent.status;
+  }
+});
+
+Deno.test("stop --retry: TERM ignored then KILL; a schedule that runs out exits 1; a bare number", async () => {
+  await using sb = await Sandbox.create();
+  const stubborn = ["--", "sh", "-c", "trap '' TERM; exec sleep 1000"];
+  let r = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, ...stubborn]);
+  let pid = Number(r.stdout);
+  sb.track(pid);
+
+  const short = await sr(SOURCE, ["stop", "--retry", "TERM/0.3", "--pidfile", sb.pidfile]);
+  assertCleanError(
+    short,
+    1,
+    new RegExp(`pid ${pid} still holds .* after the stop schedule \\(SIGTERM sent\\)`),
+  );
+  assert.ok(alive(pid));
+
+  const full = await sr(SOURCE, ["stop", "--retry", "TERM/0.3/KILL/5", "--pidfile", sb.pidfile]);
+  assert.equal(full.code, 0, full.stderr);
+  assert.ok(full.ms >= 300, "waited the TERM window first");
+  assert.ok(!alive(pid));
+
+  r = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, ...stubborn]);
+  pid = Number(r.stdout);
+  sb.track(pid);
+  const bare = await sr(SOURCE, ["stop", "--retry", "1", "--pidfile", sb.pidfile]);
+  assert.equal(bare.code, 0, bare.stderr);
+  assert.ok(bare.ms >= 1000 && bare.ms < 4000, `TERM/1/KILL/1 (${bare.ms} ms)`);
+  assert.ok(!alive(pid));
+});
+
+Deno.test("status --json: state, pid, pidfile, code, start time, uptime, RSS, descriptors, cmdline", async () => {
+  await using sb = await Sandbox.create();
+  const t0 = Date.now();
+  const r = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", "1000"]);
+  const pid = Number(r.stdout);
+  sb.track(pid);
+  const st = await sr(SOURCE, ["status", "--json", "--pidfile", sb.pidfile]);
+  assert.equal(st.code, 0);
+  assert.equal(st.stdout.trim().split("\n").length, 1, "one object on one line");
+  const j = JSON.parse(st.stdout);
+  assert.deepEqual(Object.keys(j).sort(), [
+    "cmdline",
+    "code",
+    "fds",
+    "pid",
+    "pidfile",
+    "rssKiB",
+    "startTime",
+    "state",
+    "uptimeSeconds",
+  ]);
+  assert.equal(j.state, "running");
+  assert.equal(j.pid, pid);
+  assert.equal(j.pidfile, sb.pidfile);
+  const started = Date.parse(j.startTime);
+  assert.ok(
+    Math.abs(started - t0) < 3000,
+    `start time ${j.startTime} near ${new Date(t0).toISOString()}`,
+  );
+  assert.ok(j.uptimeSeconds >= 0 && j.uptimeSeconds < 10);
+  assert.ok(j.rssKiB > 0);
+  assert.equal(j.fds, 4, "0, 1, 2 and the lock");
+  assert.deepEqual(j.cmdline, ["sleep", "1000"]);
+  await sr(SOURCE, ["stop", "--pidfile", sb.pidfile]);
+  const stopped = JSON.parse(
+    (await sr(SOURCE, ["status", "--json", "--pidfile", sb.pidfile])).stdout,
+  );
+  assert.deepEqual(stopped, { state: "stopped", code: 3, pid: null, pidfile: sb.pidfile });
+});
+
+Deno.test("reload sends SIGHUP, signal sends a named or numbered signal; not running exits 3", async () => {
+  await using sb = await Sandbox.create();
+  const log = sb.path("signals.log");
+  const r = await sr(SOURCE, [
+    "start",
+    "--pidfile",
+    sb.pidfile,
+    "--",
+    "sh",
+    "-c",
+    `trap 'echo HUP >> ${log}' HUP; trap 'echo USR1 >> ${log}' USR1; ` +
+    `trap 'echo USR2 >> ${log}' USR2; while :; do sleep 0.02; done`,
+  ]);
+  const pid = Number(r.stdout);
+  sb.track(pid);
+  const read = () => {
+    try {
+      return Deno.readTextFileSync(log);
+    } catch {
+      return "";
+    }
+  };
+  assert.equal((await sr(SOURCE, ["reload", "--pidfile", sb.pidfile])).code, 0);
+  await waitFor(() => read() === "HUP\n", 5000, "HUP");
+  assert.equal((await sr(SOURCE, ["signal", "--pidfile", sb.pidfile, "USR1"])).code, 0);
+  await waitFor(() => read() === "HUP\nUSR1\n", 5000, "USR1");
+  assert.equal((await sr(SOURCE, ["signal", "--pidfile", sb.pidfile, "12"])).code, 0);
+  await waitFor(() => read() === "HUP\nUSR1\nUSR2\n", 5000, "USR2 by number");
+  assert.ok(alive(pid));
+  assert.equal((await sr(SOURCE, ["signal", "--pidfile", sb.pidfile, "SIGKILL"])).code, 0);
+  await waitFor(() => !locked(sb.pidfile));
+  assertCleanError(await sr(SOURCE, ["reload", "--pidfile", sb.pidfile]), 3, /not running/);
+  assertCleanError(await sr(SOURCE, ["signal", "--pidfile", sb.pidfile, "TERM"]), 3, /not running/);
+});
+
+Deno.test("restart prints the new pid, leaves one instance; starts when nothing runs", async () => {
+  await using sb = await Sandbox.create();
+  const marker = `1000.${Math.floor(Math.random() * 1e6)}`;
+  const cmd = ["--pidfile", sb.pidfile, "--", "sleep", marker];
+  const first = await sr(SOURCE, ["restart", ...cmd]);
+  assert.equal(first.code, 0, first.stderr);
+  const a = Number(first.stdout);
+  sb.track(a);
+  const second = await sr(SOURCE, ["restart", ...cmd]);
+  assert.equal(second.code, 0, second.stderr);
+  const b = Number(second.stdout);
+  sb.track(b);
+  assert.notEqual(a, b);
+  assert.ok(!alive(a));
+  assert.deepEqual(findProcesses(["sleep", marker]), [b]);
+  assert.equal(readPid(sb.pidfile), b);
+  await sr(SOURCE, ["stop", "--pidfile", sb.pidfile]);
+});
+
+Deno.test("start --oknodo: exit 0 and the running pid; stop --oknodo: exit 0 when not running", async () => {
+  await using sb = await Sandbox.create();
+  const r = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", "1000"]);
+  const pid = Number(r.stdout);
+  sb.track(pid);
+  const again = await sr(SOURCE, [
+    "start",
+    "--oknodo",
+    "--pidfile",
+    sb.pidfile,
+    "--",
+    "sleep",
+    "1000",
+  ]);
+  assert.equal(again.code, 0);
+  assert.equal(again.stdout, `${pid}\n`);
+  assert.equal((await sr(SOURCE, ["stop", "--pidfile", sb.pidfile])).code, 0);
+  const none = await sr(SOURCE, ["stop", "--oknodo", "--pidfile", sb.pidfile]);
+  assert.equal(none.code, 0);
+  assert.match(none.stderr, /not running/);
+});
+
+Deno.test("a lock held by another process than the one named: stop refuses to signal the named pid", async () => {
+  await using sb = await Sandbox.create();
+  const unrelated = new Deno.Command("sleep", { args: ["1000"] }).spawn();
+  Deno.writeTextFileSync(sb.pidfile, `${unrelated.pid}\n`);
+  // flock(1) holds the lock on the file, but the file names `unrelated`.
+  const holder = new Deno.Command("flock", { args: [sb.pidfile, "sleep", "1000"] }).spawn();
+  try {
+    await waitFor(() => locked(sb.pidfile), 5000, "flock(1) to lock");
+    const st = await sr(SOURCE, ["status", "--pidfile", sb.pidfile]);
+    assert.equal(st.code, 0, "locked reads as running");
+    const stop = await sr(SOURCE, ["stop", "--pidfile", sb.pidfile]);
+    assertCleanError(stop, 1, /does not hold it .*not signalling pid/);
+    assert.ok(alive(unrelated.pid), "the named process was not signalled");
+  } finally {
+    holder.kill("SIGKILL");
+    unrelated.kill("SIGKILL");
+    await holder.status;
+    await unrelated.status;
+  }
+});
+
+Deno.test("a stop waiting on the guard is served after the first: serialized, both succeed or say not running", async () => {
+  await using sb = await Sandbox.create();
+  const r = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", "1000"]);
+  sb.track(Number(r.stdout));
+  const a = srSpawn(SOURCE, ["stop", "--pidfile", sb.pidfile]);
+  const b = srSpawn(SOURCE, ["stop", "--pidfile", sb.pidfile]);
+  const codes = (await Promise.all([a.output(), b.output()])).map((o) => o.code).sort();
+  assert.deepEqual(codes, [0, 3]);
+});
