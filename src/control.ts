@@ -373,11 +373,6 @@ export function parseSchedule(text: string): Schedule {
   if ("signal" in last && repeatAt !== steps.length) {
     throw bad("it must end with a timeout (or forever)");
   }
-  if (
-    repeatAt >= 0 && repeatAt < steps.length && !steps.slice(repeatAt).some((s) => "waitMs" in s)
-  ) {
-    throw bad('what follows "forever" must contain a timeout');
-  }
   return { steps, repeatAt };
 }
 

@@ -1,0 +1,101 @@
+/**
+ * The pure parts of the control layer: stop schedules, umasks, sd_notify
+ * datagrams, and the guard lock's bound across two processes.
+ */
+
+import assert from "node:assert/strict";
+import { Guard, GuardTimeoutError, parseSchedule, parseUmask, UsageError } from "../src/control.ts";
+import { parseNotify } from "../src/readiness.ts";
+
+Deno.test("parseSchedule() reads start-stop-daemon's --retry syntax", () => {
+  assert.deepEqual(parseSchedule("TERM/10/KILL/5"), {
+    steps: [{ signal: 15 }, { waitMs: 10_000 }, { signal: 9 }, { waitMs: 5_000 }],
+    repeatAt: -1,
+  });
+  assert.deepEqual(parseSchedule("7"), {
+    steps: [{ signal: 15 }, { waitMs: 7_000 }, { signal: 9 }, { waitMs: 7_000 }],
+    repeatAt: -1,
+  });
+  assert.deepEqual(parseSchedule("-HUP/0.5/SIGUSR1/1"), {
+    steps: [{ signal: 1 }, { waitMs: 500 }, { signal: 10 }, { waitMs: 1000 }],
+    repeatAt: -1,
+  });
+  assert.deepEqual(parseSchedule("TERM/5/forever/KILL/1").repeatAt, 2);
+  assert.deepEqual(parseSchedule("TERM/forever"), {
+    steps: [{ signal: 15 }],
+    repeatAt: 1,
+  });
+});
+
+Deno.test("parseSchedule() rejects malformed schedules with the reason", () => {
+  for (
+    const [text, why] of [
+      ["", /empty item/],
+      ["TERM//5", /empty item/],
+      ["5/TERM/5", /must start with a signal/],
+      ["TERM/5/KILL", /must end with a timeout/],
+      ["TERM/x", /"x" is neither a signal/],
+      ["TERM/5/forever/KILL", /must end with a timeout/],
+      ["TERM/forever/5/forever/1", /more than once/],
+      ["TERM/-5", /must end with a timeout/],
+    ] as const
+  ) {
+    assert.throws(() => parseSchedule(text), (e: unknown) => {
+      assert.ok(e instanceof UsageError, String(e));
+      assert.match(e.message, why);
+      return true;
+    }, text);
+  }
+});
+
+Deno.test("parseUmask() takes octal digits only", () => {
+  assert.equal(parseUmask("022"), 0o22);
+  assert.equal(parseUmask("0o077"), 0o77);
+  assert.equal(parseUmask("0"), 0);
+  for (const bad of ["8", "0x22", "abc", "", "-1", "07777"]) {
+    assert.throws(() => parseUmask(bad), UsageError, bad);
+  }
+});
+
+Deno.test("parseNotify() reads READY, STATUS, MAINPID, ERRNO and EXTEND_TIMEOUT_USEC", () => {
+  const state: { status?: string; mainPid?: number; errno?: number } = {};
+  assert.deepEqual(parseNotify("STATUS=loading\nEXTEND_TIMEOUT_USEC=2500000", state), {
+    ready: false,
+    extendMs: 2500,
+  });
+  assert.deepEqual(parseNotify("READY=1\nSTATUS=up = fine\nMAINPID=42\nERRNO=2\n", state), {
+    ready: true,
+  });
+  assert.deepEqual(state, { status: "up = fine", mainPid: 42, errno: 2 });
+  assert.deepEqual(parseNotify("READY=0\nMAINPID=x\ngarbage", {}), { ready: false });
+});
+
+Deno.test("Guard.take() waits for another process's hold, bounded by its timeout", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/g.lock`;
+  Deno.writeTextFileSync(path, "");
+  const holder = new Deno.Command("flock", {
+    args: [path, "sh", "-c", "echo locked; sleep 0.6"],
+    stdout: "piped",
+  }).spawn();
+  try {
+    const reader = holder.stdout.getReader();
+    await reader.read();
+    reader.releaseLock();
+    const t0 = performance.now();
+    await assert.rejects(Guard.take(path, 150), GuardTimeoutError);
+    assert.ok(performance.now() - t0 >= 150);
+    const guard = await Guard.take(path, 5000);
+    assert.ok(performance.now() - t0 >= 500, "got it once flock(1) let go");
+    guard.release();
+    guard.release();
+  } finally {
+    try {
+      holder.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+    await holder.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
