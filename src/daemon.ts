@@ -216,7 +216,12 @@ function becomeDaemon(options: DaemonizeOptions, pidFile: string, readyFd: numbe
   let lock: PidFile;
   try {
     lock = PidFile.adopt(LOCK_FD, pidFile);
-    Deno.chdir(options.chdir ?? "/");
+    const dir = options.chdir ?? "/";
+    try {
+      Deno.chdir(dir);
+    } catch (err) {
+      throw new Error(`cannot change to directory "${dir}": ${describeFsError(err)}`);
+    }
   } catch (err) {
     send(`ERROR ${oneLine(message(err))}`);
     throw err;
@@ -271,6 +276,13 @@ function selfArgv(): string[] {
   return [...prefix, ...Deno.args];
 }
 
+function describeFsError(err: unknown): string {
+  if (err instanceof Deno.errors.NotFound) return "it does not exist";
+  if (err instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (err instanceof Deno.errors.NotADirectory) return "it is not a directory";
+  return message(err);
+}
+
 function die(text: string): never {
   console.error(text);
   Deno.exit(1);
@@ -279,6 +291,15 @@ function die(text: string): never {
 async function runForeground(options: DaemonizeOptions, pidFile: string): Promise<never> {
   const timeout = options.readyTimeout ?? 30_000;
   if (!(timeout > 0)) die(`readyTimeout must be a positive number of ms, got ${timeout}`);
+  if (options.chdir !== undefined) {
+    let isDir = false;
+    try {
+      isDir = Deno.statSync(options.chdir).isDirectory;
+    } catch (err) {
+      die(`cannot start the daemon: directory "${options.chdir}": ${describeFsError(err)}`);
+    }
+    if (!isDir) die(`cannot start the daemon: "${options.chdir}" is not a directory`);
+  }
   let lock: PidFile;
   try {
     lock = await PidFile.acquire(pidFile);

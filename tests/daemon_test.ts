@@ -114,6 +114,27 @@ Deno.test("daemonize(): the role marker does not reach a grandchild, and a stale
   assert.ok(!fds.includes("socket:"), `readiness socket inherited:\n${fds}`);
 });
 
+Deno.test("daemonize(): the chdir and umask options reach the daemon; a missing chdir fails clearly", async () => {
+  await using dir = await serviceDir();
+  const run = await dir.start("ready", { FIXTURE_CHDIR: dir.path, FIXTURE_UMASK: "077" });
+  assert.equal(run.code, 0, run.err);
+  const pid = dir.pid()!;
+  const info = JSON.parse(await Deno.readTextFile(`${dir.path}/info.json`));
+  assert.equal(info.cwd, dir.path);
+  assert.match(Deno.readTextFileSync(`/proc/${pid}/status`), /^Umask:\s+0077$/m);
+  Deno.kill(pid, "SIGTERM");
+  assert.ok(await PidFile.waitForRelease(dir.pidFile, { timeout: 5000 }));
+
+  const missing = await dir.start("ready", { FIXTURE_CHDIR: `${dir.path}/nowhere` });
+  assert.equal(missing.code, 1);
+  assert.equal(missing.err.split("\n").filter((l) => l).length, 1, missing.err);
+  assert.match(
+    missing.err,
+    /^cannot start the daemon: directory ".*\/nowhere": it does not exist$/m,
+  );
+  assert.deepEqual(await PidFile.probe(dir.pidFile), { state: "absent" });
+});
+
 Deno.test("daemonize(): an unusable pid file is one clear line and exit 1", async () => {
   await using dir = await serviceDir();
   await Deno.mkdir(dir.pidFile);
