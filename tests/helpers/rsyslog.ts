@@ -55,6 +55,14 @@ export interface Rsyslog extends AsyncDisposable {
     argv: readonly string[],
     options?: { readonly env?: Record<string, string>; readonly timeout?: number },
   ): Promise<RunResult>;
+  /**
+   * The argv that runs a program inside the namespace (`nsenter ... -- argv`),
+   * for callers that need `Deno.Command` options of their own (streams,
+   * spawn without waiting).
+   *
+   * @param argv the program and its arguments
+   */
+  wrap(argv: readonly string[]): string[];
   /** The log file's lines, waiting (bounded) for a match or a count. */
   lines(options?: LinesOptions): Promise<string[]>;
 }
@@ -135,6 +143,9 @@ const skipped = (reason: string): Rsyslog => ({
   skipReason: reason,
   logFile: "",
   run: () => Promise.reject(new Error(`rsyslogd is not running: ${reason}`)),
+  wrap: () => {
+    throw new Error(`rsyslogd is not running: ${reason}`);
+  },
   lines: () => Promise.resolve([]),
   [Symbol.asyncDispose]: () => Promise.resolve(),
 });
@@ -186,14 +197,18 @@ export async function startRsyslog(): Promise<Rsyslog> {
   reader.releaseLock();
   await holder.stdout.cancel().catch(() => {});
 
+  const wrap = (argv: readonly string[]): string[] => {
+    if (argv.length === 0) throw new TypeError("a program is needed");
+    return ["/usr/bin/nsenter", "-t", String(holder.pid), "-m", "--", ...argv];
+  };
   return {
     skipReason: undefined,
     logFile,
+    wrap,
     async run(argv, options = {}): Promise<RunResult> {
-      const [program, ...rest] = argv;
-      if (program === undefined) throw new TypeError("run() needs a program");
-      const out = await new Deno.Command("/usr/bin/nsenter", {
-        args: ["-t", String(holder.pid), "-m", "--", program, ...rest],
+      const [program, ...args] = wrap(argv);
+      const out = await new Deno.Command(program!, {
+        args,
         env: options.env ?? {},
         stdout: "piped",
         stderr: "piped",
