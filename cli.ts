@@ -431,7 +431,7 @@ async function dispatch(cmd: Command, p: Parsed): Promise<number> {
 
   switch (cmd) {
     case "start": {
-      const opts = { ...guard, ...startOpts() };
+      const opts = { ...guard, ...startOpts(), signal: interruptions() };
       try {
         const r = await control.start(opts);
         if (r.status !== undefined) err(`${NAME}: ready: ${r.status}`);
@@ -447,7 +447,7 @@ async function dispatch(cmd: Command, p: Parsed): Promise<number> {
       }
     }
     case "restart": {
-      const opts = { ...guard, ...startOpts(), ...schedule() };
+      const opts = { ...guard, ...startOpts(), ...schedule(), signal: interruptions() };
       const r = await control.restart(opts);
       if (r.status !== undefined) err(`${NAME}: ready: ${r.status}`);
       out(String(r.pid));
@@ -512,6 +512,24 @@ async function dispatch(cmd: Command, p: Parsed): Promise<number> {
   }
 }
 
+/**
+ * An AbortSignal fired by SIGINT, SIGTERM or SIGHUP, so an interrupted start
+ * kills its half-started daemon instead of leaving it behind. Listening for
+ * them also keeps the default action (dying at once) from skipping that.
+ */
+function interruptions(): AbortSignal {
+  const controller = new AbortController();
+  const codes = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 } as const;
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    Deno.addSignalListener(sig, () => {
+      controller.abort(sig);
+      // Outside the readiness wait (the guard wait, restart's stop), go as the signal would.
+      Deno.unrefTimer(setTimeout(() => Deno.exit(codes[sig]), 2000));
+    });
+  }
+  return controller.signal;
+}
+
 function optional<K extends string, V>(key: K, value: V | undefined): { [k in K]?: V } {
   return (value === undefined ? {} : { [key]: value }) as { [k in K]?: V };
 }
@@ -559,7 +577,7 @@ async function report(e: unknown, cmd: string | undefined): Promise<number> {
   }
   if (
     e instanceof SystemError || e instanceof control.StopFailedError ||
-    e instanceof control.GuardTimeoutError
+    e instanceof control.GuardTimeoutError || e instanceof control.InterruptedError
   ) {
     err(`${NAME}: ${e.message}`);
     return EXIT.FAILED;

@@ -154,6 +154,15 @@ export class StopFailedError extends Error {
   }
 }
 
+/** The caller aborted the action (the CLI: SIGINT, SIGTERM or SIGHUP) while it waited. */
+export class InterruptedError extends Error {
+  /** @param message what was interrupted */
+  constructor(message: string) {
+    super(message);
+    this.name = "InterruptedError";
+  }
+}
+
 /** A value given to the library is malformed (the CLI reports it as a usage error). */
 export class UsageError extends Error {
   /** @param message what is wrong */
@@ -254,6 +263,11 @@ export interface StartOptions extends GuardOptions, LaunchOptions {
    * @default {launchDaemon}
    */
   readonly launch?: (plan: DaemonPlan) => LaunchedDaemon;
+  /**
+   * Abort the wait for readiness (the CLI wires SIGINT, SIGTERM and SIGHUP to
+   * it): the daemon is killed and the start fails, leaving nothing behind.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /** What {@link start} did. */
@@ -416,11 +430,12 @@ export class Guard implements Disposable {
    *
    * @param path the guard file
    * @param timeoutMs the longest wait
+   * @param signal gives up the wait when aborted (throws its reason)
    * @returns the held guard
    * @throws {GuardTimeoutError} when another controller keeps it
    * @throws {SystemError} when it cannot be opened (or is not a regular file)
    */
-  static async take(path: string, timeoutMs: number): Promise<Guard> {
+  static async take(path: string, timeoutMs: number, signal?: AbortSignal): Promise<Guard> {
     let fd: number;
     try {
       fd = open(
@@ -444,6 +459,11 @@ export class Guard implements Disposable {
       while (!tryFlock(fd, C.LOCK_EX, path)) {
         const waited = performance.now() - started;
         if (waited >= timeoutMs) throw new GuardTimeoutError(path, waited);
+        if (signal?.aborted) {
+          throw new InterruptedError(
+            `interrupted (${String(signal.reason)}) while waiting for the guard "${path}"`,
+          );
+        }
         await new Promise((r) => setTimeout(r, Math.min(sleep, timeoutMs - waited)));
         sleep = Math.min(sleep * 2, 25);
       }
@@ -500,10 +520,15 @@ function guardPath(options: GuardOptions): string {
   return options.guard ?? `${options.pidfile}.lock`;
 }
 
-async function withGuard<T>(options: GuardOptions, action: () => Promise<T>): Promise<T> {
+async function withGuard<T>(
+  options: GuardOptions,
+  action: () => Promise<T>,
+  abort?: AbortSignal,
+): Promise<T> {
   using _guard = await Guard.take(
     guardPath(options),
     options.guardTimeout ?? DEFAULT_GUARD_TIMEOUT_MS,
+    abort,
   );
   return await action();
 }
@@ -733,7 +758,7 @@ export function launchDaemon(plan: DaemonPlan): LaunchedDaemon {
  */
 export function start(options: StartOptions): Promise<StartResult> {
   const prepared = prepareLaunch(options, { cwd: "/", keepNotify: false });
-  return withGuard(options, () => startLocked(options, prepared));
+  return withGuard(options, () => startLocked(options, prepared), options.signal);
 }
 
 async function startLocked(options: StartOptions, prepared: Prepared): Promise<StartResult> {
@@ -791,8 +816,34 @@ async function startLocked(options: StartOptions, prepared: Prepared): Promise<S
       return new StartFailedError(text, pid, killedByUs ? undefined : exit, options.output, tail);
     };
 
+    // Wait for `work`, unless the caller aborts first: then kill the daemon,
+    // let `work` finish (the daemon's death ends it at once), and fail.
+    const abortable = async <T>(work: Promise<T>): Promise<T> => {
+      const signal = options.signal;
+      if (!signal) return await work;
+      let onAbort = () => {};
+      const aborted = new Promise<"aborted">((resolve) => {
+        onAbort = () => resolve("aborted");
+        if (signal.aborted) onAbort();
+        else signal.addEventListener("abort", onAbort, { once: true });
+      });
+      try {
+        const first = await Promise.race([work, aborted]);
+        if (first !== "aborted") return first as T;
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+      }
+      const reason = String(signal.reason);
+      const err = await fail(
+        `interrupted (${reason}) before the daemon was ready; killed it`,
+        true,
+      );
+      await work.catch(() => {});
+      throw err;
+    };
+
     if (launched.stageErrorFd !== undefined) {
-      const message = await awaitStage(launched.stageErrorFd, pidfd ?? -1, timeout);
+      const message = await abortable(awaitStage(launched.stageErrorFd, pidfd ?? -1, timeout));
       if (message === "timeout") {
         throw await fail(`the daemon was not ready after ${seconds(timeout)}; killed it`, true);
       }
@@ -801,7 +852,7 @@ async function startLocked(options: StartOptions, prepared: Prepared): Promise<S
     const remaining = Math.max(0, timeout - (performance.now() - started));
     const result = pidfd === undefined
       ? { ready: false as const, reason: "exited" as const, waitedMs: 0 }
-      : await readiness.wait(pidfd, remaining);
+      : await abortable(readiness.wait(pidfd, remaining));
     if (!result.ready) {
       const extra = [
         result.status === undefined ? "" : `; its last status: "${result.status}"`,
@@ -1146,7 +1197,7 @@ export function restart(options: RestartOptions): Promise<StartResult> {
       if (!(err instanceof NotRunningError)) throw err;
     }
     return await startLocked(options, prepared);
-  });
+  }, options.signal);
 }
 
 // ---------------------------------------------------------------- status

@@ -15,6 +15,8 @@ import {
   Sandbox,
   SOURCE,
   sr,
+  srSpawn,
+  waitFor,
 } from "./harness.ts";
 
 /** Start with these options and daemon steps, through the fixture daemon. */
@@ -198,4 +200,40 @@ Deno.test("a daemon that fails before ready leaves no process of its group behin
   const { findProcesses } = await import("./harness.ts");
   assert.deepEqual(findProcesses(["sleep", marker]), []);
   assertNothingLeft(sb);
+});
+
+Deno.test("an interrupted start (SIGINT, SIGTERM) kills the half-started daemon and says so", async () => {
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    await using sb = await Sandbox.create();
+    const ctl = srSpawn(SOURCE, [
+      "start",
+      "--pidfile",
+      sb.pidfile,
+      "--notify-fd",
+      "4",
+      "--",
+      "sleep",
+      "1000",
+    ]);
+    await waitFor(
+      () => {
+        const pid = readPid(sb.pidfile);
+        return pid !== undefined && pid !== ctl.pid;
+      },
+      10_000,
+      "the daemon to be spawned",
+    );
+    const daemon = readPid(sb.pidfile)!;
+    sb.track(daemon);
+    ctl.kill(sig);
+    const out = await ctl.output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 1, stderr);
+    assert.match(
+      stderr,
+      new RegExp(`interrupted \\(${sig}\\) before the daemon was ready; killed it`),
+    );
+    assert.ok(!alive(daemon));
+    assertNothingLeft(sb);
+  }
 });
