@@ -38,7 +38,7 @@ import {
   writeAll,
 } from "./ffi/mod.ts";
 import { AlreadyRunningError, PidFile } from "./pidfile.ts";
-import { spawn } from "./spawn.ts";
+import { selfCommand, spawn } from "./spawn.ts";
 import { notifyReady } from "./notify.ts";
 import { shutdown } from "./shutdown.ts";
 import { LOG_WARNING, report } from "./syslog.ts";
@@ -250,32 +250,6 @@ function becomeDaemon(options: DaemonizeOptions, pidFile: string, readyFd: numbe
   };
 }
 
-/**
- * The command line that runs this program again: the compiled binary, or
- * `deno run <flags> <script>` as this process was started (permission flags
- * kept), followed by this program's arguments. /proc/self/cmdline is read
- * through libc: Deno asks for --allow-all to read it with its own API, and
- * --allow-ffi is needed here anyway.
- */
-function selfArgv(): string[] {
-  const fd = open("/proc/self/cmdline", C.O_RDONLY | C.O_CLOEXEC);
-  const parts: Uint8Array[] = [];
-  try {
-    for (;;) {
-      const chunk = read(fd, 65536);
-      if (chunk.length === 0) break;
-      parts.push(chunk);
-    }
-  } finally {
-    close(fd);
-  }
-  const argv = decoder.decode(new Uint8Array(parts.flatMap((p) => [...p]))).split("\0");
-  if (argv[argv.length - 1] === "") argv.pop();
-  const prefix = argv.slice(0, argv.length - Deno.args.length);
-  prefix[0] = Deno.execPath();
-  return [...prefix, ...Deno.args];
-}
-
 function describeFsError(err: unknown): string {
   if (err instanceof Deno.errors.NotFound) return "it does not exist";
   if (err instanceof Deno.errors.PermissionDenied) return "permission denied";
@@ -329,7 +303,7 @@ async function runForeground(options: DaemonizeOptions, pidFile: string): Promis
     const env: Record<string, string> = { ...Deno.env.toObject(), ...options.env };
     delete env.NOTIFY_FD; // that descriptor is not passed on; the foreground answers it
     env[ROLE_VARIABLE] = `${READY_FD}:${nonce}`;
-    const argv = selfArgv();
+    const argv = [...selfCommand(), ...Deno.args];
     pid = spawn({
       path: argv[0]!,
       argv,

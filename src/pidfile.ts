@@ -23,6 +23,7 @@ import {
   pollNow,
   pollWait,
   pread,
+  readSmallFile,
   replaceContent,
   setCloexec,
   SystemError,
@@ -418,7 +419,7 @@ let procLocksReadable = true;
 function isLocked(fd: number, st: FileStat, path: string): boolean {
   if (procLocksReadable) {
     try {
-      return procLocksHold(Deno.readTextFileSync("/proc/locks"), st.dev, st.ino);
+      return procLocksHold(readSmallFile("/proc/locks"), st.dev, st.ino);
     } catch {
       procLocksReadable = false;
     }

@@ -18,7 +18,9 @@ import {
   ERRNO,
   isExecutable,
   libc,
+  listDirectory,
   open,
+  readSmallFile,
   SystemError,
   umask as setUmask,
 } from "./ffi/mod.ts";
@@ -158,8 +160,8 @@ function closeFrom(fa: Uint8Array<ArrayBuffer>, from: number): void {
     return;
   }
   // Before glibc 2.34: close what is open now (a closed one is ignored by glibc).
-  for (const entry of Deno.readDirSync("/proc/self/fd")) {
-    const fd = Number(entry.name);
+  for (const name of listDirectory("/proc/self/fd")) {
+    const fd = Number(name);
     if (fd >= from) {
       checkReturned(
         c.posix_spawn_file_actions_addclose(fa, fd),
@@ -284,7 +286,7 @@ function checkProgram(path: string, command: string, named: boolean): void {
  * @returns the argv prefix; `[0]` is an absolute path
  */
 export function selfCommand(): string[] {
-  const raw = Deno.readTextFileSync("/proc/self/cmdline");
+  const raw = readSmallFile("/proc/self/cmdline");
   const argv = raw.split("\0");
   if (argv[argv.length - 1] === "") argv.pop();
   const prefix = argv.slice(0, argv.length - Deno.args.length);

@@ -13,7 +13,15 @@
  * @module
  */
 
-import { ERRNO, getCloexec, setCloexec, SystemError } from "./ffi/mod.ts";
+import {
+  ERRNO,
+  getCloexec,
+  listDirectory,
+  readLink,
+  readSmallFile,
+  setCloexec,
+  SystemError,
+} from "./ffi/mod.ts";
 import { LOG_ERR, LOG_WARNING, report } from "./syslog.ts";
 
 /**
@@ -28,7 +36,7 @@ import { LOG_ERR, LOG_WARNING, report } from "./syslog.ts";
  * ```
  */
 export function rssKiB(): number {
-  const status = Deno.readTextFileSync("/proc/self/status");
+  const status = readSmallFile("/proc/self/status");
   const m = /^VmRSS:\s*([0-9]+)\s*kB/m.exec(status);
   if (!m) throw new Error("cannot read VmRSS from /proc/self/status");
   return Number(m[1]);
@@ -47,7 +55,7 @@ export interface OpenFd {
 /** The descriptors open now: listed, then checked, so the listing's own is left out. */
 function openFds(): number[] {
   const listed: number[] = [];
-  for (const entry of Deno.readDirSync("/proc/self/fd")) listed.push(Number(entry.name));
+  for (const name of listDirectory("/proc/self/fd")) listed.push(Number(name));
   return listed.filter((fd) => {
     try {
       getCloexec(fd);
@@ -95,7 +103,7 @@ export function listOpenFds(): OpenFd[] {
     let target: string;
     let closeOnExec: boolean;
     try {
-      target = Deno.readLinkSync(`/proc/self/fd/${fd}`);
+      target = readLink(`/proc/self/fd/${fd}`);
       closeOnExec = getCloexec(fd);
     } catch {
       continue; // closed meanwhile

@@ -178,6 +178,86 @@ export function lstat(path: string): FileStat {
   return decodeStat(buf);
 }
 
+/** stat(2): what a path (following symbolic links) names. */
+export function stat(path: string): FileStat {
+  const buf = new Uint8Array(platform().layout.stat.size);
+  check(libc().stat(cstr(path, "path"), buf), "stat", { path });
+  return decodeStat(buf);
+}
+
+/**
+ * Read a whole (small) file through libc. Deno's own file API asks for
+ * `--allow-all` to read anything under /proc; this needs only `--allow-ffi`,
+ * so the narrow permissions of the compiled binary suffice.
+ *
+ * @param path the file, typically under /proc
+ * @param limit the most bytes to read
+ * @returns its content as text
+ * @throws {SystemError} ENOENT for a process that is gone, EACCES, ...
+ */
+export function readSmallFile(path: string, limit = 1 << 22): string {
+  const fd = open(path, linux.O_RDONLY | linux.O_CLOEXEC | linux.O_NOCTTY);
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  try {
+    while (total < limit) {
+      const chunk = read(fd, Math.min(65536, limit - total));
+      if (chunk.length === 0) break;
+      parts.push(chunk);
+      total += chunk.length;
+    }
+  } finally {
+    close(fd);
+  }
+  const all = new Uint8Array(total);
+  let off = 0;
+  for (const p of parts) {
+    all.set(p, off);
+    off += p.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
+/**
+ * readlink(2): where a symbolic link (such as /proc/self/fd/N) points.
+ *
+ * @param path the link
+ * @returns its target
+ * @throws {SystemError} ENOENT, EINVAL (not a link), EACCES
+ */
+export function readLink(path: string): string {
+  const buf = new Uint8Array(4096);
+  const n = Number(libc().readlink(cstr(path, "path"), buf, BigInt(buf.length)));
+  check(n, "readlink", { path });
+  return new TextDecoder().decode(buf.subarray(0, n));
+}
+
+/**
+ * The names in a directory (without `.` and `..`), through libc, for
+ * /proc listings under narrow permissions.
+ *
+ * @param path the directory
+ * @returns the entry names
+ * @throws {SystemError} ENOENT, EACCES, ENOTDIR
+ */
+export function listDirectory(path: string): string[] {
+  const c = libc();
+  const dir = c.opendir(cstr(path, "path"));
+  if (dir === null) throw new SystemError("opendir", errno(), { path });
+  const names: string[] = [];
+  try {
+    for (;;) {
+      const entry = c.readdir(dir);
+      if (entry === null) break;
+      const name = new Deno.UnsafePointerView(entry).getCString(19); // d_name in struct dirent64
+      if (name !== "." && name !== "..") names.push(name);
+    }
+  } finally {
+    c.closedir(dir);
+  }
+  return names;
+}
+
 /**
  * The file system type (`f_type`) of the file system holding a path.
  *
