@@ -929,9 +929,14 @@ class Supervisor {
     if (c.pgid !== undefined && groupExists(c.pgid)) {
       // The leader is gone but its workers remain: they go with it, by the
       // rest of the stop schedule (or all of it), before any restart.
-      const steps = c.stop ? c.stop.steps.slice(c.stop.index) : this.schedule;
-      this.groupWatch = { pgid: c.pgid, steps, index: 0, until: 0 };
-      this.#advanceGroup();
+      if (c.stop) {
+        // Mid-stop: the group gets the rest of the current wait, then the rest of the schedule.
+        const { steps, index, until } = c.stop;
+        this.groupWatch = { pgid: c.pgid, steps, index, until };
+      } else {
+        this.groupWatch = { pgid: c.pgid, steps: this.schedule, index: 0, until: 0 };
+        this.#advanceGroup();
+      }
     }
     if (this.stopping) {
       this.log("info", `${this.name} (pid ${c.pid}) stopped: ${this.lastExit}`);
