@@ -70,6 +70,25 @@ const START_HELP = `  --output FILE          append stdout and stderr to FILE (d
                          (sd_notify; STATUS=, MAINPID=, EXTEND_TIMEOUT_USEC=,
                          ERRNO= are understood)`;
 
+// supervise mode (issue 5)
+const SUPERVISE_HELP =
+  `  --supervise            a supervisor becomes the daemon (it holds the pid file)
+                         and restarts COMMAND when it exits; these go with it:
+  --restart POLICY       on-failure (default), always, never
+  --restart-delay DUR    first restart delay, doubling (default 1s; 500ms, 2m...)
+  --restart-delay-max DUR  the longest delay (default 60s)
+  --min-uptime DUR       a run this long resets the delay (default 10s)
+  --max-restarts N       give up (exit 1, lock freed) after N restarts within
+  --restart-window DUR   this window (defaults 5 and 60s; 0 restarts: never)
+  --kill-group           signal COMMAND's whole process group (its workers too)
+  --stop-schedule SCHED  how the supervisor stops COMMAND (default TERM/5/KILL/2)
+  --name NAME            syslog ident and log name (default COMMAND's basename)
+  --output syslog[:FACILITY]  COMMAND's stdout to syslog at info, stderr at err,
+                         with COMMAND's pid (default facility daemon); or
+  --output FILE          appended line by line, reopened on SIGHUP/SIGUSR1
+  With --supervise, --notify-fd/--notify-socket/--ready-after are COMMAND's
+  readiness, awaited after every restart; start returns once the first is ready.`;
+
 const HELP: Record<Command | "main", string> = {
   main: `${NAME} ${VERSION}: run exactly one instance of a program, its pid file
 kept flock-locked for its whole life, with race-free start and stop.
@@ -110,7 +129,8 @@ Options:
 ${LAUNCH_HELP}
 ${START_HELP}
   --oknodo               exit 0 (and print its pid) when already running
-${GUARD_HELP}`,
+${GUARD_HELP}
+${SUPERVISE_HELP}`,
   run: `Usage: ${NAME} run --pidfile PATH [options] -- COMMAND [ARG...]
 
 Take the pid file lock, then exec COMMAND in the foreground: it keeps this
@@ -121,7 +141,8 @@ Options:
   --pidfile PATH         the pid file (required)
 ${LAUNCH_HELP}
   --conflict-exit-code N exit N instead of 3 when already running
-${GUARD_HELP}`,
+${GUARD_HELP}
+${SUPERVISE_HELP}`,
   stop: `Usage: ${NAME} stop --pidfile PATH [--retry SCHEDULE] [--oknodo]
 
 Signal the daemon through a pidfd (after re-checking that it holds the
@@ -158,7 +179,8 @@ Options:
   --retry SCHEDULE       the stop schedule (default TERM/10/KILL/5)
 ${LAUNCH_HELP}
 ${START_HELP}
-${GUARD_HELP}`,
+${GUARD_HELP}
+${SUPERVISE_HELP}`,
   reload: `Usage: ${NAME} reload --pidfile PATH
 
 Send SIGHUP to the daemon (re-read its configuration). Exit 3 if not running.
@@ -198,12 +220,32 @@ const START_FLAGS: Record<string, Flag> = {
   "notify-socket": "switch",
 };
 
+// supervise mode (issue 5)
+const SUPERVISE_FLAGS: Record<string, Flag> = {
+  supervise: "switch",
+  restart: "value",
+  "restart-delay": "value",
+  "restart-delay-max": "value",
+  "min-uptime": "value",
+  "max-restarts": "value",
+  "restart-window": "value",
+  "kill-group": "switch",
+  "stop-schedule": "value",
+  name: "value",
+};
+
 const FLAGS: Record<Command, Record<string, Flag>> = {
-  start: { ...GUARD_FLAGS, ...LAUNCH_FLAGS, ...START_FLAGS, oknodo: "switch" },
-  run: { ...GUARD_FLAGS, ...LAUNCH_FLAGS, "conflict-exit-code": "value" },
+  start: { ...GUARD_FLAGS, ...LAUNCH_FLAGS, ...START_FLAGS, oknodo: "switch", ...SUPERVISE_FLAGS },
+  run: {
+    ...GUARD_FLAGS,
+    ...LAUNCH_FLAGS,
+    "conflict-exit-code": "value",
+    ...SUPERVISE_FLAGS,
+    ...START_FLAGS,
+  },
   stop: { ...GUARD_FLAGS, retry: "value", oknodo: "switch" },
   status: { pidfile: "value", json: "switch" },
-  restart: { ...GUARD_FLAGS, ...LAUNCH_FLAGS, ...START_FLAGS, retry: "value" },
+  restart: { ...GUARD_FLAGS, ...LAUNCH_FLAGS, ...START_FLAGS, retry: "value", ...SUPERVISE_FLAGS },
   reload: { ...GUARD_FLAGS },
   signal: { ...GUARD_FLAGS },
 };
@@ -325,6 +367,11 @@ export async function main(args: readonly string[]): Promise<number> {
     const { runStage } = await import("./src/stage.ts");
     return runStage(args.slice(1));
   }
+  if (first === "__supervise") {
+    // supervise mode (issue 5): the supervisor process, when this program is the bundle or binary
+    const { superviseStage } = await import("./src/supervise_stage.ts");
+    return superviseStage(args);
+  }
   try {
     if (first === undefined) throw new Usage("missing command");
     if (first === "--help" || first === "-h") {
@@ -414,6 +461,29 @@ async function dispatch(cmd: Command, p: Parsed): Promise<number> {
     }
     const readyTimeout = number("ready-timeout", p.values["ready-timeout"], {});
     if (readyTimeout === 0) throw new Usage(`bad --ready-timeout "0": must be more than 0`);
+    if (supervise) {
+      // supervise mode (issue 5): COMMAND's readiness and output belong to the supervisor.
+      const output = p.values.output;
+      const readyAfter = number("ready-after", p.values["ready-after"], {
+        integer: true,
+        max: 3_600_000,
+      });
+      const settings = {
+        ...supervise,
+        readiness: notifyFd !== undefined
+          ? { kind: "fd" as const, fd: notifyFd }
+          : p.switches.has("notify-socket")
+          ? { kind: "socket" as const }
+          : { kind: "alive" as const, afterMs: readyAfter ?? 100 },
+        ...optional("readyTimeout", secondsToMs(readyTimeout)),
+      };
+      return {
+        ...launch(),
+        ...(output !== undefined && !/^syslog(:|$)/.test(output) ? { output } : {}),
+        ...optional("readyTimeout", secondsToMs(readyTimeout)),
+        supervise: settings,
+      };
+    }
     return {
       ...launch(),
       ...optional("output", p.values.output),
@@ -426,6 +496,7 @@ async function dispatch(cmd: Command, p: Parsed): Promise<number> {
       ...(p.switches.has("notify-socket") ? { notifySocket: true } : {}),
     };
   };
+  const supervise = await superviseSettings(cmd, p);
   const schedule = () =>
     p.values.retry === undefined ? {} : { schedule: control.parseSchedule(p.values.retry) };
 
@@ -458,7 +529,18 @@ async function dispatch(cmd: Command, p: Parsed): Promise<number> {
         integer: true,
         max: 255,
       });
+      if (!supervise) {
+        for (const name of Object.keys(START_FLAGS)) {
+          if (p.values[name] !== undefined || p.switches.has(name)) {
+            throw new Usage(`--${name} with run needs --supervise`);
+          }
+        }
+      }
       try {
+        if (supervise) {
+          const { supervise: settings } = startOpts() as { supervise: object };
+          return await control.run({ ...guard, ...launch(), supervise: settings });
+        }
         return await control.run({ ...guard, ...launch() });
       } catch (e) {
         if (e instanceof AlreadyRunningError) {
@@ -485,9 +567,17 @@ async function dispatch(cmd: Command, p: Parsed): Promise<number> {
       const r = control.status(pidfile);
       if (p.switches.has("json")) out(JSON.stringify(r));
       else {
+        const sv = r.supervisor; // supervise mode (issue 5)
         const text = r.state === "running"
           ? `running (pid ${r.pid ?? "unknown"}${
             r.uptimeSeconds === undefined ? "" : `, up ${formatUptime(r.uptimeSeconds)}`
+          }${
+            sv
+              ? `; supervising ${
+                sv.childPid === null ? `no child (${sv.phase})` : `pid ${sv.childPid}`
+              }` +
+                `, ${sv.restarts} restart(s)${sv.lastExit ? `, last: ${sv.lastExit}` : ""}`
+              : ""
           })`
           : r.state === "stale"
           ? `not running, but the pid file names pid ${r.pid} (stale)`
@@ -528,6 +618,63 @@ function interruptions(): AbortSignal {
     });
   }
   return controller.signal;
+}
+
+/**
+ * supervise mode (issue 5): the supervise options, checked here so a mistake is a usage
+ * error (2) before anything starts; undefined without --supervise.
+ */
+async function superviseSettings(cmd: Command, p: Parsed) {
+  const given = Object.keys(SUPERVISE_FLAGS).filter((n) =>
+    n !== "supervise" && (p.values[n] !== undefined || p.switches.has(n))
+  );
+  if (!p.switches.has("supervise")) {
+    if (given.length > 0) throw new Usage(`--${given[0]} needs --supervise`);
+    return undefined;
+  }
+  if (cmd !== "start" && cmd !== "run" && cmd !== "restart") return undefined;
+  const sv = await import("./src/supervise.ts");
+  const duration = (name: string) => {
+    const text = p.values[name];
+    if (text === undefined) return undefined;
+    try {
+      return sv.parseDuration(text);
+    } catch {
+      throw new Usage(`bad --${name} "${text}": expected a duration such as 500ms, 2s, 1m`);
+    }
+  };
+  const policy = p.values.restart;
+  if (policy !== undefined && !["on-failure", "always", "never"].includes(policy)) {
+    throw new Usage(`bad --restart "${policy}": expected on-failure, always or never`);
+  }
+  const stopSchedule = p.values["stop-schedule"];
+  if (stopSchedule !== undefined) {
+    try {
+      sv.parseStopSchedule(stopSchedule);
+    } catch (e) {
+      throw new Usage((e as Error).message.replace("stop schedule", "--stop-schedule"));
+    }
+  }
+  const output = p.values.output;
+  if (output !== undefined && /^syslog(:|$)/.test(output)) {
+    try {
+      sv.parseOutput(output);
+    } catch (e) {
+      throw new Usage(`bad --output "${output}": ${(e as Error).message}`);
+    }
+  }
+  return {
+    ...optional("restart", policy as "on-failure" | "always" | "never" | undefined),
+    ...optional("restartDelay", duration("restart-delay")),
+    ...optional("restartDelayMax", duration("restart-delay-max")),
+    ...optional("minUptime", duration("min-uptime")),
+    ...optional("restartWindow", duration("restart-window")),
+    ...optional("maxRestarts", number("max-restarts", p.values["max-restarts"], { integer: true })),
+    ...(p.switches.has("kill-group") ? { killGroup: true } : {}),
+    ...optional("stopSchedule", stopSchedule),
+    ...optional("name", p.values.name),
+    ...optional("output", output),
+  };
 }
 
 function optional<K extends string, V>(key: K, value: V | undefined): { [k in K]?: V } {

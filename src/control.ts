@@ -52,6 +52,15 @@ import { AlreadyRunningError, PidFile, probeSync } from "./pidfile.ts";
 import { type FdSource, resolveCommand, spawn } from "./spawn.ts";
 import { NOTIFY_FD_ENV, NOTIFY_SOCKET_ENV, Readiness, type ReadinessMode } from "./readiness.ts";
 import { awaitStage, spawnStage } from "./stage.ts";
+// supervise mode (issue 5): the supervisor becomes the daemon
+import {
+  readSupervisorStatus,
+  runSupervisor,
+  superviseLauncher,
+  type SuperviseSettings,
+  SUPERVISOR_READY_FD,
+  type SupervisorStatus,
+} from "./supervise_stage.ts";
 
 export { AlreadyRunningError };
 
@@ -264,6 +273,12 @@ export interface StartOptions extends GuardOptions, LaunchOptions {
    */
   readonly launch?: (plan: DaemonPlan) => LaunchedDaemon;
   /**
+   * Supervise mode: the daemon is a supervisor that runs COMMAND, restarts
+   * it, and tells `start` it is ready once COMMAND's first run is ready
+   * (COMMAND's own readiness is in these settings).
+   */
+  readonly supervise?: SuperviseSettings;
+  /**
    * Abort the wait for readiness (the CLI wires SIGINT, SIGTERM and SIGHUP to
    * it): the daemon is killed and the start fails, leaving nothing behind.
    */
@@ -313,7 +328,10 @@ export interface StopResult {
 export interface RestartOptions extends StartOptions, StopOptions {}
 
 /** Options of {@link run}. */
-export interface RunOptions extends GuardOptions, LaunchOptions {}
+export interface RunOptions extends GuardOptions, LaunchOptions {
+  /** Supervise COMMAND in the foreground instead of exec'ing it. */
+  readonly supervise?: SuperviseSettings;
+}
 
 /** Options of {@link sendSignal}. */
 export interface SignalOptions extends GuardOptions {
@@ -343,6 +361,8 @@ export interface StatusReport {
   readonly cmdline?: readonly string[];
   /** Why the state is unknown. */
   readonly error?: string;
+  /** For a supervisor (start --supervise): its child, restarts and last exit. */
+  readonly supervisor?: SupervisorStatus;
 }
 
 // ---------------------------------------------------------------- parsing helpers
@@ -779,7 +799,9 @@ async function startLocked(options: StartOptions, prepared: Prepared): Promise<S
         throw describePathError(err, options.output, "output file");
       }
     }
-    const mode: ReadinessMode = options.notifyFd !== undefined
+    const mode: ReadinessMode = options.supervise
+      ? { kind: "fd", fd: SUPERVISOR_READY_FD } // the supervisor's own word, after its child's
+      : options.notifyFd !== undefined
       ? { kind: "fd", fd: options.notifyFd }
       : options.notifySocket
       ? { kind: "socket" }
@@ -795,7 +817,14 @@ async function startLocked(options: StartOptions, prepared: Prepared): Promise<S
       fds: { 0: "null", 1: stdio, 2: stdio, [lockFdFor(options)]: lock.fd, ...readiness.childFds },
       ...(prepared.user ? { user: prepared.user.user, gid: prepared.user.gid } : {}),
     };
-    const launched = (options.launch ?? launchDaemon)(plan);
+    const launch = options.launch ?? (options.supervise
+      ? superviseLauncher(options.supervise, {
+        pidfile: options.pidfile,
+        lockFd: lockFdFor(options),
+        launch: launchDaemon,
+      })
+      : launchDaemon);
+    const launched = launch(plan);
     const pid = launched.pid;
     readiness.spawned();
     if (output >= 0) close(output);
@@ -868,6 +897,9 @@ async function startLocked(options: StartOptions, prepared: Prepared): Promise<S
             extra,
           );
         case "closed":
+          if (options.supervise) { // supervise mode: its fd closes when it exits
+            throw await fail("the supervisor ended before its first child was ready", false, extra);
+          }
           throw await fail(
             `the daemon closed its notification descriptor ${options.notifyFd} ` +
               `without writing a newline`,
@@ -1220,7 +1252,15 @@ export function status(pidfile: string): StatusReport {
   if (found.state === "stale") return { state: "stale", code: 1, pid: found.pid, pidfile };
   const pid = found.pid ?? null;
   if (pid === null) return { state: "running", code: 0, pid, pidfile };
-  return { state: "running", code: 0, pid, pidfile, ...procFacts(pid) };
+  const supervisor = readSupervisorStatus(pidfile, pid);
+  return {
+    state: "running",
+    code: 0,
+    pid,
+    pidfile,
+    ...procFacts(pid),
+    ...(supervisor ? { supervisor } : {}),
+  };
 }
 
 function procFacts(pid: number): Partial<StatusReport> {
@@ -1278,11 +1318,11 @@ function procFacts(pid: number): Partial<StatusReport> {
  * this pid and the lock (the descriptor is left open across the exec).
  *
  * @param options what to run
- * @returns never: it execs
+ * @returns never: it execs; with `supervise`, the supervisor's exit code
  * @throws {AlreadyRunningError} when another process holds the pid file
  * @throws {SystemError} when the exec or a check fails (the lock is released)
  */
-export async function run(options: RunOptions): Promise<never> {
+export async function run(options: RunOptions): Promise<number> {
   const prepared = prepareLaunch(options, { cwd: Deno.cwd(), keepNotify: true });
   let lock: PidFile;
   {
@@ -1292,6 +1332,25 @@ export async function run(options: RunOptions): Promise<never> {
     );
     warnIfRemote(options.pidfile, options.onWarning);
     lock = await PidFile.acquire(options.pidfile);
+  }
+  if (options.supervise) {
+    // supervise mode: this process is the supervisor; it keeps the lock and its pid.
+    if (prepared.user) {
+      lock.release();
+      throw new UsageError("--user with run --supervise is not supported (start --supervise is)");
+    }
+    return await runSupervisor(
+      {
+        ...options.supervise,
+        pidfile: options.pidfile,
+        path: prepared.path,
+        argv: prepared.argv,
+        cwd: prepared.cwd,
+        ...(options.umask === undefined ? {} : { umask: options.umask }),
+      },
+      lock,
+      prepared.env,
+    );
   }
   try {
     setCloexec(lock.fd, false);

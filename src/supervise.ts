@@ -265,7 +265,8 @@ class FileSink implements Sink {
   }
   reopen(): void {
     this.flush();
-    const fd = open(this.path, C.O_WRONLY | C.O_APPEND | C.O_CREAT | C.O_CLOEXEC | C.O_NOCTTY);
+    const flags = C.O_WRONLY | C.O_APPEND | C.O_CREAT | C.O_CLOEXEC | C.O_NOCTTY;
+    const fd = open(this.path, flags, 0o640);
     if (this.#fd >= 0) close(this.#fd);
     this.#fd = fd;
   }
@@ -547,7 +548,8 @@ class Supervisor {
 
   log(level: "info" | "err", message: string): void {
     if (this.o.log) return this.o.log(level, message);
-    this.#stderr(message);
+    // With a file, the supervisor's stderr is that same file (as start opened it): say it once.
+    if (!(this.sink instanceof FileSink)) this.#stderr(message);
     if (this.sink instanceof FileSink) {
       this.sink.line(encoder.encode(`singleton-run[${ids.pid()}]: ${message}`));
       this.sink.flush();

@@ -18,6 +18,8 @@
 
 import { close, ERRNO, SystemError, writeAll } from "./ffi/mod.ts";
 import { PidFile } from "./pidfile.ts";
+import { selfCommand } from "./spawn.ts";
+import type { DaemonPlan, LaunchedDaemon } from "./control.ts";
 import {
   type ChildReadiness,
   parseDuration,
@@ -26,6 +28,7 @@ import {
   type RestartPolicy,
   supervise,
   type SuperviseOptions,
+  type SupervisorState,
 } from "./supervise.ts";
 
 /** The internal argv marker that selects the supervisor stage. */
@@ -210,6 +213,118 @@ export async function superviseStage(args: readonly string[]): Promise<number> {
     writeErr((err as Error).message);
     return 1;
   }
+}
+
+/** The descriptor on which the supervisor tells `start` that its first child is ready. */
+export const SUPERVISOR_READY_FD = 5;
+
+/** The supervise options as the command line gives them (durations in ms). */
+export type SuperviseSettings = Omit<
+  SuperviseConfig,
+  "pidfile" | "lockFd" | "readyFd" | "path" | "argv" | "cwd" | "umask" | "unsetEnv"
+>;
+
+/**
+ * The argv that starts the supervisor: this stage module itself under
+ * `deno run` from source (so the supervisor loads nothing of the CLI), or
+ * this program again (the bundle, the compiled binary) with the marker.
+ */
+function supervisorArgv(json: string): string[] {
+  const self = selfCommand();
+  const here = new URL(import.meta.url);
+  const fromSource = here.protocol === "file:" && here.pathname.endsWith("/supervise_stage.ts");
+  if (self.length >= 3 && self[1] === "run") {
+    const script = fromSource ? here.pathname : self[self.length - 1]!;
+    const absolute = script.startsWith("/") || /^[a-z]+:/.test(script)
+      ? script
+      : `${Deno.cwd()}/${script}`;
+    return [...self.slice(0, -1), absolute, SUPERVISE_MARKER, json];
+  }
+  return [...self, SUPERVISE_MARKER, json];
+}
+
+/**
+ * What `start --supervise` passes as `StartOptions.launch`: instead of
+ * COMMAND, the daemon is the supervisor (this program in the supervise
+ * stage), which inherits the locked pid file and the readiness descriptor
+ * and runs COMMAND itself.
+ *
+ * @param settings the supervise options
+ * @param where the pid file, the lock's descriptor number in the daemon, and
+ *   the launcher that makes the daemon process (session, user, descriptors)
+ * @returns the launcher
+ */
+export function superviseLauncher(
+  settings: SuperviseSettings,
+  where: {
+    readonly pidfile: string;
+    readonly lockFd: number;
+    readonly launch: (plan: DaemonPlan) => LaunchedDaemon;
+  },
+): (plan: DaemonPlan) => LaunchedDaemon {
+  return (plan) => {
+    const added = Object.keys(SUPERVISOR_ENV).filter((k) => plan.env[k] === undefined);
+    const config: SuperviseConfig = {
+      ...settings,
+      pidfile: where.pidfile,
+      lockFd: where.lockFd,
+      readyFd: SUPERVISOR_READY_FD,
+      path: plan.path,
+      argv: plan.argv,
+      cwd: plan.cwd,
+      umask: plan.umask,
+      unsetEnv: ["NOTIFY_FD", "NOTIFY_SOCKET", ...added],
+    };
+    const argv = supervisorArgv(JSON.stringify(config));
+    const env: Record<string, string> = { ...plan.env };
+    for (const k of added) env[k] = SUPERVISOR_ENV[k]!;
+    return where.launch({ ...plan, path: argv[0]!, argv, env });
+  };
+}
+
+/** What `status --json` shows of a supervisor, from its state file. */
+export interface SupervisorStatus {
+  /** The supervised child's pid, or null between children. */
+  readonly childPid: number | null;
+  /** `starting`, `running`, `backoff`, `stopping` or `exited`. */
+  readonly phase: string;
+  /** How many times the command was started again. */
+  readonly restarts: number;
+  /** How the last child ended, or null. */
+  readonly lastExit: string | null;
+  /** When the current child started (ISO 8601), or null. */
+  readonly childStartTime: string | null;
+  /** The current child's uptime in seconds, or null. */
+  readonly childUptimeSeconds: number | null;
+}
+
+/**
+ * Read the supervisor's state file, if the pid file's holder is the
+ * supervisor that wrote it.
+ *
+ * @param pidfile the pid file
+ * @param pid the pid the pid file names (and that holds its lock)
+ * @returns the supervisor's view, or undefined when not supervised
+ */
+export function readSupervisorStatus(pidfile: string, pid: number): SupervisorStatus | undefined {
+  let state: SupervisorState;
+  try {
+    state = JSON.parse(Deno.readTextFileSync(statePath(pidfile)));
+  } catch {
+    return undefined;
+  }
+  if (state.supervisorPid !== pid) return undefined;
+  const started = state.childStartedAt ? Date.parse(state.childStartedAt) : NaN;
+  return {
+    childPid: state.childPid,
+    phase: state.phase,
+    restarts: state.restarts,
+    lastExit: state.lastExit,
+    childStartTime: state.childStartedAt,
+    childUptimeSeconds: Number.isFinite(started)
+      ? Math.max(0, Math.round((Date.now() - started) / 10) / 100)
+      : null,
+  };
 }
 
 function writeErr(message: string): void {
