@@ -32,6 +32,7 @@ import { raceFamily } from "./race.ts";
  */
 export const KNOWN_BUGS: Readonly<Record<string, string>> = {
   B1: "PidFile.probe misses a held lock when /proc/locks spans pages and locks churn",
+  B2: "a value holding a newline is printed raw, so the message spans several lines",
 };
 
 const PROFILES = {

@@ -1,0 +1,27 @@
+/**
+ * CI runs the short profile of the stress suite (stress/run.ts): the
+ * bad-input corpus, a start storm, the race of random operations with
+ * SIGKILLed daemons and controllers, status under lock churn, and a
+ * supervisor whose child is killed. It runs as its own process (it becomes
+ * a subreaper for the daemons it starts) and must end with `N passed, 0
+ * failed`; failures that are documented known bugs are listed but not
+ * counted (see KNOWN_BUGS in stress/run.ts).
+ */
+
+import assert from "node:assert/strict";
+
+Deno.test("stress suite, short profile: every invariant holds and every bad input is refused cleanly", async () => {
+  const root = new URL("..", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", `${root}stress/run.ts`, "--profile", "short"],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(110_000),
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout);
+  const last = stdout.trim().split("\n").pop() ?? "";
+  const report = `${stdout}\n${new TextDecoder().decode(out.stderr)}`;
+  assert.match(last, /^[0-9]+ passed, 0 failed$/, report);
+  assert.equal(out.code, 0, report);
+});
