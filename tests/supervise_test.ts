@@ -17,7 +17,8 @@ import {
 } from "../src/supervise.ts";
 import { eventually, isAlive, killQuietly, processState, tempDir } from "./helpers/process.ts";
 import { startRsyslog } from "./helpers/rsyslog.ts";
-import { soak } from "../bench/supervise_soak.ts";
+import { memory, soak } from "../bench/supervise_soak.ts";
+import { bundleVariant, type Result, SOURCE, sr, type Variant } from "./cli/harness.ts";
 
 const STAGE = new URL("../src/supervise_stage.ts", import.meta.url).pathname;
 
@@ -438,4 +439,223 @@ Deno.test("soak: 600 crash-restarts with no delay leave the fd count and RSS fla
   const fdsLate = Math.max(...late.map((s) => s.fds));
   assert.ok(fdsLate <= fdsEarly + 4, `fds grew: ${report}`);
   assert.ok(at(600).rss <= at(250).rss * 1.1, `RSS grew: ${report}`);
+});
+
+Deno.test("lines are not lost across restarts: every child's output is drained", async () => {
+  await using dir = await tempDir();
+  const log = dir.join("out.log");
+  await using sup = new Supervisor({
+    pidfile: dir.join("app.pid"),
+    ...script('i=0; while [ $i -lt 500 ]; do i=$((i+1)); echo "c$$ $i"; done; exit 1'),
+    output: log,
+    restartDelay: 10,
+    maxRestarts: 2,
+    readiness: { kind: "alive", afterMs: 0 }, // each child is done in milliseconds
+  });
+  assert.equal(await sup.exit(), 1);
+  const byChild = new Map<string, number[]>();
+  for (const line of Deno.readTextFileSync(log).split("\n")) {
+    const m = /^c([0-9]+) ([0-9]+)$/.exec(line);
+    if (m) byChild.set(m[1]!, [...(byChild.get(m[1]!) ?? []), Number(m[2])]);
+  }
+  assert.equal(byChild.size, 3);
+  for (const [pid, seq] of byChild) {
+    assert.deepEqual(seq, Array.from({ length: 500 }, (_, i) => i + 1), `child ${pid}`);
+  }
+});
+
+Deno.test("a flood of output is copied whole with bounded memory", async () => {
+  await using dir = await tempDir();
+  const log = dir.join("flood.log");
+  // 200,000 lines of 100 bytes (20 MB) as fast as the pipe takes them, plus one 20 KiB line.
+  await using sup = new Supervisor({
+    pidfile: dir.join("app.pid"),
+    ...script(
+      "head -c 20000000 /dev/zero | tr '\\0' x | fold -w 100; echo; " +
+        "head -c 20000 /dev/zero | tr '\\0' y; echo; exec sleep 60",
+    ),
+    output: log,
+  });
+  await sup.child();
+  let peak = 0;
+  await eventually("the flood to be copied", () => {
+    peak = Math.max(peak, memory(sup.pid).rss);
+    return Deno.statSync(log).size >= 20_000_000 + 200_000 + 20_000 + 3;
+  }, 30_000);
+  const lines = Deno.readTextFileSync(log).split("\n").filter((l) =>
+    !l.startsWith("singleton-run")
+  );
+  const xs = lines.filter((l) => l.startsWith("x"));
+  assert.equal(xs.length, 200_000);
+  assert.ok(xs.every((l) => l.length === 100), "a line was split or joined");
+  // The 20 KiB line is cut at MAX_LINE (8 KiB), never elsewhere.
+  assert.deepEqual(lines.filter((l) => l.startsWith("y")).map((l) => l.length), [8192, 8192, 3616]);
+  assert.ok(peak < 100_000, `supervisor RSS peaked at ${peak} kB while copying 20 MB`);
+  Deno.kill(sup.pid, "SIGTERM");
+  assert.equal(await sup.exit(), 0);
+});
+
+// ---------------------------------------------------------------- through the command
+
+async function cliSupervise(variant: Variant) {
+  await using dir = await tempDir();
+  const pidfile = dir.join("d.pid");
+  const started = performance.now();
+  const run = (args: string[]): Promise<Result> => sr(variant, args);
+  const r = await run([
+    "start",
+    "--pidfile",
+    pidfile,
+    "--supervise",
+    "--restart-delay",
+    "100ms",
+    "--notify-fd",
+    "3",
+    "--output",
+    dir.join("out.log"),
+    "--",
+    "sh",
+    "-c",
+    "sleep 0.4; echo ready >&3; echo up; exec sleep 60",
+  ]);
+  let supervisor = 0;
+  try {
+    assert.equal(r.code, 0, r.stderr);
+    supervisor = Number(r.stdout.trim());
+    assert.ok(performance.now() - started >= 400, "start returned before the child was ready");
+    assert.equal(Deno.readTextFileSync(pidfile).trim(), String(supervisor));
+    const status = async () =>
+      JSON.parse((await run(["status", "--pidfile", pidfile, "--json"])).stdout);
+    const s1 = await status();
+    assert.equal(s1.state, "running");
+    assert.equal(s1.pid, supervisor);
+    assert.equal(s1.supervisor.phase, "running");
+    assert.equal(s1.supervisor.restarts, 0);
+    const child = s1.supervisor.childPid;
+    assert.ok(isAlive(child));
+    assert.equal(
+      Number(Deno.readTextFileSync(`/proc/${child}/stat`).split(") ")[1]!.split(" ")[1]),
+      supervisor,
+    );
+
+    Deno.kill(child, "SIGKILL");
+    let s2 = s1;
+    await eventually("a ready second child", async () => {
+      s2 = await status();
+      return s2.supervisor?.childPid !== child && s2.supervisor?.phase === "running";
+    });
+    assert.equal(s2.pid, supervisor, "the pid file changed hands");
+    assert.equal(s2.supervisor.restarts, 1);
+    assert.equal(s2.supervisor.lastExit, "killed by SIGKILL");
+    assert.equal(typeof s2.supervisor.childUptimeSeconds, "number");
+
+    const stop = await run(["stop", "--pidfile", pidfile]);
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.ok(!isAlive(supervisor) && !isAlive(s2.supervisor.childPid));
+    assert.equal((await PidFile.probe(pidfile)).state, "absent");
+    const log = Deno.readTextFileSync(dir.join("out.log"));
+    assert.equal(log.split("\n").filter((l) => l === "up").length, 2);
+  } finally {
+    if (supervisor) killQuietly(supervisor);
+  }
+}
+
+Deno.test("start --supervise: start returns once the first child is ready; status --json shows the child; stop", async () => {
+  await cliSupervise(SOURCE);
+});
+
+Deno.test("start --supervise from the bundle (the supervisor is the bundle again, __supervise)", async () => {
+  await cliSupervise(await bundleVariant());
+});
+
+Deno.test("start --supervise fails clearly when the first child dies, leaving nothing", async () => {
+  await using dir = await tempDir();
+  const pidfile = dir.join("d.pid");
+  const r = await sr(SOURCE, [
+    "start",
+    "--pidfile",
+    pidfile,
+    "--supervise",
+    "--output",
+    dir.join("out.log"),
+    "--",
+    "sh",
+    "-c",
+    "echo cannot-bind >&2; exit 2",
+  ]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /the supervisor ended before its first child was ready/);
+  assert.match(r.stderr, /cannot-bind/);
+  assert.match(r.stderr, /giving up: sh \(pid [0-9]+\) exit status 2 before it was ready/);
+  assert.equal((await PidFile.probe(pidfile)).state, "absent");
+  assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+});
+
+Deno.test("start --supervise --notify-socket: the child's READY=1 (sd_notify) releases start", async () => {
+  await using dir = await tempDir();
+  const pidfile = dir.join("d.pid");
+  const notify = new URL("../src/notify.ts", import.meta.url).href;
+  const r = await sr(SOURCE, [
+    "start",
+    "--pidfile",
+    pidfile,
+    "--supervise",
+    "--notify-socket",
+    "--",
+    Deno.execPath(),
+    "eval",
+    `import { notifyReady } from "${notify}"; await new Promise((r) => setTimeout(r, 300)); ` +
+    `notifyReady(); setTimeout(() => {}, 60_000);`,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const supervisor = Number(r.stdout.trim());
+  try {
+    const s = JSON.parse((await sr(SOURCE, ["status", "--pidfile", pidfile, "--json"])).stdout);
+    assert.equal(s.supervisor.phase, "running");
+    assert.equal((await sr(SOURCE, ["stop", "--pidfile", pidfile])).code, 0);
+  } finally {
+    killQuietly(supervisor);
+  }
+});
+
+Deno.test("supervise options: bad values are usage errors (2) before anything starts", async () => {
+  await using dir = await tempDir();
+  const pidfile = dir.join("d.pid");
+  const cases: [string[], RegExp][] = [
+    [["--supervise", "--restart", "sometimes"], /bad --restart "sometimes"/],
+    [["--supervise", "--restart-delay", "soon"], /bad --restart-delay "soon"/],
+    [["--supervise", "--output", "syslog:nope"], /unknown syslog facility "nope"/],
+    [["--supervise", "--stop-schedule", "TERM/x"], /bad --stop-schedule "TERM\/x"/],
+    [["--supervise", "--max-restarts", "-1"], /unknown option|bad --max-restarts/],
+    [["--kill-group"], /--kill-group needs --supervise/],
+  ];
+  for (const [opts, pattern] of cases) {
+    const r = await sr(SOURCE, ["start", "--pidfile", pidfile, ...opts, "--", "true"]);
+    assert.equal(r.code, 2, `${opts.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, pattern);
+  }
+  assert.deepEqual([...Deno.readDirSync(dir.path)].map((e) => e.name), []);
+});
+
+Deno.test("run --supervise: the foreground process supervises and exits 1 at the crash-loop limit", async () => {
+  await using dir = await tempDir();
+  const pidfile = dir.join("d.pid");
+  const r = await sr(SOURCE, [
+    "run",
+    "--pidfile",
+    pidfile,
+    "--supervise",
+    "--max-restarts",
+    "2",
+    "--restart-delay",
+    "20ms",
+    "--",
+    "sh",
+    "-c",
+    "echo child-out; sleep 0.15; exit 5",
+  ]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(r.stdout, "child-out\nchild-out\nchild-out\n");
+  assert.match(r.stderr, /giving up: sh \(pid [0-9]+\) exit status 5; it was restarted 2 times/);
+  assert.equal((await PidFile.probe(pidfile)).state, "absent");
 });
