@@ -24,9 +24,11 @@ import {
   C,
   close,
   decodeWaitStatus,
+  dupCloexec,
   ERRNO,
   errno,
   type ExitReason,
+  fstat,
   ids,
   kill,
   libc,
@@ -261,7 +263,14 @@ class FileSink implements Sink {
   readonly #buf = new Uint8Array(2 * READ_CHUNK);
   #len = 0;
   constructor(readonly path: string) {
-    this.reopen();
+    try {
+      this.reopen();
+    } catch (err) {
+      // start --user: root opened the file for us as stderr; use that descriptor if it is this file.
+      const inherited = sameFileAs(2, path);
+      if (inherited === undefined) throw err;
+      this.#fd = inherited;
+    }
   }
   reopen(): void {
     this.flush();
@@ -287,6 +296,18 @@ class FileSink implements Sink {
     this.flush();
     if (this.#fd >= 0) close(this.#fd);
     this.#fd = -1;
+  }
+}
+
+/** A close-on-exec duplicate of `fd` when it is open on `path` (same device and inode). */
+function sameFileAs(fd: number, path: string): number | undefined {
+  try {
+    const a = fstat(fd);
+    const b = Deno.statSync(path);
+    if (BigInt(b.dev) !== a.dev || BigInt(b.ino ?? -1) !== a.ino) return undefined;
+    return dupCloexec(fd, 3);
+  } catch {
+    return undefined;
   }
 }
 
@@ -519,6 +540,7 @@ class Supervisor {
   /** Set when a child will not die even after the stop schedule: exit without it. */
   abandon = false;
   sinkRetryAt: number | undefined;
+  stateWarned = false;
   groupWatch:
     | { pgid: number; steps: readonly StopStep[]; index: number; until: number }
     | undefined;
@@ -577,7 +599,9 @@ class Supervisor {
       Deno.writeTextFileSync(tmp, JSON.stringify(state) + "\n");
       Deno.renameSync(tmp, this.o.statePath);
     } catch (err) {
-      this.#stderr(`cannot write state file "${this.o.statePath}": ${(err as Error).message}`);
+      if (this.stateWarned) return;
+      this.stateWarned = true; // once: status --json then shows no child, the rest works
+      this.log("err", `cannot write state file "${this.o.statePath}": ${(err as Error).message}`);
     }
   }
 
