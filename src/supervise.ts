@@ -541,6 +541,8 @@ class Supervisor {
   abandon = false;
   sinkRetryAt: number | undefined;
   stateWarned = false;
+  /** When SIGINT was last forwarded: a child that dies of it soon after was interrupted, not crashed. */
+  interruptedAt = -Infinity;
   groupWatch:
     | { pgid: number; steps: readonly StopStep[]; index: number; until: number }
     | undefined;
@@ -888,6 +890,7 @@ class Supervisor {
       this.writeState("stopping");
       return;
     }
+    if (sig === 2) this.interruptedAt = performance.now();
     if (sig === 1 || sig === 10) {
       try {
         this.sink?.reopen();
@@ -963,6 +966,14 @@ class Supervisor {
         this.groupWatch = { pgid: c.pgid, steps: this.schedule, index: 0, until: 0 };
         this.#advanceGroup();
       }
+    }
+    if (!this.stopping && now - this.interruptedAt < 10_000) {
+      // Ctrl-C in `run --supervise` (or `signal INT`): the child ended on an interrupt; so do we.
+      this.log("info", `${this.name} (pid ${c.pid}) ${this.lastExit} after SIGINT: not restarting`);
+      this.stopping = true;
+      this.exitCode = 130;
+      this.writeState("exited");
+      return;
     }
     if (this.stopping) {
       this.log("info", `${this.name} (pid ${c.pid}) stopped: ${this.lastExit}`);

@@ -659,3 +659,84 @@ Deno.test("run --supervise: the foreground process supervises and exits 1 at the
   assert.match(r.stderr, /giving up: sh \(pid [0-9]+\) exit status 5; it was restarted 2 times/);
   assert.equal((await PidFile.probe(pidfile)).state, "absent");
 });
+
+Deno.test("a restarted child that is not ready within the ready timeout is stopped and restarted", async () => {
+  await using dir = await tempDir();
+  const marker = dir.join("first-done");
+  await using sup = new Supervisor({
+    pidfile: dir.join("app.pid"),
+    // The first run says ready; later runs never do.
+    ...script(`if [ ! -e ${marker} ]; then touch ${marker}; echo >&3; fi; exec sleep 60`),
+    readiness: { kind: "fd", fd: 3 },
+    readyTimeout: 300,
+    restartDelay: 20,
+    maxRestarts: 0,
+    stopSchedule: "TERM/1/KILL/1",
+  });
+  const first = await sup.child();
+  Deno.kill(first, "SIGKILL");
+  const second = await sup.child(first, "starting");
+  await eventually("the unready child stopped and replaced", () => {
+    const s = sup.state();
+    return s?.restarts === 2 && s.lastExit === "killed by SIGTERM";
+  });
+  assert.ok(!isAlive(second));
+  assert.match(
+    await (async () => {
+      Deno.kill(sup.pid, "SIGTERM");
+      assert.equal(await sup.exit(), 0);
+      return sup.stderr;
+    })(),
+    /was not ready within the ready timeout/,
+  );
+});
+
+Deno.test("SIGINT is forwarded; a child that dies of it ends the supervisor (Ctrl-C), exit 130", async () => {
+  await using dir = await tempDir();
+  await using sup = new Supervisor({ pidfile: dir.join("app.pid"), ...script("exec sleep 60") });
+  const child = await sup.child();
+  Deno.kill(sup.pid, "SIGINT");
+  assert.equal(await sup.exit(), 130);
+  assert.ok(!isAlive(child));
+  assert.equal(sup.state()!.restarts, 0);
+  assert.match(await sup.stderr, /killed by SIGINT after SIGINT: not restarting/);
+});
+
+Deno.test("start --supervise --user runs the supervisor and its child as that user", async () => {
+  if (Deno.uid() !== 0) return void console.log("skipped: --user needs root");
+  await using dir = await tempDir();
+  await Deno.chmod(dir.path, 0o755);
+  const pidfile = dir.join("d.pid");
+  const r = await sr(SOURCE, [
+    "start",
+    "--pidfile",
+    pidfile,
+    "--supervise",
+    "--user",
+    "nobody",
+    "--output",
+    dir.join("out.log"),
+    "--",
+    "sh",
+    "-c",
+    "id -u; exec sleep 60",
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const supervisor = Number(r.stdout.trim());
+  try {
+    const uid = (pid: number) =>
+      Number(/^Uid:\s+([0-9]+)/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`))![1]);
+    assert.equal(uid(supervisor), 65534);
+    const kids = childrenOf(supervisor);
+    assert.equal(kids.length, 1);
+    assert.equal(uid(kids[0]!.pid), 65534);
+    await eventually(
+      "the child's output",
+      () => Deno.readTextFileSync(dir.join("out.log")).includes("65534"),
+    );
+    assert.equal((await sr(SOURCE, ["stop", "--pidfile", pidfile])).code, 0);
+    assert.ok(!isAlive(supervisor) && !isAlive(kids[0]!.pid));
+  } finally {
+    killQuietly(supervisor);
+  }
+});
