@@ -345,9 +345,18 @@ function out(line: string): void {
   Deno.stdout.writeSync(encoder.encode(line + "\n"));
 }
 
+/** Control characters in a message (a path or name holding a newline) shown escaped, so a message stays one line. */
+function oneLine(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(/[\x00-\x1f\x7f]/g, (c) => {
+    const named: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+    return named[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`;
+  });
+}
+
 function err(line: string): void {
   try {
-    Deno.stderr.writeSync(encoder.encode(line + "\n"));
+    Deno.stderr.writeSync(encoder.encode(oneLine(line) + "\n"));
   } catch {
     // stderr closed: nothing to do.
   }

@@ -201,8 +201,9 @@ Deno.test("a lock held by another process than the one named: stop refuses to si
   await using sb = await Sandbox.create();
   const unrelated = new Deno.Command("sleep", { args: ["1000"] }).spawn();
   Deno.writeTextFileSync(sb.pidfile, `${unrelated.pid}\n`);
-  // flock(1) holds the lock on the file, but the file names `unrelated`.
-  const holder = new Deno.Command("flock", { args: [sb.pidfile, "sleep", "1000"] }).spawn();
+  // flock(1) holds the lock on the file (-o: its child does not), but the file names `unrelated`.
+  const marker = `1000.${Math.floor(Math.random() * 1e6)}`;
+  const holder = new Deno.Command("flock", { args: ["-o", sb.pidfile, "sleep", marker] }).spawn();
   try {
     await waitFor(() => locked(sb.pidfile), 5000, "flock(1) to lock");
     const st = await sr(SOURCE, ["status", "--pidfile", sb.pidfile]);
@@ -215,6 +216,8 @@ Deno.test("a lock held by another process than the one named: stop refuses to si
     unrelated.kill("SIGKILL");
     await holder.status;
     await unrelated.status;
+    // flock(1)'s own child, orphaned by the kill: ours, found by its unique argv.
+    for (const pid of findProcesses(["sleep", marker])) Deno.kill(pid, "SIGKILL");
   }
 });
 

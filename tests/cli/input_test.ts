@@ -99,6 +99,12 @@ const cases: Case[] = [
     message: /bad --ready-timeout "soon"/,
   },
   {
+    name: "a value holding a newline stays on one line",
+    args: (sb) => ["start", "--pidfile", P(sb), "--", "no\nsuch-command"],
+    code: 1,
+    message: /command not found: "no\\nsuch-command"/,
+  },
+  {
     name: "command not found",
     args: (sb) => ["start", "--pidfile", P(sb), "--", "no-such-command-xyz"],
     code: 1,
