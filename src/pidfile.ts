@@ -17,6 +17,7 @@ import {
   fstat,
   getlk,
   ids,
+  listDirectory,
   open,
   pidfdOpen,
   platform,
@@ -26,6 +27,7 @@ import {
   readSmallFile,
   replaceContent,
   setCloexec,
+  stat,
   SystemError,
   tryFlock,
 } from "./ffi/mod.ts";
@@ -402,7 +404,7 @@ export function probeSync(path: string): ProbeResult {
       });
     }
     const pid = readPidFd(fd, path);
-    if (isLocked(fd, st, path)) return { state: "running", pid };
+    if (isLocked(fd, st, path, pid)) return { state: "running", pid };
     return pid === undefined ? { state: "absent" } : { state: "stale", pid };
   } finally {
     close(fd);
@@ -413,18 +415,51 @@ let procLocksReadable = true;
 
 /**
  * Whether any process holds a lock on the file, without taking one. Reads
- * /proc/locks (flock, POSIX and OFD locks alike); where that cannot be read,
- * falls back to F_GETLK, F_OFD_GETLK and a shared flock test.
+ * /proc/locks (flock, POSIX and OFD locks alike). /proc/locks is handed out a
+ * page per read(), with the lock table free to change between two reads, so
+ * a record can slip past: a miss is confirmed in the named process's fdinfo
+ * and with F_GETLK/F_OFD_GETLK before it counts. Where /proc cannot be read,
+ * falls back to those calls and a shared flock test.
  */
-function isLocked(fd: number, st: FileStat, path: string): boolean {
+function isLocked(fd: number, st: FileStat, path: string, pid: number | undefined): boolean {
   if (procLocksReadable) {
+    let text: string | undefined;
     try {
-      return procLocksHold(readSmallFile("/proc/locks"), st.dev, st.ino);
+      text = readSmallFile("/proc/locks");
     } catch {
       procLocksReadable = false;
     }
+    if (text !== undefined) {
+      return procLocksHold(text, st.dev, st.ino) ||
+        (pid !== undefined && holdsLockInFdinfo(pid, st)) ||
+        getlk(fd, false) !== 0 || getlk(fd, true) !== 0;
+    }
   }
   return isLockedBySyscalls(fd, path);
+}
+
+/**
+ * Whether a process holds a lock on the file through one of its own
+ * descriptors, from /proc/PID/fdinfo (which lists the locks held through each
+ * descriptor). False when the process is gone or /proc does not let us look.
+ */
+export function holdsLockInFdinfo(pid: number, st: Pick<FileStat, "dev" | "ino">): boolean {
+  let names: string[];
+  try {
+    names = listDirectory(`/proc/${pid}/fd`);
+  } catch {
+    return false;
+  }
+  for (const name of names) {
+    try {
+      const target = stat(`/proc/${pid}/fd/${name}`);
+      if (target.dev !== st.dev || target.ino !== st.ino) continue;
+      if (/^lock:/m.test(readSmallFile(`/proc/${pid}/fdinfo/${name}`))) return true;
+    } catch {
+      // closed meanwhile, or not ours to look at
+    }
+  }
+  return false;
 }
 
 /** The probe's fallback: may briefly hold a shared flock. */

@@ -227,6 +227,30 @@ Deno.test("the syscall fallback of the probe sees flock locks and free files", a
   }
 });
 
+Deno.test("PidFile.probe() sees a held lock while /proc/locks is long and churning", async () => {
+  // /proc/locks is read a page at a time and records can slip between reads.
+  await using dir = await tempDir();
+  const others = [];
+  for (let i = 0; i < 600; i++) others.push(await PidFile.acquire(dir.join(`other${i}.pid`)));
+  const [cmd, args] = denoArgs(
+    new URL("./fixtures/lock_churn.ts", import.meta.url).pathname,
+    dir.path,
+  );
+  await using churn = new LineChild(cmd, args);
+  try {
+    assert.equal(await churn.line(), "churning");
+    await using child = holder("hold", dir.join("held.pid"));
+    assert.equal(await child.line(), `locked ${child.pid}`);
+    let misses = 0;
+    for (let i = 0; i < 1000; i++) {
+      if ((await PidFile.probe(dir.join("held.pid"))).state !== "running") misses++;
+    }
+    assert.equal(misses, 0);
+  } finally {
+    for (const l of others) l.release();
+  }
+});
+
 Deno.test("procLocksHold() matches the device and inode and skips waiters", () => {
   const st = { dev: 0xfe00n, ino: 2146400n };
   const held = "1: FLOCK  ADVISORY  WRITE 2297 fe:00:2146400 0 EOF\n";
