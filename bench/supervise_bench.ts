@@ -11,12 +11,12 @@ import { report, soak } from "./supervise_soak.ts";
 await report(Number(Deno.env.get("SOAK_RESTARTS") ?? 1000));
 
 Deno.bench({
-  name: "supervisor: 100 crash-restarts (restart delay 0)",
+  name: "supervisor: start + 100 crash-restarts (restart delay 0)",
   n: 3,
   warmup: 0,
   async fn(b) {
     b.start();
-    await soak(100);
+    await soak(100, 0);
     b.end();
   },
 });

@@ -92,7 +92,7 @@ export async function idleSupervisorRss(): Promise<{ rss: number; anon: number; 
 }
 
 /** Run the soak; returns the samples. */
-export async function soak(restarts: number): Promise<{
+export async function soak(restarts: number, settleMs = 1000): Promise<{
   samples: { restarts: number; rss: number; anon: number; pss: number; fds: number }[];
   seconds: number;
   settled: { rss: number; anon: number; pss: number; fds: number };
@@ -139,7 +139,7 @@ export async function soak(restarts: number): Promise<{
       samples.push({ restarts: mark, ...memory(pid), fds: fdCount(pid) });
     }
     // The supervisor idle with a live child, after the soak.
-    await sleep(1000);
+    await sleep(settleMs);
     settled = { ...memory(pid), fds: fdCount(pid) };
   } finally {
     child.kill("SIGKILL");

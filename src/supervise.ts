@@ -99,7 +99,7 @@ export interface SuperviseOptions {
   readonly umask?: number;
   /** The syslog ident and the name in log lines; @default the program's basename */
   readonly name?: string;
-  /** @default {"on-failure"} */
+  /** When to restart the child; @default {"on-failure"} */
   readonly restart?: RestartPolicy;
   /** The first restart delay, in ms; @default {1000} */
   readonly restartDelay?: number;
@@ -115,9 +115,9 @@ export interface SuperviseOptions {
   readonly killGroup?: boolean;
   /** How to stop the child; @default TERM, 5 s, KILL, 2 s */
   readonly stopSchedule?: readonly StopStep[];
-  /** @default {{kind: "inherit"}} */
+  /** Where the child's output goes; @default {{kind: "inherit"}} */
   readonly output?: OutputTarget;
-  /** @default {{kind: "alive", afterMs: 100}} */
+  /** How a child shows it is ready; @default {{kind: "alive", afterMs: 100}} */
   readonly readiness?: ChildReadiness;
   /** How long a child may take to become ready, in ms; @default {60000} */
   readonly readyTimeout?: number;

@@ -46,16 +46,25 @@ export interface SuperviseConfig {
   readonly path: string;
   /** Its argv, `argv[0]` included. */
   readonly argv: readonly string[];
+  /** Its working directory (and the supervisor's). */
   readonly cwd?: string;
+  /** Its umask. */
   readonly umask?: number;
+  /** Syslog ident and log name; default the program's basename. */
   readonly name?: string;
+  /** When to restart; default on-failure. */
   readonly restart?: RestartPolicy;
-  /** Durations in milliseconds. */
+  /** The first restart delay, in milliseconds (doubling). */
   readonly restartDelay?: number;
+  /** The longest restart delay, in milliseconds. */
   readonly restartDelayMax?: number;
+  /** A run this long (ms) resets the delay. */
   readonly minUptime?: number;
+  /** The crash-loop limit (0: none). */
   readonly maxRestarts?: number;
+  /** The crash-loop window, in milliseconds. */
   readonly restartWindow?: number;
+  /** Signal the child's whole process group. */
   readonly killGroup?: boolean;
   /** start-stop-daemon schedule text for stopping the child, e.g. `TERM/5/KILL/2`. */
   readonly stopSchedule?: string;
@@ -63,6 +72,7 @@ export interface SuperviseConfig {
   readonly output?: string;
   /** How each child signals readiness. */
   readonly readiness?: ChildReadiness;
+  /** How long each child may take to become ready, in milliseconds. */
   readonly readyTimeout?: number;
   /**
    * Environment variables meant for the supervisor only (see
