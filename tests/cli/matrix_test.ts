@@ -121,3 +121,29 @@ for (const v of variants) {
     await waitFor(() => !locked(p));
   });
 }
+
+for (const v of variants) {
+  Deno.test({
+    name: `[${v.name}] start --user nobody: the re-executed stage works from this packaging`,
+    ignore: Deno.uid() !== 0,
+    async fn() {
+      await using sb = await Sandbox.create();
+      const r = await sr(v, [
+        "start",
+        "--user",
+        "nobody",
+        "--pidfile",
+        sb.pidfile,
+        "--",
+        "sleep",
+        "1000",
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const pid = Number(r.stdout);
+      sb.track(pid);
+      assert.match(Deno.readTextFileSync(`/proc/${pid}/status`), /^Uid:\s+65534\s/m);
+      assert.equal(Deno.readTextFileSync(`/proc/${pid}/cmdline`), "sleep\x001000\x00");
+      assert.equal((await sr(v, ["stop", "--pidfile", sb.pidfile])).code, 0);
+    },
+  });
+}
