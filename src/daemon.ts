@@ -29,6 +29,7 @@ import {
   pidfdSendSignal,
   pollNow,
   pollWait,
+  quote,
   read,
   reap,
   setCloexec,
@@ -220,7 +221,7 @@ function becomeDaemon(options: DaemonizeOptions, pidFile: string, readyFd: numbe
     try {
       Deno.chdir(dir);
     } catch (err) {
-      throw new Error(`cannot change to directory "${dir}": ${describeFsError(err)}`);
+      throw new Error(`cannot change to directory ${quote(dir)}: ${describeFsError(err)}`);
     }
   } catch (err) {
     send(`ERROR ${oneLine(message(err))}`);
@@ -270,9 +271,9 @@ async function runForeground(options: DaemonizeOptions, pidFile: string): Promis
     try {
       isDir = Deno.statSync(options.chdir).isDirectory;
     } catch (err) {
-      die(`cannot start the daemon: directory "${options.chdir}": ${describeFsError(err)}`);
+      die(`cannot start the daemon: directory ${quote(options.chdir)}: ${describeFsError(err)}`);
     }
-    if (!isDir) die(`cannot start the daemon: "${options.chdir}" is not a directory`);
+    if (!isDir) die(`cannot start the daemon: ${quote(options.chdir)} is not a directory`);
   }
   let lock: PidFile;
   try {
@@ -328,7 +329,7 @@ async function runForeground(options: DaemonizeOptions, pidFile: string): Promis
     Deno.exit(0);
   }
   lock.release();
-  const where = options.output === undefined ? "" : ` (its output is in "${options.output}")`;
+  const where = options.output === undefined ? "" : ` (its output is in ${quote(options.output)})`;
   die(`${outcome}${where}`);
 }
 

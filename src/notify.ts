@@ -27,6 +27,7 @@ import {
   ERRNO,
   getCloexec,
   monotonicMicros,
+  quote,
   sendUnixDatagram,
   SystemError,
   writeAll,
@@ -55,7 +56,7 @@ function sendState(state: string): boolean {
   if (!address.startsWith("/") && !address.startsWith("@")) {
     throw new SystemError("sendto", ERRNO.EINVAL, {
       path: address,
-      message: `NOTIFY_SOCKET="${address}" is neither an absolute path nor an @abstract name`,
+      message: `NOTIFY_SOCKET=${quote(address)} is neither an absolute path nor an @abstract name`,
     });
   }
   sendUnixDatagram(address, encoder.encode(state));
@@ -78,7 +79,7 @@ function notifyFd(): boolean {
   if (!Number.isSafeInteger(fd) || fd < 3) {
     throw new SystemError("write", ERRNO.EBADF, {
       path: `NOTIFY_FD=${raw}`,
-      message: `NOTIFY_FD="${raw}" is not a descriptor number above 2`,
+      message: `NOTIFY_FD=${quote(raw)} is not a descriptor number above 2`,
     });
   }
   try {

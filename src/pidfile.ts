@@ -24,6 +24,7 @@ import {
   pollNow,
   pollWait,
   pread,
+  quote,
   readSmallFile,
   replaceContent,
   setCloexec,
@@ -99,7 +100,7 @@ export class AlreadyRunningError extends Error {
   constructor(path: string, pid: number | undefined) {
     super(
       pid === undefined
-        ? `already running (pid file "${path}" is locked)`
+        ? `already running (pid file ${quote(path)} is locked)`
         : `already running (pid ${pid})`,
     );
     this.name = "AlreadyRunningError";
@@ -143,7 +144,10 @@ function describeOpenError(err: SystemError, path: string, creating: boolean): S
     }
   })();
   if (reason === undefined) return err;
-  return new SystemError(err.syscall, err.errno, { path, message: `${what} "${path}": ${reason}` });
+  return new SystemError(err.syscall, err.errno, {
+    path,
+    message: `${what} ${quote(path)}: ${reason}`,
+  });
 }
 
 function openPidFile(path: string, flags: number, mode: number): number {
@@ -167,7 +171,7 @@ function checkFile(fd: number, path: string): FileStat {
   if ((st.mode & C.S_IFMT) !== C.S_IFREG) {
     throw new SystemError("open", ERRNO.EINVAL, {
       path,
-      message: `pid file "${path}" is a ${fileKind(st.mode)}, not a regular file`,
+      message: `pid file ${quote(path)} is a ${fileKind(st.mode)}, not a regular file`,
     });
   }
   const euid = ids.euid();
@@ -175,8 +179,9 @@ function checkFile(fd: number, path: string): FileStat {
     const who = st.uid !== 0 ? `owned by uid ${st.uid}` : "writable by every user";
     throw new SystemError("open", ERRNO.EPERM, {
       path,
-      message:
-        `pid file "${path}" is ${who}; as root, refusing to trust it (remove it or fix its owner)`,
+      message: `pid file ${
+        quote(path)
+      } is ${who}; as root, refusing to trust it (remove it or fix its owner)`,
     });
   }
   return st;
@@ -256,7 +261,7 @@ export class PidFile {
       if (named.dev !== st.dev || named.ino !== st.ino) {
         throw new SystemError("fstat", ERRNO.EINVAL, {
           path,
-          message: `inherited descriptor ${fd} is not the pid file "${path}"`,
+          message: `inherited descriptor ${fd} is not the pid file ${quote(path)}`,
         });
       }
     } finally {
@@ -340,7 +345,7 @@ export class PidFile {
     if (this.#fd < 0) {
       throw new SystemError("write", ERRNO.EBADF, {
         path: this.#path,
-        message: `pid file "${this.#path}" was already released`,
+        message: `pid file ${quote(this.#path)} was already released`,
       });
     }
     replaceContent(this.#fd, new TextEncoder().encode(`${pid}\n`), this.#path);
@@ -400,7 +405,7 @@ export function probeSync(path: string): ProbeResult {
     if ((st.mode & C.S_IFMT) !== C.S_IFREG) {
       throw new SystemError("open", ERRNO.EINVAL, {
         path,
-        message: `pid file "${path}" is a ${fileKind(st.mode)}, not a regular file`,
+        message: `pid file ${quote(path)} is a ${fileKind(st.mode)}, not a regular file`,
       });
     }
     const pid = readPidFd(fd, path);

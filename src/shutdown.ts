@@ -18,6 +18,7 @@
  * @module
  */
 
+import { quote } from "./ffi/mod.ts";
 import { heldPidFiles } from "./pidfile.ts";
 import { notifyReady, notifyReloading, notifyStopping } from "./notify.ts";
 import { LOG_ERR, LOG_INFO, LOG_WARNING, report } from "./syslog.ts";
@@ -100,7 +101,7 @@ function releaseLocks(): void {
     try {
       lock.release();
     } catch (err) {
-      report(LOG_ERR, `cannot release pid file "${lock.path}": ${message(err)}`);
+      report(LOG_ERR, `cannot release pid file ${quote(lock.path)}: ${message(err)}`);
     }
   }
 }

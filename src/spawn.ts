@@ -20,6 +20,7 @@ import {
   libc,
   listDirectory,
   open,
+  quote,
   readSmallFile,
   SystemError,
   umask as setUmask,
@@ -188,7 +189,7 @@ function spawnError(rc: number, options: SpawnOptions): SystemError {
       case ERRNO.ENOENT:
         return options.cwd === undefined
           ? "no such file"
-          : `no such file, or no directory "${options.cwd}"`;
+          : `no such file, or no directory ${quote(options.cwd)}`;
       case ERRNO.EACCES:
         return "permission denied";
       case ERRNO.ENOEXEC:
@@ -201,7 +202,7 @@ function spawnError(rc: number, options: SpawnOptions): SystemError {
   })();
   return new SystemError("posix_spawn", rc, {
     path: options.path,
-    ...(what === undefined ? {} : { message: `cannot run "${options.path}": ${what}` }),
+    ...(what === undefined ? {} : { message: `cannot run ${quote(options.path)}: ${what}` }),
   });
 }
 
@@ -241,7 +242,7 @@ export function resolveCommand(
   if (denied) checkProgram(denied, command, true);
   throw new SystemError("execve", ERRNO.ENOENT, {
     path: command,
-    message: `command not found: "${command}" (searched PATH)`,
+    message: `command not found: ${quote(command)} (searched PATH)`,
   });
 }
 
@@ -263,17 +264,17 @@ function checkProgram(path: string, command: string, named: boolean): void {
     case "missing":
       throw new SystemError("execve", ERRNO.ENOENT, {
         path,
-        message: `command not found: "${command}"${named ? "" : " (searched PATH)"}`,
+        message: `command not found: ${quote(command)}${named ? "" : " (searched PATH)"}`,
       });
     case "directory":
       throw new SystemError("execve", ERRNO.EISDIR, {
         path,
-        message: `cannot run "${path}": it is a directory`,
+        message: `cannot run ${quote(path)}: it is a directory`,
       });
     case "denied":
       throw new SystemError("execve", ERRNO.EACCES, {
         path,
-        message: `cannot run "${path}": not an executable file (permission denied)`,
+        message: `cannot run ${quote(path)}: not an executable file (permission denied)`,
       });
   }
 }

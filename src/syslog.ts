@@ -16,7 +16,7 @@
  * @module
  */
 
-import { cstr, libc, strerror, SystemError } from "./ffi/mod.ts";
+import { cstr, libc, quote, strerror, SystemError } from "./ffi/mod.ts";
 
 // openlog() options (Figure 13.3).
 /** Log the process id with each message. */
@@ -200,7 +200,7 @@ const FORMAT = cstr("%s");
 function priorityOf(level: number | SyslogLevelName): number {
   if (typeof level === "string") {
     const found = LEVEL_NAMES[level];
-    if (found === undefined) throw new RangeError(`unknown syslog level: "${level}"`);
+    if (found === undefined) throw new RangeError(`unknown syslog level: ${quote(level)}`);
     return found;
   }
   return checkInt(level, "syslog priority");

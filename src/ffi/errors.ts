@@ -112,6 +112,18 @@ export function describeErrno(errno: number): string {
   return (name && DESCRIPTIONS[name]) ?? errnoName(errno);
 }
 
+/**
+ * Quote a value for a one-line message: in double quotes, with newlines,
+ * control characters, quotes and backslashes escaped as in JSON, so a
+ * hostile file name cannot split or rewrite the line.
+ *
+ * @param value the value, such as a path
+ * @returns the quoted value
+ */
+export function quote(value: string): string {
+  return JSON.stringify(value);
+}
+
 /** Options of a {@link SystemError}. */
 export interface SystemErrorOptions {
   /** The file, process or other object the call was made on. */
@@ -149,7 +161,7 @@ export class SystemError extends Error {
    * @param options the path, or a message to use instead of the generated one
    */
   constructor(syscall: string, errno: number, options: SystemErrorOptions = {}) {
-    const where = options.path === undefined ? "" : ` "${options.path}"`;
+    const where = options.path === undefined ? "" : ` ${quote(options.path)}`;
     super(options.message ?? `${syscall}${where}: ${describeErrno(errno)}`);
     this.name = "SystemError";
     this.errno = errno;

@@ -8,7 +8,7 @@
 
 export { checkReturned, errno, libc, platform } from "./libc.ts";
 export { cstr, CStringArray, decode, readCString } from "./cstring.ts";
-export { describeErrno, ERRNO, type ErrnoCode, errnoName, SystemError } from "./errors.ts";
+export { describeErrno, ERRNO, type ErrnoCode, errnoName, quote, SystemError } from "./errors.ts";
 export { currentPlatform, type Platform, UnsupportedPlatformError } from "./platform.ts";
 export { denoSignal, parseSignal, type SignalName, signalName, SIGNALS } from "./signals.ts";
 export * from "./sys.ts";

@@ -8,7 +8,7 @@
 
 import { check, errno, libc, platform } from "./libc.ts";
 import { cstr, CStringArray } from "./cstring.ts";
-import { ERRNO, SystemError } from "./errors.ts";
+import { ERRNO, quote, SystemError } from "./errors.ts";
 import { linux } from "./platform.ts";
 
 export { linux as C };
@@ -381,7 +381,7 @@ export function sockaddrUnix(path: string): { addr: Uint8Array<ArrayBuffer>; len
   if (bytes.length > linux.SIZEOF_SOCKADDR_UN - 2) {
     throw new SystemError("bind", ERRNO.ENAMETOOLONG, {
       path,
-      message: `socket path "${path}" is longer than 107 bytes`,
+      message: `socket path ${quote(path)} is longer than 107 bytes`,
     });
   }
   const addr = new Uint8Array(linux.SIZEOF_SOCKADDR_UN);
@@ -753,7 +753,7 @@ export function sendUnixDatagram(address: string, bytes: Uint8Array<ArrayBuffer>
   if (address.includes("\0") || name.length + (abstract ? 1 : 0) > linux.SIZEOF_SOCKADDR_UN - 2) {
     throw new SystemError("sendto", ERRNO.ENAMETOOLONG, {
       path: address,
-      message: `socket address "${address}" is longer than 107 bytes or holds a NUL byte`,
+      message: `socket address ${quote(address)} is longer than 107 bytes or holds a NUL byte`,
     });
   }
   const addr = new Uint8Array(linux.SIZEOF_SOCKADDR_UN);
