@@ -237,3 +237,37 @@ Deno.test("an interrupted start (SIGINT, SIGTERM) kills the half-started daemon 
     assertNothingLeft(sb);
   }
 });
+
+Deno.test("--notify-socket MAINPID=: the pid file moves to the announced process when it holds the file", async () => {
+  if (!new Deno.Command("sh", { args: ["-c", "command -v systemd-notify"] }).outputSync().success) {
+    console.log("skipped: MAINPID test (systemd-notify is not installed)");
+    return;
+  }
+  await using sb = await Sandbox.create();
+  const marker = `1000.${Math.floor(Math.random() * 1e6)}`;
+  const r = await sr(SOURCE, [
+    "start",
+    "--pidfile",
+    sb.pidfile,
+    "--notify-socket",
+    "--",
+    "sh",
+    "-c",
+    // The shell hands over to its child and exits, as a forking daemon does.
+    `sleep ${marker} & systemd-notify READY=1 MAINPID=$!; exit 0`,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const shell = Number(r.stdout);
+  sb.track(shell);
+  const { findProcesses } = await import("./harness.ts");
+  const [child] = findProcesses(["sleep", marker]);
+  assert.ok(child !== undefined);
+  sb.track(child);
+  assert.equal(shell, child, "start prints the main pid");
+  assert.equal(readPid(sb.pidfile), child, "the pid file names the main pid");
+  assert.equal(
+    (await sr(SOURCE, ["stop", "--pidfile", sb.pidfile])).code,
+    3 - 3,
+    "stop signals the main pid",
+  );
+});
