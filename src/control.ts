@@ -787,6 +787,7 @@ async function startLocked(options: StartOptions, prepared: Prepared): Promise<S
   let output = -1;
   let readiness: Readiness | undefined;
   let pidfd: number | undefined;
+  let launchedPid: number | undefined;
   try {
     if (options.output !== undefined) {
       try {
@@ -826,6 +827,7 @@ async function startLocked(options: StartOptions, prepared: Prepared): Promise<S
       : launchDaemon);
     const launched = launch(plan);
     const pid = launched.pid;
+    launchedPid = pid;
     readiness.spawned();
     if (output >= 0) close(output);
     output = -1;
@@ -922,7 +924,15 @@ async function startLocked(options: StartOptions, prepared: Prepared): Promise<S
       }
     }
     lock.detach();
+    launchedPid = undefined;
     return { pid: finalPid, ...(result.status === undefined ? {} : { status: result.status }) };
+  } catch (err) {
+    // Anything unexpected after the spawn (a failed write of the pid file, say):
+    // the daemon must not outlive the start that failed.
+    if (launchedPid !== undefined && !(err instanceof StartFailedError)) {
+      await killAndReap(launchedPid, pidfd);
+    }
+    throw err;
   } finally {
     if (output >= 0) close(output);
     if (pidfd !== undefined) close(pidfd);
