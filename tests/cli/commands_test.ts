@@ -230,3 +230,21 @@ Deno.test("a stop waiting on the guard is served after the first: serialized, bo
   const codes = (await Promise.all([a.output(), b.output()])).map((o) => o.code).sort();
   assert.deepEqual(codes, [0, 3]);
 });
+
+Deno.test("as a shell script would use it (dax): pid=$(start), status code, stop", async () => {
+  const { $ } = await import("dax");
+  await using sb = await Sandbox.create();
+  const sr$ = SOURCE.cmd;
+  const pid = Number(await $`${sr$} start --pidfile ${sb.pidfile} -- sleep 1000`.text());
+  sb.track(pid);
+  assert.equal(readPid(sb.pidfile), pid);
+  const st = await $`${sr$} status --pidfile ${sb.pidfile}`.noThrow().stderr("piped");
+  assert.equal(st.code, 0);
+  const again = await $`${sr$} start --pidfile ${sb.pidfile} -- sleep 1000`.noThrow()
+    .stdout("piped").stderr("piped");
+  assert.equal(again.code, 3);
+  assert.equal(again.stderr.trim(), `singleton-run: already running (pid ${pid})`);
+  await $`${sr$} stop --pidfile ${sb.pidfile}`;
+  const after = await $`${sr$} status --json --pidfile ${sb.pidfile}`.noThrow().json();
+  assert.equal(after.state, "stopped");
+});
