@@ -34,12 +34,35 @@ function load(): { lib: Libc; platform: Platform } {
   if (loaded) return loaded;
   const plat = currentPlatform();
   try {
-    loaded = { lib: Deno.dlopen(plat.libc, symbols).symbols, platform: plat };
+    loaded = { lib: lazySymbols(plat.libc), platform: plat };
   } catch (cause) {
     const hint = cause instanceof Deno.errors.NotCapable ? " (run with --allow-ffi)" : "";
     throw new Error(`cannot load ${plat.libc} on ${plat.name}${hint}`, { cause });
   }
   return loaded;
+}
+
+/**
+ * The symbol table, each symbol bound on its first use: Deno.dlopen costs
+ * about 0.14 ms per symbol (12 ms for the whole table), and a `status` uses
+ * a dozen of them. The library itself is opened once by the dynamic loader.
+ */
+function lazySymbols(path: string): Libc {
+  // Fail now, not at the first call, when the library cannot be opened at all.
+  Deno.dlopen(path, { getpid: symbols.getpid }).close();
+  const bound: Record<string, unknown> = {};
+  return new Proxy(bound, {
+    get(target, name) {
+      if (typeof name !== "string" || !(name in symbols)) return undefined;
+      if (!(name in target)) {
+        const one = {
+          [name]: symbols[name as keyof typeof symbols],
+        } as Deno.ForeignLibraryInterface;
+        target[name] = Deno.dlopen(path, one).symbols[name];
+      }
+      return target[name];
+    },
+  }) as unknown as Libc;
 }
 
 /**
