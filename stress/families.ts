@@ -135,9 +135,16 @@ export async function superviseFamily(cli: Cli, kills: number): Promise<Tally | 
   const mark = `0.0${Deno.pid}${(Date.now() % 100000) + 1}`;
   const t = new Tally("supervisor under kills");
   try {
+    // Short restart delays and no give-up, so every kill is followed by a restart at once.
     const res = await cli.run([
       "start",
       "--supervise",
+      "--restart-delay",
+      "50ms",
+      "--restart-delay-max",
+      "100ms",
+      "--max-restarts",
+      "100000",
       "--pidfile",
       pidfile,
       "--",
