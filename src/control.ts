@@ -523,7 +523,9 @@ function describePathError(err: unknown, path: string, what: string): unknown {
       case ERRNO.ENOTDIR:
         return "a component of the path is not a directory";
       case ERRNO.EACCES:
-        return "permission denied";
+        return what === "guard file"
+          ? "permission denied (name a writable one with --guard FILE)"
+          : "permission denied";
       case ERRNO.EROFS:
         return "read-only file system";
       default:
@@ -1054,7 +1056,7 @@ function holdsFile(pid: number, path: string): boolean | undefined {
  */
 async function findDaemon(pidfile: string): Promise<{ pid: number; pidfd: number }> {
   for (let attempt = 0;; attempt++) {
-    const found = probeSync(pidfile);
+    const found = probeConfirmed(pidfile);
     if (found.state === "absent") throw new NotRunningError(pidfile);
     if (found.state === "stale") {
       await emptyPidfile(pidfile);
@@ -1096,6 +1098,16 @@ async function findDaemon(pidfile: string): Promise<{ pid: number; pidfd: number
     }
     return { pid, pidfd };
   }
+}
+
+/**
+ * The probe, with a "not running" answer looked at twice: /proc/locks is read
+ * in pieces and can miss a held lock while other locks come and go, so one
+ * miss is confirmed by a second read before anything is concluded from it.
+ */
+function probeConfirmed(pidfile: string): ReturnType<typeof probeSync> {
+  const first = probeSync(pidfile);
+  return first.state === "running" ? first : probeSync(pidfile);
 }
 
 /** Leave the pid file empty: take the lock briefly and release it (which truncates). */
@@ -1253,7 +1265,7 @@ export function restart(options: RestartOptions): Promise<StartResult> {
 export function status(pidfile: string): StatusReport {
   let found;
   try {
-    found = probeSync(pidfile);
+    found = probeConfirmed(pidfile);
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     return { state: "unknown", code: 4, pid: null, pidfile, error: message };
