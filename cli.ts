@@ -19,7 +19,7 @@
  * @module
  */
 
-import { SystemError } from "./src/ffi/errors.ts";
+import { quote, SystemError } from "./src/ffi/errors.ts";
 import { parseSignal } from "./src/ffi/signals.ts";
 import { AlreadyRunningError } from "./src/pidfile.ts";
 
@@ -322,7 +322,7 @@ function number(name: string, text: string | undefined, opts: {
   if (!ok || (opts.min !== undefined && n < opts.min) || (opts.max !== undefined && n > opts.max)) {
     const range = opts.max !== undefined ? ` from ${opts.min ?? 0} to ${opts.max}` : "";
     const what = opts.integer ? "a whole number" : "a number";
-    throw new Usage(`bad --${name} "${text}": expected ${what}${range}`);
+    throw new Usage(`bad --${name} ${quote(text)}: expected ${what}${range}`);
   }
   return n;
 }
@@ -331,7 +331,7 @@ function parseEnv(entries: readonly string[] | undefined): Record<string, string
   const env: Record<string, string> = {};
   for (const e of entries ?? []) {
     const eq = e.indexOf("=");
-    if (eq <= 0) throw new Usage(`bad --env "${e}": expected KEY=VALUE`);
+    if (eq <= 0) throw new Usage(`bad --env ${quote(e)}: expected KEY=VALUE`);
     env[e.slice(0, eq)] = e.slice(eq + 1);
   }
   return env;
@@ -397,13 +397,13 @@ export async function main(args: readonly string[]): Promise<number> {
         out(HELP.main);
         return EXIT.OK;
       }
-      if (!isCommand(topic)) throw new Usage(`no help for unknown command "${topic}"`);
+      if (!isCommand(topic)) throw new Usage(`no help for unknown command ${quote(topic)}`);
       out(HELP[topic]);
       return EXIT.OK;
     }
     if (!isCommand(first)) {
       throw new Usage(
-        first.startsWith("-") ? `unknown option: ${first}` : `unknown command "${first}"`,
+        first.startsWith("-") ? `unknown option: ${first}` : `unknown command ${quote(first)}`,
       );
     }
     const parsed = parse(first, args.slice(1));
@@ -427,7 +427,7 @@ async function dispatch(cmd: Command, p: Parsed): Promise<number> {
   const wantsCommand = cmd === "start" || cmd === "run" || cmd === "restart";
   if (wantsCommand) {
     if (p.positionals.length > 0) {
-      throw new Usage(`unexpected argument "${p.positionals[0]}" (put COMMAND after --)`);
+      throw new Usage(`unexpected argument ${quote(p.positionals[0]!)} (put COMMAND after --)`);
     }
     if (p.command === undefined) throw new Usage("missing -- COMMAND");
     if (p.command.length === 0) throw new Usage("missing COMMAND after --");
@@ -435,7 +435,7 @@ async function dispatch(cmd: Command, p: Parsed): Promise<number> {
     if (p.command !== undefined) throw new Usage(`${cmd} takes no COMMAND`);
     const allowed = cmd === "signal" ? 1 : 0;
     if (p.positionals.length > allowed) {
-      throw new Usage(`unexpected argument "${p.positionals[allowed]}"`);
+      throw new Usage(`unexpected argument ${quote(p.positionals[allowed]!)}`);
     }
   }
 
@@ -604,7 +604,7 @@ async function dispatch(cmd: Command, p: Parsed): Promise<number> {
       const text = p.positionals[0];
       if (text === undefined) throw new Usage("missing SIGNAL");
       const signal = parseSignal(text);
-      if (signal === undefined) throw new Usage(`unknown signal "${text}"`);
+      if (signal === undefined) throw new Usage(`unknown signal ${quote(text)}`);
       await control.sendSignal({ ...guard, signal });
       return EXIT.OK;
     }
@@ -649,12 +649,12 @@ async function superviseSettings(cmd: Command, p: Parsed) {
     try {
       return sv.parseDuration(text);
     } catch {
-      throw new Usage(`bad --${name} "${text}": expected a duration such as 500ms, 2s, 1m`);
+      throw new Usage(`bad --${name} ${quote(text)}: expected a duration such as 500ms, 2s, 1m`);
     }
   };
   const policy = p.values.restart;
   if (policy !== undefined && !["on-failure", "always", "never"].includes(policy)) {
-    throw new Usage(`bad --restart "${policy}": expected on-failure, always or never`);
+    throw new Usage(`bad --restart ${quote(policy)}: expected on-failure, always or never`);
   }
   const stopSchedule = p.values["stop-schedule"];
   if (stopSchedule !== undefined) {
@@ -669,7 +669,7 @@ async function superviseSettings(cmd: Command, p: Parsed) {
     try {
       sv.parseOutput(output);
     } catch (e) {
-      throw new Usage(`bad --output "${output}": ${(e as Error).message}`);
+      throw new Usage(`bad --output ${quote(output)}: ${(e as Error).message}`);
     }
   }
   return {
@@ -725,9 +725,9 @@ async function report(e: unknown, cmd: string | undefined): Promise<number> {
     err(`${NAME}: ${e.message}`);
     if (e.output !== undefined) {
       if (e.outputTail.length > 0) {
-        err(`${NAME}: last lines of "${e.output}":`);
+        err(`${NAME}: last lines of ${quote(e.output)}:`);
         for (const line of e.outputTail) err(`  ${line}`);
-      } else err(`${NAME}: "${e.output}" has no output`);
+      } else err(`${NAME}: ${quote(e.output)} has no output`);
     }
     return EXIT.FAILED;
   }

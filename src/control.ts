@@ -38,6 +38,7 @@ import {
   platform,
   pollNow,
   pollWait,
+  quote,
   reap,
   resetSignals,
   setCloexec,
@@ -107,7 +108,7 @@ export class GuardTimeoutError extends Error {
    */
   constructor(path: string, waitedMs: number) {
     super(
-      `another singleton-run holds the guard "${path}": gave up after ${seconds(waitedMs)} ` +
+      `another singleton-run holds the guard ${quote(path)}: gave up after ${seconds(waitedMs)} ` +
         `(raise --guard-timeout, or see who holds it in /proc/locks)`,
     );
     this.name = "GuardTimeoutError";
@@ -377,7 +378,7 @@ export interface StatusReport {
  * @throws {UsageError} naming what is wrong
  */
 export function parseSchedule(text: string): Schedule {
-  const bad = (why: string) => new UsageError(`bad --retry schedule "${text}": ${why}`);
+  const bad = (why: string) => new UsageError(`bad --retry schedule ${quote(text)}: ${why}`);
   if (/^[0-9]+(\.[0-9]+)?$/.test(text)) {
     const ms = Number(text) * 1000;
     return {
@@ -399,7 +400,7 @@ export function parseSchedule(text: string): Schedule {
       continue;
     }
     const sig = parseSignalItem(item);
-    if (sig === undefined) throw bad(`"${item}" is neither a signal nor a number of seconds`);
+    if (sig === undefined) throw bad(`${quote(item)} is neither a signal nor a number of seconds`);
     steps.push({ signal: sig });
   }
   if (steps.length === 0 || !("signal" in steps[0]!)) throw bad("it must start with a signal");
@@ -423,9 +424,9 @@ function parseSignalItem(item: string): number | undefined {
  */
 export function parseUmask(text: string): number {
   const m = /^(?:0o)?([0-7]{1,4})$/.exec(text);
-  if (!m) throw new UsageError(`bad --umask "${text}": expected octal digits, such as 022`);
+  if (!m) throw new UsageError(`bad --umask ${quote(text)}: expected octal digits, such as 022`);
   const value = parseInt(m[1]!, 8);
-  if (value > 0o777) throw new UsageError(`bad --umask "${text}": at most 0777`);
+  if (value > 0o777) throw new UsageError(`bad --umask ${quote(text)}: at most 0777`);
   return value;
 }
 
@@ -471,7 +472,7 @@ export class Guard implements Disposable {
       if (st !== C.S_IFREG) {
         throw new SystemError("open", ERRNO.EINVAL, {
           path,
-          message: `guard file "${path}" is a ${fileKind(st)}, not a regular file`,
+          message: `guard file ${quote(path)} is a ${fileKind(st)}, not a regular file`,
         });
       }
       const started = performance.now();
@@ -481,7 +482,7 @@ export class Guard implements Disposable {
         if (waited >= timeoutMs) throw new GuardTimeoutError(path, waited);
         if (signal?.aborted) {
           throw new InterruptedError(
-            `interrupted (${String(signal.reason)}) while waiting for the guard "${path}"`,
+            `interrupted (${String(signal.reason)}) while waiting for the guard ${quote(path)}`,
           );
         }
         await new Promise((r) => setTimeout(r, Math.min(sleep, timeoutMs - waited)));
@@ -534,7 +535,7 @@ function describePathError(err: unknown, path: string, what: string): unknown {
   })();
   return new SystemError(err.syscall, err.errno, {
     path,
-    message: `cannot open ${what} "${path}": ${reason}`,
+    message: `cannot open ${what} ${quote(path)}: ${reason}`,
   });
 }
 
@@ -579,7 +580,7 @@ function precheckPidfile(path: string): void {
       }
       throw new SystemError("open", ERRNO.ENOENT, {
         path,
-        message: `cannot open pid file "${path}": its directory "${dir}" does not exist`,
+        message: `cannot open pid file ${quote(path)}: its directory ${quote(dir)} does not exist`,
       });
     }
     throw describePathError(err, path, "pid file");
@@ -588,21 +589,24 @@ function precheckPidfile(path: string): void {
   if (kind === C.S_IFLNK) {
     throw new SystemError("open", ERRNO.ELOOP, {
       path,
-      message: `cannot open pid file "${path}": it is a symbolic link, which is never followed`,
+      message: `cannot open pid file ${
+        quote(path)
+      }: it is a symbolic link, which is never followed`,
     });
   }
   if (kind !== C.S_IFREG) {
     throw new SystemError("open", ERRNO.EINVAL, {
       path,
-      message: `pid file "${path}" is a ${fileKind(st.mode)}, not a regular file`,
+      message: `pid file ${quote(path)} is a ${fileKind(st.mode)}, not a regular file`,
     });
   }
   if (ids.euid() === 0 && (st.uid !== 0 || (st.mode & 0o002) !== 0)) {
     const who = st.uid !== 0 ? `owned by uid ${st.uid}` : "writable by every user";
     throw new SystemError("open", ERRNO.EPERM, {
       path,
-      message:
-        `pid file "${path}" is ${who}; as root, refusing to trust it (remove it or fix its owner)`,
+      message: `pid file ${
+        quote(path)
+      } is ${who}; as root, refusing to trust it (remove it or fix its owner)`,
     });
   }
 }
@@ -631,7 +635,9 @@ function warnIfRemote(path: string, warn: ((m: string) => void) | undefined): vo
     : undefined;
   if (name) {
     warn(
-      `warning: pid file "${path}" is on ${name}; flock(2) may not exclude processes on other hosts`,
+      `warning: pid file ${
+        quote(path)
+      } is on ${name}; flock(2) may not exclude processes on other hosts`,
     );
   }
 }
@@ -651,13 +657,15 @@ function resolveUser(spec: string): ResolvedUser {
   const [name, group] = spec.split(":", 2) as [string, string | undefined];
   const user = lookupUser(name);
   if (!user) {
-    throw new SystemError("getpwnam", ERRNO.ENOENT, { message: `no such user: "${name}"` });
+    throw new SystemError("getpwnam", ERRNO.ENOENT, { message: `no such user: ${quote(name)}` });
   }
   let gid = user.gid;
   if (group !== undefined && group !== "") {
     const g = lookupGroup(group);
     if (g === undefined) {
-      throw new SystemError("getgrnam", ERRNO.ENOENT, { message: `no such group: "${group}"` });
+      throw new SystemError("getgrnam", ERRNO.ENOENT, {
+        message: `no such group: ${quote(group)}`,
+      });
     }
     gid = g;
   }
@@ -671,13 +679,13 @@ function checkDirectory(dir: string): void {
   } catch {
     throw new SystemError("chdir", ERRNO.ENOENT, {
       path: dir,
-      message: `cannot change directory to "${dir}": no such directory`,
+      message: `cannot change directory to ${quote(dir)}: no such directory`,
     });
   }
   if (!info.isDirectory) {
     throw new SystemError("chdir", ERRNO.ENOTDIR, {
       path: dir,
-      message: `cannot change directory to "${dir}": not a directory`,
+      message: `cannot change directory to ${quote(dir)}: not a directory`,
     });
   }
 }
@@ -888,7 +896,7 @@ async function startLocked(options: StartOptions, prepared: Prepared): Promise<S
       : await abortable(readiness.wait(pidfd, remaining));
     if (!result.ready) {
       const extra = [
-        result.status === undefined ? "" : `; its last status: "${result.status}"`,
+        result.status === undefined ? "" : `; its last status: ${quote(result.status)}`,
         result.errno === undefined
           ? ""
           : `; it reported ERRNO=${result.errno} (${describeErrno(result.errno)})`,
@@ -1068,7 +1076,7 @@ async function findDaemon(pidfile: string): Promise<{ pid: number; pidfd: number
         continue;
       }
       throw new StopFailedError(
-        `pid file "${pidfile}" is locked but names no pid; not signalling anything`,
+        `pid file ${quote(pidfile)} is locked but names no pid; not signalling anything`,
         undefined,
       );
     }
@@ -1078,7 +1086,7 @@ async function findDaemon(pidfile: string): Promise<{ pid: number; pidfd: number
       // Gone between the probe and the open: look again.
       if (attempt < 20) continue;
       throw new StopFailedError(
-        `pid file "${pidfile}" is locked, but pid ${pid} it names does not exist`,
+        `pid file ${quote(pidfile)} is locked, but pid ${pid} it names does not exist`,
         pid,
       );
     }
@@ -1086,12 +1094,12 @@ async function findDaemon(pidfile: string): Promise<{ pid: number; pidfd: number
     if (again.state !== "running" || again.pid !== pid) {
       close(pidfd);
       if (attempt < 20) continue;
-      throw new StopFailedError(`pid file "${pidfile}" keeps changing; try again`, pid);
+      throw new StopFailedError(`pid file ${quote(pidfile)} keeps changing; try again`, pid);
     }
     if (holdsFile(pid, pidfile) === false) {
       close(pidfd);
       throw new StopFailedError(
-        `pid file "${pidfile}" names pid ${pid}, but that process does not hold it ` +
+        `pid file ${quote(pidfile)} names pid ${pid}, but that process does not hold it ` +
           `(another process holds the lock); not signalling pid ${pid}`,
         pid,
       );
@@ -1147,13 +1155,15 @@ function precheckPidfileForRead(path: string): void {
   if ((st.mode & C.S_IFMT) === C.S_IFLNK) {
     throw new SystemError("open", ERRNO.ELOOP, {
       path,
-      message: `cannot open pid file "${path}": it is a symbolic link, which is never followed`,
+      message: `cannot open pid file ${
+        quote(path)
+      }: it is a symbolic link, which is never followed`,
     });
   }
   if ((st.mode & C.S_IFMT) !== C.S_IFREG) {
     throw new SystemError("open", ERRNO.EINVAL, {
       path,
-      message: `pid file "${path}" is a ${fileKind(st.mode)}, not a regular file`,
+      message: `pid file ${quote(path)} is a ${fileKind(st.mode)}, not a regular file`,
     });
   }
 }
@@ -1187,7 +1197,7 @@ async function stopLocked(options: StopOptions): Promise<StopResult> {
     }
     if (!released) {
       throw new StopFailedError(
-        `pid ${pid} still holds "${options.pidfile}" after the stop schedule ` +
+        `pid ${pid} still holds ${quote(options.pidfile)} after the stop schedule ` +
           `(${sent.map(signalName).join(", ")} sent)`,
         pid,
       );
@@ -1382,7 +1392,7 @@ export async function run(options: RunOptions): Promise<number> {
         becomeUser(prepared.user.user, prepared.user.gid);
       } catch (err) {
         throw new SystemError("setuid", err instanceof SystemError ? err.errno : ERRNO.EPERM, {
-          message: `cannot become user "${prepared.user.user.name}": ${
+          message: `cannot become user ${quote(prepared.user.user.name)}: ${
             err instanceof Error ? err.message : err
           }`,
         });

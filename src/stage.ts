@@ -24,6 +24,7 @@ import {
   pipe,
   pollNow,
   pollWait,
+  quote,
   read,
   resetSignals,
   setCloexec,
@@ -182,20 +183,22 @@ export function runStage(args: readonly string[]): never {
         becomeUser(spec.user, spec.gid ?? spec.user.gid);
       } catch (err) {
         throw new Error(
-          `cannot become user "${spec.user.name}": ${err instanceof Error ? err.message : err}`,
+          `cannot become user ${quote(spec.user.name)}: ${
+            err instanceof Error ? err.message : err
+          }`,
         );
       }
     }
     try {
       Deno.chdir(spec.cwd);
     } catch (err) {
-      const who = spec.user ? ` as user "${spec.user.name}"` : "";
+      const who = spec.user ? ` as user ${quote(spec.user.name)}` : "";
       const why = err instanceof Deno.errors.NotFound
         ? "no such directory"
         : err instanceof Deno.errors.PermissionDenied
         ? "permission denied"
         : String(err);
-      throw new Error(`cannot change directory to "${spec.cwd}"${who}: ${why}`);
+      throw new Error(`cannot change directory to ${quote(spec.cwd)}${who}: ${why}`);
     }
     resetSignals();
     execve(spec.path, spec.argv, { ...spec.env });
