@@ -28,6 +28,7 @@ import {
   fstat,
   ids,
   kill,
+  listDirectory,
   lookupGroup,
   lookupUser,
   lstat,
@@ -39,10 +40,12 @@ import {
   pollNow,
   pollWait,
   quote,
+  readSmallFile,
   reap,
   resetSignals,
   setCloexec,
   signalName,
+  stat as statPath,
   statfsType,
   SystemError,
   tryFlock,
@@ -1036,17 +1039,17 @@ function holdsFile(pid: number, path: string): boolean | undefined {
   } catch {
     return undefined;
   }
-  let entries: Deno.DirEntry[];
+  let entries: string[];
   try {
-    entries = [...Deno.readDirSync(`/proc/${pid}/fd`)];
+    entries = listDirectory(`/proc/${pid}/fd`);
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
+    if (err instanceof SystemError && err.code === "ENOENT") return false;
     return undefined;
   }
-  for (const e of entries) {
+  for (const name of entries) {
     try {
-      const info = Deno.statSync(`/proc/${pid}/fd/${e.name}`);
-      if (BigInt(info.dev) === st.dev && BigInt(info.ino ?? -1) === st.ino) return true;
+      const info = statPath(`/proc/${pid}/fd/${name}`);
+      if (info.dev === st.dev && info.ino === st.ino) return true;
     } catch {
       // Closed meanwhile, or not a file.
     }
@@ -1064,7 +1067,7 @@ function holdsFile(pid: number, path: string): boolean | undefined {
  */
 async function findDaemon(pidfile: string): Promise<{ pid: number; pidfd: number }> {
   for (let attempt = 0;; attempt++) {
-    const found = probeConfirmed(pidfile);
+    const found = probeSync(pidfile);
     if (found.state === "absent") throw new NotRunningError(pidfile);
     if (found.state === "stale") {
       await emptyPidfile(pidfile);
@@ -1106,16 +1109,6 @@ async function findDaemon(pidfile: string): Promise<{ pid: number; pidfd: number
     }
     return { pid, pidfd };
   }
-}
-
-/**
- * The probe, with a "not running" answer looked at twice: /proc/locks is read
- * in pieces and can miss a held lock while other locks come and go, so one
- * miss is confirmed by a second read before anything is concluded from it.
- */
-function probeConfirmed(pidfile: string): ReturnType<typeof probeSync> {
-  const first = probeSync(pidfile);
-  return first.state === "running" ? first : probeSync(pidfile);
 }
 
 /** Leave the pid file empty: take the lock briefly and release it (which truncates). */
@@ -1275,7 +1268,7 @@ export function restart(options: RestartOptions): Promise<StartResult> {
 export function status(pidfile: string): StatusReport {
   let found;
   try {
-    found = probeConfirmed(pidfile);
+    found = probeSync(pidfile);
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     return { state: "unknown", code: 4, pid: null, pidfile, error: message };
@@ -1304,12 +1297,12 @@ function procFacts(pid: number): Partial<StatusReport> {
     cmdline?: string[];
   } = {};
   try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const stat = readSmallFile(`/proc/${pid}/stat`);
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     const startTicks = Number(fields[19]); // field 22, counted from field 3
     const hz = 100; // USER_HZ: 100 on every Linux architecture we support
-    const btime = Number(/^btime (\d+)$/m.exec(Deno.readTextFileSync("/proc/stat"))?.[1]);
-    const uptime = Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]);
+    const btime = Number(/^btime (\d+)$/m.exec(readSmallFile("/proc/stat"))?.[1]);
+    const uptime = Number(readSmallFile("/proc/uptime").split(" ")[0]);
     if (Number.isFinite(startTicks) && Number.isFinite(btime)) {
       out.startTime = new Date((btime + startTicks / hz) * 1000).toISOString();
     }
@@ -1320,20 +1313,18 @@ function procFacts(pid: number): Partial<StatusReport> {
     // Gone meanwhile.
   }
   try {
-    const m = /^VmRSS:\s+(\d+) kB$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readSmallFile(`/proc/${pid}/status`));
     out.rssKiB = m ? Number(m[1]) : 0;
   } catch {
     // Gone meanwhile.
   }
   try {
-    let n = 0;
-    for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) n++;
-    out.fds = n;
+    out.fds = listDirectory(`/proc/${pid}/fd`).length;
   } catch {
     out.fds = null;
   }
   try {
-    const raw = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
+    const raw = readSmallFile(`/proc/${pid}/cmdline`);
     const argv = raw.split("\0");
     if (argv[argv.length - 1] === "") argv.pop();
     out.cmdline = argv;

@@ -49,6 +49,27 @@ export function bundleVariant(): Promise<Variant> {
   return bundleBuilt;
 }
 
+/**
+ * The permission flags the compiled binary gets: read from the `compile` task
+ * in deno.json, so the tests and the build cannot drift apart.
+ */
+export function compilePermissions(): string[] {
+  const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
+  const flags: string[] = String(config.tasks.compile).match(/--allow-[a-z-]+(=\S+)?/g) ?? [];
+  assert(flags.length > 0, "the compile task names no permissions");
+  return flags;
+}
+
+/**
+ * The bundle run with exactly the compiled binary's narrow permissions: what
+ * proves, on a machine that cannot build the binary, that the command needs
+ * no more than `deno task compile` grants.
+ */
+export async function narrowVariant(): Promise<Variant> {
+  const bundle = await bundleVariant();
+  return { name: "narrow", cmd: [Deno.execPath(), "run", ...compilePermissions(), bundle.cmd[3]!] };
+}
+
 let compiled: Promise<Variant | undefined> | undefined;
 
 /**
@@ -71,11 +92,7 @@ export function compiledVariant(): Promise<Variant | undefined> {
         args: [
           "compile",
           "--quiet",
-          "--allow-ffi",
-          "--allow-read",
-          "--allow-write",
-          "--allow-env",
-          "--allow-sys",
+          ...compilePermissions(),
           "-o",
           path,
           `${ROOT}cli.ts`,
@@ -98,7 +115,7 @@ export function compiledVariant(): Promise<Variant | undefined> {
 
 /** Every packaging that can run here. */
 export async function allVariants(): Promise<Variant[]> {
-  const out = [SOURCE, await bundleVariant()];
+  const out = [SOURCE, await bundleVariant(), await narrowVariant()];
   const bin = await compiledVariant();
   if (bin) out.push(bin);
   return out;
