@@ -52,7 +52,7 @@ import {
   umask as setUmask,
   type User,
 } from "./ffi/mod.ts";
-import { AlreadyRunningError, PidFile, probeSync } from "./pidfile.ts";
+import { AlreadyRunningError, explainOpenError, PidFile, probeSync } from "./pidfile.ts";
 import { type FdSource, resolveCommand, spawn } from "./spawn.ts";
 import { NOTIFY_FD_ENV, NOTIFY_SOCKET_ENV, Readiness, type ReadinessMode } from "./readiness.ts";
 import { awaitStage, spawnStage } from "./stage.ts";
@@ -516,30 +516,12 @@ function fstatKind(fd: number, path: string): number {
 
 function describePathError(err: unknown, path: string, what: string): unknown {
   if (!(err instanceof SystemError)) return err;
-  const reason = (() => {
-    switch (err.errno) {
-      case ERRNO.ELOOP:
-        return "it is a symbolic link, which is never followed";
-      case ERRNO.EISDIR:
-        return "it is a directory";
-      case ERRNO.ENOENT:
-        return "its directory does not exist";
-      case ERRNO.ENOTDIR:
-        return "a component of the path is not a directory";
-      case ERRNO.EACCES:
-        return what === "guard file"
-          ? "permission denied (name a writable one with --guard FILE)"
-          : "permission denied";
-      case ERRNO.EROFS:
-        return "read-only file system";
-      default:
-        return describeErrno(err.errno);
-    }
-  })();
-  return new SystemError(err.syscall, err.errno, {
+  return explainOpenError(
+    err,
     path,
-    message: `cannot open ${what} ${quote(path)}: ${reason}`,
-  });
+    what,
+    what === "guard file" ? { EACCES: "name a writable one with --guard FILE" } : {},
+  );
 }
 
 function guardPath(options: GuardOptions): string {

@@ -11,6 +11,7 @@
 import {
   C,
   close,
+  describeErrno,
   ERRNO,
   fileKind,
   type FileStat,
@@ -123,8 +124,22 @@ function readPidFd(fd: number, path: string): number | undefined {
   return parsePid(pread(fd, MAX_PIDFILE_BYTES + 1, 0, path));
 }
 
-function describeOpenError(err: SystemError, path: string, creating: boolean): SystemError {
-  const what = creating ? "cannot open pid file" : "cannot read pid file";
+/**
+ * Say in one line why a file could not be opened: `cannot open pid file
+ * "/run/x.pid": it is a symbolic link, which is never followed`.
+ *
+ * @param err the failure of open(2)
+ * @param path the file
+ * @param what what the file is ("pid file", "guard file", "output file")
+ * @param hints extra advice by errno name, such as `{ EACCES: "..." }`
+ * @returns the error to throw, with the same errno and a clearer message
+ */
+export function explainOpenError(
+  err: SystemError,
+  path: string,
+  what: string,
+  hints: { readonly [code: string]: string } = {},
+): SystemError {
   const reason = (() => {
     switch (err.errno) {
       case ERRNO.ELOOP:
@@ -135,18 +150,16 @@ function describeOpenError(err: SystemError, path: string, creating: boolean): S
         return "its directory does not exist";
       case ERRNO.ENOTDIR:
         return "a component of the path is not a directory";
-      case ERRNO.EACCES:
-        return "permission denied";
       case ERRNO.EROFS:
         return "read-only file system";
       default:
-        return undefined;
+        return describeErrno(err.errno);
     }
   })();
-  if (reason === undefined) return err;
+  const hint = hints[err.code];
   return new SystemError(err.syscall, err.errno, {
     path,
-    message: `${what} ${quote(path)}: ${reason}`,
+    message: `cannot open ${what} ${quote(path)}: ${reason}${hint ? ` (${hint})` : ""}`,
   });
 }
 
@@ -159,7 +172,7 @@ function openPidFile(path: string, flags: number, mode: number): number {
     );
   } catch (err) {
     if (err instanceof SystemError) {
-      throw describeOpenError(err, path, (flags & C.O_CREAT) !== 0);
+      throw explainOpenError(err, path, "pid file");
     }
     throw err;
   }
