@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { AlreadyRunningError, PidFile, SystemError } from "../mod.ts";
 import { isLockedBySyscalls, parsePid, probeSync, procLocksHold } from "../src/pidfile.ts";
-import { C, close, fstat, open } from "../src/ffi/mod.ts";
+import { C, close, fstat, kill, open, pipe, reap } from "../src/ffi/mod.ts";
+import { spawn } from "../src/spawn.ts";
 import {
   denoArgs,
   eventually,
@@ -103,25 +104,32 @@ Deno.test("PidFile.acquire() sees a lock taken by flock(1)", async () => {
 Deno.test("the lock is free once the holder is killed, before anyone reaps it", async () => {
   await using dir = await tempDir();
   const path = dir.join("killed.pid");
-  const [cmd, args] = denoArgs(HOLDER, "hold", path);
-  // Deno.Command reaps only when .status is awaited: until then a dead child stays a zombie.
-  const child = new Deno.Command(cmd, { args, stdin: "piped", stdout: "piped" }).spawn();
+  // posix_spawn directly: Deno's own child handling would reap the zombie behind our back.
+  const [r, w] = pipe();
+  const pid = spawn({
+    path: Deno.execPath(),
+    argv: denoArgs(HOLDER, "hold", path).flat(),
+    env: Deno.env.toObject(),
+    fds: { 0: r, 2: 2 },
+  });
+  close(r);
   try {
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    assert.match((await reader.read()).value ?? "", /^locked /);
-    reader.releaseLock();
-    child.kill("SIGKILL");
+    await eventually(
+      "the holder to lock",
+      async () => (await PidFile.probe(path)).state === "running",
+    );
+    kill(pid, 9);
     assert.equal(await PidFile.waitForRelease(path, { timeout: 10_000 }), true);
     // The kernel frees the lock while the process is still exiting; it turns
     // into a zombie a moment later and stays one, since nobody reaps it yet.
-    await eventually("the holder to become a zombie", () => processState(child.pid) === "Z", 5000);
-    assert.deepEqual(await PidFile.probe(path), { state: "stale", pid: child.pid });
+    await eventually("the holder to become a zombie", () => processState(pid) === "Z", 5000);
+    assert.deepEqual(await PidFile.probe(path), { state: "stale", pid });
     using again = await PidFile.acquire(path);
     assert.equal(again.pid, Deno.pid);
   } finally {
-    await child.stdin.close().catch(() => {});
-    await child.stdout.cancel().catch(() => {});
-    await child.status;
+    close(w);
+    kill(pid, 9);
+    await eventually("the holder to be reaped", () => reap(pid) !== undefined, 5000);
   }
 });
 
