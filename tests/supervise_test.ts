@@ -741,3 +741,77 @@ Deno.test("start --supervise --user runs the supervisor and its child as that us
     killQuietly(supervisor);
   }
 });
+
+// ---------------------------------------------------------------- the supervisor SIGKILLed
+
+/** Every pid in /proc whose argv is exactly `argv` and that is not a zombie. */
+function processesRunning(argv: readonly string[]): number[] {
+  const want = argv.join(" ") + " ";
+  const out = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (/^[0-9]+$/.test(e.name) && cmdline(Number(e.name)) === want && isAlive(Number(e.name))) {
+      out.push(Number(e.name));
+    }
+  }
+  return out;
+}
+
+Deno.test("a SIGKILLed supervisor leaves its child holding the lock: no second instance; status, start and stop name the child", async () => {
+  await using dir = await tempDir();
+  const pidfile = dir.join("d.pid");
+  // A unique argv, so the test finds exactly its own processes (and kills them by pid).
+  const marker = `1000.${crypto.randomUUID().slice(0, 8).replace(/[a-f]/g, "1")}`;
+  const command = ["sleep", marker];
+  const started: number[] = [];
+  try {
+    const r = await sr(SOURCE, ["start", "--supervise", "--pidfile", pidfile, "--", ...command]);
+    assert.equal(r.code, 0, r.stderr);
+    const supervisor = Number(r.stdout.trim());
+    started.push(supervisor);
+    const [child] = processesRunning(command);
+    assert.ok(child, "the supervised child runs");
+    started.push(child);
+
+    Deno.kill(supervisor, "SIGKILL");
+    await eventually("the supervisor to die", () => !isAlive(supervisor));
+    assert.ok(isAlive(child), "the child outlives its supervisor");
+
+    // The single-instance promise: the child still holds the lock, a second start is refused.
+    const again = await sr(SOURCE, [
+      "start",
+      "--supervise",
+      "--pidfile",
+      pidfile,
+      "--",
+      ...command,
+    ]);
+    if (again.code === 0) started.push(Number(again.stdout.trim()));
+    started.push(...processesRunning(command));
+    assert.equal(again.code, 3, `a second start must be refused: ${again.stderr}`);
+    assert.equal(again.stderr.trim(), `singleton-run: already running (pid ${child})`);
+    assert.deepEqual(processesRunning(command), [child], "one instance");
+
+    const status = await sr(SOURCE, ["status", "--pidfile", pidfile, "--json"]);
+    assert.equal(status.code, 0, status.stderr);
+    const s = JSON.parse(status.stdout);
+    assert.equal(s.state, "running");
+    assert.equal(s.pid, child);
+    assert.deepEqual(s.holders, [child]);
+    assert.equal(s.namedPid, supervisor);
+    assert.equal(s.namedPidGone, true);
+    const human = await sr(SOURCE, ["status", "--pidfile", pidfile]);
+    assert.equal(human.code, 0);
+    assert.match(
+      human.stderr,
+      new RegExp(`running \\(pid ${child}\\b.*names pid ${supervisor}, which is gone`),
+    );
+
+    const stop = await sr(SOURCE, ["stop", "--pidfile", pidfile]);
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.ok(!isAlive(child), "stop stopped the orphaned child");
+    assert.equal(Deno.readTextFileSync(pidfile), "", "the pid file is left empty");
+    assert.equal((await PidFile.probe(pidfile)).state, "absent");
+  } finally {
+    for (const pid of started) killQuietly(pid);
+  }
+});
