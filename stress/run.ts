@@ -34,6 +34,8 @@ export const KNOWN_BUGS: Readonly<Record<string, string>> = {
   B1: "PidFile.probe misses a held lock when /proc/locks spans pages and locks churn",
   B2: "a value holding a newline is printed raw, so the message spans several lines",
   B3: "stop racing a daemon's exit refuses with exit 1 (the pid it names holds no fd on the file)",
+  B4:
+    "a start SIGKILLed between ftruncate and pwrite of the daemon's pid leaves its daemon unstoppable",
 };
 
 const PROFILES = {
