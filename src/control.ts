@@ -822,12 +822,13 @@ async function startLocked(options: StartOptions, prepared: Prepared): Promise<S
       : launchDaemon);
     const launched = launch(plan);
     const pid = launched.pid;
+    // First thing: the daemon holds the lock from now on, and the file must name it.
+    lock.writePid(pid);
     launchedPid = pid;
     readiness.spawned();
     if (output >= 0) close(output);
     output = -1;
     pidfd = pidfdOpen(pid);
-    lock.writePid(pid);
     const started = performance.now();
     const timeout = options.readyTimeout ?? DEFAULT_READY_TIMEOUT_MS;
 
@@ -1039,68 +1040,282 @@ function holdsFile(pid: number, path: string): boolean | undefined {
   return false;
 }
 
+// ---------------------------------------------------------------- lock holders
+
+/**
+ * A process that holds the pid file's lock through one of its own
+ * descriptors: the daemon, or (when the pid file names a process that is
+ * gone or does not hold it) a child that inherited the locked descriptor,
+ * such as a supervised COMMAND whose supervisor was SIGKILLed.
+ */
+interface Holder {
+  readonly pid: number;
+  readonly ppid: number;
+  /** Its process group. */
+  readonly pgid: number;
+  /** When it started, in clock ticks since boot (field 22 of /proc/PID/stat). */
+  readonly startTicks: number;
+}
+
+/** The device and inode of the pid file, or undefined when it is gone. */
+function fileIdentity(path: string): Pick<FileStat, "dev" | "ino"> | undefined {
+  try {
+    return lstat(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether a process holds a lock on the file (dev/ino) through one of its
+ * descriptors, from /proc/PID/fdinfo: every descriptor that shares the
+ * locked open file description (a dup, or one inherited) lists the flock.
+ *
+ * @returns true or false; undefined when /proc does not let us look (EACCES)
+ */
+function holdsLock(pid: number, st: Pick<FileStat, "dev" | "ino">): boolean | undefined {
+  let names: string[];
+  try {
+    names = listDirectory(`/proc/${pid}/fd`);
+  } catch (err) {
+    // ENOENT: gone (a zombie has no fd directory either); anything else: cannot tell.
+    return err instanceof SystemError && err.code === "ENOENT" ? false : undefined;
+  }
+  for (const name of names) {
+    try {
+      const target = statPath(`/proc/${pid}/fd/${name}`);
+      if (target.dev !== st.dev || target.ino !== st.ino) continue;
+      if (/^lock:/m.test(readSmallFile(`/proc/${pid}/fdinfo/${name}`))) return true;
+    } catch {
+      // Closed meanwhile, or not a file we may look at.
+    }
+  }
+  return false;
+}
+
+/** ppid, process group and start time from /proc/PID/stat; undefined when gone. */
+function holderFacts(pid: number): Holder | undefined {
+  try {
+    const stat = readSmallFile(`/proc/${pid}/stat`);
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (f[0] === "Z" || f[0] === "X") return undefined;
+    return { pid, ppid: Number(f[1]), pgid: Number(f[2]), startTicks: Number(f[19]) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Every process that holds the lock on the file, found by scanning
+ * /proc/*\/fd (through libc: Deno's own API would need --allow-all for
+ * /proc). Processes /proc hides from us (another user's, as non-root) are
+ * not found. This process itself is never listed.
+ */
+function lockHolders(st: Pick<FileStat, "dev" | "ino">): Holder[] {
+  let entries: string[];
+  try {
+    entries = listDirectory("/proc");
+  } catch {
+    return [];
+  }
+  const self = ids.pid();
+  const out: Holder[] = [];
+  for (const name of entries) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid <= 0 || pid === self) continue;
+    if (holdsLock(pid, st) !== true) continue;
+    const facts = holderFacts(pid);
+    if (facts) out.push(facts);
+  }
+  return out;
+}
+
+/**
+ * The holders that are not descendants of another holder (a worker that
+ * inherited the descriptor from its master is not one), oldest first: the
+ * processes to act on, as a supervisor or a parent would.
+ */
+function topHolders(holders: readonly Holder[]): Holder[] {
+  const pids = new Set(holders.map((h) => h.pid));
+  return holders.filter((h) => !pids.has(h.ppid))
+    .sort((a, b) => a.startTicks - b.startTicks || a.pid - b.pid);
+}
+
+/** What is known about who holds a locked pid file. */
+interface HolderView {
+  /** The process to report and act on: the named pid, or the oldest top holder. */
+  readonly pid: number | undefined;
+  /** Set when the holder is not the pid the file names: every holder found. */
+  readonly holders?: readonly Holder[];
+}
+
+/**
+ * Who holds a locked pid file: the pid it names when that process holds it
+ * (or /proc does not let us tell), else the holders found in /proc.
+ *
+ * @param path the pid file
+ * @param named the pid the file names, if any
+ */
+function lockHolderView(path: string, named: number | undefined): HolderView {
+  const st = fileIdentity(path);
+  if (!st) return { pid: named };
+  if (named !== undefined && holdsLock(named, st) !== false) return { pid: named };
+  const holders = lockHolders(st);
+  if (holders.length === 0) return { pid: named };
+  return { pid: topHolders(holders)[0]!.pid, holders };
+}
+
+/** Whether a process runs (exists and is not a zombie). */
+function processRuns(pid: number): boolean {
+  return holderFacts(pid) !== undefined;
+}
+
+/**
+ * An AlreadyRunningError naming the process that really holds the lock,
+ * when the pid file names one that is gone or does not hold it.
+ */
+function withRealHolder(err: unknown): unknown {
+  if (!(err instanceof AlreadyRunningError)) return err;
+  const view = lockHolderView(err.path, err.pid);
+  return view.pid === err.pid ? err : new AlreadyRunningError(err.path, view.pid);
+}
+
 // ---------------------------------------------------------------- stop, signal
+
+/** A process that stop or signal acts on, named for good by a pidfd. */
+interface Target {
+  readonly pid: number;
+  readonly pidfd: number;
+  /** It was found as a holder and leads its own process group: signal the group (--kill-group). */
+  readonly group: boolean;
+}
+
+/** What stop and signal act on. */
+interface Targets {
+  /** The pid the pid file names, if any. */
+  readonly named: number | undefined;
+  /** True: `list` is the named process; false: the lock's holders found in /proc. */
+  readonly isNamed: boolean;
+  /** The pid file's device and inode. */
+  readonly st: Pick<FileStat, "dev" | "ino">;
+  readonly list: Target[];
+}
 
 /**
  * Find the running daemon and open a pidfd on it, checking after the open
  * that the lock is still held, the file still names that pid and (where /proc
- * lets us see) the process holds the file: the pidfd then names the daemon
- * for good, and a recycled pid is never signalled.
+ * lets us see) the process holds the lock: the pidfd then names the daemon
+ * for good, and a recycled pid is never signalled. When the named process is
+ * gone or does not hold the lock while the lock is still held (a supervisor
+ * SIGKILLed while its child runs on, a daemon whose forked child kept the
+ * inherited descriptor), the targets are the processes that hold it, found
+ * in /proc and each re-checked after its pidfd is open.
  */
-async function findDaemon(pidfile: string): Promise<{ pid: number; pidfd: number }> {
+async function findTargets(pidfile: string): Promise<Targets> {
   for (let attempt = 0;; attempt++) {
+    const retry = attempt < 20;
     const found = probeSync(pidfile);
     if (found.state === "absent") throw new NotRunningError(pidfile);
     if (found.state === "stale") {
       await emptyPidfile(pidfile);
       throw new NotRunningError(pidfile, found.pid);
     }
-    if (found.pid === undefined) {
-      if (attempt < 20) {
-        await new Promise((r) => setTimeout(r, 10));
-        continue;
+    const st = fileIdentity(pidfile);
+    if (!st) {
+      if (retry) continue;
+      throw new NotRunningError(pidfile);
+    }
+    const named = found.pid;
+    if (named !== undefined) {
+      const pidfd = pidfdOpen(named);
+      if (pidfd !== undefined) {
+        const again = probeSync(pidfile);
+        if (again.state !== "running" || again.pid !== named) {
+          close(pidfd);
+          if (retry) continue;
+          throw new StopFailedError(`pid file ${quote(pidfile)} keeps changing; try again`, named);
+        }
+        if (holdsLock(named, st) !== false) {
+          return { named, isNamed: true, st, list: [{ pid: named, pidfd, group: false }] };
+        }
+        close(pidfd);
       }
-      throw new StopFailedError(
-        `pid file ${quote(pidfile)} is locked but names no pid; not signalling anything`,
-        undefined,
-      );
     }
-    const pid = found.pid;
-    const pidfd = pidfdOpen(pid);
-    if (pidfd === undefined) {
-      // Gone between the probe and the open: look again.
-      if (attempt < 20) continue;
-      throw new StopFailedError(
-        `pid file ${quote(pidfile)} is locked, but pid ${pid} it names does not exist`,
-        pid,
-      );
+    const list = openHolders(st);
+    if (list.length > 0) return { named, isNamed: false, st, list };
+    // No holder in sight: it may have let go just now (look again), or /proc hides it.
+    if (retry) {
+      await new Promise((r) => setTimeout(r, 10));
+      continue;
     }
-    const again = probeSync(pidfile);
-    if (again.state !== "running" || again.pid !== pid) {
-      close(pidfd);
-      if (attempt < 20) continue;
-      throw new StopFailedError(`pid file ${quote(pidfile)} keeps changing; try again`, pid);
-    }
-    if (holdsFile(pid, pidfile) === false) {
-      close(pidfd);
-      throw new StopFailedError(
-        `pid file ${quote(pidfile)} names pid ${pid}, but that process does not hold it ` +
-          `(another process holds the lock); not signalling pid ${pid}`,
-        pid,
-      );
-    }
-    return { pid, pidfd };
+    throw new StopFailedError(
+      `pid file ${quote(pidfile)} is locked, but ${
+        named === undefined ? "names no pid" : `pid ${named} it names does not hold it`
+      }, and no process that holds it can be seen in /proc; not signalling anything`,
+      named,
+    );
   }
 }
 
-/** Leave the pid file empty: take the lock briefly and release it (which truncates). */
-async function emptyPidfile(pidfile: string): Promise<void> {
-  try {
-    const lock = await PidFile.acquire(pidfile);
-    lock.release();
-  } catch {
-    // Someone holds it again, or we may not write it: leave it.
+/**
+ * pidfds on the top holders of the lock (see {@link topHolders}), each
+ * re-checked after the open: a pid reused between the scan and the open does
+ * not hold the lock, so it is dropped, never signalled.
+ */
+function openHolders(st: Pick<FileStat, "dev" | "ino">): Target[] {
+  const out: Target[] = [];
+  for (const h of topHolders(lockHolders(st))) {
+    let pidfd: number | undefined;
+    try {
+      pidfd = pidfdOpen(h.pid);
+    } catch {
+      continue; // EMFILE and the like: leave this one
+    }
+    if (pidfd === undefined) continue;
+    if (holdsLock(h.pid, st) !== true) {
+      close(pidfd);
+      continue;
+    }
+    out.push({ pid: h.pid, pidfd, group: h.pgid === h.pid });
   }
+  return out;
+}
+
+/** The targets whose process has not exited (its pidfd is not readable yet). */
+function liveTargets(targets: readonly Target[]): Target[] {
+  if (targets.length === 0) return [];
+  const revents = pollNow(targets.map((t) => ({ fd: t.pidfd, events: C.POLLIN })));
+  return targets.filter((_, i) => revents[i] === 0);
+}
+
+/**
+ * Signal one target through its pidfd; a group leader found as a holder gets
+ * the signal as a group (its pgid cannot be reused while the leader lives,
+ * and we hold its pidfd).
+ *
+ * @returns false when it was already gone
+ */
+function signalTarget(t: Target, sig: number): boolean {
+  if (t.group && liveTargets([t]).length === 1) {
+    try {
+      if (kill(-t.pid, sig)) return true;
+    } catch {
+      // EPERM for a member: the leader itself still gets it below.
+    }
+  }
+  return pidfdSendSignal(t.pidfd, sig, `pid ${t.pid}`);
+}
+
+/** "the pid file names pid N, which is gone", for a message about holders. */
+function describeNamed(named: number | undefined): string {
+  if (named === undefined) return "the pid file names no pid";
+  return processRuns(named)
+    ? `the pid file names pid ${named}, which does not hold its lock`
+    : `the pid file names pid ${named}, which is gone`;
+}
+
+function pidList(pids: readonly number[]): string {
+  return pids.length === 1 ? `pid ${pids[0]}` : `pids ${pids.join(", ")}`;
 }
 
 /**
@@ -1143,18 +1358,76 @@ function precheckPidfileForRead(path: string): void {
   }
 }
 
+/**
+ * Leave the pid file empty once nobody holds it: take the lock and release it
+ * (which truncates).
+ *
+ * @returns false when the lock is still held; true once emptied, or when we
+ *   may not open the file to check (what the probe said stands)
+ */
+async function emptyPidfile(pidfile: string): Promise<boolean> {
+  try {
+    const lock = await PidFile.acquire(pidfile);
+    lock.release();
+    return true;
+  } catch (err) {
+    // Held again (or still: a /proc/locks miss), or we may not write it: leave it.
+    return !(err instanceof AlreadyRunningError);
+  }
+}
+
 async function stopLocked(options: StopOptions): Promise<StopResult> {
   const schedule = options.schedule ?? parseSchedule(DEFAULT_SCHEDULE);
-  const { pid, pidfd } = await findDaemon(options.pidfile);
+  const pidfile = options.pidfile;
+  const found = await findTargets(pidfile);
+  const targets = found.list;
+  if (!found.isNamed) {
+    options.onWarning?.(
+      `${describeNamed(found.named)}; stopping ${
+        pidList(targets.map((t) => t.pid))
+      }, which hold${targets.length === 1 ? "s" : ""} the lock`,
+    );
+  }
   const started = performance.now();
   const sent: number[] = [];
+
+  /**
+   * When every process we signalled is gone but the lock is still held, the
+   * processes left holding it (a worker that inherited the descriptor, the
+   * child of a supervisor that was killed) get the last signal too.
+   */
+  const retarget = (sig: number): boolean => {
+    if (liveTargets(targets).length > 0) return false;
+    const fresh = openHolders(found.st);
+    targets.push(...fresh);
+    for (const t of fresh) signalTarget(t, sig);
+    return fresh.length > 0;
+  };
+
+  /** Wait up to `ms` for the lock to be free, waking when a target exits. */
+  const waitReleased = async (ms: number): Promise<boolean> => {
+    const deadline = performance.now() + ms;
+    let slice = 2;
+    for (;;) {
+      if (probeSync(pidfile).state !== "running" && await emptyPidfile(pidfile)) return true;
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) return false;
+      const wait = Math.max(1, Math.min(slice, remaining));
+      slice = Math.min(slice * 2, 100);
+      if (sent.length > 0 && retarget(sent[sent.length - 1]!)) continue;
+      const live = liveTargets(targets);
+      if (live.length === 0) await new Promise((r) => setTimeout(r, wait));
+      else await pollWait(live.map((t) => ({ fd: t.pidfd, events: C.POLLIN })), wait);
+    }
+  };
+
   try {
     let i = 0;
     let released = false;
     for (;;) {
       if (i >= schedule.steps.length) {
         if (schedule.repeatAt === schedule.steps.length) {
-          while (!await PidFile.waitForRelease(options.pidfile, { timeout: 60_000 }));
+          while (!await waitReleased(60_000));
           released = true;
           break;
         }
@@ -1163,48 +1436,68 @@ async function stopLocked(options: StopOptions): Promise<StopResult> {
       }
       const step = schedule.steps[i++]!;
       if ("signal" in step) {
-        pidfdSendSignal(pidfd, step.signal, `pid ${pid}`);
+        if (!retarget(step.signal)) {
+          for (const t of liveTargets(targets)) signalTarget(t, step.signal);
+        }
         sent.push(step.signal);
-      } else if (await PidFile.waitForRelease(options.pidfile, { timeout: step.waitMs })) {
+      } else if (await waitReleased(step.waitMs)) {
         released = true;
         break;
       }
     }
+    const pid = targets[0]!.pid;
     if (!released) {
+      const left = lockHolders(found.st).map((h) => h.pid);
+      const who = left.length > 0 ? left : liveTargets(targets).map((t) => t.pid);
       throw new StopFailedError(
-        `pid ${pid} still holds ${quote(options.pidfile)} after the stop schedule ` +
-          `(${sent.map(signalName).join(", ")} sent)`,
-        pid,
+        `${who.length > 0 ? pidList(who) : `pid ${pid}`} still hold${
+          who.length > 1 ? "" : "s"
+        } ${quote(pidfile)} after the stop schedule (${sent.map(signalName).join(", ")} sent)`,
+        who[0] ?? pid,
       );
     }
-    await emptyPidfile(options.pidfile);
-    return { pid, signals: sent, waitedMs: Math.round(performance.now() - started) };
+    return {
+      pid,
+      signals: sent,
+      waitedMs: Math.round(performance.now() - started),
+      ...(found.isNamed ? {} : { holders: [...new Set(targets.map((t) => t.pid))] }),
+    };
   } finally {
-    close(pidfd);
+    for (const t of targets) close(t.pidfd);
   }
 }
 
 /**
  * Send a signal to the running daemon through a pidfd (after the same
- * re-check as stop).
+ * re-check as stop). When the pid file names a process that is gone or does
+ * not hold the lock, the signal goes to the processes that hold it.
  *
  * @param options the pid file and the signal
- * @returns the daemon's pid
+ * @returns the daemon's pid (the first holder's, when the named one is not)
  * @throws {NotRunningError} when it is not running
- * @throws {StopFailedError} when the process named does not hold the lock
+ * @throws {StopFailedError} when the lock is held but no holder can be found
  * @throws {SystemError} EPERM and the like
  */
 export function sendSignal(options: SignalOptions): Promise<number> {
   precheckPidfileForRead(options.pidfile);
   return withGuard(options, async () => {
-    const { pid, pidfd } = await findDaemon(options.pidfile);
+    const found = await findTargets(options.pidfile);
     try {
-      if (!pidfdSendSignal(pidfd, options.signal, `pid ${pid}`)) {
-        throw new NotRunningError(options.pidfile);
+      if (!found.isNamed) {
+        options.onWarning?.(
+          `${describeNamed(found.named)}; signalling ${
+            pidList(found.list.map((t) => t.pid))
+          }, which hold${found.list.length === 1 ? "s" : ""} the lock`,
+        );
       }
-      return pid;
+      let delivered = false;
+      for (const t of found.list) {
+        if (signalTarget(t, options.signal)) delivered = true;
+      }
+      if (!delivered) throw new NotRunningError(options.pidfile);
+      return found.list[0]!.pid;
     } finally {
-      close(pidfd);
+      for (const t of found.list) close(t.pidfd);
     }
   });
 }
