@@ -389,6 +389,7 @@ interface Prober {
 }
 const probers: Prober[] = [];
 let statusDaemonPids: number[] = [];
+const statusMarks: string[] = [];
 const statusDir = freshDir();
 if (wanted(STATUS)) {
   const pidfile = `${statusDir}/d.pid`;
@@ -416,6 +417,7 @@ if (wanted(STATUS)) {
   }
   if (tools.daemon) {
     const dmark = marker();
+    statusMarks.push(dmark);
     await runCmd([
       tools.daemon,
       "--name",
@@ -773,7 +775,8 @@ try {
   log("in-process done");
 } finally {
   for (const pid of statusDaemonPids) signalPid(pid, "SIGKILL");
-  await cleanup(work);
+  // daemon(1)'s client does not mention our directory, only its marker.
+  await cleanup(work, ...statusMarks);
   await Deno.remove(work, { recursive: true }).catch(() => {});
 }
 

@@ -104,9 +104,15 @@ export function defaultForm(): CliForm {
   }
 }
 
-/** Lines of stderr that look like a JavaScript stack trace. */
+/**
+ * Lines of stderr that look like a JavaScript stack trace, also one quoted
+ * into a single line (`\n    at f (file:///...)`).
+ */
 export function stackLines(stderr: string): string[] {
-  return stderr.split("\n").filter((l) => /^\s+at /.test(l) || /^error: Uncaught/.test(l));
+  return stderr.split("\n").filter((l) =>
+    /^\s+at /.test(l) || /^error: Uncaught/.test(l) || /\\n\s+at /.test(l) ||
+    /\bat \S+ \((file|ext|node):/.test(l)
+  );
 }
 
 /** The non-empty lines of a text. */
