@@ -7,7 +7,15 @@
  * @module
  */
 
-import { fdsOf, findInstances, ROOT, signalPid, sleep, statOf } from "../bench/proc.ts";
+import {
+  fdsOf,
+  findInstances,
+  holdsLockOn,
+  ROOT,
+  signalPid,
+  sleep,
+  statOf,
+} from "../bench/proc.ts";
 import { PidFile } from "../mod.ts";
 import { type Cli, show, stackLines, strays, Tally } from "./common.ts";
 
@@ -174,12 +182,54 @@ export async function superviseFamily(cli: Cli, kills: number): Promise<Tally | 
       fds1 <= fds0,
       () => `supervisor descriptors grew from ${fds0} to ${fds1} over ${kills} restarts`,
     );
+    // Now the supervisor itself dies by SIGKILL: its child may stay (holding
+    // the lock, named by the file) or go with it, but a second start must
+    // never make a second instance, and stop must still end everything.
+    signalPid(sup!, "SIGKILL");
+    await sleep(300);
+    const orphans = findInstances(mark);
+    const info = () => `after the supervisor's SIGKILL: instances ${orphans.join(", ") || "none"}`;
+    let ino: number | undefined;
+    try {
+      ino = Deno.statSync(pidfile).ino ?? undefined;
+    } catch {
+      // absent
+    }
+    t.check(
+      orphans.every((p) => ino !== undefined && holdsLockOn(p, ino)),
+      () => `${info()}: a child runs without holding the lock`,
+      "B5",
+    );
+    const again = await cli.run([
+      "start",
+      "--supervise",
+      "--pidfile",
+      pidfile,
+      "--",
+      "/bin/sleep",
+      "3600",
+      mark,
+    ]);
+    await sleep(300);
+    const after = findInstances(mark);
+    t.check(
+      after.length <= 1,
+      () => `${info()}; start again: ${show(again)}; now ${after.length} instances`,
+      "B5",
+    );
+    t.check(
+      orphans.length ? again.code === 3 : again.code === 0,
+      () => `${info()}; start again: ${show(again)}`,
+      "B5",
+    );
     const stop = await cli.run(["stop", "--pidfile", pidfile]);
-    t.check(stop.code === 0, () => `stop: ${show(stop)}`);
-    await sleep(50);
+    t.check(stop.code === 0, () => `stop: ${show(stop)}`, orphans.length ? "B5" : undefined);
+    await sleep(100);
     const left = strays(dir).concat(findInstances(mark));
-    t.check(left.length === 0, () => `left behind after stop: ${left.join(", ")}`);
-    t.facts.push(`${kills} kills of the child; supervisor fds ${fds0} -> ${fds1}`);
+    t.check(left.length === 0, () => `left behind after stop: ${left.join(", ")}`, "B5");
+    t.facts.push(
+      `${kills} kills of the child; supervisor fds ${fds0} -> ${fds1}; then the supervisor SIGKILLed`,
+    );
     return t;
   } finally {
     for (const p of findInstances(mark).concat(strays(dir))) signalPid(p, "SIGKILL");
