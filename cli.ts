@@ -587,7 +587,7 @@ async function dispatch(cmd: Command, p: Parsed): Promise<number> {
               }` +
                 `, ${sv.restarts} restart(s)${sv.lastExit ? `, last: ${sv.lastExit}` : ""}`
               : ""
-          })`
+          }${holdersText(r)})`
           : r.state === "stale"
           ? `not running, but the pid file names pid ${r.pid} (stale)`
           : r.state === "stopped"
@@ -692,6 +692,20 @@ function optional<K extends string, V>(key: K, value: V | undefined): { [k in K]
 
 function secondsToMs(s: number | undefined): number | undefined {
   return s === undefined ? undefined : s * 1000;
+}
+
+/** For a lock held by another process than the one the pid file names: who and why. */
+function holdersText(
+  r: { holders?: readonly number[]; namedPid?: number | null; namedPidGone?: boolean },
+): string {
+  if (r.holders === undefined) return "";
+  const named = r.namedPid === null || r.namedPid === undefined
+    ? "the pid file names no pid"
+    : `the pid file names pid ${r.namedPid}, which ${
+      r.namedPidGone ? "is gone" : "does not hold its lock"
+    }`;
+  const all = r.holders.length > 1 ? `; held by pids ${r.holders.join(", ")}` : "";
+  return `; ${named}${all}`;
 }
 
 function formatUptime(s: number): string {

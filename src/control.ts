@@ -25,6 +25,7 @@ import {
   execve,
   type ExitReason,
   fileKind,
+  type FileStat,
   fstat,
   ids,
   kill,
@@ -326,6 +327,11 @@ export interface StopResult {
   readonly signals: readonly number[];
   /** How long until the lock was free, in milliseconds. */
   readonly waitedMs: number;
+  /**
+   * Only when the pid file named a process that was gone or did not hold the
+   * lock: the processes that held it, which were signalled instead.
+   */
+  readonly holders?: readonly number[];
 }
 
 /** Options of {@link restart}. */
@@ -349,10 +355,24 @@ export interface StatusReport {
   readonly state: "running" | "stale" | "stopped" | "unknown";
   /** The LSB status code: 0 running, 1 stale, 3 stopped, 4 unknown. */
   readonly code: 0 | 1 | 3 | 4;
-  /** The pid the file names, or null. */
+  /**
+   * The pid the file names, or null; for a running daemon, the process that
+   * holds the lock: when the named one is gone or does not hold it, the
+   * oldest holder found in /proc (see `holders`).
+   */
   readonly pid: number | null;
   /** The pid file. */
   readonly pidfile: string;
+  /**
+   * Only when the lock's holder is not the pid the file names (a supervisor
+   * SIGKILLed while its child runs on, a daemon whose forked child kept the
+   * inherited descriptor): every process that holds the lock.
+   */
+  readonly holders?: readonly number[];
+  /** With `holders`: the pid the file names, or null when it names none. */
+  readonly namedPid?: number | null;
+  /** With `holders`: true when the named pid no longer runs (or none is named). */
+  readonly namedPidGone?: boolean;
   /** When the daemon started (ISO 8601), for a running daemon. */
   readonly startTime?: string;
   /** Seconds since it started. */
@@ -778,7 +798,9 @@ export function start(options: StartOptions): Promise<StartResult> {
 
 async function startLocked(options: StartOptions, prepared: Prepared): Promise<StartResult> {
   warnIfRemote(options.pidfile, options.onWarning);
-  const lock = await PidFile.acquire(options.pidfile);
+  const lock = await PidFile.acquire(options.pidfile).catch((err) => {
+    throw withRealHolder(err);
+  });
   let output = -1;
   let readiness: Readiness | undefined;
   let pidfd: number | undefined;
@@ -1383,9 +1405,9 @@ async function stopLocked(options: StopOptions): Promise<StopResult> {
   const targets = found.list;
   if (!found.isNamed) {
     options.onWarning?.(
-      `${describeNamed(found.named)}; stopping ${
-        pidList(targets.map((t) => t.pid))
-      }, which hold${targets.length === 1 ? "s" : ""} the lock`,
+      `${describeNamed(found.named)}; stopping ${pidList(targets.map((t) => t.pid))}, which hold${
+        targets.length === 1 ? "s" : ""
+      } the lock`,
     );
   }
   const started = performance.now();
@@ -1450,9 +1472,9 @@ async function stopLocked(options: StopOptions): Promise<StopResult> {
       const left = lockHolders(found.st).map((h) => h.pid);
       const who = left.length > 0 ? left : liveTargets(targets).map((t) => t.pid);
       throw new StopFailedError(
-        `${who.length > 0 ? pidList(who) : `pid ${pid}`} still hold${
-          who.length > 1 ? "" : "s"
-        } ${quote(pidfile)} after the stop schedule (${sent.map(signalName).join(", ")} sent)`,
+        `${who.length > 0 ? pidList(who) : `pid ${pid}`} still hold${who.length > 1 ? "" : "s"} ${
+          quote(pidfile)
+        } after the stop schedule (${sent.map(signalName).join(", ")} sent)`,
         who[0] ?? pid,
       );
     }
@@ -1550,7 +1572,34 @@ export function status(pidfile: string): StatusReport {
   }
   if (found.state === "absent") return { state: "stopped", code: 3, pid: null, pidfile };
   if (found.state === "stale") return { state: "stale", code: 1, pid: found.pid, pidfile };
-  const pid = found.pid ?? null;
+  const named = found.pid;
+  const st = fileIdentity(pidfile);
+  if (st && (named === undefined || holdsLock(named, st) === false)) {
+    // The lock is held, but not by the pid the file names: say who holds it.
+    const holders = lockHolders(st);
+    if (holders.length > 0) {
+      const main = topHolders(holders)[0]!.pid;
+      return {
+        state: "running",
+        code: 0,
+        pid: main,
+        pidfile,
+        holders: holders.map((h) => h.pid).sort((a, b) => a - b),
+        namedPid: named ?? null,
+        namedPidGone: named === undefined || !processRuns(named),
+        ...procFacts(main),
+      };
+    }
+    // Nobody in sight: the holder may have let go just now.
+    try {
+      const again = probeSync(pidfile);
+      if (again.state === "absent") return { state: "stopped", code: 3, pid: null, pidfile };
+      if (again.state === "stale") return { state: "stale", code: 1, pid: again.pid, pidfile };
+    } catch {
+      // Changed under us: report what the first look found.
+    }
+  }
+  const pid = named ?? null;
   if (pid === null) return { state: "running", code: 0, pid, pidfile };
   const supervisor = readSupervisorStatus(pidfile, pid);
   return {
@@ -1629,7 +1678,9 @@ export async function run(options: RunOptions): Promise<number> {
       options.guardTimeout ?? DEFAULT_GUARD_TIMEOUT_MS,
     );
     warnIfRemote(options.pidfile, options.onWarning);
-    lock = await PidFile.acquire(options.pidfile);
+    lock = await PidFile.acquire(options.pidfile).catch((err) => {
+      throw withRealHolder(err);
+    });
   }
   if (options.supervise) {
     // supervise mode: this process is the supervisor; it keeps the lock and its pid.

@@ -123,11 +123,26 @@ export interface SuperviseOptions {
   readonly readyTimeout?: number;
   /** Where to keep the JSON state (written atomically on each change). */
   readonly statePath?: string;
+  /**
+   * A descriptor on the locked pid file (the supervisor's own): each child
+   * inherits a duplicate as {@link CHILD_LOCK_FD}, so the lock stays held
+   * while any child lives, even if the supervisor is SIGKILLed.
+   */
+  readonly lockFd?: number;
   /** Called once, when the first child is ready (e.g. to release `start`). */
   readonly onReady?: (childPid: number) => void;
   /** Where the supervisor's own messages go; @default stderr, and the output sink */
   readonly log?: (level: "info" | "err", message: string) => void;
 }
+
+/**
+ * The descriptor on which each child inherits the pid file's lock (a
+ * duplicate of the supervisor's, so the same flock): while any child lives
+ * the lock stays held, and a `start` cannot run a second instance even after
+ * the supervisor itself was SIGKILLed. The child need not do anything with
+ * it; it closes when the child exits. 62 instead when `--notify-fd` is 63.
+ */
+export const CHILD_LOCK_FD = 63;
 
 /** The longest line copied as one record; a longer line is cut into pieces of this size. */
 export const MAX_LINE = 8192;
@@ -695,6 +710,9 @@ class Supervisor {
       toClose.push(w);
       readyFd = r;
     }
+    if (this.o.lockFd !== undefined) {
+      fds[childLockFd(this.readiness)] = this.o.lockFd;
+    }
     const env = { ...this.o.env };
     if (this.readiness.kind === "socket") {
       env.NOTIFY_SOCKET = this.notifyAddress;
@@ -1082,6 +1100,13 @@ class Supervisor {
       if (!this.#start()) return;
     }
   }
+}
+
+/** Where a child gets the lock: {@link CHILD_LOCK_FD}, unless its notification fd is there. */
+export function childLockFd(readiness: ChildReadiness): number {
+  return readiness.kind === "fd" && readiness.fd === CHILD_LOCK_FD
+    ? CHILD_LOCK_FD - 1
+    : CHILD_LOCK_FD;
 }
 
 function round(n: number): number {

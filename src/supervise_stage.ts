@@ -175,6 +175,7 @@ export async function runSupervisor(
     const readyFd = config.readyFd;
     return await supervise({
       ...options,
+      lockFd: lock.fd, // every child holds the lock too (CHILD_LOCK_FD)
       onReady: () => {
         if (readyFd === undefined) return;
         try {

@@ -197,7 +197,7 @@ Deno.test("start --oknodo: exit 0 and the running pid; stop --oknodo: exit 0 whe
   assert.match(none.stderr, /not running/);
 });
 
-Deno.test("a lock held by another process than the one named: stop refuses to signal the named pid", async () => {
+Deno.test("a lock held by another process than the one named: status and stop name the holder, never signal the named pid", async () => {
   await using sb = await Sandbox.create();
   const unrelated = new Deno.Command("sleep", { args: ["1000"] }).spawn();
   Deno.writeTextFileSync(sb.pidfile, `${unrelated.pid}\n`);
@@ -206,13 +206,33 @@ Deno.test("a lock held by another process than the one named: stop refuses to si
   const holder = new Deno.Command("flock", { args: ["-o", sb.pidfile, "sleep", marker] }).spawn();
   try {
     await waitFor(() => locked(sb.pidfile), 5000, "flock(1) to lock");
-    const st = await sr(SOURCE, ["status", "--pidfile", sb.pidfile]);
+    const st = await sr(SOURCE, ["status", "--pidfile", sb.pidfile, "--json"]);
     assert.equal(st.code, 0, "locked reads as running");
+    const report = JSON.parse(st.stdout);
+    assert.equal(report.pid, holder.pid, "status names the holder");
+    assert.deepEqual(report.holders, [holder.pid]);
+    assert.equal(report.namedPid, unrelated.pid);
+    assert.equal(report.namedPidGone, false);
+    const start = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", "1000"]);
+    assertCleanError(start, 3, new RegExp(`already running \\(pid ${holder.pid}\\)`));
+    // The holder is the running instance: stop signals it (through a pidfd), never the named pid.
     const stop = await sr(SOURCE, ["stop", "--pidfile", sb.pidfile]);
-    assertCleanError(stop, 1, /does not hold it .*not signalling pid/);
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.match(
+      stop.stderr,
+      new RegExp(
+        `names pid ${unrelated.pid}, which does not hold its lock; stopping pid ${holder.pid}`,
+      ),
+    );
+    assert.equal((await holder.status).signal, "SIGTERM");
     assert.ok(alive(unrelated.pid), "the named process was not signalled");
+    assert.equal(Deno.readTextFileSync(sb.pidfile), "", "stop leaves the pid file empty");
   } finally {
-    holder.kill("SIGKILL");
+    try {
+      holder.kill("SIGKILL");
+    } catch {
+      // Stopped by the test.
+    }
     unrelated.kill("SIGKILL");
     await holder.status;
     await unrelated.status;
