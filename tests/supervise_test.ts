@@ -9,6 +9,8 @@ import assert from "node:assert/strict";
 import { PidFile } from "../src/pidfile.ts";
 import { type SuperviseConfig, SUPERVISOR_ENV } from "../src/supervise_stage.ts";
 import {
+  CHILD_LOCK_FD,
+  childLockFd,
   describeExit,
   parseDuration,
   parseOutput,
@@ -166,6 +168,9 @@ Deno.test("parsers: stop schedule, durations, output targets, exit reasons, sysl
     describeExit({ exited: false, signal: 11, coreDumped: true }),
     "killed by SIGSEGV (core dumped)",
   );
+  assert.equal(childLockFd({ kind: "alive", afterMs: 0 }), 63);
+  assert.equal(childLockFd({ kind: "fd", fd: 3 }), 63);
+  assert.equal(childLockFd({ kind: "fd", fd: 63 }), 62, "never on the notification fd");
   const h = syslogHeader(27, "app", 42, new Date(2024, 0, 5, 7, 8, 9));
   assert.equal(h, "<27>Jan  5 07:08:09 app[42]: ");
 });
@@ -771,6 +776,11 @@ Deno.test("a SIGKILLed supervisor leaves its child holding the lock: no second i
     const [child] = processesRunning(command);
     assert.ok(child, "the supervised child runs");
     started.push(child);
+    assert.equal(
+      Deno.readLinkSync(`/proc/${child}/fd/${CHILD_LOCK_FD}`),
+      pidfile,
+      `the child holds the lock on fd ${CHILD_LOCK_FD}`,
+    );
 
     Deno.kill(supervisor, "SIGKILL");
     await eventually("the supervisor to die", () => !isAlive(supervisor));
@@ -810,6 +820,99 @@ Deno.test("a SIGKILLed supervisor leaves its child holding the lock: no second i
     assert.equal(stop.code, 0, stop.stderr);
     assert.ok(!isAlive(child), "stop stopped the orphaned child");
     assert.equal(Deno.readTextFileSync(pidfile), "", "the pid file is left empty");
+    assert.equal((await PidFile.probe(pidfile)).state, "absent");
+  } finally {
+    for (const pid of started) killQuietly(pid);
+  }
+});
+
+Deno.test("--kill-group, supervisor SIGKILLed: stop stops the orphaned child's whole group, even a worker without the lock", async () => {
+  await using dir = await tempDir();
+  const pidfile = dir.join("d.pid");
+  const tag = crypto.randomUUID().slice(0, 8).replace(/[a-f]/g, "2");
+  const leader = ["sleep", `1000.${tag}1`];
+  const worker = ["sleep", `1000.${tag}2`];
+  const started: number[] = [];
+  try {
+    // The worker closes the lock descriptor: only the process group reaches it.
+    const r = await sr(SOURCE, [
+      "start",
+      "--supervise",
+      "--kill-group",
+      "--pidfile",
+      pidfile,
+      "--",
+      "bash",
+      "-c",
+      `${worker.join(" ")} ${CHILD_LOCK_FD}>&- & exec ${leader.join(" ")}`,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const supervisor = Number(r.stdout.trim());
+    started.push(supervisor);
+    let l = 0;
+    let w = 0;
+    await eventually("the leader and its worker", () => {
+      l = processesRunning(leader)[0] ?? 0;
+      w = processesRunning(worker)[0] ?? 0;
+      return l !== 0 && w !== 0;
+    });
+    started.push(l, w);
+    assert.equal(Number(Deno.readTextFileSync(`/proc/${w}/stat`).split(") ")[1]!.split(" ")[2]), l);
+
+    Deno.kill(supervisor, "SIGKILL");
+    await eventually("the supervisor to die", () => !isAlive(supervisor));
+    const s = JSON.parse((await sr(SOURCE, ["status", "--pidfile", pidfile, "--json"])).stdout);
+    assert.deepEqual(s.holders, [l], "the worker closed its descriptor");
+    const again = await sr(SOURCE, ["start", "--pidfile", pidfile, "--", "true"]);
+    assert.equal(again.code, 3, again.stderr);
+
+    const stop = await sr(SOURCE, ["stop", "--pidfile", pidfile]);
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.ok(!isAlive(l), "the leader was stopped");
+    await eventually("the worker to go with its group", () => !isAlive(w), 2000);
+    assert.deepEqual(groupMembers(l), []);
+    assert.equal((await PidFile.probe(pidfile)).state, "absent");
+  } finally {
+    for (const pid of started) killQuietly(pid);
+  }
+});
+
+Deno.test("stop without --kill-group: a worker left holding the lock after the child stops is stopped too", async () => {
+  await using dir = await tempDir();
+  const pidfile = dir.join("d.pid");
+  const tag = crypto.randomUUID().slice(0, 8).replace(/[a-f]/g, "3");
+  const child = ["sleep", `1000.${tag}1`];
+  const worker = ["sleep", `1000.${tag}2`];
+  const started: number[] = [];
+  try {
+    const r = await sr(SOURCE, [
+      "start",
+      "--supervise",
+      "--pidfile",
+      pidfile,
+      "--",
+      "sh",
+      "-c",
+      `${worker.join(" ")} & exec ${child.join(" ")}`,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    started.push(Number(r.stdout.trim()));
+    let c = 0;
+    let w = 0;
+    await eventually("the child and its worker", () => {
+      c = processesRunning(child)[0] ?? 0;
+      w = processesRunning(worker)[0] ?? 0;
+      return c !== 0 && w !== 0;
+    });
+    started.push(c, w);
+    // The supervisor stops its child (TERM to the child alone) and exits; the worker still
+    // holds the lock, so stop goes on to it, at once, instead of leaving an orphan behind.
+    const t0 = performance.now();
+    const stop = await sr(SOURCE, ["stop", "--pidfile", pidfile]);
+    const took = performance.now() - t0;
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.ok(!isAlive(c) && !isAlive(w), "no process left behind");
+    assert.ok(took < 3000, `stop took ${took.toFixed(0)} ms`);
     assert.equal((await PidFile.probe(pidfile)).state, "absent");
   } finally {
     for (const pid of started) killQuietly(pid);
