@@ -1163,28 +1163,19 @@ function topHolders(holders: readonly Holder[]): Holder[] {
     .sort((a, b) => a.startTicks - b.startTicks || a.pid - b.pid);
 }
 
-/** What is known about who holds a locked pid file. */
-interface HolderView {
-  /** The process to report and act on: the named pid, or the oldest top holder. */
-  readonly pid: number | undefined;
-  /** Set when the holder is not the pid the file names: every holder found. */
-  readonly holders?: readonly Holder[];
-}
-
 /**
  * Who holds a locked pid file: the pid it names when that process holds it
- * (or /proc does not let us tell), else the holders found in /proc.
+ * (or /proc does not let us tell), else the oldest top holder found in /proc
+ * (the named pid again when none can be seen).
  *
  * @param path the pid file
  * @param named the pid the file names, if any
  */
-function lockHolderView(path: string, named: number | undefined): HolderView {
+function lockHolder(path: string, named: number | undefined): number | undefined {
   const st = fileIdentity(path);
-  if (!st) return { pid: named };
-  if (named !== undefined && holdsLock(named, st) !== false) return { pid: named };
-  const holders = lockHolders(st);
-  if (holders.length === 0) return { pid: named };
-  return { pid: topHolders(holders)[0]!.pid, holders };
+  if (!st) return named;
+  if (named !== undefined && holdsLock(named, st) !== false) return named;
+  return topHolders(lockHolders(st))[0]?.pid ?? named;
 }
 
 /** Whether a process runs (exists and is not a zombie). */
@@ -1198,8 +1189,8 @@ function processRuns(pid: number): boolean {
  */
 function withRealHolder(err: unknown): unknown {
   if (!(err instanceof AlreadyRunningError)) return err;
-  const view = lockHolderView(err.path, err.pid);
-  return view.pid === err.pid ? err : new AlreadyRunningError(err.path, view.pid);
+  const holder = lockHolder(err.path, err.pid);
+  return holder === err.pid ? err : new AlreadyRunningError(err.path, holder);
 }
 
 // ---------------------------------------------------------------- stop, signal
@@ -1342,12 +1333,17 @@ function pidList(pids: readonly number[]): string {
 
 /**
  * Stop the daemon: signal it through a pidfd per the schedule and wait for its
- * lock to be released; then leave the pid file empty.
+ * lock to be released; then leave the pid file empty. When the pid file names
+ * a process that is gone or does not hold the lock, the processes that hold
+ * it are stopped instead (found in /proc, each re-checked after its pidfd is
+ * open); when every process signalled is gone but the lock is still held, the
+ * processes left holding it get the last signal and the rest of the schedule.
  *
  * @param options the pid file and the schedule
  * @returns the pid stopped and the signals sent
  * @throws {NotRunningError} when it is not running (a stale file is emptied, never signalled)
- * @throws {StopFailedError} when it still runs after the schedule
+ * @throws {StopFailedError} when it still runs after the schedule, or the lock
+ *   is held but no process that holds it can be seen in /proc
  * @throws {GuardTimeoutError} when another controller keeps the guard
  * @throws {SystemError} for unreadable files and refused signals (EPERM)
  */
