@@ -116,8 +116,11 @@ export function pread(fd: number, max: number, offset = 0, path?: string): Uint8
 }
 
 /**
- * Replace a file's whole content: truncate, then pwrite(2) at offset 0 until
- * every byte is written, then fsync(2) unless told not to.
+ * Replace a file's whole content: pwrite(2) the new bytes at offset 0, then
+ * cut the file to their length, then fsync(2) unless told not to. Writing
+ * before truncating means a process killed half-way leaves the new bytes
+ * followed by a tail of the old ones, never an empty file; a caller whose
+ * format tolerates trailing whitespace pads `bytes` to the old length.
  */
 export function replaceContent(
   fd: number,
@@ -126,7 +129,6 @@ export function replaceContent(
   sync = true,
 ): void {
   const where = { path: path ?? `fd ${fd}` };
-  check(libc().ftruncate(fd, 0n), "ftruncate", where);
   let off = 0;
   while (off < bytes.length) {
     const rest = bytes.subarray(off);
@@ -138,6 +140,7 @@ export function replaceContent(
     }
     off += n;
   }
+  check(libc().ftruncate(fd, BigInt(bytes.length)), "ftruncate", where);
   if (sync) check(libc().fsync(fd), "fsync", where);
 }
 
