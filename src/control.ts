@@ -1131,7 +1131,9 @@ function holderFacts(pid: number): Holder | undefined {
  * Every process that holds the lock on the file, found by scanning
  * /proc/*\/fd (through libc: Deno's own API would need --allow-all for
  * /proc). Processes /proc hides from us (another user's, as non-root) are
- * not found. This process itself is never listed.
+ * not found. This process and its ancestors are never listed: a controller
+ * run from inside the daemon's own tree (a shell that inherited the
+ * descriptor) must not signal the shell that runs it.
  */
 function lockHolders(st: Pick<FileStat, "dev" | "ino">): Holder[] {
   let entries: string[];
@@ -1140,14 +1142,27 @@ function lockHolders(st: Pick<FileStat, "dev" | "ino">): Holder[] {
   } catch {
     return [];
   }
-  const self = ids.pid();
+  const skip = selfAndAncestors();
   const out: Holder[] = [];
   for (const name of entries) {
     const pid = Number(name);
-    if (!Number.isInteger(pid) || pid <= 0 || pid === self) continue;
+    if (!Number.isInteger(pid) || pid <= 0 || skip.has(pid)) continue;
     if (holdsLock(pid, st) !== true) continue;
     const facts = holderFacts(pid);
     if (facts) out.push(facts);
+  }
+  return out;
+}
+
+/** This process's pid and its ancestors' (up to init). */
+function selfAndAncestors(): Set<number> {
+  const out = new Set([ids.pid()]);
+  let pid = ids.ppid();
+  while (pid > 1 && !out.has(pid) && out.size < 256) {
+    out.add(pid);
+    const facts = holderFacts(pid);
+    if (!facts) break;
+    pid = facts.ppid;
   }
   return out;
 }
