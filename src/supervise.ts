@@ -29,6 +29,7 @@ import {
   errno,
   type ExitReason,
   fstat,
+  getrlimit,
   ids,
   kill,
   libc,
@@ -537,6 +538,8 @@ class Supervisor {
   readonly sink: Sink | undefined;
   readonly startedWall = new Date();
   readonly wake: [number, number];
+  /** Where each child gets the lock, or undefined when it gets none. */
+  readonly lockTarget: number | undefined;
   readonly signals: number[] = [];
   readonly listeners: [Deno.Signal, () => void][] = [];
   notifySocket = -1;
@@ -575,6 +578,14 @@ class Supervisor {
       ? new SyslogSink(out.facility, this.name, out.socket, (m) => this.#stderr(m))
       : undefined;
     this.wake = pipe(C.O_CLOEXEC | C.O_NONBLOCK);
+    this.lockTarget = o.lockFd === undefined ? undefined : childLockFd(this.readiness);
+    if (this.lockTarget !== undefined && !descriptorFits(this.lockTarget + 8)) {
+      this.#stderr(
+        `the descriptor limit (RLIMIT_NOFILE) is too low to hand the lock to ${this.name} ` +
+          `on fd ${this.lockTarget}: only the supervisor holds it`,
+      );
+      this.lockTarget = undefined;
+    }
   }
 
   #stderr(message: string): void {
@@ -710,9 +721,7 @@ class Supervisor {
       toClose.push(w);
       readyFd = r;
     }
-    if (this.o.lockFd !== undefined) {
-      fds[childLockFd(this.readiness)] = this.o.lockFd;
-    }
+    if (this.lockTarget !== undefined) fds[this.lockTarget] = this.o.lockFd!;
     const env = { ...this.o.env };
     if (this.readiness.kind === "socket") {
       env.NOTIFY_SOCKET = this.notifyAddress;
@@ -1107,6 +1116,15 @@ export function childLockFd(readiness: ChildReadiness): number {
   return readiness.kind === "fd" && readiness.fd === CHILD_LOCK_FD
     ? CHILD_LOCK_FD - 1
     : CHILD_LOCK_FD;
+}
+
+/** Whether descriptor number `fd` is below the soft RLIMIT_NOFILE (spawn moves sources above its targets). */
+function descriptorFits(fd: number): boolean {
+  try {
+    return getrlimit(C.RLIMIT_NOFILE)[0] > BigInt(fd);
+  } catch {
+    return true;
+  }
 }
 
 function round(n: number): number {
