@@ -1245,7 +1245,8 @@ async function findTargets(pidfile: string): Promise<Targets> {
     const found = probeSync(pidfile);
     if (found.state === "absent") throw new NotRunningError(pidfile);
     if (found.state === "stale") {
-      await emptyPidfile(pidfile);
+      // Taking the lock to empty the file also proves nobody holds it (a probe can miss).
+      if (!await emptyPidfile(pidfile) && retry) continue;
       throw new NotRunningError(pidfile, found.pid);
     }
     const st = fileIdentity(pidfile);
