@@ -119,7 +119,7 @@ try {
   const failed = await sr(failing, failing.map(show));
   expect("the failing start to exit 1", failed.code === 1);
 
-  say("Done: see 'singleton-run --help' and docs/cli.md for run, restart, signal,");
+  say("Done: see 'singleton-run --help' and the README for run, restart, signal,");
   console.log("--notify-fd / --notify-socket readiness, --user and the rest.");
 } finally {
   if (pid !== undefined) {
