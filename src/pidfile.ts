@@ -479,23 +479,28 @@ function isLocked(fd: number, st: FileStat, path: string, pid: number | undefine
  * descriptor). False when the process is gone or /proc does not let us look.
  */
 export function holdsLockInFdinfo(pid: number, st: Pick<FileStat, "dev" | "ino">): boolean {
+  const holds = (name: string): boolean => {
+    try {
+      const target = stat(`/proc/${pid}/fd/${name}`);
+      if (target.dev !== st.dev || target.ino !== st.ino) return false;
+      return /^lock:/m.test(readSmallFile(`/proc/${pid}/fdinfo/${name}`));
+    } catch {
+      return false; // not open, closed meanwhile, or not ours to look at
+    }
+  };
+  // Where singleton-run's daemons keep it (fd 3; 63 for a supervised child)
+  // first: each look at /proc costs microseconds.
+  if (CONVENTIONAL_LOCK_FDS.some(holds)) return true;
   let names: string[];
   try {
     names = listDirectory(`/proc/${pid}/fd`);
   } catch {
     return false;
   }
-  for (const name of names) {
-    try {
-      const target = stat(`/proc/${pid}/fd/${name}`);
-      if (target.dev !== st.dev || target.ino !== st.ino) continue;
-      if (/^lock:/m.test(readSmallFile(`/proc/${pid}/fdinfo/${name}`))) return true;
-    } catch {
-      // closed meanwhile, or not ours to look at
-    }
-  }
-  return false;
+  return names.some((name) => !CONVENTIONAL_LOCK_FDS.includes(name) && holds(name));
 }
+
+const CONVENTIONAL_LOCK_FDS = ["3", "63"];
 
 /** The probe's fallback: may briefly hold a shared flock. */
 export function isLockedBySyscalls(fd: number, path: string): boolean {

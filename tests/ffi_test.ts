@@ -10,6 +10,7 @@ import {
   errnoName,
   getCloexec,
   libc,
+  listDirectory,
   open,
   parseSignal,
   pidfdOpen,
@@ -17,6 +18,7 @@ import {
   pipe,
   pollWait,
   read,
+  readSmallFile,
   setCloexec,
   signalName,
   SystemError,
@@ -191,4 +193,19 @@ Deno.test("selfCommand() re-runs this program with its flags", () => {
   const self = selfCommand();
   assert.equal(self[0], Deno.execPath());
   assert.ok(self.length >= 1);
+});
+
+Deno.test("errno is captured when the call fails, whatever runs before it is read", () => {
+  assert.throws(
+    () => listDirectory("/no/such/dir"),
+    (e: unknown) => e instanceof SystemError && e.code === "ENOENT",
+  );
+  assert.equal(libc().close(-1), -1);
+  // Allocation (which may start a garbage collection) and a first-use dlopen in between.
+  const junk = Array.from({ length: 20_000 }, (_, i) => ({ i, s: `x${i}` }));
+  assert.equal(junk.length, 20_000);
+  libc().getppid();
+  assert.equal(errno(), 9);
+  assert.ok(listDirectory("/proc/self/fd").includes("0"));
+  assert.match(readSmallFile("/proc/self/status"), /^Name:/);
 });

@@ -46,34 +46,54 @@ function load(): { lib: Libc; platform: Platform } {
  * The symbol table, each symbol bound on its first use: Deno.dlopen costs
  * about 0.14 ms per symbol (12 ms for the whole table), and a `status` uses
  * a dozen of them. The library itself is opened once by the dynamic loader.
+ *
+ * Each synchronous call that can fail is wrapped so that errno is read the
+ * moment it returns a failure (-1, a negative number, or NULL), before any
+ * other JavaScript runs: an allocation in between may start a garbage
+ * collection, and a first-use dlopen may run, either of which can change
+ * errno (seen as an ENOENT from flock under load).
  */
 function lazySymbols(path: string): Libc {
-  // Fail now, not at the first call, when the library cannot be opened at all.
-  Deno.dlopen(path, { getpid: symbols.getpid }).close();
+  const errnoAt = Deno.dlopen(path, { __errno_location: symbols.__errno_location }).symbols
+    .__errno_location();
+  const view = new Deno.UnsafePointerView(errnoAt!);
   const bound: Record<string, unknown> = {};
   return new Proxy(bound, {
     get(target, name) {
       if (typeof name !== "string" || !(name in symbols)) return undefined;
       if (!(name in target)) {
-        const one = {
-          [name]: symbols[name as keyof typeof symbols],
-        } as Deno.ForeignLibraryInterface;
-        target[name] = Deno.dlopen(path, one).symbols[name];
+        const def = symbols[name as keyof typeof symbols] as Deno.ForeignFunction;
+        const fn = Deno.dlopen(path, { [name]: def } as Deno.ForeignLibraryInterface)
+          .symbols[name] as ((...args: unknown[]) => unknown) | null;
+        target[name] = fn === null || def.nonblocking || !FAILING_RESULTS.has(String(def.result))
+          ? fn
+          : (...args: unknown[]) => {
+            const r = fn(...args);
+            if (typeof r === "object" ? r === null : (r as number | bigint) < 0) {
+              lastErrno = view.getInt32();
+            }
+            return r;
+          };
       }
       return target[name];
     },
   }) as unknown as Libc;
 }
 
+/** Result types through which a call can report failure. */
+const FAILING_RESULTS = new Set(["i32", "isize", "i64", "pointer"]);
+
+let lastErrno = 0;
+
 /**
- * The current thread's errno. Read it right after the failing synchronous
- * call: a `nonblocking: true` call ran on another thread.
+ * errno as the last failing synchronous call left it (captured the moment
+ * that call returned). Not meaningful after a `nonblocking: true` call,
+ * which ran on another thread.
  *
  * @returns errno
  */
 export function errno(): number {
-  const where = libc().__errno_location();
-  return new Deno.UnsafePointerView(where!).getInt32();
+  return lastErrno;
 }
 
 /**

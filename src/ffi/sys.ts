@@ -200,26 +200,33 @@ export function stat(path: string): FileStat {
  */
 export function readSmallFile(path: string, limit = 1 << 22): string {
   const fd = open(path, linux.O_RDONLY | linux.O_CLOEXEC | linux.O_NOCTTY);
-  const parts: Uint8Array[] = [];
   let total = 0;
   try {
     while (total < limit) {
-      const chunk = read(fd, Math.min(65536, limit - total));
-      if (chunk.length === 0) break;
-      parts.push(chunk);
-      total += chunk.length;
+      if (total === scratch.length) {
+        const bigger = new Uint8Array(Math.min(scratch.length * 2, limit));
+        bigger.set(scratch);
+        scratch = bigger;
+      }
+      const room = scratch.subarray(total, Math.min(scratch.length, limit));
+      const n = Number(libc().read(fd, room, BigInt(room.length)));
+      if (n < 0) {
+        const e = errno();
+        if (e === ERRNO.EINTR) continue;
+        throw new SystemError("read", e, { path });
+      }
+      if (n === 0) break;
+      total += n;
     }
   } finally {
     close(fd);
   }
-  const all = new Uint8Array(total);
-  let off = 0;
-  for (const p of parts) {
-    all.set(p, off);
-    off += p.length;
-  }
-  return new TextDecoder().decode(all);
+  return textDecoder.decode(scratch.subarray(0, total));
 }
+
+/** One buffer, reused by {@link readSmallFile}: /proc files are read often and are small. */
+let scratch = new Uint8Array(16384);
+const textDecoder = new TextDecoder();
 
 /**
  * readlink(2): where a symbolic link (such as /proc/self/fd/N) points.
