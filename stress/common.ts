@@ -153,7 +153,7 @@ export function listing(dir: string): string[] {
 
 /**
  * Inodes of files locked now, from /proc/locks, read twice (a single read of
- * a busy /proc/locks can skip a record, see notes B1): a lock seen in either
+ * a busy /proc/locks can skip a record): a lock seen in either
  * read counts.
  */
 export function lockedInodes(): Set<number> {

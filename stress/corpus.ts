@@ -145,7 +145,6 @@ export const CASES: readonly Case[] = [
     name,
     args,
     expect: [2],
-    knownBug: name.includes("newline") ? "B2" : undefined,
   })),
 
   // -- retry schedules: exit 2 --
@@ -356,7 +355,6 @@ export const CASES: readonly Case[] = [
     name: "a pid file name with a newline, in a missing directory",
     args: (c) => start({ ...c, pidfile: `${c.dir}/no\nsuch/d.pid` }),
     expect: [1],
-    knownBug: "B2",
   },
   {
     family: "odd bytes",
@@ -379,7 +377,6 @@ export const CASES: readonly Case[] = [
     name: "a command name with a newline",
     args: (c) => ["start", "--pidfile", c.pidfile, "--", "no\nsuch-command"],
     expect: [1],
-    knownBug: "B2",
   },
   {
     family: "odd bytes",
@@ -392,7 +389,6 @@ export const CASES: readonly Case[] = [
     name: "--chdir with a newline and a carriage return",
     args: (c) => start(c, "--chdir", `${c.dir}/x\ny\rz`),
     expect: [1],
-    knownBug: "B2",
   },
 ];
 
