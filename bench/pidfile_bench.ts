@@ -11,8 +11,7 @@
  */
 
 import { PidFile } from "../mod.ts";
-import { kill, reap } from "../src/ffi/mod.ts";
-import { resolveCommand, spawn } from "../src/spawn.ts";
+import { holdAsDaemon } from "./holder.ts";
 
 /** A pid file path in a fresh directory under `base`, removed on unload. */
 function scratch(base: string | undefined, label: string): string {
@@ -44,23 +43,10 @@ for (const { label, base } of places) {
     },
   });
 
-  // A held lock, as a running daemon keeps it: another process (a `sleep`)
-  // inherited the locked descriptor as fd 3 and the file names it.
+  // A held lock, as a running daemon keeps it (bench/holder.ts).
   const heldPath = path.replace(/bench\.pid$/, "held.pid");
-  const held = await PidFile.acquire(heldPath);
-  const daemon = spawn({
-    path: resolveCommand("sleep"),
-    argv: ["sleep", "600"],
-    env: {},
-    newSession: true,
-    fds: { 3: held.fd },
-  });
-  held.writePid(daemon);
-  held.detach();
-  globalThis.addEventListener("unload", () => {
-    kill(daemon, 9);
-    reap(daemon);
-  });
+  const holder = await holdAsDaemon(heldPath);
+  globalThis.addEventListener("unload", () => holder[Symbol.dispose]());
 
   Deno.bench({
     name: `PidFile.probe, running (${label})`,
