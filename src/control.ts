@@ -53,7 +53,13 @@ import {
   umask as setUmask,
   type User,
 } from "./ffi/mod.ts";
-import { AlreadyRunningError, explainOpenError, PidFile, probeSync } from "./pidfile.ts";
+import {
+  AlreadyRunningError,
+  checkPidFileStat,
+  explainOpenError,
+  PidFile,
+  probeSync,
+} from "./pidfile.ts";
 import { type FdSource, resolveCommand, spawn } from "./spawn.ts";
 import { NOTIFY_FD_ENV, NOTIFY_SOCKET_ENV, Readiness, type ReadinessMode } from "./readiness.ts";
 import { awaitStage, spawnStage } from "./stage.ts";
@@ -599,21 +605,7 @@ function precheckPidfile(path: string): void {
       }: it is a symbolic link, which is never followed`,
     });
   }
-  if (kind !== C.S_IFREG) {
-    throw new SystemError("open", ERRNO.EINVAL, {
-      path,
-      message: `pid file ${quote(path)} is a ${fileKind(st.mode)}, not a regular file`,
-    });
-  }
-  if (ids.euid() === 0 && (st.uid !== 0 || (st.mode & 0o002) !== 0)) {
-    const who = st.uid !== 0 ? `owned by uid ${st.uid}` : "writable by every user";
-    throw new SystemError("open", ERRNO.EPERM, {
-      path,
-      message: `pid file ${
-        quote(path)
-      } is ${who}; as root, refusing to trust it (remove it or fix its owner)`,
-    });
-  }
+  checkPidFileStat(st, path);
 }
 
 function dirname(path: string): string {

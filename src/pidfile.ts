@@ -180,17 +180,18 @@ function openPidFile(path: string, flags: number, mode: number): number {
   }
 }
 
-/** Refuse anything but a regular file, and, as root, a file another user can write. */
-function checkFile(fd: number, path: string): FileStat {
-  const st = fstat(fd, path);
-  if ((st.mode & C.S_IFMT) !== C.S_IFREG) {
-    throw new SystemError("open", ERRNO.EINVAL, {
-      path,
-      message: `pid file ${quote(path)} is a ${fileKind(st.mode)}, not a regular file`,
-    });
-  }
-  const euid = ids.euid();
-  if (euid === 0 && (st.uid !== 0 || (st.mode & 0o002) !== 0)) {
+/**
+ * Refuse anything but a regular file and, as root, a file another user owns
+ * or every user may write (root acting on a pid file someone else controls
+ * is how pid files become a privilege escalation).
+ *
+ * @param st what fstat or lstat says of the file
+ * @param path the file, for the message
+ * @throws {SystemError} EINVAL for another kind of file, EPERM for an untrusted one
+ */
+export function checkPidFileStat(st: FileStat, path: string): void {
+  checkRegular(st, path);
+  if (ids.euid() === 0 && (st.uid !== 0 || (st.mode & 0o002) !== 0)) {
     const who = st.uid !== 0 ? `owned by uid ${st.uid}` : "writable by every user";
     throw new SystemError("open", ERRNO.EPERM, {
       path,
@@ -199,7 +200,15 @@ function checkFile(fd: number, path: string): FileStat {
       } is ${who}; as root, refusing to trust it (remove it or fix its owner)`,
     });
   }
-  return st;
+}
+
+function checkRegular(st: FileStat, path: string): void {
+  if ((st.mode & C.S_IFMT) !== C.S_IFREG) {
+    throw new SystemError("open", ERRNO.EINVAL, {
+      path,
+      message: `pid file ${quote(path)} is a ${fileKind(st.mode)}, not a regular file`,
+    });
+  }
 }
 
 /** Open file descriptions in this process that hold a pid file, for shutdown. */
@@ -241,7 +250,7 @@ export class PidFile {
   static async acquire(path: string, options: AcquireOptions = {}): Promise<PidFile> {
     const fd = openPidFile(path, C.O_RDWR | C.O_CREAT, options.mode ?? 0o644);
     try {
-      checkFile(fd, path);
+      checkPidFileStat(fstat(fd, path), path);
       const deadline = performance.now() + (options.wait ?? 0);
       const backoff = new Backoff();
       while (!tryFlock(fd, C.LOCK_EX, path)) {
@@ -427,12 +436,7 @@ export function probeSync(path: string): ProbeResult {
   }
   try {
     const st = fstat(fd, path);
-    if ((st.mode & C.S_IFMT) !== C.S_IFREG) {
-      throw new SystemError("open", ERRNO.EINVAL, {
-        path,
-        message: `pid file ${quote(path)} is a ${fileKind(st.mode)}, not a regular file`,
-      });
-    }
+    checkRegular(st, path);
     const pid = readPidFd(fd, path);
     if (isLocked(fd, st, path, pid)) return { state: "running", pid };
     return pid === undefined ? { state: "absent" } : { state: "stale", pid };
