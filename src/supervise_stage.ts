@@ -21,11 +21,9 @@ import { PidFile } from "./pidfile.ts";
 import { selfCommand } from "./spawn.ts";
 import type { DaemonPlan, LaunchedDaemon } from "./control.ts";
 import {
-  type ChildReadiness,
   parseDuration,
   parseOutput,
   parseStopSchedule,
-  type RestartPolicy,
   supervise,
   type SuperviseOptions,
   type SupervisorState,
@@ -34,46 +32,39 @@ import {
 /** The internal argv marker that selects the supervisor stage. */
 export const SUPERVISE_MARKER = "__supervise";
 
-/** The supervisor's configuration, as it travels in argv (JSON). */
-export interface SuperviseConfig {
+/**
+ * The supervisor's configuration, as it travels in argv (JSON): the child's
+ * part is {@link SuperviseOptions}'s, with the stop schedule and the output
+ * as the text the command line gave.
+ */
+export interface SuperviseConfig extends
+  Pick<
+    SuperviseOptions,
+    | "path"
+    | "argv"
+    | "cwd"
+    | "umask"
+    | "name"
+    | "restart"
+    | "restartDelay"
+    | "restartDelayMax"
+    | "minUptime"
+    | "maxRestarts"
+    | "restartWindow"
+    | "killGroup"
+    | "readiness"
+    | "readyTimeout"
+  > {
   /** The pid file the supervisor holds. */
   readonly pidfile: string;
   /** An inherited descriptor that holds the pid file's lock (start); absent: acquire it here. */
   readonly lockFd?: number;
   /** An inherited descriptor to write a newline to once the first child is ready. */
   readonly readyFd?: number;
-  /** The program, an absolute path. */
-  readonly path: string;
-  /** Its argv, `argv[0]` included. */
-  readonly argv: readonly string[];
-  /** Its working directory (and the supervisor's). */
-  readonly cwd?: string;
-  /** Its umask. */
-  readonly umask?: number;
-  /** Syslog ident and log name; default the program's basename. */
-  readonly name?: string;
-  /** When to restart; default on-failure. */
-  readonly restart?: RestartPolicy;
-  /** The first restart delay, in milliseconds (doubling). */
-  readonly restartDelay?: number;
-  /** The longest restart delay, in milliseconds. */
-  readonly restartDelayMax?: number;
-  /** A run this long (ms) resets the delay. */
-  readonly minUptime?: number;
-  /** The crash-loop limit (0: none). */
-  readonly maxRestarts?: number;
-  /** The crash-loop window, in milliseconds. */
-  readonly restartWindow?: number;
-  /** Signal the child's whole process group. */
-  readonly killGroup?: boolean;
   /** start-stop-daemon schedule text for stopping the child, e.g. `TERM/5/KILL/2`. */
   readonly stopSchedule?: string;
   /** `syslog`, `syslog:FACILITY` or a file path; absent: the child shares our stdout/stderr. */
   readonly output?: string;
-  /** How each child signals readiness. */
-  readonly readiness?: ChildReadiness;
-  /** How long each child may take to become ready, in milliseconds. */
-  readonly readyTimeout?: number;
   /**
    * Environment variables meant for the supervisor only (see
    * {@link SUPERVISOR_ENV}), removed from the child's environment.
