@@ -46,7 +46,6 @@ import {
   resetSignals,
   setCloexec,
   signalName,
-  stat as statPath,
   statfsType,
   SystemError,
   tryFlock,
@@ -57,6 +56,7 @@ import {
   AlreadyRunningError,
   checkPidFileStat,
   explainOpenError,
+  holdsLockInFdinfo,
   PidFile,
   probeSync,
 } from "./pidfile.ts";
@@ -924,7 +924,8 @@ async function startLocked(options: StartOptions, prepared: Prepared): Promise<S
     }
     let finalPid = pid;
     if (result.mainPid !== undefined && result.mainPid !== pid) {
-      if (holdsFile(result.mainPid, options.pidfile) === true) {
+      const named = fileIdentity(options.pidfile);
+      if (named && holdsLockInFdinfo(result.mainPid, named) === true) {
         lock.writePid(result.mainPid);
         finalPid = result.mainPid;
       } else {
@@ -1024,36 +1025,6 @@ function lastLines(path: string, count: number): string[] {
   }
 }
 
-/**
- * Whether a process has an open descriptor on a file (by device and inode).
- *
- * @returns true or false, or `undefined` when /proc does not let us look
- */
-function holdsFile(pid: number, path: string): boolean | undefined {
-  let st;
-  try {
-    st = lstat(path);
-  } catch {
-    return undefined;
-  }
-  let entries: string[];
-  try {
-    entries = listDirectory(`/proc/${pid}/fd`);
-  } catch (err) {
-    if (err instanceof SystemError && err.code === "ENOENT") return false;
-    return undefined;
-  }
-  for (const name of entries) {
-    try {
-      const info = statPath(`/proc/${pid}/fd/${name}`);
-      if (info.dev === st.dev && info.ino === st.ino) return true;
-    } catch {
-      // Closed meanwhile, or not a file.
-    }
-  }
-  return false;
-}
-
 // ---------------------------------------------------------------- lock holders
 
 /**
@@ -1078,33 +1049,6 @@ function fileIdentity(path: string): Pick<FileStat, "dev" | "ino"> | undefined {
   } catch {
     return undefined;
   }
-}
-
-/**
- * Whether a process holds a lock on the file (dev/ino) through one of its
- * descriptors, from /proc/PID/fdinfo: every descriptor that shares the
- * locked open file description (a dup, or one inherited) lists the flock.
- *
- * @returns true or false; undefined when /proc does not let us look (EACCES)
- */
-function holdsLock(pid: number, st: Pick<FileStat, "dev" | "ino">): boolean | undefined {
-  let names: string[];
-  try {
-    names = listDirectory(`/proc/${pid}/fd`);
-  } catch (err) {
-    // ENOENT: gone (a zombie has no fd directory either); anything else: cannot tell.
-    return err instanceof SystemError && err.code === "ENOENT" ? false : undefined;
-  }
-  for (const name of names) {
-    try {
-      const target = statPath(`/proc/${pid}/fd/${name}`);
-      if (target.dev !== st.dev || target.ino !== st.ino) continue;
-      if (/^lock:/m.test(readSmallFile(`/proc/${pid}/fdinfo/${name}`))) return true;
-    } catch {
-      // Closed meanwhile, or not a file we may look at.
-    }
-  }
-  return false;
 }
 
 /** ppid, process group and start time from /proc/PID/stat; undefined when gone. */
@@ -1139,7 +1083,7 @@ function lockHolders(st: Pick<FileStat, "dev" | "ino">): Holder[] {
   for (const name of entries) {
     const pid = Number(name);
     if (!Number.isInteger(pid) || pid <= 0 || skip.has(pid)) continue;
-    if (holdsLock(pid, st) !== true) continue;
+    if (holdsLockInFdinfo(pid, st) !== true) continue;
     const facts = holderFacts(pid);
     if (facts) out.push(facts);
   }
@@ -1181,7 +1125,7 @@ function topHolders(holders: readonly Holder[]): Holder[] {
 function lockHolder(path: string, named: number | undefined): number | undefined {
   const st = fileIdentity(path);
   if (!st) return named;
-  if (named !== undefined && holdsLock(named, st) !== false) return named;
+  if (named !== undefined && holdsLockInFdinfo(named, st) !== false) return named;
   return topHolders(lockHolders(st))[0]?.pid ?? named;
 }
 
@@ -1256,7 +1200,7 @@ async function findTargets(pidfile: string): Promise<Targets> {
           if (retry) continue;
           throw new StopFailedError(`pid file ${quote(pidfile)} keeps changing; try again`, named);
         }
-        if (holdsLock(named, st) !== false) {
+        if (holdsLockInFdinfo(named, st) !== false) {
           return { named, isNamed: true, st, list: [{ pid: named, pidfd, group: false }] };
         }
         close(pidfd);
@@ -1293,7 +1237,7 @@ function openHolders(st: Pick<FileStat, "dev" | "ino">): Target[] {
       continue; // EMFILE and the like: leave this one
     }
     if (pidfd === undefined) continue;
-    if (holdsLock(h.pid, st) !== true) {
+    if (holdsLockInFdinfo(h.pid, st) !== true) {
       close(pidfd);
       continue;
     }
@@ -1578,7 +1522,7 @@ export function status(pidfile: string): StatusReport {
   if (found.state === "stale") return { state: "stale", code: 1, pid: found.pid, pidfile };
   const named = found.pid;
   const st = fileIdentity(pidfile);
-  if (st && (named === undefined || holdsLock(named, st) === false)) {
+  if (st && (named === undefined || holdsLockInFdinfo(named, st) === false)) {
     // The lock is held, but not by the pid the file names: say who holds it.
     const holders = lockHolders(st);
     if (holders.length > 0) {

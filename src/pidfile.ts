@@ -461,7 +461,7 @@ let procLocksReadable = true;
 function isLocked(fd: number, st: FileStat, path: string, pid: number | undefined): boolean {
   // The usual case first, and the cheap one: the named process holds the lock.
   // (The first read of /proc/locks in a process can cost 10-16 ms.)
-  if (pid !== undefined && holdsLockInFdinfo(pid, st)) return true;
+  if (pid !== undefined && holdsLockInFdinfo(pid, st) === true) return true;
   if (procLocksReadable) {
     let text: string | undefined;
     try {
@@ -479,10 +479,19 @@ function isLocked(fd: number, st: FileStat, path: string, pid: number | undefine
 
 /**
  * Whether a process holds a lock on the file through one of its own
- * descriptors, from /proc/PID/fdinfo (which lists the locks held through each
- * descriptor). False when the process is gone or /proc does not let us look.
+ * descriptors, from /proc/PID/fdinfo, which lists the locks held through each
+ * descriptor (a dup or an inherited copy of the locking one lists the flock
+ * too).
+ *
+ * @param pid the process
+ * @param st the file's device and inode
+ * @returns true or false (false for a process that is gone or a zombie);
+ *   undefined when /proc does not let us look (another user's process)
  */
-export function holdsLockInFdinfo(pid: number, st: Pick<FileStat, "dev" | "ino">): boolean {
+export function holdsLockInFdinfo(
+  pid: number,
+  st: Pick<FileStat, "dev" | "ino">,
+): boolean | undefined {
   const holds = (name: string): boolean => {
     try {
       const target = stat(`/proc/${pid}/fd/${name}`);
@@ -498,10 +507,23 @@ export function holdsLockInFdinfo(pid: number, st: Pick<FileStat, "dev" | "ino">
   let names: string[];
   try {
     names = listDirectory(`/proc/${pid}/fd`);
-  } catch {
-    return false;
+  } catch (err) {
+    // A zombie's descriptors are closed, yet as non-root its fd directory reads EACCES.
+    return err instanceof SystemError && err.code === "ENOENT" || isGoneOrZombie(pid)
+      ? false
+      : undefined;
   }
   return names.some((name) => !CONVENTIONAL_LOCK_FDS.includes(name) && holds(name));
+}
+
+function isGoneOrZombie(pid: number): boolean {
+  try {
+    const stat = readSmallFile(`/proc/${pid}/stat`);
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state === "Z" || state === "X";
+  } catch {
+    return true;
+  }
 }
 
 const CONVENTIONAL_LOCK_FDS = ["3", "63"];
