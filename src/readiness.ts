@@ -76,6 +76,59 @@ export interface ReadinessOptions {
   readonly owner?: { readonly uid: number; readonly gid: number };
 }
 
+/** A private `NOTIFY_SOCKET`: a datagram socket in a fresh directory only its owner may enter. */
+export interface NotifySocket extends Disposable {
+  /** The bound socket (non-blocking, close-on-exec). */
+  readonly fd: number;
+  /** Its path, for `NOTIFY_SOCKET`. */
+  readonly path: string;
+}
+
+/**
+ * Make a private `NOTIFY_SOCKET`. A path in a 0700 directory, not an abstract
+ * name: abstract names are listed in /proc/net/unix and reachable by every
+ * process, so another user could announce READY=1 or a MAINPID.
+ *
+ * @param owner the daemon's user, who must be able to send to it (`--user`)
+ * @returns the socket; dispose to close it and remove the directory
+ * @throws {SystemError} when the directory or the socket cannot be made
+ */
+export function openNotifySocket(
+  owner?: { readonly uid: number; readonly gid: number },
+): NotifySocket {
+  const dir = Deno.makeTempDirSync({ prefix: "singleton-run-notify-" });
+  const remove = () => {
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch {
+      // Already gone.
+    }
+  };
+  let fd = -1;
+  try {
+    Deno.chmodSync(dir, 0o700);
+    const path = `${dir}/notify`;
+    fd = bindUnixDatagram(path);
+    if (owner) {
+      chown(dir, owner.uid, owner.gid);
+      chown(path, owner.uid, owner.gid);
+    }
+    const bound = fd;
+    return {
+      fd: bound,
+      path,
+      [Symbol.dispose]() {
+        close(bound);
+        remove();
+      },
+    };
+  } catch (err) {
+    if (fd >= 0) close(fd);
+    remove();
+    throw err;
+  }
+}
+
 /**
  * One readiness channel, set up before the daemon is spawned and waited on
  * after. Dispose of it to close descriptors and remove the socket directory.
@@ -84,7 +137,7 @@ export class Readiness implements Disposable {
   readonly #mode: ReadinessMode;
   #readFd = -1;
   #writeFd = -1;
-  #socketDir: string | undefined;
+  #socket: NotifySocket | undefined;
   #env: Record<string, string> = {};
 
   private constructor(mode: ReadinessMode) {
@@ -106,15 +159,9 @@ export class Readiness implements Disposable {
         [r.#readFd, r.#writeFd] = pipe(C.O_CLOEXEC);
         r.#env = { [NOTIFY_FD_ENV]: String(mode.fd) };
       } else if (mode.kind === "socket") {
-        r.#socketDir = Deno.makeTempDirSync({ prefix: "singleton-run-notify-" });
-        Deno.chmodSync(r.#socketDir, 0o700);
-        const path = `${r.#socketDir}/notify`;
-        r.#readFd = bindUnixDatagram(path);
-        if (options.owner) {
-          chown(r.#socketDir, options.owner.uid, options.owner.gid);
-          chown(path, options.owner.uid, options.owner.gid);
-        }
-        r.#env = { [NOTIFY_SOCKET_ENV]: path };
+        r.#socket = openNotifySocket(options.owner);
+        r.#readFd = r.#socket.fd;
+        r.#env = { [NOTIFY_SOCKET_ENV]: r.#socket.path };
       }
     } catch (err) {
       r.close();
@@ -200,16 +247,13 @@ export class Readiness implements Disposable {
 
   /** Close the descriptors and remove the socket directory. Idempotent. */
   close(): void {
+    if (this.#socket) {
+      this.#socket[Symbol.dispose]();
+      this.#socket = undefined;
+      this.#readFd = -1;
+    }
     for (const fd of [this.#readFd, this.#writeFd]) if (fd >= 0) close(fd);
     this.#readFd = this.#writeFd = -1;
-    if (this.#socketDir !== undefined) {
-      try {
-        Deno.removeSync(this.#socketDir, { recursive: true });
-      } catch {
-        // Already gone.
-      }
-      this.#socketDir = undefined;
-    }
   }
 
   /** Same as {@link Readiness.close}. */

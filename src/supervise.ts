@@ -44,6 +44,7 @@ import {
   SystemError,
   writeAll,
 } from "./ffi/mod.ts";
+import { type NotifySocket, openNotifySocket, parseNotify } from "./readiness.ts";
 import { spawn } from "./spawn.ts";
 
 /** When to start the command again after it exits. */
@@ -542,8 +543,7 @@ class Supervisor {
   readonly lockTarget: number | undefined;
   readonly signals: number[] = [];
   readonly listeners: [Deno.Signal, () => void][] = [];
-  notifySocket = -1;
-  notifyAddress = "";
+  notify: NotifySocket | undefined;
   child: Child | undefined;
   streams: Stream[] = [];
   restarts = 0;
@@ -653,26 +653,9 @@ class Supervisor {
     this.listeners.length = 0;
   }
 
-  #openNotifySocket(): void {
-    const fd = libc().socket(C.AF_UNIX, C.SOCK_DGRAM | C.SOCK_CLOEXEC | C.SOCK_NONBLOCK, 0);
-    if (fd < 0) throw new SystemError("socket", errno());
-    const name = `singleton-run/supervise/${ids.pid()}/${crypto.randomUUID()}`;
-    const bytes = encoder.encode(name);
-    const addr = new Uint8Array(C.SIZEOF_SOCKADDR_UN);
-    new DataView(addr.buffer).setUint16(0, C.AF_UNIX, true);
-    addr.set(bytes, 3); // abstract: sun_path[0] is NUL
-    if (libc().bind(fd, addr, 3 + bytes.length) < 0) {
-      const e = errno();
-      close(fd);
-      throw new SystemError("bind", e, { path: `@${name}` });
-    }
-    this.notifySocket = fd;
-    this.notifyAddress = `@${name}`;
-  }
-
   async run(): Promise<number> {
     becomeSubreaperQuietly();
-    if (this.readiness.kind === "socket") this.#openNotifySocket();
+    if (this.readiness.kind === "socket") this.notify = openNotifySocket();
     this.#listen();
     try {
       if (!this.#start()) return 1;
@@ -686,7 +669,7 @@ class Supervisor {
       this.sink?.close();
       close(this.wake[0]);
       close(this.wake[1]);
-      if (this.notifySocket >= 0) close(this.notifySocket);
+      this.notify?.[Symbol.dispose]();
     }
   }
 
@@ -724,8 +707,8 @@ class Supervisor {
     if (this.lockTarget !== undefined) fds[this.lockTarget] = this.o.lockFd!;
     const env = { ...this.o.env };
     if (this.readiness.kind === "socket") {
-      env.NOTIFY_SOCKET = this.notifyAddress;
-      while (recvNow(this.notifySocket, 4096) !== undefined) { /* drop stale messages */ }
+      env.NOTIFY_SOCKET = this.notify!.path;
+      while (recvNow(this.notify!.fd, 4096) !== undefined) { /* drop stale messages */ }
     }
     if (this.readiness.kind === "fd") env.NOTIFY_FD = String(this.readiness.fd);
     let pid: number;
@@ -787,8 +770,8 @@ class Supervisor {
     for (const s of streams) fds.push({ fd: s.fd, events: C.POLLIN });
     const readyIndex = fds.length;
     if (c && !c.ready && c.readyFd >= 0) fds.push({ fd: c.readyFd, events: C.POLLIN });
-    if (c && !c.ready && this.notifySocket >= 0) {
-      fds.push({ fd: this.notifySocket, events: C.POLLIN });
+    if (c && !c.ready && this.notify) {
+      fds.push({ fd: this.notify.fd, events: C.POLLIN });
     }
     const revents = await pollWait(fds, Math.min(timeout, 5000));
 
@@ -868,10 +851,9 @@ class Supervisor {
       return;
     }
     for (;;) {
-      const msg = recvNow(this.notifySocket, 4096);
+      const msg = recvNow(this.notify!.fd, 4096);
       if (msg === undefined) return;
-      const text = new TextDecoder().decode(msg);
-      if (text.split("\n").includes("READY=1")) return this.#becameReady(c);
+      if (parseNotify(new TextDecoder().decode(msg), {}).ready) return this.#becameReady(c);
     }
   }
 
