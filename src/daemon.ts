@@ -27,6 +27,7 @@ import {
   open,
   pidfdOpen,
   pidfdSendSignal,
+  pipe,
   pollNow,
   pollWait,
   quote,
@@ -361,6 +362,16 @@ function describeExit(pid: number): string {
 async function waitUntilReady(fd: number, pid: number, timeout: number): Promise<string> {
   const pidfd = pidfdOpen(pid);
   if (pidfd === undefined) return describeExit(pid);
+  // Ctrl-C (or a TERM or HUP) while waiting stops the half-started daemon
+  // rather than leaving it starting, unwatched, with the lock.
+  const [wakeRead, wakeWrite] = pipe(C.O_CLOEXEC | C.O_NONBLOCK);
+  let interrupted: string | undefined;
+  const onSignal = (name: Deno.Signal) => () => {
+    interrupted ??= name;
+    writeAll(wakeWrite, new Uint8Array([1]));
+  };
+  const handlers = INTERRUPTS.map((name) => [name, onSignal(name)] as const);
+  for (const [name, handler] of handlers) Deno.addSignalListener(name, handler);
   try {
     let deadline = performance.now() + timeout;
     let text = "";
@@ -368,6 +379,12 @@ async function waitUntilReady(fd: number, pid: number, timeout: number): Promise
     let eof = false;
     for (;;) {
       const remaining = deadline - performance.now();
+      if (interrupted !== undefined) {
+        pidfdSendSignal(pidfd, 9);
+        await pollWait([{ fd: pidfd, events: C.POLLIN }], 5000);
+        reap(pid);
+        return `interrupted by ${interrupted} before the daemon was ready; it was stopped`;
+      }
       if (remaining <= 0) {
         pidfdSendSignal(pidfd, 9);
         await pollWait([{ fd: pidfd, events: C.POLLIN }], 5000);
@@ -377,10 +394,11 @@ async function waitUntilReady(fd: number, pid: number, timeout: number): Promise
           ? "daemon closed its readiness socket before it was ready; it was killed"
           : `daemon was not ready within ${timeout} ms; it was killed`;
       }
-      const watch = [{ fd: pidfd, events: C.POLLIN }];
+      const watch = [{ fd: pidfd, events: C.POLLIN }, { fd: wakeRead, events: C.POLLIN }];
       if (!eof) watch.push({ fd, events: C.POLLIN });
       const revents = await pollWait(watch, remaining);
-      if (!eof && (revents[1] ?? 0) !== 0) {
+      if (interrupted !== undefined) continue;
+      if (!eof && (revents[2] ?? 0) !== 0) {
         while (!eof && pollNow([{ fd, events: C.POLLIN }])[0] !== 0) {
           const chunk = read(fd, 4096);
           if (chunk.length === 0) eof = true;
@@ -403,9 +421,14 @@ async function waitUntilReady(fd: number, pid: number, timeout: number): Promise
       }
     }
   } finally {
+    for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);
+    close(wakeRead);
+    close(wakeWrite);
     close(pidfd);
   }
 }
+
+const INTERRUPTS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 
 /** @internal for tests: the variable name, to check it never leaks. */
 export const DAEMON_ROLE_VARIABLE: string = ROLE_VARIABLE;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { PidFile } from "../src/pidfile.ts";
 import { DAEMON_ROLE_VARIABLE } from "../src/daemon.ts";
-import { serviceDir } from "./helpers/service.ts";
+import { serviceDir, serviceFixture, until } from "./helpers/service.ts";
 import { startRsyslog } from "./helpers/rsyslog.ts";
 
 function fdInfoFlags(pid: number, fd: number): number {
@@ -92,6 +92,26 @@ Deno.test("daemonize(): a daemon never ready is killed at readyTimeout", async (
   assert.ok(run.ms < 6000, `took ${run.ms} ms`);
   assert.deepEqual(await PidFile.probe(dir.pidFile), { state: "absent" });
   assert.deepEqual(dir.processes(), []);
+});
+
+Deno.test("daemonize(): Ctrl-C in the foreground while it waits stops the half-started daemon", async () => {
+  await using dir = await serviceDir();
+  const fg = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", serviceFixture, dir.path, "never-ready"],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  assert.ok(await until(() => dir.pid() !== undefined && dir.pid() !== fg.pid, 10_000));
+  const daemon = dir.pid()!;
+  fg.kill("SIGINT");
+  const out = await fg.output();
+  assert.equal(out.code, 1);
+  assert.match(
+    new TextDecoder().decode(out.stderr),
+    /^interrupted by SIGINT before the daemon was ready; it was stopped/,
+  );
+  assert.ok(await until(() => !dir.processes().includes(daemon), 5000), "the daemon is gone");
+  assert.deepEqual(await PidFile.probe(dir.pidFile), { state: "absent" });
 });
 
 Deno.test("daemonize(): the role marker does not reach a grandchild, and a stale one is ignored", async () => {
