@@ -38,6 +38,7 @@ import {
   pipe,
   type PollFd,
   pollWait,
+  quote,
   read,
   recvNow,
   signalName,
@@ -192,11 +193,13 @@ export function parseStopSchedule(text: string): StopStep[] {
       continue;
     }
     const signal = parseSignal(part);
-    if (signal === undefined) throw new TypeError(`bad stop schedule "${text}": "${part}"`);
+    if (signal === undefined) {
+      throw new TypeError(`bad stop schedule ${quote(text)}: ${quote(part)}`);
+    }
     steps.push({ signal });
   }
   if (steps.length === 0 || !steps.some((s) => "signal" in s)) {
-    throw new TypeError(`bad stop schedule "${text}": no signal`);
+    throw new TypeError(`bad stop schedule ${quote(text)}: no signal`);
   }
   return steps;
 }
@@ -210,7 +213,7 @@ export function parseStopSchedule(text: string): StopStep[] {
  */
 export function parseDuration(text: string): number {
   const m = /^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$/.exec(text.trim());
-  if (!m) throw new TypeError(`bad duration "${text}" (try 500ms, 2s, 1m)`);
+  if (!m) throw new TypeError(`bad duration ${quote(text)} (try 500ms, 2s, 1m)`);
   const n = Number(m[1]);
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? "s"]!;
   return n * unit;
@@ -253,7 +256,7 @@ export function parseOutput(text: string): OutputTarget {
     const facility = FACILITIES[name];
     if (facility === undefined) {
       throw new TypeError(
-        `unknown syslog facility "${name}" (one of ${Object.keys(FACILITIES).join(", ")})`,
+        `unknown syslog facility ${quote(name)} (one of ${Object.keys(FACILITIES).join(", ")})`,
       );
     }
     return { kind: "syslog", facility };
@@ -392,7 +395,7 @@ class SyslogSink implements Sink {
       if (now - this.#warnedAt > 60_000) {
         this.#warnedAt = now;
         this.warn(
-          `cannot log to "${this.socketPath}": ${new SystemError("sendto", e).message}` +
+          `cannot log to ${quote(this.socketPath)}: ${new SystemError("sendto", e).message}` +
             ` (${this.#dropped} line(s) dropped so far)`,
         );
       }
@@ -629,7 +632,10 @@ class Supervisor {
     } catch (err) {
       if (this.stateWarned) return;
       this.stateWarned = true; // once: status --json then shows no child, the rest works
-      this.log("err", `cannot write state file "${this.o.statePath}": ${(err as Error).message}`);
+      this.log(
+        "err",
+        `cannot write state file ${quote(this.o.statePath)}: ${(err as Error).message}`,
+      );
     }
   }
 

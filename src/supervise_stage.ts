@@ -16,7 +16,7 @@
  * @module
  */
 
-import { close, ERRNO, SystemError, writeAll } from "./ffi/mod.ts";
+import { close, ERRNO, quote, SystemError, writeAll } from "./ffi/mod.ts";
 import { PidFile } from "./pidfile.ts";
 import { selfCommand } from "./spawn.ts";
 import type { DaemonPlan, LaunchedDaemon } from "./control.ts";
@@ -105,7 +105,7 @@ export function superviseOptions(
   env: Record<string, string>,
 ): SuperviseOptions {
   if (config.restart && !["on-failure", "always", "never"].includes(config.restart)) {
-    throw new TypeError(`bad --restart "${config.restart}" (on-failure, always or never)`);
+    throw new TypeError(`bad --restart ${quote(config.restart)} (on-failure, always or never)`);
   }
   for (const [key, value] of Object.entries(config)) {
     if (typeof value === "number" && (!Number.isFinite(value) || value < 0)) {
