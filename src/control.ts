@@ -41,7 +41,6 @@ import {
   pollNow,
   pollWait,
   quote,
-  readSmallFile,
   reap,
   resetSignals,
   setCloexec,
@@ -60,6 +59,7 @@ import {
   PidFile,
   probeSync,
 } from "./pidfile.ts";
+import { cmdlineOf, processRuns, procStat, startedAt, vmRssKiB } from "./proc.ts";
 import { type FdSource, resolveCommand, spawn } from "./spawn.ts";
 import { NOTIFY_FD_ENV, NOTIFY_SOCKET_ENV, Readiness, type ReadinessMode } from "./readiness.ts";
 import { awaitStage, spawnStage } from "./stage.ts";
@@ -1051,16 +1051,11 @@ function fileIdentity(path: string): Pick<FileStat, "dev" | "ino"> | undefined {
   }
 }
 
-/** ppid, process group and start time from /proc/PID/stat; undefined when gone. */
+/** ppid, process group and start time of a running process; undefined when gone or a zombie. */
 function holderFacts(pid: number): Holder | undefined {
-  try {
-    const stat = readSmallFile(`/proc/${pid}/stat`);
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (f[0] === "Z" || f[0] === "X") return undefined;
-    return { pid, ppid: Number(f[1]), pgid: Number(f[2]), startTicks: Number(f[19]) };
-  } catch {
-    return undefined;
-  }
+  const st = procStat(pid);
+  if (!st || st.state === "Z" || st.state === "X") return undefined;
+  return { pid, ppid: st.ppid, pgid: st.pgid, startTicks: st.startTicks };
 }
 
 /**
@@ -1127,11 +1122,6 @@ function lockHolder(path: string, named: number | undefined): number | undefined
   if (!st) return named;
   if (named !== undefined && holdsLockInFdinfo(named, st) !== false) return named;
   return topHolders(lockHolders(st))[0]?.pid ?? named;
-}
-
-/** Whether a process runs (exists and is not a zombie). */
-function processRuns(pid: number): boolean {
-  return holderFacts(pid) !== undefined;
 }
 
 /**
@@ -1561,49 +1551,22 @@ export function status(pidfile: string): StatusReport {
 }
 
 function procFacts(pid: number): Partial<StatusReport> {
-  const out: {
-    startTime?: string;
-    uptimeSeconds?: number;
-    rssKiB?: number;
-    fds?: number | null;
-    cmdline?: string[];
-  } = {};
+  const started = startedAt(procStat(pid)?.startTicks ?? NaN);
+  const rss = vmRssKiB(pid);
+  const cmdline = cmdlineOf(pid);
+  let fds: number | null;
   try {
-    const stat = readSmallFile(`/proc/${pid}/stat`);
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const startTicks = Number(fields[19]); // field 22, counted from field 3
-    const hz = 100; // USER_HZ: 100 on every Linux architecture we support
-    const btime = Number(/^btime (\d+)$/m.exec(readSmallFile("/proc/stat"))?.[1]);
-    const uptime = Number(readSmallFile("/proc/uptime").split(" ")[0]);
-    if (Number.isFinite(startTicks) && Number.isFinite(btime)) {
-      out.startTime = new Date((btime + startTicks / hz) * 1000).toISOString();
-    }
-    if (Number.isFinite(startTicks) && Number.isFinite(uptime)) {
-      out.uptimeSeconds = Math.max(0, Math.round((uptime - startTicks / hz) * 100) / 100);
-    }
+    fds = listDirectory(`/proc/${pid}/fd`).length;
   } catch {
-    // Gone meanwhile.
+    fds = null;
   }
-  try {
-    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readSmallFile(`/proc/${pid}/status`));
-    out.rssKiB = m ? Number(m[1]) : 0;
-  } catch {
-    // Gone meanwhile.
-  }
-  try {
-    out.fds = listDirectory(`/proc/${pid}/fd`).length;
-  } catch {
-    out.fds = null;
-  }
-  try {
-    const raw = readSmallFile(`/proc/${pid}/cmdline`);
-    const argv = raw.split("\0");
-    if (argv[argv.length - 1] === "") argv.pop();
-    out.cmdline = argv;
-  } catch {
-    // Gone meanwhile.
-  }
-  return out;
+  return {
+    ...(started.time ? { startTime: started.time.toISOString() } : {}),
+    ...(started.uptimeSeconds === undefined ? {} : { uptimeSeconds: started.uptimeSeconds }),
+    ...(rss === undefined ? {} : { rssKiB: rss }),
+    fds,
+    ...(cmdline ? { cmdline } : {}),
+  };
 }
 
 // ---------------------------------------------------------------- run

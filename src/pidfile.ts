@@ -35,6 +35,7 @@ import {
   SystemError,
   tryFlock,
 } from "./ffi/mod.ts";
+import { processRuns } from "./proc.ts";
 
 /** The largest pid Linux hands out (`pid_max` can be at most 2^22). */
 const PID_MAX = 4_194_304;
@@ -509,21 +510,11 @@ export function holdsLockInFdinfo(
     names = listDirectory(`/proc/${pid}/fd`);
   } catch (err) {
     // A zombie's descriptors are closed, yet as non-root its fd directory reads EACCES.
-    return err instanceof SystemError && err.code === "ENOENT" || isGoneOrZombie(pid)
+    return err instanceof SystemError && err.code === "ENOENT" || !processRuns(pid)
       ? false
       : undefined;
   }
   return names.some((name) => !CONVENTIONAL_LOCK_FDS.includes(name) && holds(name));
-}
-
-function isGoneOrZombie(pid: number): boolean {
-  try {
-    const stat = readSmallFile(`/proc/${pid}/stat`);
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return state === "Z" || state === "X";
-  } catch {
-    return true;
-  }
 }
 
 const CONVENTIONAL_LOCK_FDS = ["3", "63"];

@@ -21,10 +21,10 @@ import {
   listDirectory,
   open,
   quote,
-  readSmallFile,
   SystemError,
   umask as setUmask,
 } from "./ffi/mod.ts";
+import { cmdlineOf } from "./proc.ts";
 
 /** Where a child's descriptor comes from: a descriptor of ours, or /dev/null. */
 export type FdSource = number | "null";
@@ -287,9 +287,8 @@ function checkProgram(path: string, command: string, named: boolean): void {
  * @returns the argv prefix; `[0]` is an absolute path
  */
 export function selfCommand(): string[] {
-  const raw = readSmallFile("/proc/self/cmdline");
-  const argv = raw.split("\0");
-  if (argv[argv.length - 1] === "") argv.pop();
+  const argv = cmdlineOf("self");
+  if (!argv) throw new Error("cannot read /proc/self/cmdline");
   const prefix = argv.slice(0, argv.length - Deno.args.length);
   prefix[0] = Deno.execPath();
   return prefix;

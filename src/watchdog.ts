@@ -18,10 +18,10 @@ import {
   getCloexec,
   listDirectory,
   readLink,
-  readSmallFile,
   setCloexec,
   SystemError,
 } from "./ffi/mod.ts";
+import { vmRssKiB } from "./proc.ts";
 import { LOG_ERR, LOG_WARNING, report } from "./syslog.ts";
 
 /**
@@ -36,10 +36,9 @@ import { LOG_ERR, LOG_WARNING, report } from "./syslog.ts";
  * ```
  */
 export function rssKiB(): number {
-  const status = readSmallFile("/proc/self/status");
-  const m = /^VmRSS:\s*([0-9]+)\s*kB/m.exec(status);
-  if (!m) throw new Error("cannot read VmRSS from /proc/self/status");
-  return Number(m[1]);
+  const kib = vmRssKiB("self");
+  if (!kib) throw new Error("cannot read VmRSS from /proc/self/status");
+  return kib;
 }
 
 /** One open descriptor, as {@link listOpenFds} reports it. */

@@ -1,0 +1,115 @@
+/**
+ * What /proc says of a process: its state, parent, group and start time, its
+ * resident memory, its command line. Read through libc (Deno asks for
+ * `--allow-all` to read /proc with its own API).
+ *
+ * @module
+ */
+
+import { readSmallFile } from "./ffi/mod.ts";
+
+/** The fields of /proc/PID/stat the project uses. */
+export interface ProcStat {
+  /** R, S, D, Z, T, ... */
+  readonly state: string;
+  readonly ppid: number;
+  /** Its process group. */
+  readonly pgid: number;
+  /** When it started, in clock ticks since boot (field 22). */
+  readonly startTicks: number;
+}
+
+/**
+ * /proc/PID/stat, parsed after the command name (which may hold spaces and
+ * parentheses).
+ *
+ * @param pid the process, or "self"
+ * @returns its fields, or undefined when it is gone or hidden
+ */
+export function procStat(pid: number | "self"): ProcStat | undefined {
+  let text: string;
+  try {
+    text = readSmallFile(`/proc/${pid}/stat`);
+  } catch {
+    return undefined;
+  }
+  const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  return {
+    state: f[0] ?? "?",
+    ppid: Number(f[1]),
+    pgid: Number(f[2]),
+    startTicks: Number(f[19]), // field 22, counted from field 3
+  };
+}
+
+/**
+ * Whether a process runs: it exists and is not a zombie.
+ *
+ * @param pid the process
+ * @returns false for a process that is gone, a zombie, or dead
+ */
+export function processRuns(pid: number): boolean {
+  const st = procStat(pid);
+  return st !== undefined && st.state !== "Z" && st.state !== "X";
+}
+
+/** USER_HZ: 100 on every Linux architecture this project supports. */
+const HZ = 100;
+
+/**
+ * When a process started, from its start ticks, the boot time and the uptime.
+ *
+ * @param startTicks from {@link procStat}
+ * @returns the wall-clock start and the seconds since, where /proc tells them
+ */
+export function startedAt(startTicks: number): { time?: Date; uptimeSeconds?: number } {
+  const out: { time?: Date; uptimeSeconds?: number } = {};
+  if (!Number.isFinite(startTicks)) return out;
+  try {
+    const btime = Number(/^btime (\d+)$/m.exec(readSmallFile("/proc/stat"))?.[1]);
+    if (Number.isFinite(btime)) out.time = new Date((btime + startTicks / HZ) * 1000);
+    const uptime = Number(readSmallFile("/proc/uptime").split(" ")[0]);
+    if (Number.isFinite(uptime)) {
+      out.uptimeSeconds = Math.max(0, Math.round((uptime - startTicks / HZ) * 100) / 100);
+    }
+  } catch {
+    // /proc without stat or uptime: leave them out.
+  }
+  return out;
+}
+
+/**
+ * A process's resident set size (`VmRSS` in /proc/PID/status).
+ *
+ * @param pid the process, or "self"
+ * @returns kibibytes; 0 for a process with no memory of its own (a kernel
+ *   thread or a zombie); undefined when it is gone or hidden
+ */
+export function vmRssKiB(pid: number | "self"): number | undefined {
+  let text: string;
+  try {
+    text = readSmallFile(`/proc/${pid}/status`);
+  } catch {
+    return undefined;
+  }
+  const m = /^VmRSS:\s*([0-9]+)\s*kB/m.exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
+/**
+ * A process's argv, from /proc/PID/cmdline.
+ *
+ * @param pid the process, or "self"
+ * @returns the arguments, or undefined when it is gone or hidden
+ */
+export function cmdlineOf(pid: number | "self"): string[] | undefined {
+  let raw: string;
+  try {
+    raw = readSmallFile(`/proc/${pid}/cmdline`);
+  } catch {
+    return undefined;
+  }
+  const argv = raw.split("\0");
+  if (argv[argv.length - 1] === "") argv.pop();
+  return argv;
+}
