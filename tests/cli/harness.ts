@@ -8,6 +8,12 @@
  */
 
 import assert from "node:assert/strict";
+import { exists, isAlive, processState } from "../helpers/process.ts";
+
+/** The state letter of a process (R, S, Z, ...), or undefined when it is gone. */
+export const procState: (pid: number) => string | undefined = processState;
+/** Whether a process runs (a zombie does not). */
+export const alive: (pid: number) => boolean = isAlive;
 
 /** The project root, with a trailing slash. */
 export const ROOT: string = new URL("../../", import.meta.url).pathname;
@@ -212,15 +218,6 @@ function newestSource(): Date {
   return newest;
 }
 
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Read a pid file: the pid, or undefined when empty or missing. */
 export function readPid(path: string): number | undefined {
   try {
@@ -230,22 +227,6 @@ export function readPid(path: string): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** The state letter of a process from /proc (R, S, Z, ...), or undefined when it is gone. */
-export function procState(pid: number): string | undefined {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
-  } catch {
-    return undefined;
-  }
-}
-
-/** Whether a process runs (a zombie does not). */
-export function alive(pid: number): boolean {
-  const s = procState(pid);
-  return s !== undefined && s !== "Z" && s !== "X";
 }
 
 /** Wait until `check` is true, at most `timeoutMs`. */

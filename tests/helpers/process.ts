@@ -102,6 +102,16 @@ export function processState(pid: number): string | undefined {
   }
 }
 
+/** Whether a path exists (following symlinks). */
+export function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Whether a process exists and is not a zombie. */
 export function isAlive(pid: number): boolean {
   const state = processState(pid);

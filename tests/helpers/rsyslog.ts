@@ -19,6 +19,8 @@
  * @module
  */
 
+import { exists } from "./process.ts";
+
 /** What a program run inside the namespace did. */
 export interface RunResult {
   readonly code: number;
@@ -68,15 +70,6 @@ export interface Rsyslog extends AsyncDisposable {
 }
 
 const RSYSLOGD = "/usr/sbin/rsyslogd";
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Why a real rsyslogd cannot run here, if it cannot.
