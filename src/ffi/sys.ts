@@ -579,17 +579,6 @@ export function reap(pid: number): ExitReason | undefined {
 }
 
 /**
- * waitpid(-1, WNOHANG): reap any child that has ended.
- *
- * @returns its pid and how it ended, or `undefined` when none is waiting
- */
-export function reapAny(): { pid: number; reason: ExitReason } | undefined {
-  const status = new Int32Array(1);
-  const r = libc().waitpid(-1, status, linux.WNOHANG);
-  return r > 0 ? { pid: r, reason: decodeWaitStatus(status[0]!) } : undefined;
-}
-
-/**
  * access(2) with `X_OK`: may this process execute the file?
  *
  * @returns true when it may
