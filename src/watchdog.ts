@@ -13,14 +13,7 @@
  * @module
  */
 
-import {
-  ERRNO,
-  getCloexec,
-  listDirectory,
-  readLink,
-  setCloexec,
-  SystemError,
-} from "./ffi/mod.ts";
+import { ERRNO, getCloexec, listDirectory, readLink, setCloexec, SystemError } from "./ffi/mod.ts";
 import { vmRssKiB } from "./proc.ts";
 import { LOG_ERR, LOG_WARNING, report } from "./syslog.ts";
 
