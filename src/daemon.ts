@@ -276,12 +276,20 @@ async function runForeground(options: DaemonizeOptions, pidFile: string): Promis
     }
     if (!isDir) die(`cannot start the daemon: ${quote(options.chdir)} is not a directory`);
   }
+  // Listen before anything is started: a Ctrl-C (or TERM, HUP) between the
+  // spawn and the wait would otherwise kill this process by default and leave
+  // the half-started daemon running, unwatched, with the lock.
+  using interrupts = watchInterrupts();
   let lock: PidFile;
   try {
     lock = await PidFile.acquire(pidFile);
   } catch (err) {
     if (err instanceof AlreadyRunningError || err instanceof SystemError) die(err.message);
     throw err;
+  }
+  if (interrupts.reason !== undefined) {
+    lock.release();
+    die(`interrupted by ${interrupts.reason} before the daemon was started`);
   }
   const opened: number[] = [];
   let pid: number;
@@ -322,7 +330,7 @@ async function runForeground(options: DaemonizeOptions, pidFile: string): Promis
   } finally {
     for (const fd of opened) close(fd);
   }
-  const outcome = await waitUntilReady(ours, pid, timeout);
+  const outcome = await waitUntilReady(ours, pid, timeout, interrupts);
   close(ours);
   if (outcome === "ready") {
     lock.detach(); // the daemon holds the lock now
@@ -359,19 +367,14 @@ function describeExit(pid: number): string {
  *
  * @returns "ready", or the reason it is not
  */
-async function waitUntilReady(fd: number, pid: number, timeout: number): Promise<string> {
+async function waitUntilReady(
+  fd: number,
+  pid: number,
+  timeout: number,
+  interrupts: Interrupts,
+): Promise<string> {
   const pidfd = pidfdOpen(pid);
   if (pidfd === undefined) return describeExit(pid);
-  // Ctrl-C (or a TERM or HUP) while waiting stops the half-started daemon
-  // rather than leaving it starting, unwatched, with the lock.
-  const [wakeRead, wakeWrite] = pipe(C.O_CLOEXEC | C.O_NONBLOCK);
-  let interrupted: string | undefined;
-  const onSignal = (name: Deno.Signal) => () => {
-    interrupted ??= name;
-    writeAll(wakeWrite, new Uint8Array([1]));
-  };
-  const handlers = INTERRUPTS.map((name) => [name, onSignal(name)] as const);
-  for (const [name, handler] of handlers) Deno.addSignalListener(name, handler);
   try {
     let deadline = performance.now() + timeout;
     let text = "";
@@ -379,11 +382,11 @@ async function waitUntilReady(fd: number, pid: number, timeout: number): Promise
     let eof = false;
     for (;;) {
       const remaining = deadline - performance.now();
-      if (interrupted !== undefined) {
+      if (interrupts.reason !== undefined) {
         pidfdSendSignal(pidfd, 9);
         await pollWait([{ fd: pidfd, events: C.POLLIN }], 5000);
         reap(pid);
-        return `interrupted by ${interrupted} before the daemon was ready; it was stopped`;
+        return `interrupted by ${interrupts.reason} before the daemon was ready; it was stopped`;
       }
       if (remaining <= 0) {
         pidfdSendSignal(pidfd, 9);
@@ -394,10 +397,10 @@ async function waitUntilReady(fd: number, pid: number, timeout: number): Promise
           ? "daemon closed its readiness socket before it was ready; it was killed"
           : `daemon was not ready within ${timeout} ms; it was killed`;
       }
-      const watch = [{ fd: pidfd, events: C.POLLIN }, { fd: wakeRead, events: C.POLLIN }];
+      const watch = [{ fd: pidfd, events: C.POLLIN }, { fd: interrupts.fd, events: C.POLLIN }];
       if (!eof) watch.push({ fd, events: C.POLLIN });
       const revents = await pollWait(watch, remaining);
-      if (interrupted !== undefined) continue;
+      if (interrupts.reason !== undefined) continue;
       if (!eof && (revents[2] ?? 0) !== 0) {
         while (!eof && pollNow([{ fd, events: C.POLLIN }])[0] !== 0) {
           const chunk = read(fd, 4096);
@@ -421,14 +424,44 @@ async function waitUntilReady(fd: number, pid: number, timeout: number): Promise
       }
     }
   } finally {
-    for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);
-    close(wakeRead);
-    close(wakeWrite);
     close(pidfd);
   }
 }
 
 const INTERRUPTS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+
+/** The first of SIGINT, SIGTERM or SIGHUP received, and a descriptor that becomes readable then. */
+interface Interrupts extends Disposable {
+  readonly reason: Deno.Signal | undefined;
+  readonly fd: number;
+}
+
+/**
+ * Catch SIGINT, SIGTERM and SIGHUP from now until disposed, so that none of
+ * them ends this process before it has stopped what it started.
+ */
+function watchInterrupts(): Interrupts {
+  const [wakeRead, wakeWrite] = pipe(C.O_CLOEXEC | C.O_NONBLOCK);
+  let reason: Deno.Signal | undefined;
+  const handlers = INTERRUPTS.map((name) =>
+    [name, () => {
+      reason ??= name;
+      writeAll(wakeWrite, new Uint8Array([1]));
+    }] as const
+  );
+  for (const [name, handler] of handlers) Deno.addSignalListener(name, handler);
+  return {
+    get reason() {
+      return reason;
+    },
+    fd: wakeRead,
+    [Symbol.dispose]() {
+      for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);
+      close(wakeRead);
+      close(wakeWrite);
+    },
+  };
+}
 
 /** @internal for tests: the variable name, to check it never leaks. */
 export const DAEMON_ROLE_VARIABLE: string = ROLE_VARIABLE;

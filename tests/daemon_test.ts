@@ -114,6 +114,35 @@ Deno.test("daemonize(): Ctrl-C in the foreground while it waits stops the half-s
   assert.deepEqual(await PidFile.probe(dir.pidFile), { state: "absent" });
 });
 
+Deno.test("daemonize(): a signal the moment the pid file names the child never leaves a daemon behind", async () => {
+  // The window between spawn() and the readiness wait is a few milliseconds
+  // wide; poll the file tightly and signal at once, many times, with each of
+  // the three signals the foreground promises to handle.
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+  for (let round = 0; round < 15; round++) {
+    await using dir = await serviceDir();
+    const signal = signals[round % signals.length]!;
+    const fg = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", serviceFixture, dir.path, "never-ready"],
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const deadline = performance.now() + 10_000;
+    while (dir.pid() === undefined || dir.pid() === fg.pid) {
+      assert.ok(performance.now() < deadline, "the pid file never named the child");
+      await new Promise((r) => setTimeout(r, 0));
+    }
+    const daemon = dir.pid()!;
+    fg.kill(signal);
+    const out = await fg.output();
+    const err = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 1, `round ${round} (${signal}): ${err}`);
+    assert.match(err, new RegExp(`^interrupted by ${signal} before the daemon was`));
+    assert.ok(await until(() => !dir.processes().includes(daemon), 5000), "the daemon is gone");
+    assert.deepEqual(await PidFile.probe(dir.pidFile), { state: "absent" });
+  }
+});
+
 Deno.test("daemonize(): the role marker does not reach a grandchild, and a stale one is ignored", async () => {
   await using dir = await serviceDir();
   // A process that inherited a stale marker (right shape, wrong nonce) is a foreground caller.
