@@ -21,7 +21,7 @@
 
 import { quote, SystemError } from "./src/ffi/errors.ts";
 import { parseSignal } from "./src/ffi/signals.ts";
-import { AlreadyRunningError } from "./src/pidfile.ts";
+import { AlreadyRunningError } from "./src/lock/pidfile.ts";
 
 /** The version `--version` prints. */
 export const VERSION = "0.1.0";
@@ -373,12 +373,12 @@ function err(line: string): void {
 export async function main(args: readonly string[]): Promise<number> {
   const first = args[0];
   if (first === "--singleton-run-internal-stage") {
-    const { runStage } = await import("./src/stage.ts");
+    const { runStage } = await import("./src/launch/privilege.ts");
     return runStage(args.slice(1));
   }
   if (first === "__supervise") {
     // supervise mode (issue 5): the supervisor process, when this program is the bundle or binary
-    const { superviseStage } = await import("./src/supervise_stage.ts");
+    const { superviseStage } = await import("./src/supervisor/stage.ts");
     return superviseStage(args);
   }
   try {
@@ -439,7 +439,7 @@ async function dispatch(cmd: Command, p: Parsed): Promise<number> {
     }
   }
 
-  const control = await import("./src/control.ts");
+  const control = await import("./src/control/control.ts");
   const guard = {
     pidfile,
     ...(p.values.guard === undefined ? {} : { guard: p.values.guard }),
@@ -642,7 +642,7 @@ async function superviseSettings(cmd: Command, p: Parsed) {
     return undefined;
   }
   if (cmd !== "start" && cmd !== "run" && cmd !== "restart") return undefined;
-  const sv = await import("./src/supervise.ts");
+  const sv = await import("./src/supervisor/supervisor.ts");
   const duration = (name: string) => {
     const text = p.values[name];
     if (text === undefined) return undefined;
@@ -730,7 +730,7 @@ async function report(e: unknown, cmd: string | undefined): Promise<number> {
     err(`${NAME}: ${e.message}`);
     return EXIT.NOTHING_TO_DO;
   }
-  const control = await import("./src/control.ts");
+  const control = await import("./src/control/control.ts");
   if (e instanceof control.NotRunningError) {
     err(`${NAME}: ${e.message}`);
     return EXIT.NOTHING_TO_DO;

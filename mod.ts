@@ -25,17 +25,22 @@ export {
   AlreadyRunningError,
   PidFile,
   type ProbeResult,
-} from "./src/pidfile.ts";
+} from "./src/lock/pidfile.ts";
 export { SystemError } from "./src/ffi/errors.ts";
-export { type Daemon, daemonize, type DaemonizeOptions } from "./src/daemon.ts";
-export { notifyReady, notifyReloading, notifyStatus, notifyStopping } from "./src/notify.ts";
+export { type Daemon, daemonize, type DaemonizeOptions } from "./src/service/daemon.ts";
+export {
+  notifyReady,
+  notifyReloading,
+  notifyStatus,
+  notifyStopping,
+} from "./src/service/notify.ts";
 export {
   onReload,
   onShutdown,
   type Registration,
   type ShutdownHandler,
   type ShutdownOptions,
-} from "./src/shutdown.ts";
+} from "./src/service/shutdown.ts";
 export {
   closeLog,
   errnoText,
@@ -86,7 +91,7 @@ export {
   type SyslogRecord,
   type SyslogSink,
   type SyslogSinkOptions,
-} from "./src/syslog.ts";
+} from "./src/syslog/syslog.ts";
 export {
   listOpenFds,
   type OpenFd,
@@ -98,4 +103,4 @@ export {
   setCloseOnExec,
   type WatchOptions,
   watchResources,
-} from "./src/watchdog.ts";
+} from "./src/service/watchdog.ts";

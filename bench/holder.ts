@@ -8,7 +8,7 @@
 
 import { PidFile } from "../mod.ts";
 import { kill, reap } from "../src/ffi/mod.ts";
-import { resolveCommand, spawn } from "../src/spawn.ts";
+import { resolveCommand, spawn } from "../src/launch/spawn.ts";
 
 /**
  * Lock a pid file, hand the locked descriptor to a `sleep` as its fd 3,

@@ -34,7 +34,7 @@ import {
   statOf,
   waitGone,
   which,
-} from "./proc.ts";
+} from "../testing/proc.ts";
 import { holdAsDaemon } from "./holder.ts";
 import { renderSvg } from "./svg.ts";
 
@@ -714,16 +714,16 @@ async function inProcess(): Promise<void> {
 }
 
 /**
- * One syslog line through src/syslog.ts, to a real rsyslogd on a private
- * /dev/log (tests/helpers/rsyslog.ts: a mount namespace, so this machine's
+ * One syslog line through src/syslog/syslog.ts, to a real rsyslogd on a private
+ * /dev/log (testing/rsyslog.ts: a mount namespace, so this machine's
  * /dev is never touched).
  */
 async function syslogLine(): Promise<Row | undefined> {
   let startRsyslog;
   try {
-    ({ startRsyslog } = await import("../tests/helpers/rsyslog.ts"));
+    ({ startRsyslog } = await import("../testing/rsyslog.ts"));
   } catch (err) {
-    skipped.push(`syslog line: tests/helpers/rsyslog.ts not loadable (${err})`);
+    skipped.push(`syslog line: testing/rsyslog.ts not loadable (${err})`);
     return undefined;
   }
   await using sl = await startRsyslog();
@@ -742,7 +742,7 @@ async function syslogLine(): Promise<Row | undefined> {
   }
   return {
     group: INPROC,
-    name: "syslog(3) line via src/syslog.ts, to rsyslogd",
+    name: "syslog(3) line via src/syslog/syslog.ts, to rsyslogd",
     kind: "ours",
     unit: "µs",
     samples: [Number(m[1])],

@@ -13,11 +13,11 @@
  * @module
  */
 
-import { SUPERVISOR_ENV } from "../src/supervise_stage.ts";
+import { SUPERVISOR_ENV } from "../src/supervisor/stage.ts";
 
 const RESTARTS = Number(Deno.args[0] ?? 1000);
 const root = new URL("..", import.meta.url).pathname;
-const stage = `${root}src/supervise_stage.ts`;
+const stage = `${root}src/supervisor/stage.ts`;
 
 /** RSS, anonymous RSS and PSS of a process, in kB. */
 export function memory(pid: number): { rss: number; anon: number; pss: number } {

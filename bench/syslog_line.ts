@@ -1,6 +1,6 @@
 /**
- * One syslog line through src/syslog.ts, timed: run inside the private mount
- * namespace of tests/helpers/rsyslog.ts, where /dev/log is a real rsyslogd.
+ * One syslog line through src/syslog/syslog.ts, timed: run inside the private mount
+ * namespace of testing/rsyslog.ts, where /dev/log is a real rsyslogd.
  * Prints `median_us=N`. bench/run.ts starts it; alone it needs a /dev/log.
  *
  * @module
@@ -14,7 +14,7 @@ import {
   LOG_NDELAY,
   LOG_PID,
   openLog,
-} from "../src/syslog.ts";
+} from "../src/syslog/syslog.ts";
 
 const N = Number(Deno.args[0] ?? 2000);
 openLog("sr-bench", { facility: LOG_DAEMON, options: LOG_PID | LOG_NDELAY });

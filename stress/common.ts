@@ -12,8 +12,8 @@ import {
   ROOT,
   runCmd,
   type RunOptions,
-} from "../bench/proc.ts";
-import type { CmdResult } from "../bench/proc.ts";
+} from "../testing/proc.ts";
+import type { CmdResult } from "../testing/proc.ts";
 
 /** The outcome of one family. */
 export class Tally {
@@ -90,7 +90,7 @@ export function defaultForm(): CliForm {
   try {
     const bundle = Deno.statSync(`${ROOT}/dist/singleton-run.js`).mtime?.getTime() ?? 0;
     const newest = Math.max(
-      ...["cli.ts", "src/control.ts"].map((f) => {
+      ...["cli.ts", "src/control/control.ts"].map((f) => {
         try {
           return Deno.statSync(`${ROOT}/${f}`).mtime?.getTime() ?? 0;
         } catch {

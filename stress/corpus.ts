@@ -17,8 +17,8 @@
  * @module
  */
 
-import { alive, argvOf, signalPid, sleep } from "../bench/proc.ts";
-import type { CmdResult } from "../bench/proc.ts";
+import { alive, argvOf, signalPid, sleep } from "../testing/proc.ts";
+import type { CmdResult } from "../testing/proc.ts";
 import {
   type Cli,
   linesOf,

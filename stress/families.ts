@@ -15,7 +15,7 @@ import {
   signalPid,
   sleep,
   statOf,
-} from "../bench/proc.ts";
+} from "../testing/proc.ts";
 import { PidFile } from "../mod.ts";
 import { type Cli, show, stackLines, strays, Tally } from "./common.ts";
 

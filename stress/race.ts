@@ -33,8 +33,8 @@ import {
   signalPid,
   sleep,
   statOf,
-} from "../bench/proc.ts";
-import type { CmdResult } from "../bench/proc.ts";
+} from "../testing/proc.ts";
+import type { CmdResult } from "../testing/proc.ts";
 import { reap } from "../src/ffi/mod.ts";
 import { type Cli, lockedInodes, Rng, show, stackLines, strays, Tally } from "./common.ts";
 

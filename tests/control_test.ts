@@ -4,8 +4,14 @@
  */
 
 import assert from "node:assert/strict";
-import { Guard, GuardTimeoutError, parseSchedule, parseUmask, UsageError } from "../src/control.ts";
-import { parseNotify } from "../src/readiness.ts";
+import {
+  Guard,
+  GuardTimeoutError,
+  parseSchedule,
+  parseUmask,
+  UsageError,
+} from "../src/control/control.ts";
+import { parseNotify } from "../src/launch/readiness.ts";
 
 Deno.test("parseSchedule() reads start-stop-daemon's --retry syntax", () => {
   assert.deepEqual(parseSchedule("TERM/10/KILL/5"), {

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { PidFile } from "../src/pidfile.ts";
-import { DAEMON_ROLE_VARIABLE } from "../src/daemon.ts";
-import { serviceDir, serviceFixture, until } from "./helpers/service.ts";
-import { startRsyslog } from "./helpers/rsyslog.ts";
+import { PidFile } from "../src/lock/pidfile.ts";
+import { DAEMON_ROLE_VARIABLE } from "../src/service/daemon.ts";
+import { serviceDir, serviceFixture, until } from "../testing/service.ts";
+import { startRsyslog } from "../testing/rsyslog.ts";
 
 function fdInfoFlags(pid: number, fd: number): number {
   const text = Deno.readTextFileSync(`/proc/${pid}/fdinfo/${fd}`);

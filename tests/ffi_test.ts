@@ -25,8 +25,8 @@ import {
   UnsupportedPlatformError,
   writeAll,
 } from "../src/ffi/mod.ts";
-import { resolveCommand, selfCommand, spawn } from "../src/spawn.ts";
-import { killQuietly, procStat, tempDir } from "./helpers/process.ts";
+import { resolveCommand, selfCommand, spawn } from "../src/launch/spawn.ts";
+import { killQuietly, procStat, tempDir } from "../testing/process.ts";
 
 Deno.test("SystemError carries errno, its name, the call and the path", () => {
   let caught: unknown;

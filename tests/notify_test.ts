@@ -15,8 +15,13 @@ import {
   recvNow,
   SystemError,
 } from "../src/ffi/mod.ts";
-import { spawn } from "../src/spawn.ts";
-import { notifyReady, notifyReloading, notifyStatus, notifyStopping } from "../src/notify.ts";
+import { spawn } from "../src/launch/spawn.ts";
+import {
+  notifyReady,
+  notifyReloading,
+  notifyStatus,
+  notifyStopping,
+} from "../src/service/notify.ts";
 
 const fixture = new URL("./fixtures/notify_client.ts", import.meta.url).pathname;
 const decoder = new TextDecoder();

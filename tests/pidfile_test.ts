@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { AlreadyRunningError, PidFile, SystemError } from "../mod.ts";
-import { isLockedBySyscalls, parsePid, probeSync, procLocksHold } from "../src/pidfile.ts";
+import { isLockedBySyscalls, parsePid, probeSync, procLocksHold } from "../src/lock/pidfile.ts";
 import { C, close, fstat, kill, open, pipe, reap } from "../src/ffi/mod.ts";
-import { spawn } from "../src/spawn.ts";
+import { spawn } from "../src/launch/spawn.ts";
 import {
   denoArgs,
   eventually,
@@ -11,7 +11,7 @@ import {
   LineChild,
   processState,
   tempDir,
-} from "./helpers/process.ts";
+} from "../testing/process.ts";
 
 const HOLDER = new URL("./fixtures/pidfile_holder.ts", import.meta.url).pathname;
 

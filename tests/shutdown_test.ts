@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { PidFile } from "../src/pidfile.ts";
-import { onReload, onShutdown } from "../src/shutdown.ts";
-import { serviceDir, until } from "./helpers/service.ts";
+import { PidFile } from "../src/lock/pidfile.ts";
+import { onReload, onShutdown } from "../src/service/shutdown.ts";
+import { serviceDir, until } from "../testing/service.ts";
 
 async function started(mode: string) {
   const dir = await serviceDir();

@@ -6,8 +6,8 @@
  */
 
 import assert from "node:assert/strict";
-import { PidFile } from "../src/pidfile.ts";
-import { type SuperviseConfig, SUPERVISOR_ENV } from "../src/supervise_stage.ts";
+import { PidFile } from "../src/lock/pidfile.ts";
+import { type SuperviseConfig, SUPERVISOR_ENV } from "../src/supervisor/stage.ts";
 import {
   CHILD_LOCK_FD,
   childLockFd,
@@ -16,13 +16,13 @@ import {
   parseOutput,
   parseStopSchedule,
   syslogHeader,
-} from "../src/supervise.ts";
-import { eventually, isAlive, killQuietly, processState, tempDir } from "./helpers/process.ts";
-import { startRsyslog } from "./helpers/rsyslog.ts";
+} from "../src/supervisor/supervisor.ts";
+import { eventually, isAlive, killQuietly, processState, tempDir } from "../testing/process.ts";
+import { startRsyslog } from "../testing/rsyslog.ts";
 import { memory, soak } from "../bench/supervise_soak.ts";
 import { bundleVariant, type Result, SOURCE, sr, type Variant } from "./cli/harness.ts";
 
-const STAGE = new URL("../src/supervise_stage.ts", import.meta.url).pathname;
+const STAGE = new URL("../src/supervisor/stage.ts", import.meta.url).pathname;
 
 interface State {
   supervisorPid: number;
@@ -600,7 +600,7 @@ Deno.test("start --supervise fails clearly when the first child dies, leaving no
 Deno.test("start --supervise --notify-socket: the child's READY=1 (sd_notify) releases start", async () => {
   await using dir = await tempDir();
   const pidfile = dir.join("d.pid");
-  const notify = new URL("../src/notify.ts", import.meta.url).href;
+  const notify = new URL("../src/service/notify.ts", import.meta.url).href;
   const r = await sr(SOURCE, [
     "start",
     "--pidfile",

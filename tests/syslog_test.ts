@@ -27,9 +27,9 @@ import {
   LOG_WARNING,
   openLog,
   setLogMask,
-} from "../src/syslog.ts";
+} from "../src/syslog/syslog.ts";
 import { SystemError } from "../src/ffi/mod.ts";
-import { startRsyslog } from "./helpers/rsyslog.ts";
+import { startRsyslog } from "../testing/rsyslog.ts";
 
 const fixture = new URL("./fixtures/syslog_writer.ts", import.meta.url).pathname;
 

@@ -7,7 +7,7 @@ import {
   rssKiB,
   setCloseOnExec,
   watchResources,
-} from "../src/watchdog.ts";
+} from "../src/service/watchdog.ts";
 
 const fixture = new URL("./fixtures/leaky.ts", import.meta.url).pathname;
 

@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { exists, isAlive, processState } from "../helpers/process.ts";
+import { exists, isAlive, processState } from "../../testing/process.ts";
 
 /** The state letter of a process (R, S, Z, ...), or undefined when it is gone. */
 export const procState: (pid: number) => string | undefined = processState;

@@ -50,7 +50,7 @@ import {
   tryFlock,
   umask as setUmask,
   type User,
-} from "./ffi/mod.ts";
+} from "../ffi/mod.ts";
 import {
   AlreadyRunningError,
   checkPidFileStat,
@@ -58,11 +58,16 @@ import {
   holdsLockInFdinfo,
   PidFile,
   probeSync,
-} from "./pidfile.ts";
-import { cmdlineOf, processRuns, procStat, startedAt, vmRssKiB } from "./proc.ts";
-import { type FdSource, resolveCommand, spawn } from "./spawn.ts";
-import { NOTIFY_FD_ENV, NOTIFY_SOCKET_ENV, Readiness, type ReadinessMode } from "./readiness.ts";
-import { awaitStage, spawnStage } from "./stage.ts";
+} from "../lock/pidfile.ts";
+import { cmdlineOf, processRuns, procStat, startedAt, vmRssKiB } from "../ffi/proc.ts";
+import { type FdSource, resolveCommand, spawn } from "../launch/spawn.ts";
+import {
+  NOTIFY_FD_ENV,
+  NOTIFY_SOCKET_ENV,
+  Readiness,
+  type ReadinessMode,
+} from "../launch/readiness.ts";
+import { awaitStage, spawnStage } from "../launch/privilege.ts";
 // supervise mode (issue 5): the supervisor becomes the daemon
 import {
   readSupervisorStatus,
@@ -71,7 +76,7 @@ import {
   type SuperviseSettings,
   SUPERVISOR_READY_FD,
   type SupervisorStatus,
-} from "./supervise_stage.ts";
+} from "../supervisor/stage.ts";
 
 export { AlreadyRunningError };
 

@@ -34,8 +34,8 @@ import {
   stat,
   SystemError,
   tryFlock,
-} from "./ffi/mod.ts";
-import { processRuns } from "./proc.ts";
+} from "../ffi/mod.ts";
+import { processRuns } from "../ffi/proc.ts";
 
 /** The largest pid Linux hands out (`pid_max` can be at most 2^22). */
 const PID_MAX = 4_194_304;

@@ -18,10 +18,10 @@
  * @module
  */
 
-import { quote } from "./ffi/mod.ts";
-import { heldPidFiles } from "./pidfile.ts";
+import { quote } from "../ffi/mod.ts";
+import { heldPidFiles } from "../lock/pidfile.ts";
 import { notifyReady, notifyReloading, notifyStopping } from "./notify.ts";
-import { LOG_ERR, LOG_INFO, LOG_WARNING, report } from "./syslog.ts";
+import { LOG_ERR, LOG_INFO, LOG_WARNING, report } from "../syslog/syslog.ts";
 
 /** A cleanup or reload handler; it may return a promise. */
 export type ShutdownHandler = () => void | Promise<void>;

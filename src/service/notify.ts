@@ -31,7 +31,7 @@ import {
   sendUnixDatagram,
   SystemError,
   writeAll,
-} from "./ffi/mod.ts";
+} from "../ffi/mod.ts";
 
 const encoder = new TextEncoder();
 

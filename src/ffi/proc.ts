@@ -6,7 +6,7 @@
  * @module
  */
 
-import { readSmallFile } from "./ffi/mod.ts";
+import { readSmallFile } from "./mod.ts";
 
 /** The fields of /proc/PID/stat the project uses. */
 export interface ProcStat {

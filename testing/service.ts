@@ -5,9 +5,9 @@
  *
  * @module
  */
-import { PidFile } from "../../src/pidfile.ts";
+import { PidFile } from "../src/lock/pidfile.ts";
 
-export const serviceFixture = new URL("../fixtures/service.ts", import.meta.url).pathname;
+export const serviceFixture = new URL("../tests/fixtures/service.ts", import.meta.url).pathname;
 
 /** A temporary directory for one daemon, disposable. */
 export interface ServiceDir extends AsyncDisposable {

@@ -25,7 +25,7 @@ import {
   pollWait,
   read,
   recvNow,
-} from "./ffi/mod.ts";
+} from "../ffi/mod.ts";
 
 /** The environment variable that names the notification descriptor (`--notify-fd N`). */
 export const NOTIFY_FD_ENV = "NOTIFY_FD";

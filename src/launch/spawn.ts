@@ -23,8 +23,8 @@ import {
   quote,
   SystemError,
   umask as setUmask,
-} from "./ffi/mod.ts";
-import { cmdlineOf } from "./proc.ts";
+} from "../ffi/mod.ts";
+import { cmdlineOf } from "../ffi/proc.ts";
 
 /** Where a child's descriptor comes from: a descriptor of ours, or /dev/null. */
 export type FdSource = number | "null";

@@ -44,9 +44,9 @@ import {
   signalName,
   SystemError,
   writeAll,
-} from "./ffi/mod.ts";
-import { type NotifySocket, openNotifySocket, parseNotify } from "./readiness.ts";
-import { spawn } from "./spawn.ts";
+} from "../ffi/mod.ts";
+import { type NotifySocket, openNotifySocket, parseNotify } from "../launch/readiness.ts";
+import { spawn } from "../launch/spawn.ts";
 
 /** When to start the command again after it exits. */
 export type RestartPolicy = "on-failure" | "always" | "never";

@@ -38,12 +38,12 @@ import {
   socketpair,
   SystemError,
   writeAll,
-} from "./ffi/mod.ts";
-import { AlreadyRunningError, PidFile } from "./pidfile.ts";
-import { selfCommand, spawn } from "./spawn.ts";
+} from "../ffi/mod.ts";
+import { AlreadyRunningError, PidFile } from "../lock/pidfile.ts";
+import { selfCommand, spawn } from "../launch/spawn.ts";
 import { notifyReady } from "./notify.ts";
 import { shutdown } from "./shutdown.ts";
-import { LOG_WARNING, report } from "./syslog.ts";
+import { LOG_WARNING, report } from "../syslog/syslog.ts";
 
 /** The environment variable that carries `<fd>:<nonce>` to the daemon, once. */
 const ROLE_VARIABLE = "SINGLETON_RUN_DAEMONIZE";

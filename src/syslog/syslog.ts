@@ -16,7 +16,7 @@
  * @module
  */
 
-import { cstr, libc, quote, strerror, SystemError } from "./ffi/mod.ts";
+import { cstr, libc, quote, strerror, SystemError } from "../ffi/mod.ts";
 
 // openlog() options (Figure 13.3).
 /** Log the process id with each message. */

@@ -16,10 +16,10 @@
  * @module
  */
 
-import { close, ERRNO, quote, SystemError, writeAll } from "./ffi/mod.ts";
-import { PidFile } from "./pidfile.ts";
-import { selfCommand } from "./spawn.ts";
-import type { DaemonPlan, LaunchedDaemon } from "./control.ts";
+import { close, ERRNO, quote, SystemError, writeAll } from "../ffi/mod.ts";
+import { PidFile } from "../lock/pidfile.ts";
+import { selfCommand } from "../launch/spawn.ts";
+import type { DaemonPlan, LaunchedDaemon } from "../control/control.ts";
 import {
   parseDuration,
   parseOutput,
@@ -27,7 +27,7 @@ import {
   supervise,
   type SuperviseOptions,
   type SupervisorState,
-} from "./supervise.ts";
+} from "./supervisor.ts";
 
 /** The internal argv marker that selects the supervisor stage. */
 export const SUPERVISE_MARKER = "__supervise";
@@ -234,7 +234,7 @@ export type SuperviseSettings = Omit<
 function supervisorArgv(json: string): string[] {
   const self = selfCommand();
   const here = new URL(import.meta.url);
-  const fromSource = here.protocol === "file:" && here.pathname.endsWith("/supervise_stage.ts");
+  const fromSource = here.protocol === "file:" && here.pathname.endsWith("/supervisor/stage.ts");
   if (self.length >= 3 && self[1] === "run") {
     const script = fromSource ? here.pathname : self[self.length - 1]!;
     const absolute = script.startsWith("/") || /^[a-z]+:/.test(script)

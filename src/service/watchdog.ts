@@ -13,9 +13,9 @@
  * @module
  */
 
-import { ERRNO, getCloexec, listDirectory, readLink, setCloexec, SystemError } from "./ffi/mod.ts";
-import { vmRssKiB } from "./proc.ts";
-import { LOG_ERR, LOG_WARNING, report } from "./syslog.ts";
+import { ERRNO, getCloexec, listDirectory, readLink, setCloexec, SystemError } from "../ffi/mod.ts";
+import { vmRssKiB } from "../ffi/proc.ts";
+import { LOG_ERR, LOG_WARNING, report } from "../syslog/syslog.ts";
 
 /**
  * This process's resident set size (`VmRSS` in /proc/self/status).

@@ -256,7 +256,7 @@ export function which(
 /** How the singleton-run command is invoked: from source, or the bundle. */
 export type CliForm = "source" | "bundle";
 
-/** The repository root (this file is bench/proc.ts). */
+/** The repository root (this file is testing/proc.ts). */
 export const ROOT: string = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
 /**

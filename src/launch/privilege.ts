@@ -29,7 +29,7 @@ import {
   resetSignals,
   setCloexec,
   writeAll,
-} from "./ffi/mod.ts";
+} from "../ffi/mod.ts";
 import { type FdSource, selfCommand, spawn } from "./spawn.ts";
 
 /** The argv flag that turns this program into the internal stage. */
