@@ -36,7 +36,7 @@ Deno.test("parseSchedule() reads start-stop-daemon's --retry syntax", () => {
 Deno.test("parseSchedule() rejects malformed schedules with the reason", () => {
   for (
     const [text, why] of [
-      ["", /empty item/],
+      ["", /it is empty/],
       ["TERM//5", /empty item/],
       ["5/TERM/5", /must start with a signal/],
       ["TERM/5/KILL", /must end with a timeout/],

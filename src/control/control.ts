@@ -34,7 +34,6 @@ import {
   lookupUser,
   lstat,
   open,
-  parseSignal,
   pidfdOpen,
   pidfdSendSignal,
   platform,
@@ -68,6 +67,10 @@ import {
   type ReadinessMode,
 } from "../launch/readiness.ts";
 import { awaitStage, spawnStage } from "../launch/privilege.ts";
+import { describeExit } from "../launch/exit.ts";
+import type { DaemonPlan, LaunchedDaemon } from "../launch/plan.ts";
+import { parseSchedule, type Schedule } from "../launch/schedule.ts";
+import { UsageError } from "../errors.ts";
 // supervise mode (issue 5): the supervisor becomes the daemon
 import {
   readSupervisorStatus,
@@ -78,7 +81,9 @@ import {
   type SupervisorStatus,
 } from "../supervisor/stage.ts";
 
-export { AlreadyRunningError };
+export { AlreadyRunningError, parseSchedule, UsageError };
+export type { DaemonPlan, LaunchedDaemon, Schedule };
+export type { ScheduleStep } from "../launch/schedule.ts";
 
 /** How long `start` waits, by default, to see that a daemon stays alive after its exec. */
 export const DEFAULT_READY_AFTER_MS = 20;
@@ -188,15 +193,6 @@ export class InterruptedError extends Error {
   }
 }
 
-/** A value given to the library is malformed (the CLI reports it as a usage error). */
-export class UsageError extends Error {
-  /** @param message what is wrong */
-  constructor(message: string) {
-    super(message);
-    this.name = "UsageError";
-  }
-}
-
 // ---------------------------------------------------------------- options
 
 /** Options every guarded action takes. */
@@ -235,34 +231,6 @@ export interface LaunchOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** `USER[:GROUP]`, name or number: run as that account (root only). */
   readonly user?: string;
-}
-
-/** The plan for the process that becomes the daemon, as {@link launchDaemon} gets it. */
-export interface DaemonPlan {
-  /** The program, absolute. */
-  readonly path: string;
-  /** Its argv, `argv[0]` included. */
-  readonly argv: readonly string[];
-  /** Its whole environment. */
-  readonly env: Readonly<Record<string, string>>;
-  /** Its working directory. */
-  readonly cwd: string;
-  /** Its umask. */
-  readonly umask: number;
-  /** Its descriptors: 0-2 (stdio), 3 (the pid file lock), any notification fd. */
-  readonly fds: Readonly<Record<number, FdSource>>;
-  /** The account to run as, if any. */
-  readonly user?: User;
-  /** The primary group for `user`. */
-  readonly gid?: number;
-}
-
-/** The process that became the daemon. */
-export interface LaunchedDaemon {
-  /** Its pid: the pid file names it. */
-  readonly pid: number;
-  /** With `--user`: the stage's error pipe, end of file once it has exec'd the command. */
-  readonly stageErrorFd?: number;
 }
 
 /** Options of {@link start}. */
@@ -307,18 +275,6 @@ export interface StartResult {
   readonly pid: number;
   /** The last STATUS= the daemon sent, if any. */
   readonly status?: string;
-}
-
-/** One step of a stop schedule. */
-export type ScheduleStep =
-  | { readonly signal: number }
-  | { readonly waitMs: number };
-
-/** A parsed stop schedule (start-stop-daemon's `--retry` syntax). */
-export interface Schedule {
-  readonly steps: readonly ScheduleStep[];
-  /** Where `forever` repeats from: -1 for no repeat; `steps.length` to wait without end. */
-  readonly repeatAt: number;
 }
 
 /** Options of {@link stop}. */
@@ -401,53 +357,6 @@ export interface StatusReport {
 }
 
 // ---------------------------------------------------------------- parsing helpers
-
-/**
- * Parse a stop schedule as start-stop-daemon does: `SIGNAL/TIMEOUT/...`, a bare
- * number N meaning `TERM/N/KILL/N`, `forever` repeating what follows it (at
- * the end: wait without limit). Timeouts are seconds (decimals allowed).
- *
- * @param text the schedule
- * @returns the schedule
- * @throws {UsageError} naming what is wrong
- */
-export function parseSchedule(text: string): Schedule {
-  const bad = (why: string) => new UsageError(`bad --retry schedule ${quote(text)}: ${why}`);
-  if (/^[0-9]+(\.[0-9]+)?$/.test(text)) {
-    const ms = Number(text) * 1000;
-    return {
-      steps: [{ signal: 15 }, { waitMs: ms }, { signal: 9 }, { waitMs: ms }],
-      repeatAt: -1,
-    };
-  }
-  const steps: ScheduleStep[] = [];
-  let repeatAt = -1;
-  for (const item of text.split("/")) {
-    if (item === "") throw bad("empty item");
-    if (item === "forever") {
-      if (repeatAt >= 0) throw bad('"forever" appears more than once');
-      repeatAt = steps.length;
-      continue;
-    }
-    if (/^[0-9]+(\.[0-9]+)?$/.test(item)) {
-      steps.push({ waitMs: Number(item) * 1000 });
-      continue;
-    }
-    const sig = parseSignalItem(item);
-    if (sig === undefined) throw bad(`${quote(item)} is neither a signal nor a number of seconds`);
-    steps.push({ signal: sig });
-  }
-  if (steps.length === 0 || !("signal" in steps[0]!)) throw bad("it must start with a signal");
-  const last = steps[steps.length - 1]!;
-  if ("signal" in last && repeatAt !== steps.length) {
-    throw bad("it must end with a timeout (or forever)");
-  }
-  return { steps, repeatAt };
-}
-
-function parseSignalItem(item: string): number | undefined {
-  return parseSignal(item.startsWith("-") ? item.slice(1) : item);
-}
 
 /**
  * Parse a umask: octal digits, `022` or `0o022`.
@@ -998,9 +907,7 @@ function killGroup(pgid: number): void {
 }
 
 function exitText(exit: ExitReason | undefined): string {
-  if (!exit) return "";
-  if (exit.exited) return ` (exit status ${exit.code})`;
-  return ` (killed by ${signalName(exit.signal)}${exit.coreDumped ? ", core dumped" : ""})`;
+  return exit ? ` (${describeExit(exit)})` : "";
 }
 
 function seconds(ms: number): string {

@@ -19,7 +19,7 @@
 import { close, ERRNO, quote, SystemError, writeAll } from "../ffi/mod.ts";
 import { PidFile } from "../lock/pidfile.ts";
 import { selfCommand } from "../launch/spawn.ts";
-import type { DaemonPlan, LaunchedDaemon } from "../control/control.ts";
+import type { DaemonPlan, LaunchedDaemon } from "../launch/plan.ts";
 import {
   parseDuration,
   parseOutput,

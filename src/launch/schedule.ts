@@ -1,0 +1,100 @@
+/**
+ * Stop schedules, in start-stop-daemon's `--retry` grammar, for every place
+ * that stops a process: `stop --retry` and the supervisor's
+ * `--stop-schedule` alike.
+ *
+ * - `SIGNAL/TIMEOUT/SIGNAL/TIMEOUT...`: send, wait up to TIMEOUT seconds for
+ *   the process to end, go on; a signal may be written `TERM`, `SIGTERM`,
+ *   `15` or `-TERM`;
+ * - a bare number N: `TERM/N/KILL/N`;
+ * - `forever`: repeat what follows it without end (at the very end: wait
+ *   without limit after the last signal).
+ *
+ * It must start with a signal and end with a timeout or `forever`.
+ *
+ * @module
+ */
+
+import { parseSignal, quote } from "../ffi/mod.ts";
+import { UsageError } from "../errors.ts";
+
+/** One step of a stop schedule. */
+export type ScheduleStep =
+  | { readonly signal: number }
+  | { readonly waitMs: number };
+
+/** A parsed stop schedule. */
+export interface Schedule {
+  /** The steps in order. */
+  readonly steps: readonly ScheduleStep[];
+  /** Where `forever` repeats from: -1 for no repeat; `steps.length` to wait without end. */
+  readonly repeatAt: number;
+}
+
+const SECONDS = /^[0-9]+(\.[0-9]+)?$/;
+
+/**
+ * Parse a stop schedule.
+ *
+ * @param text the schedule, e.g. `TERM/10/KILL/5`, `5`, `HUP/2/forever/TERM/1`
+ * @param option the option it came from, for the message
+ * @returns the schedule
+ * @throws {UsageError} naming the option and what is wrong
+ * @example
+ * ```ts
+ * import { parseSchedule } from "./schedule.ts";
+ * parseSchedule("5").steps.length; // 4: TERM, 5 s, KILL, 5 s
+ * ```
+ */
+export function parseSchedule(text: string, option = "--retry"): Schedule {
+  const bad = (why: string) => new UsageError(`bad ${option} schedule ${quote(text)}: ${why}`);
+  if (text === "") throw bad("it is empty");
+  if (SECONDS.test(text)) {
+    const ms = Number(text) * 1000;
+    return {
+      steps: [{ signal: 15 }, { waitMs: ms }, { signal: 9 }, { waitMs: ms }],
+      repeatAt: -1,
+    };
+  }
+  const steps: ScheduleStep[] = [];
+  let repeatAt = -1;
+  for (const item of text.split("/")) {
+    if (item === "") throw bad("empty item");
+    if (item === "forever") {
+      if (repeatAt >= 0) throw bad('"forever" appears more than once');
+      repeatAt = steps.length;
+      continue;
+    }
+    if (SECONDS.test(item)) {
+      steps.push({ waitMs: Number(item) * 1000 });
+      continue;
+    }
+    const signal = parseSignal(item.startsWith("-") ? item.slice(1) : item);
+    if (signal === undefined) {
+      throw bad(`${quote(item)} is neither a signal nor a number of seconds`);
+    }
+    steps.push({ signal });
+  }
+  if (steps.length === 0 || !("signal" in steps[0]!)) throw bad("it must start with a signal");
+  const last = steps[steps.length - 1]!;
+  if ("signal" in last && repeatAt !== steps.length) {
+    throw bad("it must end with a timeout (or forever)");
+  }
+  return { steps, repeatAt };
+}
+
+/**
+ * The step after `index` (follows `forever`'s repeat).
+ *
+ * @param schedule the schedule
+ * @param index the step just done, -1 before the first
+ * @returns the next step's index, `Infinity` to wait without end, or -1 when
+ *   the schedule has run out
+ */
+export function nextStep(schedule: Schedule, index: number): number {
+  const next = index + 1;
+  if (next < schedule.steps.length) return next;
+  if (schedule.repeatAt === schedule.steps.length) return Infinity;
+  if (schedule.repeatAt >= 0) return schedule.repeatAt;
+  return -1;
+}
