@@ -24,6 +24,7 @@ import {
   ERRNO,
   execve,
   type ExitReason,
+  explainOpenError,
   fileKind,
   type FileStat,
   fstat,
@@ -53,7 +54,6 @@ import {
 import {
   AlreadyRunningError,
   checkPidFileStat,
-  explainOpenError,
   holdsLockInFdinfo,
   PidFile,
   probeSync,

@@ -12,3 +12,11 @@ export { describeErrno, ERRNO, type ErrnoCode, errnoName, quote, SystemError } f
 export { currentPlatform, type Platform, UnsupportedPlatformError } from "./platform.ts";
 export { denoSignal, parseSignal, type SignalName, signalName, SIGNALS } from "./signals.ts";
 export * from "./sys.ts";
+export {
+  checkPlainFile,
+  explainOpenError,
+  openBeside,
+  type OpenBesideOptions,
+  type OpenedFile,
+  readBounded,
+} from "./files.ts";

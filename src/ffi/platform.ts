@@ -14,6 +14,9 @@ export interface StructLayout {
     readonly size: number;
     readonly dev: number;
     readonly ino: number;
+    /** `st_nlink`: 8 bytes at this offset on x86_64, 4 on aarch64. */
+    readonly nlink: number;
+    readonly nlinkBytes: 4 | 8;
     readonly mode: number;
     readonly uid: number;
     readonly gid: number;
@@ -133,12 +136,32 @@ export const linux = {
 } as const;
 
 const x86_64: StructLayout = {
-  stat: { size: 144, dev: 0, ino: 8, mode: 24, uid: 28, gid: 32, size_: 48 },
+  stat: {
+    size: 144,
+    dev: 0,
+    ino: 8,
+    nlink: 16,
+    nlinkBytes: 8,
+    mode: 24,
+    uid: 28,
+    gid: 32,
+    size_: 48,
+  },
   flock: { size: 32, type: 0, whence: 2, start: 8, len: 16, pid: 24 },
 };
 
 const aarch64: StructLayout = {
-  stat: { size: 128, dev: 0, ino: 8, mode: 16, uid: 24, gid: 28, size_: 48 },
+  stat: {
+    size: 128,
+    dev: 0,
+    ino: 8,
+    nlink: 20,
+    nlinkBytes: 4,
+    mode: 16,
+    uid: 24,
+    gid: 28,
+    size_: 48,
+  },
   flock: { size: 32, type: 0, whence: 2, start: 8, len: 16, pid: 24 },
 };
 

@@ -21,6 +21,8 @@ export interface FileStat {
   readonly uid: number;
   readonly gid: number;
   readonly size: bigint;
+  /** How many names the file has (hard links). */
+  readonly nlink: number;
 }
 
 /** The file type bits of a mode, as a word for messages. */
@@ -164,6 +166,7 @@ function decodeStat(buf: Uint8Array<ArrayBuffer>): FileStat {
     uid: v.getUint32(o.uid, true),
     gid: v.getUint32(o.gid, true),
     size: v.getBigInt64(o.size_, true),
+    nlink: o.nlinkBytes === 8 ? Number(v.getBigUint64(o.nlink, true)) : v.getUint32(o.nlink, true),
   };
 }
 

@@ -11,8 +11,8 @@
 import {
   C,
   close,
-  describeErrno,
   ERRNO,
+  explainOpenError,
   fileKind,
   type FileStat,
   fstat,
@@ -125,45 +125,6 @@ export function parsePid(bytes: Uint8Array): number | undefined {
 
 function readPidFd(fd: number, path: string): number | undefined {
   return parsePid(pread(fd, MAX_PIDFILE_BYTES + 1, 0, path));
-}
-
-/**
- * Say in one line why a file could not be opened: `cannot open pid file
- * "/run/x.pid": it is a symbolic link, which is never followed`.
- *
- * @param err the failure of open(2)
- * @param path the file
- * @param what what the file is ("pid file", "guard file", "output file")
- * @param hints extra advice by errno name, such as `{ EACCES: "..." }`
- * @returns the error to throw, with the same errno and a clearer message
- */
-export function explainOpenError(
-  err: SystemError,
-  path: string,
-  what: string,
-  hints: { readonly [code: string]: string } = {},
-): SystemError {
-  const reason = (() => {
-    switch (err.errno) {
-      case ERRNO.ELOOP:
-        return "it is a symbolic link, which is never followed";
-      case ERRNO.EISDIR:
-        return "it is a directory";
-      case ERRNO.ENOENT:
-        return "its directory does not exist";
-      case ERRNO.ENOTDIR:
-        return "a component of the path is not a directory";
-      case ERRNO.EROFS:
-        return "read-only file system";
-      default:
-        return describeErrno(err.errno);
-    }
-  })();
-  const hint = hints[err.code];
-  return new SystemError(err.syscall, err.errno, {
-    path,
-    message: `cannot open ${what} ${quote(path)}: ${reason}${hint ? ` (${hint})` : ""}`,
-  });
 }
 
 function openPidFile(path: string, flags: number, mode: number): number {
