@@ -22,6 +22,7 @@
 import { quote, SystemError } from "./src/ffi/errors.ts";
 import { parseSignal } from "./src/ffi/signals.ts";
 import { AlreadyRunningError } from "./src/lock/pidfile.ts";
+import { INTERNAL_FLAG } from "./src/launch/internal.ts";
 
 /** The version `--version` prints. */
 export const VERSION = "0.1.0";
@@ -372,14 +373,19 @@ function err(line: string): void {
  */
 export async function main(args: readonly string[]): Promise<number> {
   const first = args[0];
-  if (first === "--singleton-run-internal-stage") {
-    const { runStage } = await import("./src/launch/privilege.ts");
-    return runStage(args.slice(1));
-  }
-  if (first === "__supervise") {
-    // supervise mode (issue 5): the supervisor process, when this program is the bundle or binary
-    const { superviseStage } = await import("./src/supervisor/stage.ts");
-    return superviseStage(args);
+  if (first === INTERNAL_FLAG) {
+    // An internal stage: this program started again by itself (see src/launch/internal.ts).
+    const role: string | undefined = args[1];
+    if (role === "privilege") {
+      const { runStage } = await import("./src/launch/privilege.ts");
+      return runStage(args.slice(2));
+    }
+    if (role === "supervisor") {
+      const { superviseStage } = await import("./src/supervisor/stage.ts");
+      return superviseStage(args.slice(2));
+    }
+    err(`${NAME}: unknown internal stage ${quote(String(role))}`);
+    return 2;
   }
   try {
     if (first === undefined) throw new Usage("missing command");

@@ -76,7 +76,7 @@ export async function idleSupervisorRss(): Promise<{ rss: number; anon: number; 
     unsetEnv: Object.keys(SUPERVISOR_ENV),
   };
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", stage, "__supervise", JSON.stringify(config)],
+    args: ["run", "-A", stage, "--singleton-run-internal", "supervisor", JSON.stringify(config)],
     env: { ...SUPERVISOR_ENV },
     stdout: "null",
     stderr: "null",
@@ -110,7 +110,7 @@ export async function soak(restarts: number, settleMs = 1000): Promise<{
     unsetEnv: Object.keys(SUPERVISOR_ENV),
   };
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", stage, "__supervise", JSON.stringify(config)],
+    args: ["run", "-A", stage, "--singleton-run-internal", "supervisor", JSON.stringify(config)],
     // As the controller starts it (SUPERVISOR_ENV), unless SOAK_PLAIN=1 asks for plain Deno.
     env: Deno.env.get("SOAK_PLAIN") ? {} : { ...SUPERVISOR_ENV },
     stdout: "null",

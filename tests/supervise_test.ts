@@ -1,6 +1,6 @@
 /**
  * The supervisor across real processes: it is started as `start --supervise`
- * starts it (the `__supervise` stage), its children are killed, its output
+ * starts it (the internal supervisor stage), its children are killed, its output
  * is rotated, it runs as PID 1 in a new PID namespace and logs to a real
  * rsyslogd.
  */
@@ -51,7 +51,8 @@ class Supervisor implements AsyncDisposable {
       "-A",
       "--quiet",
       STAGE,
-      "__supervise",
+      "--singleton-run-internal",
+      "supervisor",
       JSON.stringify({ unsetEnv: Object.keys(SUPERVISOR_ENV), ...config }),
     ]);
     this.process = new Deno.Command(program!, {
@@ -570,7 +571,7 @@ Deno.test("start --supervise: start returns once the first child is ready; statu
   await cliSupervise(SOURCE);
 });
 
-Deno.test("start --supervise from the bundle (the supervisor is the bundle again, __supervise)", async () => {
+Deno.test("start --supervise from the bundle (the supervisor is the bundle again, as its internal stage)", async () => {
   await cliSupervise(await bundleVariant());
 });
 

@@ -7,8 +7,8 @@
  * stays the same throughout, so the pid file names the daemon from the start.
  *
  * The stage is told what to run through a pipe (never the environment, never
- * argv, which any user can read in /proc): the only marker is an argv flag
- * with two descriptor numbers, and it is gone once the stage has exec'd.
+ * argv, which any user can read in /proc): the only marker is the internal
+ * argv flag and role with two descriptor numbers, and it is gone once the stage has exec'd.
  * A failure before the exec is written to a close-on-exec error pipe, so the
  * controller can say exactly what went wrong; end of file on that pipe
  * without a message means the exec happened.
@@ -30,10 +30,8 @@ import {
   setCloexec,
   writeAll,
 } from "../ffi/mod.ts";
+import { internalArgs } from "./internal.ts";
 import { type FdSource, selfCommand, spawn } from "./spawn.ts";
-
-/** The argv flag that turns this program into the internal stage. */
-export const STAGE_FLAG = "--singleton-run-internal-stage";
 
 /** What the stage does before the exec. */
 export interface StageSpec {
@@ -87,7 +85,7 @@ export function spawnStage(spec: StageSpec, options: StageSpawnOptions): Started
   let errRead = -1, errWrite = -1;
   try {
     [errRead, errWrite] = pipe(C.O_CLOEXEC);
-    const argv = [...selfCommand(), STAGE_FLAG, String(specFd), String(errFd)];
+    const argv = [...selfCommand(), ...internalArgs("privilege", [String(specFd), String(errFd)])];
     const pid = spawn({
       path: argv[0]!,
       argv,
@@ -158,9 +156,9 @@ export async function awaitStage(
 
 /**
  * The stage itself: read the spec, drop privileges, change directory, reset
- * signals, exec. Called by cli.ts when argv starts with {@link STAGE_FLAG}.
+ * signals, exec. Called by cli.ts for `--singleton-run-internal privilege`.
  *
- * @param args the arguments after the flag: spec fd, error fd
+ * @param args the arguments after the role: spec fd, error fd
  * @returns never: it execs or exits 127 after writing the reason
  */
 export function runStage(args: readonly string[]): never {

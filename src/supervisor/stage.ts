@@ -1,6 +1,6 @@
 /**
  * The supervisor as a process: `start --supervise` spawns this program again
- * with the internal marker `__supervise <json>` (in argv, never in the
+ * as `--singleton-run-internal supervisor <json>` (in argv, never in the
  * environment, so nothing leaks to the child), handing it the locked pid
  * file on a descriptor and a descriptor to announce readiness on. `run
  * --supervise` calls {@link runSupervisor} in the foreground process, which
@@ -19,6 +19,7 @@
 import { close, ERRNO, quote, SystemError, writeAll } from "../ffi/mod.ts";
 import { PidFile } from "../lock/pidfile.ts";
 import { selfCommand } from "../launch/spawn.ts";
+import { INTERNAL_FLAG, internalArgs } from "../launch/internal.ts";
 import type { DaemonPlan, LaunchedDaemon } from "../launch/plan.ts";
 import {
   parseDuration,
@@ -28,9 +29,6 @@ import {
   type SuperviseOptions,
   type SupervisorState,
 } from "./supervisor.ts";
-
-/** The internal argv marker that selects the supervisor stage. */
-export const SUPERVISE_MARKER = "__supervise";
 
 /**
  * The supervisor's configuration, as it travels in argv (JSON): the child's
@@ -183,19 +181,19 @@ export async function runSupervisor(
 }
 
 /**
- * The stage's entry: `__supervise <json>`.
+ * The stage's entry: `--singleton-run-internal supervisor <json>`.
  *
- * @param args this process's arguments
+ * @param args the arguments after the role: the configuration as JSON
  * @returns the exit code
  */
 export async function superviseStage(args: readonly string[]): Promise<number> {
-  if (args[0] !== SUPERVISE_MARKER || args.length !== 2) {
-    writeErr(`usage: ${SUPERVISE_MARKER} <json> (internal)`);
+  if (args.length !== 1) {
+    writeErr(`usage: ${INTERNAL_FLAG} supervisor <json> (internal)`);
     return 2;
   }
   let config: SuperviseConfig;
   try {
-    config = JSON.parse(args[1]!);
+    config = JSON.parse(args[0]!);
   } catch (err) {
     writeErr(`bad supervisor configuration: ${(err as Error).message}`);
     return 2;
@@ -229,7 +227,8 @@ export type SuperviseSettings = Omit<
 /**
  * The argv that starts the supervisor: this stage module itself under
  * `deno run` from source (so the supervisor loads nothing of the CLI), or
- * this program again (the bundle, the compiled binary) with the marker.
+ * this program again (the bundle, the compiled binary), with the internal
+ * flag and role either way.
  */
 function supervisorArgv(json: string): string[] {
   const self = selfCommand();
@@ -240,9 +239,9 @@ function supervisorArgv(json: string): string[] {
     const absolute = script.startsWith("/") || /^[a-z]+:/.test(script)
       ? script
       : `${Deno.cwd()}/${script}`;
-    return [...self.slice(0, -1), absolute, SUPERVISE_MARKER, json];
+    return [...self.slice(0, -1), absolute, ...internalArgs("supervisor", [json])];
   }
-  return [...self, SUPERVISE_MARKER, json];
+  return [...self, ...internalArgs("supervisor", [json])];
 }
 
 /**
@@ -337,6 +336,13 @@ function writeErr(message: string): void {
   }
 }
 
-if (import.meta.main) Deno.exit(await superviseStage(Deno.args));
+if (import.meta.main) {
+  const [flag, role, ...rest] = Deno.args;
+  if (flag !== INTERNAL_FLAG || role !== "supervisor") {
+    writeErr(`usage: ${INTERNAL_FLAG} supervisor <json> (internal)`);
+    Deno.exit(2);
+  }
+  Deno.exit(await superviseStage(rest));
+}
 
 export { parseDuration };
