@@ -17,24 +17,22 @@
 import { parseArgs } from "node:util";
 import { PidFile } from "../mod.ts";
 import {
-  alive,
   argvOf,
   cliArgv,
   type CliForm,
   findInstances,
   findMentioning,
+  isAlive,
   killAll,
-  median,
+  killQuietly,
   ROOT,
   rssKiB,
   runCmd,
   type RunOptions,
-  signalPid,
   sleep,
   statOf,
   waitGone,
-  which,
-} from "../testing/proc.ts";
+} from "../testing/process.ts";
 import { holdAsDaemon } from "./holder.ts";
 import { renderSvg } from "./svg.ts";
 
@@ -104,6 +102,31 @@ function note(r: Row, text: string): void {
 }
 function wanted(group: string): boolean {
   return ONLY === undefined || ONLY.some((g) => group.toLowerCase().includes(g.toLowerCase()));
+}
+
+/** Median of a list of numbers (NaN for none). */
+function median(xs: readonly number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/** Where a tool lives on PATH (or in `path`), or undefined. */
+function which(
+  name: string,
+  path: string = Deno.env.get("PATH") ?? "/usr/bin:/bin",
+): string | undefined {
+  for (const dir of path.split(":")) {
+    const file = `${dir}/${name}`;
+    try {
+      const st = Deno.statSync(file);
+      if (st.isFile && st.mode !== null && (st.mode & 0o111) !== 0) return file;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
 }
 
 // ---- tools -----------------------------------------------------------------
@@ -374,8 +397,8 @@ async function stopRun(mode: "parent" | "orphan", i: number): Promise<void> {
     if (res.code === 2 && s.row.kind === "peer") {
       note(s.row, "exit 2: gave up after its 5 s schedule (the zombie still answers kill(pid, 0))");
     }
-    if (alive(daemon!)) note(s.row, `run ${i + 1}: the daemon was still running after stop`);
-    if (parent! > 0) signalPid(parent!, "SIGKILL");
+    if (isAlive(daemon!)) note(s.row, `run ${i + 1}: the daemon was still running after stop`);
+    if (parent! > 0) killQuietly(parent!, "SIGKILL");
     await cleanup(dir, mark);
   }
 }
@@ -659,7 +682,7 @@ async function rssRun(i: number): Promise<void> {
       const kib = rssKiB(pid);
       if (kib !== undefined) r.row.samples.push(kib / 1024);
     }
-    if (pid !== undefined) signalPid(pid, "SIGKILL");
+    if (pid !== undefined) killQuietly(pid, "SIGKILL");
     await cleanup(dir, mark);
     if (pid !== undefined) await waitGone(pid, 2000);
   }
@@ -775,7 +798,7 @@ try {
   if (wanted(INPROC)) await inProcess();
   log("in-process done");
 } finally {
-  for (const pid of statusDaemonPids) signalPid(pid, "SIGKILL");
+  for (const pid of statusDaemonPids) killQuietly(pid, "SIGKILL");
   // daemon(1)'s client does not mention our directory, only its marker.
   await cleanup(work, ...statusMarks);
   await Deno.remove(work, { recursive: true }).catch(() => {});

@@ -6,7 +6,8 @@
  * @module
  */
 
-import { report, soak } from "./supervise_soak.ts";
+import { soak } from "../testing/supervisor.ts";
+import { report } from "./supervise_soak.ts";
 
 await report(Number(Deno.env.get("SOAK_RESTARTS") ?? 1000));
 

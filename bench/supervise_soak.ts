@@ -13,35 +13,13 @@
  * @module
  */
 
-import { SUPERVISOR_ENV } from "../src/supervisor/stage.ts";
+import { type Memory, memory, sleep } from "../testing/process.ts";
+import { soak, spawnSupervisor } from "../testing/supervisor.ts";
 
 const RESTARTS = Number(Deno.args[0] ?? 1000);
-const root = new URL("..", import.meta.url).pathname;
-const stage = `${root}src/supervisor/stage.ts`;
-
-/** RSS, anonymous RSS and PSS of a process, in kB. */
-export function memory(pid: number): { rss: number; anon: number; pss: number } {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  const field = (name: string) => Number(new RegExp(`${name}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
-  let pss = 0;
-  try {
-    const rollup = Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`);
-    pss = Number(/^Pss:\s+(\d+)/m.exec(rollup)?.[1] ?? 0);
-  } catch {
-    // no smaps_rollup (old kernel)
-  }
-  return { rss: field("VmRSS"), anon: field("RssAnon"), pss };
-}
-
-/** The number of open descriptors of a process. */
-export function fdCount(pid: number): number {
-  return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** RSS of an empty `deno run` script, sampled after it has settled (median of 3). */
-export async function baselineRss(): Promise<{ rss: number; anon: number; pss: number }> {
+export async function baselineRss(): Promise<Memory> {
   const samples = [];
   for (let i = 0; i < 3; i++) {
     const dir = await Deno.makeTempDir();
@@ -66,21 +44,14 @@ export async function baselineRss(): Promise<{ rss: number; anon: number; pss: n
  * The supervisor at rest: started as the controller starts it, with one child
  * (`sleep`) that runs, output captured to a file; sampled after it settled.
  */
-export async function idleSupervisorRss(): Promise<{ rss: number; anon: number; pss: number }> {
+export async function idleSupervisorRss(): Promise<Memory> {
   const dir = await Deno.makeTempDir({ prefix: "supervise-idle-" });
-  const config = {
+  const child = spawnSupervisor({
     pidfile: `${dir}/idle.pid`,
     path: "/bin/sleep",
     argv: ["sleep", "3600"],
     output: `${dir}/out.log`,
-    unsetEnv: Object.keys(SUPERVISOR_ENV),
-  };
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", stage, "--singleton-run-internal", "supervisor", JSON.stringify(config)],
-    env: { ...SUPERVISOR_ENV },
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
+  });
   try {
     await sleep(2000);
     return memory(child.pid);
@@ -89,64 +60,6 @@ export async function idleSupervisorRss(): Promise<{ rss: number; anon: number; 
     await child.status;
     await Deno.remove(dir, { recursive: true });
   }
-}
-
-/** Run the soak; returns the samples. */
-export async function soak(restarts: number, settleMs = 1000): Promise<{
-  samples: { restarts: number; rss: number; anon: number; pss: number; fds: number }[];
-  seconds: number;
-  settled: { rss: number; anon: number; pss: number; fds: number };
-}> {
-  const dir = await Deno.makeTempDir({ prefix: "supervise-soak-" });
-  const pidfile = `${dir}/soak.pid`;
-  const config = {
-    pidfile,
-    path: "/bin/sh",
-    argv: ["sh", "-c", "echo out; echo err >&2; exit 1"],
-    output: `${dir}/out.log`,
-    restartDelay: 0,
-    maxRestarts: 0,
-    readiness: { kind: "alive", afterMs: 0 },
-    unsetEnv: Object.keys(SUPERVISOR_ENV),
-  };
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", stage, "--singleton-run-internal", "supervisor", JSON.stringify(config)],
-    // As the controller starts it (SUPERVISOR_ENV), unless SOAK_PLAIN=1 asks for plain Deno.
-    env: Deno.env.get("SOAK_PLAIN") ? {} : { ...SUPERVISOR_ENV },
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const pid = child.pid;
-  const samples = [];
-  const marks = [0, 10, 100, 250, 500, 750, 1000, 2000, 5000].filter((n) => n <= restarts);
-  if (!marks.includes(restarts)) marks.push(restarts);
-  const started = performance.now();
-  let settled = { rss: 0, anon: 0, pss: 0, fds: 0 };
-  try {
-    for (const mark of marks) {
-      const deadline = performance.now() + 120_000;
-      for (;;) {
-        let n = -1;
-        try {
-          n = JSON.parse(Deno.readTextFileSync(`${pidfile}.state`)).restarts;
-        } catch {
-          // not written yet, or being replaced
-        }
-        if (n >= mark) break;
-        if (performance.now() > deadline) throw new Error(`stuck before ${mark} restarts`);
-        await sleep(5);
-      }
-      samples.push({ restarts: mark, ...memory(pid), fds: fdCount(pid) });
-    }
-    // The supervisor idle with a live child, after the soak.
-    await sleep(settleMs);
-    settled = { ...memory(pid), fds: fdCount(pid) };
-  } finally {
-    child.kill("SIGKILL");
-    await child.status;
-    await Deno.remove(dir, { recursive: true });
-  }
-  return { samples, seconds: (performance.now() - started) / 1000, settled };
 }
 
 /**

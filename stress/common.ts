@@ -12,8 +12,8 @@ import {
   ROOT,
   runCmd,
   type RunOptions,
-} from "../testing/proc.ts";
-import type { CmdResult } from "../testing/proc.ts";
+} from "../testing/process.ts";
+import type { CmdResult } from "../testing/process.ts";
 
 /** The outcome of one family. */
 export class Tally {

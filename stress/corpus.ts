@@ -17,8 +17,8 @@
  * @module
  */
 
-import { alive, argvOf, signalPid, sleep } from "../testing/proc.ts";
-import type { CmdResult } from "../testing/proc.ts";
+import { argvOf, isAlive, killQuietly, sleep } from "../testing/process.ts";
+import type { CmdResult } from "../testing/process.ts";
 import {
   type Cli,
   linesOf,
@@ -96,7 +96,7 @@ const pidContent = (name: string, content: string | Uint8Array, expectStatus: nu
   },
 ];
 const notSignalled = (c: Ctx) =>
-  c.sentinel !== undefined && !alive(c.sentinel)
+  c.sentinel !== undefined && !isAlive(c.sentinel)
     ? `the unrelated process ${c.sentinel} was killed`
     : undefined;
 
@@ -462,7 +462,7 @@ async function runCase(cli: Cli, k: Case, t: Tally): Promise<void> {
     await sleep(20);
     const left = strays(dir);
     t.check(left.length === 0, what(`processes left behind: ${left.join(", ")}`));
-    for (const pid of left) signalPid(pid, "SIGKILL");
+    for (const pid of left) killQuietly(pid, "SIGKILL");
     const locked = lockedFilesIn(dir);
     t.check(locked.length === 0, what(`locks left held: ${locked.join(", ")}`));
     const allowed = new Set(before);
@@ -489,7 +489,7 @@ async function runCase(cli: Cli, k: Case, t: Tally): Promise<void> {
     t.check(false, () => `${k.name}: the harness failed: ${err}`);
   } finally {
     if (sentinel) {
-      signalPid(sentinel.pid, "SIGKILL");
+      killQuietly(sentinel.pid, "SIGKILL");
       await sentinel.status;
     }
     // A FIFO or a read-only file may need its mode back to be removed.

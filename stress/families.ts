@@ -11,11 +11,11 @@ import {
   fdsOf,
   findInstances,
   holdsLockOn,
+  killQuietly,
   ROOT,
-  signalPid,
   sleep,
   statOf,
-} from "../testing/proc.ts";
+} from "../testing/process.ts";
 import { PidFile } from "../mod.ts";
 import { type Cli, show, stackLines, strays, Tally } from "./common.ts";
 
@@ -68,7 +68,7 @@ export async function stormFamily(cli: Cli, n: number): Promise<Tally> {
     t.check(strays(dir).length === 0, () => `processes left: ${strays(dir).join(", ")}`);
     t.facts.push(`${n} simultaneous starts`);
   } finally {
-    for (const p of findInstances(mark).concat(strays(dir))) signalPid(p, "SIGKILL");
+    for (const p of findInstances(mark).concat(strays(dir))) killQuietly(p, "SIGKILL");
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
   return t;
@@ -118,7 +118,7 @@ export async function churnFamily(cli: Cli, probes: number, statuses: number): P
     t.facts.push(`${probes} probes, ${statuses} status commands, 151 locks held, 16 churning`);
   } finally {
     if (churn) {
-      signalPid(churn.pid, "SIGKILL");
+      killQuietly(churn.pid, "SIGKILL");
       await churn.status;
     }
     for (const l of many) l.release();
@@ -168,7 +168,7 @@ export async function superviseFamily(cli: Cli, kills: number): Promise<Tally | 
     const fds0 = fdsOf(sup!).size;
     let child = child0!;
     for (let i = 0; i < kills; i++) {
-      signalPid(child, "SIGKILL");
+      killQuietly(child, "SIGKILL");
       const next = await waitChild(mark, child);
       if (!t.check(next !== undefined, () => `kill ${i + 1}: no new child within 15 s`)) break;
       child = next!;
@@ -184,7 +184,7 @@ export async function superviseFamily(cli: Cli, kills: number): Promise<Tally | 
     // Now the supervisor itself dies by SIGKILL: its child may stay (holding
     // the lock, named by the file) or go with it, but a second start must
     // never make a second instance, and stop must still end everything.
-    signalPid(sup!, "SIGKILL");
+    killQuietly(sup!, "SIGKILL");
     await sleep(300);
     const orphans = findInstances(mark);
     const info = () => `after the supervisor's SIGKILL: instances ${orphans.join(", ") || "none"}`;
@@ -228,7 +228,7 @@ export async function superviseFamily(cli: Cli, kills: number): Promise<Tally | 
     );
     return t;
   } finally {
-    for (const p of findInstances(mark).concat(strays(dir))) signalPid(p, "SIGKILL");
+    for (const p of findInstances(mark).concat(strays(dir))) killQuietly(p, "SIGKILL");
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }

@@ -26,15 +26,15 @@
  */
 
 import {
-  alive,
   fdsOf,
   findInstances,
   holdsLockOn,
-  signalPid,
+  isAlive,
+  killQuietly,
   sleep,
   statOf,
-} from "../testing/proc.ts";
-import type { CmdResult } from "../testing/proc.ts";
+} from "../testing/process.ts";
+import type { CmdResult } from "../testing/process.ts";
 import { reap } from "../src/ffi/mod.ts";
 import { type Cli, lockedInodes, Rng, show, stackLines, strays, Tally } from "./common.ts";
 
@@ -131,7 +131,7 @@ export async function raceFamily(cli: Cli, opts: RaceOptions): Promise<Tally> {
     counts[op] = (counts[op] ?? 0) + 1;
     if (op === "kill-daemon") {
       const [pid] = findInstances(mark);
-      if (pid !== undefined) signalPid(pid, "SIGKILL");
+      if (pid !== undefined) killQuietly(pid, "SIGKILL");
       return;
     }
     const args = op === "start" || op === "restart"
@@ -182,7 +182,7 @@ export async function raceFamily(cli: Cli, opts: RaceOptions): Promise<Tally> {
       // leaves the file naming the dead controller: allowed only then, and
       // status (checked below) must still name the daemon, found in /proc.
       const deadController = named !== undefined && named !== daemonPid && startsKilled > 0 &&
-        !alive(named);
+        !isAlive(named);
       if (deadController) namedDeadController++;
       t.check(
         named === daemonPid || deadController,
@@ -277,8 +277,8 @@ export async function raceFamily(cli: Cli, opts: RaceOptions): Promise<Tally> {
   } finally {
     sampling = false;
     await sampler;
-    for (const pid of findInstances(mark)) signalPid(pid, "SIGKILL");
-    for (const pid of strays(dir).concat(strays(mark))) signalPid(pid, "SIGKILL");
+    for (const pid of findInstances(mark)) killQuietly(pid, "SIGKILL");
+    for (const pid of strays(dir).concat(strays(mark))) killQuietly(pid, "SIGKILL");
     await sleep(50);
     reapOrphans();
     await Deno.remove(dir, { recursive: true }).catch(() => {});

@@ -19,7 +19,7 @@
 
 import { parseArgs } from "node:util";
 import { becomeSubreaper } from "../src/ffi/mod.ts";
-import type { CliForm } from "../testing/proc.ts";
+import type { CliForm } from "../testing/process.ts";
 import { Cli, defaultForm, type Tally } from "./common.ts";
 import { corpusFamilies } from "./corpus.ts";
 import { churnFamily, stormFamily, superviseFamily } from "./families.ts";

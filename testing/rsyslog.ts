@@ -1,8 +1,9 @@
 /**
- * A real rsyslogd for tests, on a private `/dev/log` (DESIGN.md fact 15): a
- * shell in its own mount namespace (`unshare -m --propagation private`) puts
- * a tmpfs on /dev, binds back the device nodes a program needs, starts
- * `rsyslogd -n` with imuxsock on /dev/log and an omfile action, and waits.
+ * A real rsyslogd for tests, on a private `/dev/log`, so the machine's own
+ * syslogd never sees a test line: a shell in its own mount namespace
+ * (`unshare -m --propagation private`) puts a tmpfs on /dev, binds back the
+ * device nodes a program needs, starts `rsyslogd -n` with imuxsock on
+ * /dev/log and an omfile action, and waits.
  * Programs run inside that namespace with {@link Rsyslog.run}; the machine's
  * own /dev is never touched.
  *

@@ -6,6 +6,7 @@
  * @module
  */
 import { PidFile } from "../src/lock/pidfile.ts";
+import { findMentioning, killQuietly } from "./process.ts";
 
 export const serviceFixture = new URL("../tests/fixtures/service.ts", import.meta.url).pathname;
 
@@ -38,18 +39,7 @@ export async function serviceDir(): Promise<ServiceDir> {
       return "";
     }
   };
-  const processes = (): number[] => {
-    const found: number[] = [];
-    for (const e of Deno.readDirSync("/proc")) {
-      if (!/^[0-9]+$/.test(e.name)) continue;
-      try {
-        const cmd = Deno.readTextFileSync(`/proc/${e.name}/cmdline`);
-        const state = /^State:\s+(\S)/m.exec(Deno.readTextFileSync(`/proc/${e.name}/status`));
-        if (cmd.includes(path) && state?.[1] !== "Z") found.push(Number(e.name));
-      } catch { /* gone */ }
-    }
-    return found;
-  };
+  const processes = (): number[] => findMentioning(path);
   return {
     path,
     pidFile,
@@ -72,23 +62,9 @@ export async function serviceDir(): Promise<ServiceDir> {
     output: () => read("output.log"),
     processes,
     async [Symbol.asyncDispose]() {
-      for (const pid of processes()) {
-        try {
-          Deno.kill(pid, "SIGKILL");
-        } catch { /* gone */ }
-      }
+      for (const pid of processes()) killQuietly(pid);
       await PidFile.waitForRelease(pidFile, { timeout: 5000 });
       await Deno.remove(path, { recursive: true });
     },
   };
-}
-
-/** Wait until `check()` is true or `ms` pass; returns whether it became true. */
-export async function until(check: () => boolean, ms: number): Promise<boolean> {
-  const deadline = performance.now() + ms;
-  while (!check()) {
-    if (performance.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return true;
 }

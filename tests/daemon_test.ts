@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { PidFile } from "../src/lock/pidfile.ts";
 import { DAEMON_ROLE_VARIABLE } from "../src/service/daemon.ts";
-import { serviceDir, serviceFixture, until } from "../testing/service.ts";
+import { until } from "../testing/process.ts";
+import { serviceDir, serviceFixture } from "../testing/service.ts";
 import { startRsyslog } from "../testing/rsyslog.ts";
 
 function fdInfoFlags(pid: number, fd: number): number {

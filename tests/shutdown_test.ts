@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { PidFile } from "../src/lock/pidfile.ts";
 import { onReload, onShutdown } from "../src/service/shutdown.ts";
-import { serviceDir, until } from "../testing/service.ts";
+import { until } from "../testing/process.ts";
+import { serviceDir } from "../testing/service.ts";
 
 async function started(mode: string) {
   const dir = await serviceDir();

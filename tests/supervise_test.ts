@@ -17,9 +17,16 @@ import {
   parseStopSchedule,
   syslogHeader,
 } from "../src/supervisor/supervisor.ts";
-import { eventually, isAlive, killQuietly, processState, tempDir } from "../testing/process.ts";
+import {
+  eventually,
+  isAlive,
+  killQuietly,
+  memory,
+  processState,
+  tempDir,
+} from "../testing/process.ts";
 import { startRsyslog } from "../testing/rsyslog.ts";
-import { memory, soak } from "../bench/supervise_soak.ts";
+import { soak } from "../testing/supervisor.ts";
 import { bundleVariant, type Result, SOURCE, sr, type Variant } from "./cli/harness.ts";
 
 const STAGE = new URL("../src/supervisor/stage.ts", import.meta.url).pathname;
