@@ -1,7 +1,28 @@
 /**
- * singleton-run: exactly one instance of a program, a PID file kept locked
- * with flock(2) for the daemon's whole life, proper daemonization, and
- * race-free start, stop, status and reload, for Linux, through libc.
+ * singleton-run for Deno programs: exactly one instance (a pid file kept
+ * locked with flock(2) for the process's whole life), daemonization with
+ * readiness, graceful shutdown and reload, the system log, and a leak watch,
+ * for Linux, through libc.
+ *
+ * The exports, by what they are for:
+ * - **one instance**: {@link PidFile}, {@link AlreadyRunningError};
+ * - **become a daemon**: {@link daemonize};
+ * - **tell a supervisor**: {@link notifyReady}, {@link notifyStatus},
+ *   {@link notifyReloading}, {@link notifyStopping};
+ * - **stop and reload cleanly**: {@link onShutdown}, {@link onReload};
+ * - **the system log**: {@link openLog}, {@link log}, {@link closeLog},
+ *   {@link setLogMask}, {@link errnoText}, and {@link getSyslogSink} for
+ *   LogTape; facilities and levels are names (`"daemon"`, `"local0"`,
+ *   `"err"`, `"info"`);
+ * - **watch for leaks**: {@link watchResources}, {@link rssKiB},
+ *   {@link openFdCount}, {@link listOpenFds}, {@link setCloseOnExec};
+ * - **errors**: {@link SystemError} (a failed system call, with its `code`).
+ *
+ * To start, stop or query another program, use the `./control` export.
+ *
+ * The library's own diagnostics (a cleanup handler that threw, a resource
+ * warning) go to LogTape under the category `["singleton-run", ...]`; they
+ * are shown only where the program configures a sink for that category.
  *
  * @example Hold the single-instance lock for as long as this program runs
  * ```ts
@@ -17,16 +38,39 @@
  * }
  * ```
  *
+ * @example Log to the system log, directly and through LogTape
+ * ```ts
+ * import { configure, getLogger, reset } from "@logtape/logtape";
+ * import { closeLog, getSyslogSink, log, openLog } from "./mod.ts";
+ *
+ * openLog("my-service", { facility: "daemon" });
+ * log("notice", "configuration loaded");
+ * closeLog();
+ *
+ * await configure({
+ *   sinks: { syslog: getSyslogSink({ ident: "my-service", facility: "local0" }) },
+ *   loggers: [
+ *     { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
+ *     { category: ["my-service"], lowestLevel: "info", sinks: ["syslog"] },
+ *     { category: ["singleton-run"], lowestLevel: "warning", sinks: ["syslog"] },
+ *   ],
+ * });
+ * getLogger(["my-service"]).info("listening on {port}", { port: 8080 });
+ * await reset();
+ * ```
+ *
  * @module
  */
 
+// One instance
 export {
   type AcquireOptions,
   AlreadyRunningError,
   PidFile,
   type ProbeResult,
 } from "./src/lock/pidfile.ts";
-export { SystemError } from "./src/ffi/errors.ts";
+
+// Become a daemon, tell a supervisor, stop and reload cleanly
 export { type Daemon, daemonize, type DaemonizeOptions } from "./src/service/daemon.ts";
 export {
   notifyReady,
@@ -41,57 +85,25 @@ export {
   type ShutdownHandler,
   type ShutdownOptions,
 } from "./src/service/shutdown.ts";
+
+// The system log
 export {
   closeLog,
   errnoText,
   getSyslogSink,
-  isLogOpen,
   log,
-  LOG_ALERT,
-  LOG_AUTH,
-  LOG_AUTHPRIV,
-  LOG_CONS,
-  LOG_CRIT,
-  LOG_CRON,
-  LOG_DAEMON,
-  LOG_DEBUG,
-  LOG_EMERG,
-  LOG_ERR,
-  LOG_FTP,
-  LOG_INFO,
-  LOG_KERN,
-  LOG_LOCAL0,
-  LOG_LOCAL1,
-  LOG_LOCAL2,
-  LOG_LOCAL3,
-  LOG_LOCAL4,
-  LOG_LOCAL5,
-  LOG_LOCAL6,
-  LOG_LOCAL7,
-  LOG_LPR,
-  LOG_MAIL,
-  LOG_MASK,
-  LOG_NDELAY,
-  LOG_NEWS,
-  LOG_NOTICE,
-  LOG_NOWAIT,
-  LOG_ODELAY,
-  LOG_PERROR,
-  LOG_PID,
-  LOG_SYSLOG,
-  LOG_UPTO,
-  LOG_USER,
-  LOG_UUCP,
-  LOG_WARNING,
   type LogTapeLevel,
   openLog,
   type OpenLogOptions,
   setLogMask,
-  type SyslogLevelName,
+  type SyslogFacility,
+  type SyslogLevel,
   type SyslogRecord,
   type SyslogSink,
   type SyslogSinkOptions,
 } from "./src/syslog/syslog.ts";
+
+// Watch for leaks
 export {
   listOpenFds,
   type OpenFd,
@@ -104,3 +116,6 @@ export {
   type WatchOptions,
   watchResources,
 } from "./src/service/watchdog.ts";
+
+// Errors
+export { SystemError } from "./src/ffi/errors.ts";

@@ -6,22 +6,14 @@
  * @module
  */
 
-import {
-  closeLog,
-  log,
-  LOG_DAEMON,
-  LOG_INFO,
-  LOG_NDELAY,
-  LOG_PID,
-  openLog,
-} from "../src/syslog/syslog.ts";
+import { closeLog, log, openLog } from "../src/syslog/syslog.ts";
 
 const N = Number(Deno.args[0] ?? 2000);
-openLog("sr-bench", { facility: LOG_DAEMON, options: LOG_PID | LOG_NDELAY });
+openLog("sr-bench", { facility: "daemon", noDelay: true });
 const samples: number[] = [];
 for (let i = 0; i < N; i++) {
   const t0 = performance.now();
-  log(LOG_INFO, `bench line ${i}`);
+  log("info", `bench line ${i}`);
   samples.push((performance.now() - t0) * 1000);
   // rsyslogd drains the socket; give it a moment now and then so a full
   // receive queue does not turn this into a measure of rsyslogd.

@@ -16,27 +16,10 @@
 
 import { parseArgs } from "node:util";
 import { configure, getConsoleSink, getLogger } from "@logtape/logtape";
-import {
-  daemonize,
-  getSyslogSink,
-  LOG_DAEMON,
-  onReload,
-  onShutdown,
-  PidFile,
-  watchResources,
-} from "../mod.ts";
-// Signals go through a pidfd, so a recycled pid is never signalled (and no --allow-run).
-import { close, pidfdOpen, pidfdSendSignal } from "../src/ffi/mod.ts";
-
-function signal(pid: number, sig: number): boolean {
-  const pidfd = pidfdOpen(pid);
-  if (pidfd === undefined) return false;
-  try {
-    return pidfdSendSignal(pidfd, sig);
-  } finally {
-    close(pidfd);
-  }
-}
+import { daemonize, getSyslogSink, onReload, onShutdown, watchResources } from "../mod.ts";
+// The package's `./control` export: signals go through a pidfd, so a recycled
+// pid is never signalled (and no --allow-run is needed).
+import { NotRunningError, reload, status, stop } from "../src/control/mod.ts";
 
 const { values, positionals } = parseArgs({
   args: Deno.args,
@@ -58,26 +41,33 @@ const absolute = (p: string) => (p.startsWith("/") ? p : `${Deno.cwd()}/${p}`);
 const configPath = absolute(values.config); // the daemon runs in /
 
 if (command !== "start") {
-  const found = await PidFile.probe(pidFile);
-  if (command === "status") {
-    console.log(found.state === "running" ? `running (pid ${found.pid})` : found.state);
-    Deno.exit(found.state === "running" ? 0 : 3);
-  }
-  if (found.state !== "running" || found.pid === undefined) {
+  Deno.exit(await control(command));
+}
+
+/** status, reload or stop: the exit code, as an init script expects it. */
+async function control(command: string): Promise<number> {
+  try {
+    switch (command) {
+      case "status": {
+        const found = status(pidFile);
+        console.log(found.state === "running" ? `running (pid ${found.pid})` : found.state);
+        return found.code;
+      }
+      case "reload":
+        await reload({ pidfile: pidFile });
+        return 0;
+      case "stop":
+        await stop({ pidfile: pidFile });
+        return 0;
+      default:
+        console.error(`unknown command "${command}": use start, stop, reload or status`);
+        return 2;
+    }
+  } catch (err) {
+    if (!(err instanceof NotRunningError)) throw err;
     console.error(`not running (pid file "${pidFile}")`);
-    Deno.exit(command === "stop" ? 0 : 1);
+    return command === "stop" ? 0 : 1;
   }
-  if (command === "reload") {
-    Deno.exit(signal(found.pid, 1) ? 0 : 1);
-  }
-  if (command === "stop") {
-    signal(found.pid, 15);
-    const gone = await PidFile.waitForRelease(pidFile, { timeout: 10_000 });
-    if (!gone) console.error(`pid ${found.pid} still holds "${pidFile}" after 10 s`);
-    Deno.exit(gone ? 0 : 1);
-  }
-  console.error(`unknown command "${command}": use start, stop, reload or status`);
-  Deno.exit(2);
 }
 
 const port = Number(values.port);
@@ -96,7 +86,7 @@ await configure({
   sinks: {
     out: values.foreground
       ? getConsoleSink()
-      : getSyslogSink({ ident: "example-service", facility: LOG_DAEMON }),
+      : getSyslogSink({ ident: "example-service", facility: "daemon" }),
   },
   loggers: [
     { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["out"] },

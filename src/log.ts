@@ -21,3 +21,15 @@ export const LOG_CATEGORY = "singleton-run";
 export function logger(part: string): Logger {
   return getLogger([LOG_CATEGORY, part]);
 }
+
+/**
+ * A finished sentence as a LogTape message: LogTape reads `{name}` in a
+ * message as a placeholder, so braces in a path or an error text are
+ * doubled to be printed as they are.
+ *
+ * @param text the sentence
+ * @returns the message template that renders as `text`
+ */
+export function literal(text: string): string {
+  return text.replaceAll("{", "{{").replaceAll("}", "}}");
+}

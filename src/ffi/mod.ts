@@ -12,6 +12,8 @@ export { describeErrno, ERRNO, type ErrnoCode, errnoName, quote, SystemError } f
 export { currentPlatform, type Platform, UnsupportedPlatformError } from "./platform.ts";
 export { denoSignal, parseSignal, type SignalName, signalName, SIGNALS } from "./signals.ts";
 export * from "./sys.ts";
+export { posixSpawn, type PosixSpawnRequest } from "./spawn.ts";
+export { closelog, openlog, setlogmask, syslog, syslogOpen } from "./syslog.ts";
 export {
   checkPlainFile,
   explainOpenError,

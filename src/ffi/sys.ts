@@ -382,25 +382,49 @@ export function socketpair(): [number, number] {
   return [fds[0]!, fds[1]!];
 }
 
+/** A `struct sockaddr_un` and the length to pass with it. */
+export interface UnixAddress {
+  readonly addr: Uint8Array<ArrayBuffer>;
+  readonly len: number;
+}
+
 /**
- * A `struct sockaddr_un` for a path (not abstract), sized to the path.
+ * The one builder of a `struct sockaddr_un`: a path, or `@name` for the
+ * abstract namespace (sun_path[0] is NUL, the name follows, unterminated).
  *
- * @param path the socket's path, at most 107 bytes
+ * @param address a path, or `@name`
+ * @param syscall the call it is for, named in the error
  * @returns the address and its length
- * @throws {SystemError} ENAMETOOLONG when the path does not fit
+ * @throws {SystemError} ENAMETOOLONG when it does not fit in 108 bytes
+ * @throws {TypeError} when it holds a NUL byte
  */
-export function sockaddrUnix(path: string): { addr: Uint8Array<ArrayBuffer>; len: number } {
-  const bytes = cstr(path, "socket path");
-  if (bytes.length > linux.SIZEOF_SOCKADDR_UN - 2) {
-    throw new SystemError("bind", ERRNO.ENAMETOOLONG, {
-      path,
-      message: `socket path ${quote(path)} is longer than 107 bytes`,
+export function sockaddrUnix(address: string, syscall = "bind"): UnixAddress {
+  const abstract = address.startsWith("@");
+  const name = abstract
+    ? cstr(address.slice(1), "socket address").subarray(0, -1)
+    : cstr(address, "socket path"); // with its NUL
+  const room = linux.SIZEOF_SOCKADDR_UN - 2 - (abstract ? 1 : 0);
+  if (name.length > room) {
+    throw new SystemError(syscall, ERRNO.ENAMETOOLONG, {
+      path: address,
+      message: `socket address ${quote(address)} is longer than 107 bytes`,
     });
   }
   const addr = new Uint8Array(linux.SIZEOF_SOCKADDR_UN);
   new DataView(addr.buffer).setUint16(0, linux.AF_UNIX, true);
-  addr.set(bytes, 2);
-  return { addr, len: 2 + bytes.length };
+  addr.set(name, abstract ? 3 : 2);
+  return { addr, len: 2 + (abstract ? 1 : 0) + name.length };
+}
+
+/**
+ * socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC), unbound.
+ *
+ * @param nonblocking add `SOCK_NONBLOCK`
+ * @returns the descriptor
+ */
+export function unixDatagramSocket(nonblocking: boolean): number {
+  const type = linux.SOCK_DGRAM | linux.SOCK_CLOEXEC | (nonblocking ? linux.SOCK_NONBLOCK : 0);
+  return check(libc().socket(linux.AF_UNIX, type, 0), "socket");
 }
 
 /**
@@ -412,17 +436,63 @@ export function sockaddrUnix(path: string): { addr: Uint8Array<ArrayBuffer>; len
  * @throws {SystemError} when the socket cannot be made or bound
  */
 export function bindUnixDatagram(path: string): number {
-  const fd = check(
-    libc().socket(linux.AF_UNIX, linux.SOCK_DGRAM | linux.SOCK_CLOEXEC | linux.SOCK_NONBLOCK, 0),
-    "socket",
-  );
-  const { addr, len } = sockaddrUnix(path);
+  const { addr, len } = sockaddrUnix(path, "bind");
+  const fd = unixDatagramSocket(true);
   if (libc().bind(fd, addr, len) < 0) {
     const e = errno();
     close(fd);
     throw new SystemError("bind", e, { path });
   }
   return fd;
+}
+
+/**
+ * sendto(2) of one datagram with `MSG_NOSIGNAL`, retried on EINTR.
+ *
+ * @param fd the socket
+ * @param bytes the datagram
+ * @param to the address, from {@link sockaddrUnix}
+ * @param path the address as text, for the error
+ * @returns false when the socket's queue is full (EAGAIN, ENOBUFS): try again later
+ * @throws {SystemError} for any other failure (ENOENT, ECONNREFUSED: no listener)
+ */
+export function sendDatagram(
+  fd: number,
+  bytes: Uint8Array<ArrayBuffer>,
+  to: UnixAddress,
+  path: string,
+): boolean {
+  for (;;) {
+    const n = Number(
+      libc().sendto(fd, bytes, BigInt(bytes.length), linux.MSG_NOSIGNAL, to.addr, to.len),
+    );
+    if (n >= 0) return true;
+    const e = errno();
+    if (e === ERRNO.EINTR) continue;
+    if (e === ERRNO.EAGAIN || e === ERRNO.ENOBUFS) return false;
+    throw new SystemError("sendto", e, { path });
+  }
+}
+
+/**
+ * recv(2) into a buffer, retried on EINTR.
+ *
+ * @param fd the socket
+ * @param buf where to put the bytes
+ * @param flags `MSG_PEEK`, `MSG_DONTWAIT`, ...
+ * @returns how many bytes were received, or `undefined` when nothing is
+ *   waiting on a non-blocking receive (EAGAIN)
+ * @throws {SystemError} for any other failure
+ */
+export function recv(fd: number, buf: Uint8Array<ArrayBuffer>, flags: number): number | undefined {
+  for (;;) {
+    const n = Number(libc().recv(fd, buf, BigInt(buf.length), flags));
+    if (n >= 0) return n;
+    const e = errno();
+    if (e === ERRNO.EINTR) continue;
+    if (e === ERRNO.EAGAIN) return undefined;
+    throw new SystemError("recv", e, { path: `fd ${fd}` });
+  }
 }
 
 /**
@@ -435,14 +505,67 @@ export function bindUnixDatagram(path: string): number {
  */
 export function recvNow(fd: number, max: number): Uint8Array<ArrayBuffer> | undefined {
   const buf = new Uint8Array(max);
+  const n = recv(fd, buf, linux.MSG_DONTWAIT);
+  return n === undefined ? undefined : buf.subarray(0, n);
+}
+
+/**
+ * read(2) once into a caller's buffer from a non-blocking descriptor,
+ * retried on EINTR.
+ *
+ * @param fd the descriptor
+ * @param buf where to put the bytes (its whole length is offered)
+ * @param path what it is, for the error
+ * @returns how many bytes were read (0 at end of file), or `undefined` when
+ *   nothing is there yet (EAGAIN)
+ * @throws {SystemError} for any other failure
+ */
+export function readNow(
+  fd: number,
+  buf: Uint8Array<ArrayBuffer>,
+  path?: string,
+): number | undefined {
   for (;;) {
-    const n = Number(libc().recv(fd, buf, BigInt(max), linux.MSG_DONTWAIT));
-    if (n >= 0) return buf.subarray(0, n);
+    const n = Number(libc().read(fd, buf, BigInt(buf.length)));
+    if (n >= 0) return n;
     const e = errno();
     if (e === ERRNO.EINTR) continue;
     if (e === ERRNO.EAGAIN) return undefined;
-    throw new SystemError("recv", e, { path: `fd ${fd}` });
+    throw new SystemError("read", e, { path: path ?? `fd ${fd}` });
   }
+}
+
+/**
+ * write(2) once to a non-blocking descriptor, retried on EINTR: for a
+ * wake-up byte, where a full pipe already means "awake".
+ *
+ * @param fd the descriptor
+ * @param bytes what to write
+ * @returns how many bytes were written, or `undefined` when it is full (EAGAIN)
+ * @throws {SystemError} for any other failure
+ */
+export function writeNow(fd: number, bytes: Uint8Array<ArrayBuffer>): number | undefined {
+  for (;;) {
+    const n = Number(libc().write(fd, bytes, BigInt(bytes.length)));
+    if (n >= 0) return n;
+    const e = errno();
+    if (e === ERRNO.EINTR) continue;
+    if (e === ERRNO.EAGAIN) return undefined;
+    throw new SystemError("write", e, { path: `fd ${fd}` });
+  }
+}
+
+/**
+ * Set or clear `O_NONBLOCK` on a descriptor (fcntl F_GETFL/F_SETFL).
+ *
+ * @param fd the descriptor
+ * @param on true for non-blocking
+ */
+export function setNonblocking(fd: number, on: boolean): void {
+  const where = { path: `fd ${fd}` };
+  const flags = check(libc().fcntl(fd, linux.F_GETFL, 0n), "fcntl(F_GETFL)", where);
+  const next = on ? flags | linux.O_NONBLOCK : flags & ~linux.O_NONBLOCK;
+  if (next !== flags) check(libc().fcntl(fd, linux.F_SETFL, BigInt(next)), "fcntl(F_SETFL)", where);
 }
 
 /**
@@ -578,6 +701,25 @@ export function reap(pid: number): ExitReason | undefined {
     if (e === ERRNO.EINTR) continue;
     if (e === ERRNO.ECHILD) return undefined;
     throw new SystemError("waitpid", e, { path: `pid ${pid}` });
+  }
+}
+
+/**
+ * waitpid(-1, WNOHANG): reap any child that has ended (the supervisor's own
+ * child or an orphan reparented to it), without waiting.
+ *
+ * @returns its pid and how it ended, or `undefined` when none has ended
+ */
+export function reapAny(): { readonly pid: number; readonly reason: ExitReason } | undefined {
+  const status = new Int32Array(1);
+  for (;;) {
+    const pid = libc().waitpid(-1, status, linux.WNOHANG);
+    if (pid > 0) return { pid, reason: decodeWaitStatus(status[0]!) };
+    if (pid === 0) return undefined;
+    const e = errno();
+    if (e === ERRNO.EINTR) continue;
+    if (e === ERRNO.ECHILD) return undefined;
+    throw new SystemError("waitpid", e, { path: "any child" });
   }
 }
 
@@ -750,30 +892,11 @@ export function monotonicMicros(): bigint {
  *   (ENOENT, ECONNREFUSED, EACCES), naming the address
  */
 export function sendUnixDatagram(address: string, bytes: Uint8Array<ArrayBuffer>): void {
-  const abstract = address.startsWith("@");
-  const name = abstract ? new TextEncoder().encode(address.slice(1)) : cstr(address, "socket path");
-  if (address.includes("\0") || name.length + (abstract ? 1 : 0) > linux.SIZEOF_SOCKADDR_UN - 2) {
-    throw new SystemError("sendto", ERRNO.ENAMETOOLONG, {
-      path: address,
-      message: `socket address ${quote(address)} is longer than 107 bytes or holds a NUL byte`,
-    });
-  }
-  const addr = new Uint8Array(linux.SIZEOF_SOCKADDR_UN);
-  new DataView(addr.buffer).setUint16(0, linux.AF_UNIX, true);
-  addr.set(name, abstract ? 3 : 2); // abstract: sun_path[0] stays NUL
-  const len = 2 + (abstract ? 1 : 0) + name.length;
-  const fd = check(
-    libc().socket(linux.AF_UNIX, linux.SOCK_DGRAM | linux.SOCK_CLOEXEC, 0),
-    "socket",
-  );
+  const to = sockaddrUnix(address, "sendto");
+  const fd = unixDatagramSocket(false);
   try {
-    for (;;) {
-      const n = Number(
-        libc().sendto(fd, bytes, BigInt(bytes.length), linux.MSG_NOSIGNAL, addr, len),
-      );
-      if (n >= 0) return;
-      const e = errno();
-      if (e !== ERRNO.EINTR) throw new SystemError("sendto", e, { path: address });
+    if (!sendDatagram(fd, bytes, to, address)) {
+      throw new SystemError("sendto", ERRNO.ENOBUFS, { path: address });
     }
   } finally {
     close(fd);

@@ -10,19 +10,15 @@
 
 import {
   C,
-  checkReturned,
   close,
   cstr,
-  CStringArray,
   dupCloexec,
   ERRNO,
   isExecutable,
-  libc,
-  listDirectory,
   open,
+  posixSpawn,
   quote,
   SystemError,
-  umask as setUmask,
 } from "../ffi/mod.ts";
 import { cmdlineOf } from "../ffi/proc.ts";
 
@@ -60,8 +56,6 @@ function nullFd(): number {
   return devNull;
 }
 
-const enc = (s: string) => cstr(s, "path");
-
 /**
  * Start a program and return its pid at once. The exec has happened (or
  * failed, which is thrown) by the time this returns.
@@ -73,102 +67,43 @@ const enc = (s: string) => cstr(s, "path");
  * @throws {TypeError} when an argument or environment entry holds a NUL byte
  */
 export function spawn(options: SpawnOptions): number {
-  const c = libc();
   const wanted: Record<number, FdSource> = { 0: "null", 1: "null", 2: "null", ...options.fds };
   const targets = Object.keys(wanted).map(Number).sort((a, b) => a - b);
   const top = targets[targets.length - 1]!;
-
   // Move every source above every target, so no dup2 overwrites a source
   // that a later dup2 still reads, and dup2(fd, fd) never arises.
   const moved: number[] = [];
-  const fa = new Uint8Array(C.SIZEOF_FILE_ACTIONS);
-  const attr = new Uint8Array(C.SIZEOF_SPAWNATTR);
-  checkReturned(c.posix_spawn_file_actions_init(fa), "posix_spawn_file_actions_init");
-  checkReturned(c.posix_spawnattr_init(attr), "posix_spawnattr_init");
-  const keep: unknown[] = [];
   try {
+    const dup2: [number, number][] = [];
     for (const target of targets) {
       const source = wanted[target]!;
       const high = dupCloexec(source === "null" ? nullFd() : source, top + 1);
       moved.push(high);
-      checkReturned(
-        c.posix_spawn_file_actions_adddup2(fa, high, target),
-        "posix_spawn_file_actions_adddup2",
-      );
+      dup2.push([high, target]);
     }
-    for (let fd = 0; fd < top; fd++) {
-      if (!(fd in wanted)) {
-        checkReturned(
-          c.posix_spawn_file_actions_addclose(fa, fd),
-          "posix_spawn_file_actions_addclose",
-        );
-      }
-    }
-    closeFrom(fa, top + 1);
-    if (options.cwd !== undefined) {
-      if (!c.posix_spawn_file_actions_addchdir_np) {
-        throw new Error("setting the working directory needs glibc 2.29 or later");
-      }
-      const dir = enc(options.cwd);
-      keep.push(dir);
-      checkReturned(
-        c.posix_spawn_file_actions_addchdir_np(fa, dir),
-        "posix_spawn_file_actions_addchdir_np",
-      );
-    }
-
-    let flags = C.POSIX_SPAWN_SETSIGMASK | C.POSIX_SPAWN_SETSIGDEF;
-    if (options.newSession) flags |= C.POSIX_SPAWN_SETSID;
-    else if (options.newProcessGroup) flags |= C.POSIX_SPAWN_SETPGROUP;
-    const empty = new Uint8Array(C.SIZEOF_SIGSET);
-    const all = new Uint8Array(C.SIZEOF_SIGSET);
-    c.sigemptyset(empty);
-    c.sigfillset(all);
-    checkReturned(c.posix_spawnattr_setsigmask(attr, empty), "posix_spawnattr_setsigmask");
-    checkReturned(c.posix_spawnattr_setsigdefault(attr, all), "posix_spawnattr_setsigdefault");
-    if (flags & C.POSIX_SPAWN_SETPGROUP) {
-      checkReturned(c.posix_spawnattr_setpgroup(attr, 0), "posix_spawnattr_setpgroup");
-    }
-    checkReturned(c.posix_spawnattr_setflags(attr, flags), "posix_spawnattr_setflags");
-
-    const path = cstr(options.path, "program path");
-    const argv = new CStringArray(options.argv, "argument");
-    const envp = new CStringArray(envEntries(options.env), "environment entry");
-    const pid = new Int32Array(1);
-    const oldMask = options.umask === undefined ? undefined : setUmask(options.umask);
-    let rc: number;
+    const unwanted: number[] = [];
+    for (let fd = 0; fd < top; fd++) if (!(fd in wanted)) unwanted.push(fd);
     try {
-      rc = c.posix_spawn(pid, path, fa, attr, argv.buffer, envp.buffer);
-    } finally {
-      if (oldMask !== undefined) setUmask(oldMask);
+      return posixSpawn({
+        path: options.path,
+        argv: options.argv,
+        env: envEntries(options.env),
+        dup2,
+        close: unwanted,
+        closeFrom: top + 1,
+        ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+        ...(options.umask === undefined ? {} : { umask: options.umask }),
+        ...(options.newSession ? { newSession: true } : {}),
+        ...(options.newProcessGroup ? { newProcessGroup: true } : {}),
+      });
+    } catch (err) {
+      if (err instanceof SystemError && err.syscall === "posix_spawn") {
+        throw spawnError(err.errno, options);
+      }
+      throw err;
     }
-    if (rc !== 0) throw spawnError(rc, options);
-    return pid[0]!;
   } finally {
     for (const fd of moved) close(fd);
-    c.posix_spawn_file_actions_destroy(fa);
-    c.posix_spawnattr_destroy(attr);
-  }
-}
-
-function closeFrom(fa: Uint8Array<ArrayBuffer>, from: number): void {
-  const c = libc();
-  if (c.posix_spawn_file_actions_addclosefrom_np) {
-    checkReturned(
-      c.posix_spawn_file_actions_addclosefrom_np(fa, from),
-      "posix_spawn_file_actions_addclosefrom_np",
-    );
-    return;
-  }
-  // Before glibc 2.34: close what is open now (a closed one is ignored by glibc).
-  for (const name of listDirectory("/proc/self/fd")) {
-    const fd = Number(name);
-    if (fd >= from) {
-      checkReturned(
-        c.posix_spawn_file_actions_addclose(fa, fd),
-        "posix_spawn_file_actions_addclose",
-      );
-    }
   }
 }
 

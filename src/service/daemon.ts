@@ -43,7 +43,7 @@ import { AlreadyRunningError, PidFile } from "../lock/pidfile.ts";
 import { selfCommand, spawn } from "../launch/spawn.ts";
 import { notifyReady } from "./notify.ts";
 import { shutdown } from "./shutdown.ts";
-import { LOG_WARNING, report } from "../syslog/syslog.ts";
+import { literal, logger } from "../log.ts";
 
 /** The environment variable that carries `<fd>:<nonce>` to the daemon, once. */
 const ROLE_VARIABLE = "SINGLETON_RUN_DAEMONIZE";
@@ -241,7 +241,7 @@ function becomeDaemon(options: DaemonizeOptions, pidFile: string, readyFd: numbe
       try {
         notifyReady(status);
       } catch (err) {
-        report(LOG_WARNING, `cannot notify the supervisor: ${message(err)}`);
+        logger("daemonize").warn(literal(`cannot notify the supervisor: ${message(err)}`));
       }
     },
     stop(code = 0): Promise<never> {

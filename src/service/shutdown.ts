@@ -1,5 +1,5 @@
 /**
- * Graceful shutdown and reload for a service (seeds 002 and 003): SIGTERM
+ * Graceful shutdown and reload for a service: SIGTERM
  * and SIGINT run the cleanup handlers in reverse order of registration within
  * a deadline (5 s by default: init sends SIGKILL after that), release every
  * PID lock this process holds, then exit; SIGHUP runs the reload handlers
@@ -21,7 +21,9 @@
 import { quote } from "../ffi/mod.ts";
 import { heldPidFiles } from "../lock/pidfile.ts";
 import { notifyReady, notifyReloading, notifyStopping } from "./notify.ts";
-import { LOG_ERR, LOG_INFO, LOG_WARNING, report } from "../syslog/syslog.ts";
+import { literal, logger } from "../log.ts";
+
+const log = logger("shutdown");
 
 /** A cleanup or reload handler; it may return a promise. */
 export type ShutdownHandler = () => void | Promise<void>;
@@ -65,7 +67,7 @@ function onShutdownSignal(signal: "SIGTERM" | "SIGINT"): () => void {
   return () => {
     if (shuttingDown) {
       // A second signal while cleaning up: the operator means it. Exit now.
-      report(LOG_WARNING, `${signal} during shutdown: exiting at once`);
+      log.warn(literal(`${signal} during shutdown: exiting at once`));
       releaseLocks();
       Deno.exit(128 + SIGNAL_NUMBERS[signal]!);
     }
@@ -101,7 +103,7 @@ function releaseLocks(): void {
     try {
       lock.release();
     } catch (err) {
-      report(LOG_ERR, `cannot release pid file ${quote(lock.path)}: ${message(err)}`);
+      log.error(literal(`cannot release pid file ${quote(lock.path)}: ${message(err)}`));
     }
   }
 }
@@ -115,8 +117,8 @@ function checkTimeout(timeout: number | undefined): void {
 /**
  * Run a cleanup handler when this process is asked to stop (SIGTERM or
  * SIGINT). Handlers run one after another, the last registered first,
- * awaited, until the deadline; one that throws is logged (to the system log
- * when it is open, else stderr) and the rest still run. Then every PID lock
+ * awaited, until the deadline; one that throws is logged (to the LogTape
+ * logger `["singleton-run", "shutdown"]`) and the rest still run. Then every PID lock
  * this process holds is released and the process exits: 0 when every handler
  * finished, 1 when one failed or the deadline cut the cleanup short. A second
  * SIGTERM or SIGINT during cleanup exits at once (128 + signal).
@@ -180,7 +182,7 @@ function tellSupervisor(send: () => boolean): void {
   try {
     send();
   } catch (err) {
-    report(LOG_WARNING, `cannot notify the supervisor: ${message(err)}`);
+    log.warn(literal(`cannot notify the supervisor: ${message(err)}`));
   }
 }
 
@@ -210,7 +212,7 @@ export async function reload(): Promise<boolean> {
       await handler();
     } catch (err) {
       ok = false;
-      report(LOG_ERR, `reload handler failed: ${message(err)}`);
+      log.error(literal(`reload handler failed: ${message(err)}`));
     }
   }
   tellSupervisor(() => notifyReady());
@@ -233,7 +235,7 @@ export async function shutdown(code = 0, reason = "shutdown requested"): Promise
   tellSupervisor(notifyStopping);
   const timeouts = shutdownHandlers.flatMap((e) => e.timeout === undefined ? [] : [e.timeout]);
   const timeout = timeouts.length > 0 ? Math.min(...timeouts) : DEFAULT_SHUTDOWN_TIMEOUT;
-  report(LOG_INFO, `${reason}: stopping (deadline ${timeout} ms)`);
+  log.info(literal(`${reason}: stopping (deadline ${timeout} ms)`));
   let clean = true;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const deadline = new Promise<"deadline">((resolve) => {
@@ -246,17 +248,16 @@ export async function shutdown(code = 0, reason = "shutdown requested"): Promise
       outcome = await Promise.race([Promise.resolve().then(handler), deadline]);
     } catch (err) {
       clean = false;
-      report(LOG_ERR, `cleanup handler failed: ${message(err)}`);
+      log.error(literal(`cleanup handler failed: ${message(err)}`));
       continue;
     }
     if (outcome === "deadline") {
       clean = false;
       const skipped = handlers.length - i - 1;
-      report(
-        LOG_ERR,
+      log.error(literal(
         `shutdown deadline of ${timeout} ms passed: a cleanup handler is still running` +
           (skipped > 0 ? `, ${skipped} more skipped` : ""),
-      );
+      ));
       break;
     }
   }

@@ -1,5 +1,5 @@
 /**
- * Watch this process for leaks (seed 002): resident memory from
+ * Watch this process for leaks: resident memory from
  * `/proc/self/status` (`VmRSS`) and the number of open descriptors in
  * `/proc/self/fd`, with a warning when a limit is crossed or when either
  * grows steadily. Also the descriptor helpers of APUE Figure 13.9.
@@ -15,7 +15,9 @@
 
 import { ERRNO, getCloexec, listDirectory, readLink, setCloexec, SystemError } from "../ffi/mod.ts";
 import { vmRssKiB } from "../ffi/proc.ts";
-import { LOG_ERR, LOG_WARNING, report } from "../syslog/syslog.ts";
+import { literal, logger } from "../log.ts";
+
+const log = logger("watchdog");
 
 /**
  * This process's resident set size (`VmRSS` in /proc/self/status).
@@ -164,7 +166,7 @@ export interface WatchOptions {
   readonly samples?: number;
   /**
    * Receives each warning.
-   * @default {} a LOG_WARNING line to the system log when it is open, else to stderr
+   * @default {} a warning to the `["singleton-run", "watchdog"]` LogTape logger
    */
   readonly onWarn?: (warning: ResourceWarning) => void;
 }
@@ -270,7 +272,7 @@ export function watchResources(options: WatchOptions = {}): ResourceWatch {
   positive(options.maxFds, "maxFds");
   positive(options.samples, "samples");
   const window = options.samples ?? 10;
-  const onWarn = options.onWarn ?? ((w: ResourceWarning) => report(LOG_WARNING, w.message));
+  const onWarn = options.onWarn ?? ((w: ResourceWarning) => log.warn(literal(w.message)));
   const rss = new Tracker("rss", options.maxRssKiB, window);
   const fds = new Tracker("fds", options.maxFds, window);
   let timer: ReturnType<typeof setInterval> | undefined;
@@ -281,10 +283,9 @@ export function watchResources(options: WatchOptions = {}): ResourceWatch {
       try {
         onWarn(w);
       } catch (err) {
-        report(
-          LOG_ERR,
+        log.error(literal(
           `resource watch: onWarn failed: ${err instanceof Error ? err.message : err}`,
-        );
+        ));
       }
     }
     return now;
@@ -298,7 +299,7 @@ export function watchResources(options: WatchOptions = {}): ResourceWatch {
       sample();
     } catch (err) {
       stop();
-      report(LOG_ERR, `resource watch stopped: ${err instanceof Error ? err.message : err}`);
+      log.error(literal(`resource watch stopped: ${err instanceof Error ? err.message : err}`));
     }
   }, interval);
   Deno.unrefTimer(running);
