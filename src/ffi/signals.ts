@@ -46,11 +46,19 @@ const NAMES: ReadonlyMap<number, SignalName> = new Map(
   Object.entries(SIGNALS).map(([name, n]) => [n, name as SignalName]),
 );
 
-/** The highest real-time signal number on Linux (glibc reserves 32 and 33). */
-const SIGRTMAX = 64;
+/**
+ * The lowest real-time signal number a program sees on Linux with glibc: the
+ * kernel's first is 32, but glibc keeps 32 and 33 for its threads, so its
+ * `SIGRTMIN` (what `kill -l` prints as `RTMIN`) is 34.
+ */
+export const SIGRTMIN = 34;
+/** The highest real-time signal number on Linux. */
+export const SIGRTMAX = 64;
 
 /**
- * Parse a signal as an administrator writes it: `TERM`, `SIGTERM`, `term`, `15`.
+ * Parse a signal as an administrator writes it: `TERM`, `SIGTERM`, `term`,
+ * `15`, or a real-time signal as `RTMIN`, `RTMIN+N`, `SIGRTMIN+N`, `RTMAX`,
+ * `RTMAX-N` (as kill(1) and `kill -l` spell them).
  *
  * @param text the signal
  * @returns its number, or `undefined` when it is not a signal
@@ -61,6 +69,13 @@ export function parseSignal(text: string): number | undefined {
     return n >= 1 && n <= SIGRTMAX ? n : undefined;
   }
   const name = text.toUpperCase().replace(/^SIG/, "");
+  const rt = /^RT(MIN|MAX)(?:([+-])([0-9]{1,2}))?$/.exec(name);
+  if (rt) {
+    const offset = rt[2] === undefined ? 0 : Number(rt[3]);
+    if (rt[2] !== undefined && rt[2] !== (rt[1] === "MIN" ? "+" : "-")) return undefined;
+    const n = rt[1] === "MIN" ? SIGRTMIN + offset : SIGRTMAX - offset;
+    return n >= SIGRTMIN && n <= SIGRTMAX ? n : undefined;
+  }
   return Object.hasOwn(SIGNALS, name) ? SIGNALS[name as SignalName] : undefined;
 }
 

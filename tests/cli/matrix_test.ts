@@ -37,7 +37,7 @@ for (const v of variants) {
 
     const st = await sr(v, ["status", "--pidfile", p]);
     assert.deepEqual(st.code, 0);
-    assert.match(st.stderr, new RegExp(`running \\(pid ${pid}`));
+    assert.match(st.stdout, new RegExp(`running \\(pid ${pid}`));
     const json = JSON.parse((await sr(v, ["status", "--json", "--pidfile", p])).stdout);
     assert.deepEqual(json.state, "running");
     assert.deepEqual(json.pid, pid);

@@ -1,0 +1,108 @@
+/**
+ * What several commands build from the same options: the guard (every
+ * command but status), the launch (start, run, restart), the start options
+ * and the supervise settings.
+ *
+ * @module
+ */
+
+import type { GuardOptions, LaunchOptions, StartOptions } from "../../control/mod.ts";
+import type { Invocation } from "../parse.ts";
+import type { Values } from "../options.ts";
+import { say } from "../output.ts";
+
+/** The options every guarded command passes. */
+export function guardOptions(v: Values): GuardOptions {
+  return {
+    pidfile: v.pidfile!,
+    ...defined("guard", v.guard),
+    ...defined("guardTimeout", v.guardTimeout),
+    onWarning: say,
+  };
+}
+
+/** What to launch, and how. */
+export function launchOptions(inv: Invocation): LaunchOptions {
+  const v = inv.values;
+  return {
+    command: inv.command!,
+    ...defined("chdir", v.chdir),
+    ...defined("umask", v.umask),
+    env: Object.fromEntries(v.env),
+    ...defined("user", v.user),
+  };
+}
+
+/** The supervise settings, for start, restart and run with --supervise. */
+export function superviseSettings(v: Values): NonNullable<StartOptions["supervise"]> {
+  const readiness = v.notifyFd !== undefined
+    ? { kind: "fd" as const, fd: v.notifyFd }
+    : v.notifySocket
+    ? { kind: "socket" as const }
+    : v.readyAfter !== undefined
+    ? { kind: "alive" as const, afterMs: v.readyAfter }
+    : undefined;
+  return {
+    ...defined("restart", v.restart),
+    ...defined("restartDelay", v.restartDelay),
+    ...defined("restartDelayMax", v.restartDelayMax),
+    ...defined("minUptime", v.minUptime),
+    ...defined("restartWindow", v.restartWindow),
+    ...defined("maxRestarts", v.maxRestarts),
+    ...(v.killGroup ? { killGroup: true } : {}),
+    ...defined("stopSchedule", v.stopSchedule),
+    ...defined("name", v.name),
+    ...(v.output === undefined
+      ? {}
+      : { output: v.output.kind === "file" ? v.output.path : `syslog:${v.output.facility}` }),
+    ...defined("readiness", readiness),
+    ...defined("readyTimeout", v.readyTimeout),
+  };
+}
+
+/** start's and restart's options, but the guard's. */
+export function startOptions(inv: Invocation): Omit<StartOptions, keyof GuardOptions> {
+  const v = inv.values;
+  const file = v.output?.kind === "file" ? v.output.path : undefined;
+  if (v.supervise) {
+    return {
+      ...launchOptions(inv),
+      ...defined("output", file),
+      ...defined("readyTimeout", v.readyTimeout),
+      supervise: superviseSettings(v),
+      signal: interruptions(),
+    };
+  }
+  return {
+    ...launchOptions(inv),
+    ...defined("output", file),
+    ...defined("readyTimeout", v.readyTimeout),
+    ...defined("readyAfter", v.readyAfter),
+    ...defined("notifyFd", v.notifyFd),
+    ...(v.notifySocket ? { notifySocket: true } : {}),
+    signal: interruptions(),
+  };
+}
+
+/**
+ * An AbortSignal fired by SIGINT, SIGTERM or SIGHUP, so an interrupted start
+ * kills its half-started daemon instead of leaving it behind. Listening for
+ * them also keeps the default action (dying at once) from skipping that.
+ */
+function interruptions(): AbortSignal {
+  const controller = new AbortController();
+  const codes = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 } as const;
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    Deno.addSignalListener(sig, () => {
+      controller.abort(sig);
+      // Outside the readiness wait (the guard wait, restart's stop), go as the signal would.
+      Deno.unrefTimer(setTimeout(() => Deno.exit(codes[sig]), 2000));
+    });
+  }
+  return controller.signal;
+}
+
+/** `{ [key]: value }`, or nothing when the value is undefined (exactOptionalPropertyTypes-safe). */
+export function defined<K extends string, V>(key: K, value: V | undefined): { [k in K]?: V } {
+  return (value === undefined ? {} : { [key]: value }) as { [k in K]?: V };
+}

@@ -1,0 +1,16 @@
+/**
+ * `reload`: SIGHUP to the daemon.
+ *
+ * @module
+ */
+
+import { reload } from "../../control/mod.ts";
+import { EXIT } from "../exit.ts";
+import type { Invocation } from "../parse.ts";
+import { guardOptions } from "./common.ts";
+
+/** Run `reload`. */
+export async function reloadCommand(inv: Invocation): Promise<number> {
+  await reload(guardOptions(inv.values));
+  return EXIT.OK;
+}

@@ -1,0 +1,30 @@
+/**
+ * `run`: take the lock and exec COMMAND in the foreground (or supervise it
+ * here); its exit status is ours.
+ *
+ * @module
+ */
+
+import { AlreadyRunningError, run } from "../../control/mod.ts";
+import { EXIT } from "../exit.ts";
+import { say } from "../output.ts";
+import type { Invocation } from "../parse.ts";
+import { guardOptions, launchOptions, superviseSettings } from "./common.ts";
+
+/** Run `run`. */
+export async function runCommand(inv: Invocation): Promise<number> {
+  const v = inv.values;
+  try {
+    return await run({
+      ...guardOptions(v),
+      ...launchOptions(inv),
+      ...(v.supervise ? { supervise: superviseSettings(v) } : {}),
+    });
+  } catch (e) {
+    if (e instanceof AlreadyRunningError) {
+      say(e.message);
+      return v.conflictExitCode ?? EXIT.NOTHING_TO_DO;
+    }
+    throw e;
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * `status`: the daemon's state as one line on stdout (or JSON), the LSB
+ * code as the exit code. It never waits and loads only what it reads.
+ *
+ * @module
+ */
+
+import { status, type StatusReport } from "../../control/mod.ts";
+import { out, say } from "../output.ts";
+import type { Invocation } from "../parse.ts";
+import { NAME } from "../help.ts";
+
+/** Run `status`. */
+export function statusCommand(inv: Invocation): number {
+  const r = status(inv.values.pidfile!);
+  if (inv.values.json) out(JSON.stringify(r));
+  else if (r.state === "unknown") say(`cannot tell: ${r.error}`);
+  else out(`${NAME}: ${describe(r)}`);
+  return r.code;
+}
+
+/** The state in words. */
+function describe(r: StatusReport): string {
+  if (r.state === "stale") return `not running, but the pid file names pid ${r.pid} (stale)`;
+  if (r.state === "stopped") return "not running";
+  const up = r.uptimeSeconds === undefined ? "" : `, up ${formatUptime(r.uptimeSeconds)}`;
+  return `running (pid ${r.pid ?? "unknown"}${up}${supervisorText(r)}${holdersText(r)})`;
+}
+
+/** For a supervisor: its child, restarts and the last exit. */
+function supervisorText(r: StatusReport): string {
+  const sv = r.supervisor;
+  if (!sv) return "";
+  const child = sv.childPid === null ? `no child (${sv.phase})` : `pid ${sv.childPid}`;
+  return `; supervising ${child}, ${sv.restarts} restart(s)${
+    sv.lastExit ? `, last: ${sv.lastExit}` : ""
+  }`;
+}
+
+/** For a lock held by another process than the one the pid file names: who and why. */
+function holdersText(r: StatusReport): string {
+  if (r.holders === undefined) return "";
+  const named = r.namedPid === null || r.namedPid === undefined
+    ? "the pid file names no pid"
+    : `the pid file names pid ${r.namedPid}, which ${
+      r.namedPidGone ? "is gone" : "does not hold its lock"
+    }`;
+  const all = r.holders.length > 1 ? `; held by pids ${r.holders.join(", ")}` : "";
+  return `; ${named}${all}`;
+}
+
+function formatUptime(s: number): string {
+  if (s < 60) return `${Math.floor(s)}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${Math.floor(s % 60)}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
+  return `${Math.floor(s / 86400)}d${Math.floor((s % 86400) / 3600)}h`;
+}

@@ -1,0 +1,130 @@
+/**
+ * The help texts: each command's description, with its options listed from
+ * the option table and their defaults from the control layer's constants.
+ *
+ * @module
+ */
+
+import { type Command, COMMANDS, type Defaults, OPTION_LIST } from "./options.ts";
+
+/** The program's name, as messages and the help spell it. */
+export const NAME = "singleton-run";
+/** The version `--version` prints. */
+export const VERSION = "0.1.0";
+
+const USAGE: Record<Command, string> = {
+  start: "start   --pidfile PATH [options] -- COMMAND [ARG...]",
+  run: "run     --pidfile PATH [options] -- COMMAND [ARG...]",
+  stop: "stop    --pidfile PATH [--retry SCHEDULE] [--oknodo]",
+  status: "status  --pidfile PATH [--json]",
+  restart: "restart --pidfile PATH [options] -- COMMAND [ARG...]",
+  reload: "reload  --pidfile PATH",
+  signal: "signal  --pidfile PATH SIGNAL",
+};
+
+const SUMMARY: Record<Command, string> = {
+  start: "start COMMAND as a daemon; print its pid once it is ready",
+  run: "take the lock and exec COMMAND in the foreground (same pid)",
+  stop: "signal the daemon through a pidfd and wait until it is gone",
+  status: "LSB status: 0 running, 1 stale pid file, 3 not running, 4 unknown",
+  restart: "stop, then start, under one guard lock; print the new pid",
+  reload: "send SIGHUP",
+  signal: "send any signal (name, number, RTMIN+N; 0 only checks)",
+};
+
+const DESCRIPTION: Record<Command, string> = {
+  start: `Start COMMAND as a daemon: new session, cwd /, umask 022, stdin from
+/dev/null, stdout and stderr to /dev/null or --output, no other inherited
+descriptor but the pid file lock (fd 3; fd 4 when --notify-fd is 3).
+Prints the daemon's pid once it is ready. Exit 3 if already running.`,
+  run: `Take the pid file lock, then exec COMMAND in the foreground: it keeps this
+pid and the lock, and its exit status is ${NAME}'s. For systemd,
+containers, cron and deno task scripts.`,
+  stop: `Signal the daemon through a pidfd (after re-checking that it holds the
+lock, so a recycled pid is never signalled) and wait for the lock to be
+released. A stale pid file is never signalled; it is emptied. After a stop
+the pid file is left empty. Exit 3 if not running; exit 1 if it still runs
+after the schedule.`,
+  status: `Report the daemon's state without waiting for anything, as one line on
+stdout (or JSON). Exit codes (LSB): 0 running, 1 not running but the pid
+file names a pid (stale), 3 not running, 4 cannot tell (e.g. no
+permission; the reason goes to stderr).`,
+  restart: `Stop the daemon if it runs, then start COMMAND, under one hold of the guard
+lock. Prints the new pid. Takes start's options and stop's --retry.`,
+  reload: `Send SIGHUP to the daemon (re-read its configuration). Exit 3 if not running.`,
+  signal: `Send SIGNAL to the daemon: a name (TERM, SIGTERM), a number (15), a
+real-time signal (RTMIN+N, SIGRTMIN+N, RTMAX-N; RTMIN is 34 with glibc),
+or 0 to check that it runs and could be signalled, sending nothing.
+Exit 3 if not running.`,
+};
+
+/**
+ * The overview `--help` prints.
+ *
+ * @returns the text
+ */
+export function mainHelp(): string {
+  return `${NAME} ${VERSION}: run exactly one instance of a program, its pid file
+kept flock-locked for its whole life, with race-free start and stop.
+
+Usage:
+${COMMANDS.map((c) => `  ${NAME} ${USAGE[c]}`).join("\n")}
+  ${NAME} --help | --version | help COMMAND
+
+Commands:
+${COMMANDS.map((c) => `  ${c.padEnd(8)} ${SUMMARY[c]}`).join("\n")}
+
+Exit codes: 0 done, 1 failed, 2 usage error, 3 nothing to do (already
+running for start/restart/run, not running for stop/reload/signal).
+Messages go to stderr; stdout carries only data (a pid, JSON, status's line).
+
+Run '${NAME} help COMMAND' for a command's options.`;
+}
+
+/**
+ * One command's help, its options from the table.
+ *
+ * @param cmd the command
+ * @param defaults the control layer's module, for the defaults shown
+ * @returns the text
+ */
+export function commandHelp(cmd: Command, defaults: Defaults): string {
+  const lines = [
+    `Usage: ${NAME} ${USAGE[cmd].replace(/ +/, " ")}`,
+    "",
+    DESCRIPTION[cmd],
+    "",
+    "Options:",
+  ];
+  for (const [, spec] of OPTION_LIST) {
+    if (!spec.commands.includes(cmd)) continue;
+    const left = `  --${spec.name}${spec.arg ? ` ${spec.arg}` : ""}`;
+    const shown = spec.shown?.(defaults, cmd);
+    const text = (typeof spec.help === "string" ? spec.help : spec.help(cmd)) +
+      (shown === undefined ? "" : ` (default ${shown})`);
+    const wrapped = wrap(text, WIDTH - COLUMN);
+    if (left.length < COLUMN - 1) {
+      lines.push(left.padEnd(COLUMN) + wrapped[0]);
+      wrapped.shift();
+    } else lines.push(left);
+    for (const line of wrapped) lines.push(" ".repeat(COLUMN) + line);
+  }
+  return lines.join("\n");
+}
+
+const COLUMN = 25;
+const WIDTH = 79;
+
+/** Words into lines of at most `width` characters. */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line !== "" && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line === "" ? word : `${line} ${word}`;
+  }
+  lines.push(line);
+  return lines;
+}

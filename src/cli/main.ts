@@ -1,0 +1,74 @@
+/**
+ * The `singleton-run` command: read the arguments through the option table,
+ * load the one command's handler, print, and map errors to exit codes.
+ *
+ * @module
+ */
+
+import { UsageError } from "../errors.ts";
+import { quote } from "../control/values.ts";
+import { EXIT, report } from "./exit.ts";
+import { commandHelp, mainHelp, NAME, VERSION } from "./help.ts";
+import { type Command, COMMANDS } from "./options.ts";
+import { out } from "./output.ts";
+import { type Invocation, parseArgs } from "./parse.ts";
+
+/** Each command's handler, loaded only when that command runs. */
+const HANDLERS: Record<Command, () => Promise<(inv: Invocation) => number | Promise<number>>> = {
+  start: async () => (await import("./commands/start.ts")).startCommand,
+  run: async () => (await import("./commands/run.ts")).runCommand,
+  stop: async () => (await import("./commands/stop.ts")).stopCommand,
+  status: async () => (await import("./commands/status.ts")).statusCommand,
+  restart: async () => (await import("./commands/restart.ts")).restartCommand,
+  reload: async () => (await import("./commands/reload.ts")).reloadCommand,
+  signal: async () => (await import("./commands/signal.ts")).signalCommand,
+};
+
+/**
+ * Run the command with these arguments.
+ *
+ * @param args the arguments, without the program name
+ * @returns the exit code (`run` does not return when it execs)
+ */
+export async function main(args: readonly string[]): Promise<number> {
+  const first = args[0];
+  try {
+    if (first === undefined) throw new UsageError("missing command");
+    if (first === "--help" || first === "-h") {
+      out(mainHelp());
+      return EXIT.OK;
+    }
+    if (first === "--version" || first === "-V") {
+      out(`${NAME} ${VERSION}`);
+      return EXIT.OK;
+    }
+    if (first === "help") {
+      const topic = args[1];
+      if (topic === undefined) out(mainHelp());
+      else if (!isCommand(topic)) {
+        throw new UsageError(`no help for unknown command ${quote(topic)}`);
+      } else out(commandHelp(topic, await import("../control/mod.ts")));
+      return EXIT.OK;
+    }
+    if (!isCommand(first)) {
+      throw new UsageError(
+        first.startsWith("-") ? `unknown option: ${first}` : `unknown command ${quote(first)}`,
+      );
+    }
+    const inv = parseArgs(first, args.slice(1));
+    if (inv.help) {
+      out(commandHelp(first, await import("../control/mod.ts")));
+      return EXIT.OK;
+    }
+    const handler = await HANDLERS[first]();
+    return await handler(inv);
+  } catch (e) {
+    return report(e, first);
+  }
+}
+
+function isCommand(s: string): s is Command {
+  return (COMMANDS as readonly string[]).includes(s);
+}
+
+export { EXIT, VERSION };

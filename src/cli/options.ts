@@ -1,0 +1,390 @@
+/**
+ * Every option of the command, once: its name, what value it takes, which
+ * commands take it, how its value is parsed and checked, its help line and
+ * the default the help shows. The parser ({@link ./parse.ts}) and the help
+ * ({@link ./help.ts}) are both read from this table, so they cannot drift.
+ *
+ * Defaults are not written here: the help reads them from the control
+ * layer's constants, the same ones the library falls back on.
+ *
+ * @module
+ */
+
+import {
+  type OutputTarget,
+  parseDuration,
+  parseEnvEntry,
+  parseInteger,
+  parseOutput,
+  parsePath,
+  parseRestartPolicy,
+  parseSeconds,
+  parseStopSchedule,
+  parseUmask,
+  type RestartPolicy,
+} from "../control/values.ts";
+import type { Schedule } from "../control/mod.ts";
+
+/** The commands, in the order the help lists them. */
+export const COMMANDS = ["start", "run", "stop", "status", "restart", "reload", "signal"] as const;
+
+/** A command. */
+export type Command = typeof COMMANDS[number];
+
+/** The control layer's module, where the help finds the defaults. */
+export type Defaults = typeof import("../control/mod.ts");
+
+/** Every option's value after parsing: absent when not given, switches false. */
+export interface Values {
+  pidfile?: string;
+  retry?: Schedule;
+  chdir?: string;
+  umask?: number;
+  env: [string, string][];
+  user?: string;
+  output?: OutputTarget;
+  readyTimeout?: number;
+  readyAfter?: number;
+  notifyFd?: number;
+  notifySocket: boolean;
+  oknodo: boolean;
+  conflictExitCode?: number;
+  json: boolean;
+  guard?: string;
+  guardTimeout?: number;
+  supervise: boolean;
+  restart?: RestartPolicy;
+  restartDelay?: number;
+  restartDelayMax?: number;
+  minUptime?: number;
+  maxRestarts?: number;
+  restartWindow?: number;
+  killGroup: boolean;
+  stopSchedule?: string;
+  name?: string;
+}
+
+interface Base {
+  /** The option's name, without `--`. */
+  readonly name: string;
+  /** The commands that take it. */
+  readonly commands: readonly Command[];
+  /** The placeholder for its value in the help. */
+  readonly arg?: string;
+  /** What it does, for the help (per command where that differs). */
+  readonly help: string | ((cmd: Command) => string);
+  /** The default the help shows, from the control layer's constants; undefined for none. */
+  readonly shown?: (defaults: Defaults, cmd: Command) => string | undefined;
+  /** Which other option it belongs to: given without it, a usage error. */
+  readonly needs?: "supervise";
+}
+
+/** One option, typed by the value it gives. */
+export type OptionSpec<T> =
+  | Base & { readonly kind: "switch" } & (T extends boolean ? unknown : never)
+  | Base & { readonly kind: "value"; readonly parse: (text: string, option: string) => T }
+  | Base & {
+    readonly kind: "multi";
+    readonly parse: (text: string, option: string) => T extends readonly (infer U)[] ? U : never;
+  };
+
+/** Any option, its value's type forgotten: what the parser and the help walk. */
+export type AnyOption =
+  | Base & { readonly kind: "switch" }
+  | Base & {
+    readonly kind: "value" | "multi";
+    readonly parse: (text: string, option: string) => unknown;
+  };
+
+const LAUNCH: readonly Command[] = ["start", "run", "restart"];
+const GUARDED: readonly Command[] = ["start", "run", "stop", "restart", "reload", "signal"];
+
+/** Seconds for the help, from milliseconds. */
+function seconds(ms: number | undefined): string | undefined {
+  return ms === undefined ? undefined : String(ms / 1000);
+}
+
+/** A duration for the help, from milliseconds: 500ms, 10s, 2m. */
+function duration(ms: number | undefined): string | undefined {
+  if (ms === undefined) return undefined;
+  if (ms % 60_000 === 0 && ms >= 60_000) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
+/**
+ * A constant the control layer may export (the supervise defaults): read by
+ * name, so the help shows it once it is there and nothing otherwise.
+ */
+function constant(defaults: Defaults, name: string): unknown {
+  return (defaults as unknown as Record<string, unknown>)[name];
+}
+
+function msConstant(defaults: Defaults, name: string): number | undefined {
+  const v = constant(defaults, name);
+  return typeof v === "number" ? v : undefined;
+}
+
+/** The table: every option of every command, in the order the help lists them. */
+export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<Values[K]>> } = {
+  pidfile: {
+    name: "pidfile",
+    kind: "value",
+    arg: "PATH",
+    commands: [...GUARDED, "status"],
+    help: "the pid file (required)",
+    // An empty value reads as a missing one (see the parser's check).
+    parse: (text) => text,
+  },
+  retry: {
+    name: "retry",
+    kind: "value",
+    arg: "SCHEDULE",
+    commands: ["stop", "restart"],
+    help: "start-stop-daemon syntax: SIGNAL/SECS/SIGNAL/SECS..., a bare number N " +
+      "for TERM/N/KILL/N, 'forever' to repeat what follows it",
+    shown: (d) => d.DEFAULT_SCHEDULE,
+    parse: (text, option) => parseStopSchedule(text, option),
+  },
+  chdir: {
+    name: "chdir",
+    kind: "value",
+    arg: "DIR",
+    commands: LAUNCH,
+    help: (cmd) => `working directory${cmd === "run" ? " (default: unchanged)" : ""}`,
+    shown: (d, cmd) => cmd === "run" ? undefined : constant(d, "DEFAULT_CHDIR") as string,
+    parse: parsePath,
+  },
+  umask: {
+    name: "umask",
+    kind: "value",
+    arg: "OCTAL",
+    commands: LAUNCH,
+    help: (cmd) => `umask${cmd === "run" ? " (default: unchanged)" : ""}`,
+    shown: (d, cmd) => {
+      const v = constant(d, "DEFAULT_UMASK");
+      return cmd === "run" || typeof v !== "number" ? undefined : v.toString(8).padStart(3, "0");
+    },
+    parse: parseUmask,
+  },
+  env: {
+    name: "env",
+    kind: "multi",
+    arg: "KEY=VALUE",
+    commands: LAUNCH,
+    help: "add to the environment (repeatable)",
+    parse: parseEnvEntry,
+  },
+  user: {
+    name: "user",
+    kind: "value",
+    arg: "USER[:GROUP]",
+    commands: LAUNCH,
+    help: "run as that user with its groups (root only)",
+    parse: parsePath,
+  },
+  output: {
+    name: "output",
+    kind: "value",
+    arg: "FILE",
+    commands: LAUNCH,
+    help: "append stdout and stderr to FILE (default /dev/null); with --supervise, " +
+      "appended line by line and reopened on SIGHUP/SIGUSR1, or syslog[:FACILITY]: " +
+      "stdout to syslog at info, stderr at err, with COMMAND's pid",
+    parse: parseOutput,
+  },
+  readyTimeout: {
+    name: "ready-timeout",
+    kind: "value",
+    arg: "SECS",
+    commands: LAUNCH,
+    help: "bound on every wait for readiness",
+    shown: (d) => seconds(d.DEFAULT_READY_TIMEOUT_MS),
+    parse: (text, option) => parseSeconds(text, option, { positive: true }),
+  },
+  readyAfter: {
+    name: "ready-after",
+    kind: "value",
+    arg: "MS",
+    commands: LAUNCH,
+    help: "without a notify option: ready when still alive MS milliseconds after the exec",
+    shown: (d) => {
+      const supervised = msConstant(d, "DEFAULT_CHILD_READY_AFTER_MS");
+      return `${d.DEFAULT_READY_AFTER_MS}${
+        supervised === undefined ? "" : `; with --supervise ${supervised}`
+      }`;
+    },
+    parse: (text, option) => parseInteger(text, option, { min: 0, max: 3_600_000 }),
+  },
+  notifyFd: {
+    name: "notify-fd",
+    kind: "value",
+    arg: "N",
+    commands: LAUNCH,
+    help: "ready when the daemon writes a newline to fd N (s6); NOTIFY_FD=N is set " +
+      "in its environment",
+    parse: (text, option) => parseInteger(text, option, { min: 3, max: 1023 }),
+  },
+  notifySocket: {
+    name: "notify-socket",
+    kind: "switch",
+    commands: LAUNCH,
+    help: "ready when the daemon sends READY=1 to NOTIFY_SOCKET (sd_notify; STATUS=, " +
+      "MAINPID=, EXTEND_TIMEOUT_USEC=, ERRNO= are understood)",
+  },
+  oknodo: {
+    name: "oknodo",
+    kind: "switch",
+    commands: ["start", "stop"],
+    help: (cmd) =>
+      cmd === "start"
+        ? "exit 0 (and print its pid) when already running"
+        : "exit 0 when not running",
+  },
+  conflictExitCode: {
+    name: "conflict-exit-code",
+    kind: "value",
+    arg: "N",
+    commands: ["run"],
+    help: "exit N instead of 3 when already running",
+    parse: (text, option) => parseInteger(text, option, { min: 0, max: 255 }),
+  },
+  json: {
+    name: "json",
+    kind: "switch",
+    commands: ["status"],
+    help: "print one JSON object: state, pid, pidfile, code, and for a running daemon " +
+      "startTime, uptimeSeconds, rssKiB, fds, cmdline",
+  },
+  guard: {
+    name: "guard",
+    kind: "value",
+    arg: "FILE",
+    commands: GUARDED,
+    help: "the guard lock file (default: PIDFILE.lock)",
+    parse: parsePath,
+  },
+  guardTimeout: {
+    name: "guard-timeout",
+    kind: "value",
+    arg: "SECS",
+    commands: GUARDED,
+    help: "how long to wait for another start/stop",
+    shown: (d) => seconds(d.DEFAULT_GUARD_TIMEOUT_MS),
+    parse: (text, option) => parseSeconds(text, option),
+  },
+  supervise: {
+    name: "supervise",
+    kind: "switch",
+    commands: LAUNCH,
+    help: "a supervisor becomes the daemon (it holds the pid file) and restarts COMMAND " +
+      "when it exits; the options below go with it. With --supervise, --notify-fd, " +
+      "--notify-socket and --ready-after are COMMAND's readiness, awaited after every " +
+      "restart; start returns once the first is ready",
+  },
+  restart: {
+    name: "restart",
+    kind: "value",
+    arg: "POLICY",
+    commands: LAUNCH,
+    needs: "supervise",
+    help: "on-failure, always or never",
+    shown: (d) => constant(d, "DEFAULT_RESTART_POLICY") as string | undefined,
+    parse: parseRestartPolicy,
+  },
+  restartDelay: {
+    name: "restart-delay",
+    kind: "value",
+    arg: "DUR",
+    commands: LAUNCH,
+    needs: "supervise",
+    help: "first restart delay, doubling (500ms, 2s, 2m...)",
+    shown: (d) => duration(msConstant(d, "DEFAULT_RESTART_DELAY_MS")),
+    parse: parseDuration,
+  },
+  restartDelayMax: {
+    name: "restart-delay-max",
+    kind: "value",
+    arg: "DUR",
+    commands: LAUNCH,
+    needs: "supervise",
+    help: "the longest delay",
+    shown: (d) => duration(msConstant(d, "DEFAULT_RESTART_DELAY_MAX_MS")),
+    parse: parseDuration,
+  },
+  minUptime: {
+    name: "min-uptime",
+    kind: "value",
+    arg: "DUR",
+    commands: LAUNCH,
+    needs: "supervise",
+    help: "a run this long resets the delay",
+    shown: (d) => duration(msConstant(d, "DEFAULT_MIN_UPTIME_MS")),
+    parse: parseDuration,
+  },
+  maxRestarts: {
+    name: "max-restarts",
+    kind: "value",
+    arg: "N",
+    commands: LAUNCH,
+    needs: "supervise",
+    help: "give up (exit 1, lock freed) after N restarts within --restart-window " +
+      "(0: never give up)",
+    shown: (d) => constant(d, "DEFAULT_MAX_RESTARTS")?.toString(),
+    parse: (text, option) => parseInteger(text, option, { min: 0, max: 1_000_000 }),
+  },
+  restartWindow: {
+    name: "restart-window",
+    kind: "value",
+    arg: "DUR",
+    commands: LAUNCH,
+    needs: "supervise",
+    help: "the window --max-restarts counts in",
+    shown: (d) => duration(msConstant(d, "DEFAULT_RESTART_WINDOW_MS")),
+    parse: parseDuration,
+  },
+  killGroup: {
+    name: "kill-group",
+    kind: "switch",
+    commands: LAUNCH,
+    needs: "supervise",
+    help: "signal COMMAND's whole process group (its workers too)",
+  },
+  stopSchedule: {
+    name: "stop-schedule",
+    kind: "value",
+    arg: "SCHED",
+    commands: LAUNCH,
+    needs: "supervise",
+    help: "how the supervisor stops COMMAND (--retry's syntax)",
+    shown: (d) => constant(d, "DEFAULT_CHILD_STOP_SCHEDULE") as string | undefined,
+    // The supervisor takes the text; parsed here so a mistake is a usage error now.
+    parse: (text, option) => (parseStopSchedule(text, option), text),
+  },
+  name: {
+    name: "name",
+    kind: "value",
+    arg: "NAME",
+    commands: LAUNCH,
+    needs: "supervise",
+    help: "syslog ident and log name (default COMMAND's basename)",
+    parse: parsePath,
+  },
+};
+
+/** The table's entries, each with the key its value is stored under. */
+export const OPTION_LIST: ReadonlyArray<[keyof Values, AnyOption]> = Object.entries(
+  OPTIONS,
+) as [keyof Values, AnyOption][];
+
+/**
+ * The options a command takes, by name.
+ *
+ * @param cmd the command
+ * @returns name (without `--`) to its key and spec
+ */
+export function optionsOf(cmd: Command): Map<string, [keyof Values, AnyOption]> {
+  return new Map(
+    OPTION_LIST.filter(([, spec]) => spec.commands.includes(cmd)).map((e) => [e[1].name, e]),
+  );
+}

@@ -1,0 +1,230 @@
+/**
+ * Option values as an administrator writes them, parsed and bounded once for
+ * the command line and the library alike: seconds, durations, whole numbers,
+ * umasks, environment entries, signals, stop schedules and output targets.
+ * Each parser throws {@link UsageError} naming the option and what is wrong,
+ * before anything is created.
+ *
+ * This module stays light (no libc, no supervisor, no logging): the CLI
+ * loads it for every command, `status` included.
+ *
+ * @module
+ */
+
+import { UsageError } from "../errors.ts";
+import { quote } from "../ffi/errors.ts";
+import { parseSignal, SIGRTMAX, SIGRTMIN } from "../ffi/signals.ts";
+import { parseSchedule, type Schedule } from "../launch/schedule.ts";
+import { FACILITIES } from "../supervisor/supervisor.ts";
+
+export { parseSignal, quote, SIGRTMAX, SIGRTMIN };
+
+/**
+ * The longest wait any option may ask for, in milliseconds: what one poll(2)
+ * timeout can hold (a signed 32-bit count of milliseconds, about 24.8 days).
+ */
+export const MAX_WAIT_MS = 2_147_483_647;
+
+const DECIMAL = /^[0-9]+(\.[0-9]+)?$/;
+
+function bad(option: string, text: string, expected: string): UsageError {
+  return new UsageError(`bad ${option} ${quote(text)}: expected ${expected}`);
+}
+
+/**
+ * A number of seconds (`30`, `0.5`), as milliseconds.
+ *
+ * @param text the value
+ * @param option the option it came from, such as `--guard-timeout`
+ * @param bounds `positive`: 0 is refused
+ * @returns milliseconds, at most {@link MAX_WAIT_MS}
+ * @throws {UsageError} when malformed or out of range
+ */
+export function parseSeconds(
+  text: string,
+  option: string,
+  bounds: { readonly positive?: boolean } = {},
+): number {
+  const max = Math.floor(MAX_WAIT_MS / 1000);
+  const ms = DECIMAL.test(text) ? Math.round(Number(text) * 1000) : NaN;
+  if (!(ms <= max * 1000)) {
+    throw bad(
+      option,
+      text,
+      `a number of seconds from ${bounds.positive ? "0.001" : "0"} to ${max}`,
+    );
+  }
+  if (bounds.positive && ms === 0) {
+    throw new UsageError(`bad ${option} ${quote(text)}: must be more than 0`);
+  }
+  return ms;
+}
+
+const UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * A duration: `500ms`, `1.5s`, `2m`, `1h`, or a bare number of seconds.
+ *
+ * @param text the value
+ * @param option the option it came from, such as `--restart-delay`
+ * @returns milliseconds, at most {@link MAX_WAIT_MS}
+ * @throws {UsageError} when malformed or too long
+ */
+export function parseDuration(text: string, option: string): number {
+  const m = /^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$/.exec(text);
+  const ms = m ? Math.round(Number(m[1]) * UNITS[m[2] ?? "s"]!) : NaN;
+  if (!m) throw bad(option, text, "a duration such as 500ms, 2s, 1m");
+  if (!(ms <= MAX_WAIT_MS)) throw bad(option, text, `a duration of at most ${MAX_WAIT_MS}ms`);
+  return ms;
+}
+
+/**
+ * A whole number within bounds.
+ *
+ * @param text the value
+ * @param option the option it came from
+ * @param bounds the smallest and largest allowed
+ * @returns the number
+ * @throws {UsageError} when malformed or out of range
+ */
+export function parseInteger(
+  text: string,
+  option: string,
+  bounds: { readonly min: number; readonly max: number },
+): number {
+  const n = /^[0-9]+$/.test(text) ? Number(text) : NaN;
+  if (!(n >= bounds.min && n <= bounds.max)) {
+    throw bad(option, text, `a whole number from ${bounds.min} to ${bounds.max}`);
+  }
+  return n;
+}
+
+/**
+ * A umask: octal digits, `022` or `0o022`.
+ *
+ * @param text the value
+ * @param option the option it came from
+ * @returns its value
+ * @throws {UsageError} when malformed or above 0777
+ */
+export function parseUmask(text: string, option = "--umask"): number {
+  const m = /^(?:0o)?([0-7]{1,4})$/.exec(text);
+  if (!m) throw bad(option, text, "octal digits, such as 022");
+  const value = parseInt(m[1]!, 8);
+  if (value > 0o777) throw new UsageError(`bad ${option} ${quote(text)}: at most 0777`);
+  return value;
+}
+
+/**
+ * One environment entry, `KEY=VALUE`.
+ *
+ * @param text the value
+ * @param option the option it came from
+ * @returns the key and the value
+ * @throws {UsageError} without a key before `=`
+ */
+export function parseEnvEntry(text: string, option = "--env"): [string, string] {
+  const eq = text.indexOf("=");
+  if (eq <= 0) throw bad(option, text, "KEY=VALUE");
+  return [text.slice(0, eq), text.slice(eq + 1)];
+}
+
+/** When the supervisor starts its command again. */
+export type RestartPolicy = "on-failure" | "always" | "never";
+
+const POLICIES: readonly RestartPolicy[] = ["on-failure", "always", "never"];
+
+/**
+ * A restart policy.
+ *
+ * @param text the value
+ * @param option the option it came from
+ * @returns the policy
+ * @throws {UsageError} for anything but on-failure, always or never
+ */
+export function parseRestartPolicy(text: string, option = "--restart"): RestartPolicy {
+  if (!(POLICIES as readonly string[]).includes(text)) {
+    throw bad(option, text, "on-failure, always or never");
+  }
+  return text as RestartPolicy;
+}
+
+/**
+ * The signal to send: a name (`TERM`, `SIGTERM`, `term`), a number, a
+ * real-time signal (`RTMIN+1`, `SIGRTMIN+1`, `RTMAX-2`), or 0 to check that
+ * the daemon runs and may be signalled without signalling it.
+ *
+ * @param text the value
+ * @returns the signal number
+ * @throws {UsageError} for anything else
+ */
+export function parseSignalArgument(text: string): number {
+  if (text === "0") return 0;
+  const signal = parseSignal(text);
+  if (signal === undefined) throw new UsageError(`unknown signal ${quote(text)}`);
+  return signal;
+}
+
+/**
+ * A stop schedule (start-stop-daemon's `--retry` grammar), each wait bounded.
+ *
+ * @param text the value
+ * @param option the option it came from
+ * @returns the schedule
+ * @throws {UsageError} when malformed or a wait is too long
+ */
+export function parseStopSchedule(text: string, option = "--retry"): Schedule {
+  const schedule = parseSchedule(text, option);
+  for (const step of schedule.steps) {
+    if ("waitMs" in step && !(step.waitMs <= MAX_WAIT_MS)) {
+      throw new UsageError(
+        `bad ${option} schedule ${quote(text)}: a wait may be at most ${
+          Math.floor(MAX_WAIT_MS / 1000)
+        } seconds`,
+      );
+    }
+  }
+  return schedule;
+}
+
+/** Where a daemon's output goes. */
+export type OutputTarget =
+  | { readonly kind: "file"; readonly path: string }
+  | { readonly kind: "syslog"; readonly facility: string };
+
+/**
+ * `--output`: `syslog`, `syslog:FACILITY` (daemon by default), or a file.
+ *
+ * @param text the value
+ * @param option the option it came from
+ * @returns the target
+ * @throws {UsageError} for an empty path or an unknown facility
+ */
+export function parseOutput(text: string, option = "--output"): OutputTarget {
+  if (text === "syslog" || text.startsWith("syslog:")) {
+    const facility = text === "syslog" ? "daemon" : text.slice("syslog:".length).toLowerCase();
+    if (!Object.hasOwn(FACILITIES, facility)) {
+      throw new UsageError(
+        `bad ${option} ${quote(text)}: unknown syslog facility ${quote(facility)} (one of ${
+          Object.keys(FACILITIES).join(", ")
+        })`,
+      );
+    }
+    return { kind: "syslog", facility };
+  }
+  if (text === "") throw new UsageError(`bad ${option} "": expected a file or syslog[:FACILITY]`);
+  return { kind: "file", path: text };
+}
+
+/**
+ * A path option that must not be empty.
+ *
+ * @param text the value
+ * @param option the option it came from
+ * @returns the path
+ * @throws {UsageError} when empty
+ */
+export function parsePath(text: string, option: string): string {
+  if (text === "") throw new UsageError(`bad ${option} "": expected a path`);
+  return text;
+}
