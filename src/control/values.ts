@@ -15,7 +15,7 @@ import { UsageError } from "../errors.ts";
 import { quote } from "../ffi/errors.ts";
 import { parseSignal, SIGRTMAX, SIGRTMIN } from "../ffi/signals.ts";
 import { parseSchedule, type Schedule } from "../launch/schedule.ts";
-import { FACILITIES } from "../supervisor/supervisor.ts";
+import { FACILITIES, isFacility, type SyslogFacility } from "../syslog/codes.ts";
 
 export { parseSignal, quote, SIGRTMAX, SIGRTMIN };
 
@@ -190,7 +190,7 @@ export function parseStopSchedule(text: string, option = "--retry"): Schedule {
 /** Where a daemon's output goes. */
 export type OutputTarget =
   | { readonly kind: "file"; readonly path: string }
-  | { readonly kind: "syslog"; readonly facility: string };
+  | { readonly kind: "syslog"; readonly facility: SyslogFacility };
 
 /**
  * `--output`: `syslog`, `syslog:FACILITY` (daemon by default), or a file.
@@ -203,10 +203,10 @@ export type OutputTarget =
 export function parseOutput(text: string, option = "--output"): OutputTarget {
   if (text === "syslog" || text.startsWith("syslog:")) {
     const facility = text === "syslog" ? "daemon" : text.slice("syslog:".length).toLowerCase();
-    if (!Object.hasOwn(FACILITIES, facility)) {
+    if (!isFacility(facility)) {
       throw new UsageError(
         `bad ${option} ${quote(text)}: unknown syslog facility ${quote(facility)} (one of ${
-          Object.keys(FACILITIES).join(", ")
+          FACILITIES.join(", ")
         })`,
       );
     }

@@ -13,6 +13,8 @@ interface Case {
   readonly code: number;
   readonly message: RegExp;
   readonly setup?: (sb: Sandbox) => void;
+  /** Run in the sandbox, so a file made from a relative name would show. */
+  readonly inSandbox?: boolean;
 }
 
 const P = (sb: Sandbox) => sb.pidfile;
@@ -178,6 +180,122 @@ const cases: Case[] = [
     code: 1,
     message: Deno.uid() === 0 ? /no such user: "no-such-user-xyz"/ : /--user needs root/,
   },
+  {
+    name: "--output syslog:FACILITY without --supervise (never a file of that name)",
+    args: () => ["start", "--output", "syslog:local3", "--pidfile", "d.pid", "--", "sleep", "1"],
+    inSandbox: true,
+    code: 2,
+    message: /--output "syslog:local3" needs --supervise/,
+  },
+  {
+    name: "an unknown syslog facility",
+    args: (
+      sb,
+    ) => ["start", "--supervise", "--output", "syslog:nope", "--pidfile", P(sb), "--", "true"],
+    code: 2,
+    message: /unknown syslog facility "nope"/,
+  },
+  {
+    name: "--ready-timeout beyond what poll(2) can wait",
+    args: (sb) => ["start", "--ready-timeout", "2147484", "--pidfile", P(sb), "--", "sleep", "1"],
+    code: 2,
+    message: /bad --ready-timeout "2147484": expected a number of seconds from 0\.001 to 2147483/,
+  },
+  {
+    name: "--guard-timeout beyond what poll(2) can wait",
+    args: (sb) => ["stop", "--guard-timeout", "1e9", "--pidfile", P(sb)],
+    code: 2,
+    message: /bad --guard-timeout "1e9"/,
+  },
+  {
+    name: "a --retry wait beyond what poll(2) can wait",
+    args: (sb) => ["stop", "--retry", "TERM/99999999", "--pidfile", P(sb)],
+    code: 2,
+    message: /bad --retry schedule "TERM\/99999999": a wait may be at most 2147483 seconds/,
+  },
+  {
+    name: "--restart-delay beyond what poll(2) can wait",
+    args: (
+      sb,
+    ) => ["start", "--supervise", "--restart-delay", "30d", "--pidfile", P(sb), "--", "true"],
+    code: 2,
+    message: /bad --restart-delay "30d"/,
+  },
+  {
+    name: "--restart-delay of 25 days",
+    args: (
+      sb,
+    ) => ["start", "--supervise", "--restart-delay", "600h", "--pidfile", P(sb), "--", "true"],
+    code: 2,
+    message: /bad --restart-delay "600h": expected a duration of at most 2147483647ms/,
+  },
+  {
+    name: "--max-restarts beyond its bound",
+    args: (
+      sb,
+    ) => [
+      "start",
+      "--supervise",
+      "--max-restarts",
+      "99999999999",
+      "--pidfile",
+      P(sb),
+      "--",
+      "true",
+    ],
+    code: 2,
+    message: /bad --max-restarts "99999999999"/,
+  },
+  {
+    name: "run --supervise --user: refused before the pid file or guard is created",
+    args: (sb) => ["run", "--supervise", "--user", "nobody", "--pidfile", P(sb), "--", "true"],
+    code: 2,
+    message: /--user with run --supervise is not supported/,
+  },
+  {
+    name: "--output is the pid file",
+    args: (sb) => ["start", "--output", P(sb), "--pidfile", P(sb), "--", "sleep", "1"],
+    code: 2,
+    message: /--output ".*d\.pid" is the pid file/,
+  },
+  {
+    name: "--output is the pid file, spelled differently",
+    args: (
+      sb,
+    ) => ["start", "--output", `${sb.dir}/./x/../d.pid`, "--pidfile", P(sb), "--", "sleep", "1"],
+    code: 2,
+    message: /is the pid file/,
+  },
+  {
+    name: "--guard is the pid file",
+    args: (sb) => ["stop", "--guard", P(sb), "--pidfile", P(sb)],
+    code: 2,
+    message: /--guard ".*d\.pid" is the pid file/,
+  },
+  {
+    name: "--output is the guard file",
+    args: (sb) => ["start", "--output", `${P(sb)}.lock`, "--pidfile", P(sb), "--", "sleep", "1"],
+    code: 2,
+    message: /is the guard file/,
+  },
+  {
+    name: "an empty --guard",
+    args: (sb) => ["start", "--guard", "", "--pidfile", P(sb), "--", "sleep", "1"],
+    code: 2,
+    message: /bad --guard "": expected a path/,
+  },
+  {
+    name: "an empty --stop-schedule",
+    args: (sb) => ["start", "--supervise", "--stop-schedule", "", "--pidfile", P(sb), "--", "true"],
+    code: 2,
+    message: /bad --stop-schedule schedule "": it is empty/,
+  },
+  {
+    name: "a real-time signal past RTMAX",
+    args: (sb) => ["signal", "--pidfile", P(sb), "RTMIN+31"],
+    code: 2,
+    message: /unknown signal "RTMIN\+31"/,
+  },
 ];
 
 if (Deno.uid() === 0) {
@@ -208,7 +326,7 @@ for (const c of cases) {
     await using sb = await Sandbox.create();
     c.setup?.(sb);
     const before = sb.list();
-    const r = await sr(SOURCE, c.args(sb));
+    const r = await sr(SOURCE, c.args(sb), c.inSandbox ? { cwd: sb.dir } : {});
     assertCleanError(r, c.code, c.message);
     assert.deepEqual(sb.list(), before, "no file created");
     for (const name of before) assert.ok(!locked(sb.path(name)) || name === "d.pid");

@@ -8,14 +8,13 @@
 import { status, type StatusReport } from "../../control/mod.ts";
 import { out, say } from "../output.ts";
 import type { Invocation } from "../parse.ts";
-import { NAME } from "../help.ts";
 
 /** Run `status`. */
 export function statusCommand(inv: Invocation): number {
   const r = status(inv.values.pidfile!);
   if (inv.values.json) out(JSON.stringify(r));
   else if (r.state === "unknown") say(`cannot tell: ${r.error}`);
-  else out(`${NAME}: ${describe(r)}`);
+  else out(describe(r));
   return r.code;
 }
 
