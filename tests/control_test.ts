@@ -4,13 +4,8 @@
  */
 
 import assert from "node:assert/strict";
-import {
-  Guard,
-  GuardTimeoutError,
-  parseSchedule,
-  parseUmask,
-  UsageError,
-} from "../src/control/control.ts";
+import { GuardTimeoutError, parseSchedule, parseUmask, UsageError } from "../src/control/mod.ts";
+import { Guard } from "../src/control/guard.ts";
 import { parseNotify } from "../src/launch/readiness.ts";
 
 Deno.test("parseSchedule() reads start-stop-daemon's --retry syntax", () => {

@@ -372,7 +372,7 @@ Deno.test("PidFile.acquire() in an unwritable directory fails with EACCES", asyn
   await Deno.chmod(dir.path, 0o755);
   const path = dir.join("x.pid");
   const script = `
-import { PidFile } from ${JSON.stringify(new URL("../mod.ts", import.meta.url).href)};
+import { PidFile } from ${JSON.stringify(new URL("../src/lock/pidfile.ts", import.meta.url).href)};
 try { await PidFile.acquire(${JSON.stringify(path)}); console.log("acquired"); }
 catch (e) { console.log(e.code, e.message); }`;
   const asRoot = Deno.uid() === 0;

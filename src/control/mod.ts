@@ -1,49 +1,268 @@
 /**
  * The control API: start, stop, status, restart, reload, signal and run a
  * single-instance daemon from a Deno program, with the same options and
- * results as the `singleton-run` command.
+ * results as the `singleton-run` command, so a program can manage another
+ * service without shelling out.
+ *
+ * The daemon holds its pid file flock-locked for its whole life; a guard
+ * file beside it serializes the actions, so two controllers never act on one
+ * daemon at once. Each function returns a typed result or throws a typed
+ * error; nothing here prints.
+ *
+ * Only `status` is loaded with this module; each other action loads its own
+ * code when first called, so a program that only asks for the status pays
+ * for nothing else.
+ *
+ * @example Start a daemon, ask for its status, stop it
+ * ```ts
+ * import { start, status, stop } from "./mod.ts";
+ *
+ * const dir = await Deno.makeTempDir();
+ * const pidfile = `${dir}/sleeper.pid`;
+ * const { pid } = await start({ pidfile, command: ["sleep", "30"] });
+ * console.log(status(pidfile).state); // "running"
+ * await stop({ pidfile });
+ * console.log(status(pidfile).pid === null); // true
+ * await Deno.remove(dir, { recursive: true });
+ * console.log(pid > 0); // true
+ * ```
  *
  * @module
  */
 
-export {
-  AlreadyRunningError,
-  DEFAULT_GUARD_TIMEOUT_MS,
-  DEFAULT_READY_AFTER_MS,
-  DEFAULT_READY_TIMEOUT_MS,
-  DEFAULT_SCHEDULE,
-  GuardTimeoutError,
-  InterruptedError,
-  NotRunningError,
-  parseSchedule,
-  parseUmask,
-  reload,
-  restart,
-  run,
-  sendSignal,
-  sendSignal as signal,
-  start,
-  StartFailedError,
-  status,
-  stop,
-  StopFailedError,
-  UsageError,
-} from "./control.ts";
-export type {
-  DaemonPlan,
+import type {
   GuardOptions,
-  LaunchedDaemon,
-  LaunchOptions,
   RestartOptions,
   RunOptions,
-  Schedule,
-  ScheduleStep,
   SignalOptions,
   StartOptions,
   StartResult,
   StatusReport,
   StopOptions,
   StopResult,
-} from "./control.ts";
+} from "./options.ts";
+import { status as statusNow } from "./status.ts";
+
+export {
+  GuardTimeoutError,
+  InterruptedError,
+  NotRunningError,
+  StartFailedError,
+  StopFailedError,
+} from "./errors.ts";
+export { AlreadyRunningError } from "../lock/pidfile.ts";
 export { SystemError } from "../ffi/errors.ts";
-export { parseSignal } from "../ffi/signals.ts";
+export { UsageError } from "../errors.ts";
+export {
+  DEFAULT_CHDIR,
+  DEFAULT_GUARD_TIMEOUT_MS,
+  DEFAULT_READY_AFTER_MS,
+  DEFAULT_READY_TIMEOUT_MS,
+  DEFAULT_SCHEDULE,
+  DEFAULT_UMASK,
+} from "./options.ts";
+export type {
+  GuardOptions,
+  LaunchOptions,
+  RestartOptions,
+  RunOptions,
+  SignalOptions,
+  StartOptions,
+  StartResult,
+  StatusReport,
+  StopOptions,
+  StopResult,
+} from "./options.ts";
+export type { DaemonPlan, LaunchedDaemon } from "../launch/plan.ts";
+export { parseSchedule, type Schedule, type ScheduleStep } from "../launch/schedule.ts";
+export { parseSignal, parseUmask } from "./values.ts";
+
+/**
+ * Start a command as a daemon that holds the pid file's lock, and wait until
+ * it is ready (by default: alive 20 ms after its exec; or `notifyFd`,
+ * `notifySocket`, or a supervisor's word with `supervise`). When it fails
+ * first, it is killed with everything it forked that holds the lock, and the
+ * error says why.
+ *
+ * @param options what to start and how
+ * @returns the daemon's pid (and its last sd_notify STATUS=)
+ * @throws {AlreadyRunningError} when another process holds the pid file
+ * @throws {StartFailedError} when the daemon ends or times out before it is ready
+ * @throws {GuardTimeoutError} when another controller keeps the guard
+ * @throws {InterruptedError} when `signal` aborts before the daemon is started
+ * @throws {SystemError} for bad paths, missing programs, permissions
+ * @throws {UsageError} for an empty command or paths that collide
+ * @example Start a daemon that says when it is ready, then stop it
+ * ```ts
+ * import { start, stop } from "./mod.ts";
+ *
+ * const dir = await Deno.makeTempDir();
+ * const pidfile = `${dir}/app.pid`;
+ * const script = 'echo >&"$NOTIFY_FD"; exec sleep 30';
+ * const started = await start({ pidfile, command: ["sh", "-c", script], notifyFd: 3 });
+ * console.log(started.pid > 0); // true
+ * await stop({ pidfile });
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function start(options: StartOptions): Promise<StartResult> {
+  return await (await import("./start.ts")).start(options);
+}
+
+/**
+ * Stop the daemon: signal it through a pidfd per the schedule (by default
+ * TERM, 10 s, KILL, 5 s) and wait until its lock is free; the pid file is
+ * left empty. A stale pid file is emptied, never signalled.
+ *
+ * @param options the pid file and the schedule
+ * @returns the pid stopped, the signals sent, how long it took
+ * @throws {NotRunningError} when it is not running
+ * @throws {StopFailedError} when it still runs after the schedule
+ * @throws {GuardTimeoutError} when another controller keeps the guard
+ * @throws {SystemError} for unreadable files and refused signals (EPERM)
+ * @example Stop, where not running is fine
+ * ```ts
+ * import { NotRunningError, stop } from "./mod.ts";
+ *
+ * const dir = await Deno.makeTempDir();
+ * try {
+ *   const done = await stop({ pidfile: `${dir}/app.pid` });
+ *   console.log(`stopped pid ${done.pid}`);
+ * } catch (err) {
+ *   if (!(err instanceof NotRunningError)) throw err;
+ *   console.log(err.message); // "not running"
+ * }
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function stop(options: StopOptions): Promise<StopResult> {
+  return await (await import("./stop.ts")).stop(options);
+}
+
+/**
+ * What the pid file says, at once: no guard, no lock, no wait. The code is
+ * the LSB status code the CLI exits with (0 running, 1 stale, 3 stopped, 4
+ * cannot tell).
+ *
+ * @param pidfile the pid file
+ * @returns the state and, for a running daemon, facts from /proc
+ * @example
+ * ```ts
+ * import { status } from "./mod.ts";
+ *
+ * const report = status("/nonexistent/app.pid");
+ * console.log(report.state, report.code); // "stopped" 3
+ * ```
+ */
+export function status(pidfile: string): StatusReport {
+  return statusNow(pidfile);
+}
+
+/**
+ * Stop the daemon if it runs, then start it, under one hold of the guard.
+ *
+ * @param options start's and stop's options
+ * @returns the new daemon's pid
+ * @throws {AlreadyRunningError} when another process took the lock meanwhile
+ * @throws {StartFailedError} when the new daemon fails before it is ready
+ * @throws {StopFailedError} when the old one would not stop
+ * @throws {GuardTimeoutError} when another controller keeps the guard
+ * @throws {SystemError} for bad paths, missing programs, permissions
+ * @example
+ * ```ts
+ * import { restart, stop } from "./mod.ts";
+ *
+ * const dir = await Deno.makeTempDir();
+ * const pidfile = `${dir}/app.pid`;
+ * const first = await restart({ pidfile, command: ["sleep", "30"] }); // not running: starts
+ * const second = await restart({ pidfile, command: ["sleep", "30"] });
+ * console.log(first.pid !== second.pid); // true
+ * await stop({ pidfile });
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function restart(options: RestartOptions): Promise<StartResult> {
+  return await (await import("./restart.ts")).restart(options);
+}
+
+/**
+ * Send a signal to the running daemon through a pidfd, after checking that
+ * it holds the lock (a recycled pid is never signalled). Signal 0 sends
+ * nothing: it checks that the daemon runs and may be signalled.
+ *
+ * @param options the pid file and the signal number
+ * @returns the daemon's pid
+ * @throws {NotRunningError} when it is not running
+ * @throws {StopFailedError} when the lock is held but no holder can be seen
+ * @throws {GuardTimeoutError} when another controller keeps the guard
+ * @throws {SystemError} EPERM and the like
+ * @example Is it running, and may I signal it?
+ * ```ts
+ * import { NotRunningError, signal } from "./mod.ts";
+ *
+ * const dir = await Deno.makeTempDir();
+ * try {
+ *   await signal({ pidfile: `${dir}/app.pid`, signal: 0 });
+ * } catch (err) {
+ *   console.log(err instanceof NotRunningError); // true
+ * }
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function signal(options: SignalOptions): Promise<number> {
+  return await (await import("./stop.ts")).signal(options);
+}
+
+/**
+ * The same as {@link signal}, under the name the CLI's handler used.
+ *
+ * @param options the pid file and the signal number
+ * @returns the daemon's pid
+ * @throws what {@link signal} throws
+ */
+export const sendSignal: (options: SignalOptions) => Promise<number> = signal;
+
+/**
+ * Ask the daemon to re-read its configuration: SIGHUP.
+ *
+ * @param options the pid file
+ * @returns the daemon's pid
+ * @throws {NotRunningError} when it is not running
+ * @throws {GuardTimeoutError} when another controller keeps the guard
+ * @throws {SystemError} EPERM and the like
+ * @example
+ * ```ts
+ * import { NotRunningError, reload } from "./mod.ts";
+ *
+ * const dir = await Deno.makeTempDir();
+ * await reload({ pidfile: `${dir}/app.pid` }).catch((err) => {
+ *   if (!(err instanceof NotRunningError)) throw err;
+ * });
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function reload(options: GuardOptions): Promise<number> {
+  return await (await import("./stop.ts")).reload(options);
+}
+
+/**
+ * Take the lock in the foreground and become the command (execve): it keeps
+ * this pid and the lock. With `supervise`, this process becomes the
+ * command's supervisor instead, and resolves to its exit code.
+ *
+ * @param options what to run
+ * @returns with `supervise`, the supervisor's exit code; otherwise never (it execs)
+ * @throws {AlreadyRunningError} when another process holds the pid file
+ * @throws {GuardTimeoutError} when another controller keeps the guard
+ * @throws {SystemError} when a check or the exec fails (the lock is released)
+ * @throws {UsageError} for an empty command
+ * @example Replace this process by the service (not run here: it would never return)
+ * ```ts ignore
+ * import { run } from "./mod.ts";
+ *
+ * await run({ pidfile: "/run/app.pid", command: ["/usr/sbin/app", "--foreground"] });
+ * ```
+ */
+export async function run(options: RunOptions): Promise<number> {
+  return await (await import("./run.ts")).run(options);
+}

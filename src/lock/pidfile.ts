@@ -10,20 +10,17 @@
 
 import {
   C,
+  checkPlainFile,
   close,
   ERRNO,
-  explainOpenError,
-  fileKind,
   type FileStat,
   fstat,
   fsync,
   ftruncate,
   getlk,
   ids,
-  listDirectory,
-  open,
+  openBeside,
   pidfdOpen,
-  platform,
   pollNow,
   pollWait,
   pread,
@@ -31,11 +28,11 @@ import {
   readSmallFile,
   replaceContent,
   setCloexec,
-  stat,
   SystemError,
   tryFlock,
 } from "../ffi/mod.ts";
-import { processRuns } from "../ffi/proc.ts";
+import { holdsLockInFdinfo } from "./holders.ts";
+import { lockExclusive, openLockFile } from "./lockfile.ts";
 
 /** The largest pid Linux hands out (`pid_max` can be at most 2^22). */
 const PID_MAX = 4_194_304;
@@ -127,32 +124,23 @@ function readPidFd(fd: number, path: string): number | undefined {
   return parsePid(pread(fd, MAX_PIDFILE_BYTES + 1, 0, path));
 }
 
-function openPidFile(path: string, flags: number, mode: number): number {
-  try {
-    return open(
-      path,
-      flags | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK | platform().O_NOFOLLOW,
-      mode,
-    );
-  } catch (err) {
-    if (err instanceof SystemError) {
-      throw explainOpenError(err, path, "pid file");
-    }
-    throw err;
-  }
+/** Open the pid file to read it: no link followed, no FIFO waited on, one name only. */
+function openPidFileForReading(path: string): { fd: number; stat: FileStat } {
+  return openBeside(path, { what: "pid file", access: "read" });
 }
 
 /**
- * Refuse anything but a regular file and, as root, a file another user owns
+ * Refuse anything but a regular file with one name and, as root, a file another user owns
  * or every user may write (root acting on a pid file someone else controls
  * is how pid files become a privilege escalation).
  *
  * @param st what fstat or lstat says of the file
  * @param path the file, for the message
- * @throws {SystemError} EINVAL for another kind of file, EPERM for an untrusted one
+ * @throws {SystemError} EINVAL for another kind of file, EMLINK for a hard
+ *   link, EPERM for an untrusted one
  */
 export function checkPidFileStat(st: FileStat, path: string): void {
-  checkRegular(st, path);
+  checkPlainFile(st, path, "pid file");
   if (ids.euid() === 0 && (st.uid !== 0 || (st.mode & 0o002) !== 0)) {
     const who = st.uid !== 0 ? `owned by uid ${st.uid}` : "writable by every user";
     throw new SystemError("open", ERRNO.EPERM, {
@@ -160,15 +148,6 @@ export function checkPidFileStat(st: FileStat, path: string): void {
       message: `pid file ${
         quote(path)
       } is ${who}; as root, refusing to trust it (remove it or fix its owner)`,
-    });
-  }
-}
-
-function checkRegular(st: FileStat, path: string): void {
-  if ((st.mode & C.S_IFMT) !== C.S_IFREG) {
-    throw new SystemError("open", ERRNO.EINVAL, {
-      path,
-      message: `pid file ${quote(path)} is a ${fileKind(st.mode)}, not a regular file`,
     });
   }
 }
@@ -210,16 +189,17 @@ export class PidFile {
    *   missing directory, no permission, or a root-owned check that fails
    */
   static async acquire(path: string, options: AcquireOptions = {}): Promise<PidFile> {
-    const fd = openPidFile(path, C.O_RDWR | C.O_CREAT, options.mode ?? 0o644);
+    const { fd, stat } = openLockFile(path, { what: "pid file", mode: options.mode ?? 0o644 });
     try {
-      checkPidFileStat(fstat(fd, path), path);
-      const deadline = performance.now() + (options.wait ?? 0);
+      checkPidFileStat(stat, path);
       const backoff = new Backoff();
-      while (!tryFlock(fd, C.LOCK_EX, path)) {
-        const remaining = deadline - performance.now();
-        if (remaining <= 0) throw new AlreadyRunningError(path, readPidFd(fd, path));
-        await waitForHolder(readPidFd(fd, path), remaining, backoff);
-      }
+      const locked = await lockExclusive(
+        fd,
+        path,
+        options.wait ?? 0,
+        (remaining) => waitForHolder(readPidFd(fd, path), remaining, backoff),
+      );
+      if (!locked) throw new AlreadyRunningError(path, readPidFd(fd, path));
       const lock = new PidFile(path, fd, options.pid ?? ids.pid());
       lock.writePid(lock.#pid);
       return lock;
@@ -241,9 +221,8 @@ export class PidFile {
    */
   static adopt(fd: number, path: string): PidFile {
     const st = fstat(fd, path);
-    const fresh = openPidFile(path, C.O_RDONLY, 0);
+    const { fd: fresh, stat: named } = openPidFileForReading(path);
     try {
-      const named = fstat(fresh, path);
       if (named.dev !== st.dev || named.ino !== st.ino) {
         throw new SystemError("fstat", ERRNO.EINVAL, {
           path,
@@ -387,8 +366,9 @@ export function heldPidFiles(): PidFile[] {
 /** The probe, synchronous: what `status` calls. */
 export function probeSync(path: string): ProbeResult {
   let fd: number;
+  let st: FileStat;
   try {
-    fd = openPidFile(path, C.O_RDONLY, 0);
+    ({ fd, stat: st } = openPidFileForReading(path));
   } catch (err) {
     if (err instanceof SystemError && err.errno === ERRNO.ENOENT) {
       // A missing file reads as absent; a missing directory is the same answer.
@@ -397,8 +377,6 @@ export function probeSync(path: string): ProbeResult {
     throw err;
   }
   try {
-    const st = fstat(fd, path);
-    checkRegular(st, path);
     const pid = readPidFd(fd, path);
     if (isLocked(fd, st, path, pid)) return { state: "running", pid };
     return pid === undefined ? { state: "absent" } : { state: "stale", pid };
@@ -438,47 +416,6 @@ function isLocked(fd: number, st: FileStat, path: string, pid: number | undefine
   }
   return isLockedBySyscalls(fd, path);
 }
-
-/**
- * Whether a process holds a lock on the file through one of its own
- * descriptors, from /proc/PID/fdinfo, which lists the locks held through each
- * descriptor (a dup or an inherited copy of the locking one lists the flock
- * too).
- *
- * @param pid the process
- * @param st the file's device and inode
- * @returns true or false (false for a process that is gone or a zombie);
- *   undefined when /proc does not let us look (another user's process)
- */
-export function holdsLockInFdinfo(
-  pid: number,
-  st: Pick<FileStat, "dev" | "ino">,
-): boolean | undefined {
-  const holds = (name: string): boolean => {
-    try {
-      const target = stat(`/proc/${pid}/fd/${name}`);
-      if (target.dev !== st.dev || target.ino !== st.ino) return false;
-      return /^lock:/m.test(readSmallFile(`/proc/${pid}/fdinfo/${name}`));
-    } catch {
-      return false; // not open, closed meanwhile, or not ours to look at
-    }
-  };
-  // Where singleton-run's daemons keep it (fd 3; 63 for a supervised child)
-  // first: each look at /proc costs microseconds.
-  if (CONVENTIONAL_LOCK_FDS.some(holds)) return true;
-  let names: string[];
-  try {
-    names = listDirectory(`/proc/${pid}/fd`);
-  } catch (err) {
-    // A zombie's descriptors are closed, yet as non-root its fd directory reads EACCES.
-    return err instanceof SystemError && err.code === "ENOENT" || !processRuns(pid)
-      ? false
-      : undefined;
-  }
-  return names.some((name) => !CONVENTIONAL_LOCK_FDS.includes(name) && holds(name));
-}
-
-const CONVENTIONAL_LOCK_FDS = ["3", "63"];
 
 /** The probe's fallback: may briefly hold a shared flock. */
 export function isLockedBySyscalls(fd: number, path: string): boolean {

@@ -1,9 +1,9 @@
 /**
  * `daemonize()` for a Deno program: the same call runs in the foreground
  * process a user starts and in the daemon it becomes. JavaScript cannot
- * survive `fork()` (DESIGN.md fact 1), so the foreground re-executes this
- * program through `posix_spawn` in a new session and waits until the daemon
- * says it is ready:
+ * survive `fork()` (the runtime's threads do not come along), so the
+ * foreground re-executes this program through `posix_spawn` in a new session
+ * and waits until the daemon says it is ready:
  *
  * 1. foreground: lock the PID file first ("already running (pid N)" is
  *    reported at once), open a socketpair for readiness, spawn the program
@@ -22,25 +22,23 @@
 import {
   C,
   close,
+  type ExitReason,
   fstat,
-  libc,
-  open,
-  pidfdOpen,
-  pidfdSendSignal,
-  pipe,
   pollNow,
   pollWait,
   quote,
   read,
-  reap,
+  recv,
   setCloexec,
-  signalName,
   socketpair,
   SystemError,
   writeAll,
 } from "../ffi/mod.ts";
 import { AlreadyRunningError, PidFile } from "../lock/pidfile.ts";
+import { openOutputFile } from "../lock/output.ts";
+import { describeExit } from "../launch/exit.ts";
 import { selfCommand, spawn } from "../launch/spawn.ts";
+import { Aborted, StartingDaemon } from "../launch/starting.ts";
 import { notifyReady } from "./notify.ts";
 import { shutdown } from "./shutdown.ts";
 import { literal, logger } from "../log.ts";
@@ -149,9 +147,14 @@ function claimDaemonRole(): number | undefined {
     return undefined;
   }
   const got = new Uint8Array(expected.length);
-  const n = Number(libc().recv(fd, got, BigInt(got.length), C.MSG_PEEK | C.MSG_DONTWAIT));
+  let n: number | undefined;
+  try {
+    n = recv(fd, got, C.MSG_PEEK | C.MSG_DONTWAIT);
+  } catch {
+    return undefined;
+  }
   if (n !== expected.length || !got.every((b, i) => b === expected[i])) return undefined;
-  libc().recv(fd, got, BigInt(got.length), C.MSG_DONTWAIT);
+  recv(fd, got, C.MSG_DONTWAIT);
   setCloexec(fd, true);
   return fd;
 }
@@ -267,19 +270,11 @@ function die(text: string): never {
 async function runForeground(options: DaemonizeOptions, pidFile: string): Promise<never> {
   const timeout = options.readyTimeout ?? 30_000;
   if (!(timeout > 0)) die(`readyTimeout must be a positive number of ms, got ${timeout}`);
-  if (options.chdir !== undefined) {
-    let isDir = false;
-    try {
-      isDir = Deno.statSync(options.chdir).isDirectory;
-    } catch (err) {
-      die(`cannot start the daemon: directory ${quote(options.chdir)}: ${describeFsError(err)}`);
-    }
-    if (!isDir) die(`cannot start the daemon: ${quote(options.chdir)} is not a directory`);
-  }
+  if (options.chdir !== undefined) checkDirectory(options.chdir);
   // Listen before anything is started: a Ctrl-C (or TERM, HUP) between the
   // spawn and the wait would otherwise kill this process by default and leave
   // the half-started daemon running, unwatched, with the lock.
-  using interrupts = watchInterrupts();
+  using interrupts = catchInterrupts();
   let lock: PidFile;
   try {
     lock = await PidFile.acquire(pidFile);
@@ -287,59 +282,84 @@ async function runForeground(options: DaemonizeOptions, pidFile: string): Promis
     if (err instanceof AlreadyRunningError || err instanceof SystemError) die(err.message);
     throw err;
   }
-  if (interrupts.reason !== undefined) {
+  if (interrupts.signal.aborted) {
     lock.release();
-    die(`interrupted by ${interrupts.reason} before the daemon was started`);
+    die(`interrupted by ${interrupts.signal.reason} before the daemon was started`);
   }
-  const opened: number[] = [];
-  let pid: number;
-  let ours: number;
+  const [ours, theirs] = socketpair();
   try {
-    const [parentEnd, childEnd] = socketpair();
-    opened.push(childEnd);
-    ours = parentEnd;
-    const nonce = Array.from(crypto.getRandomValues(new Uint8Array(16)))
-      .map((b) => b.toString(16).padStart(2, "0")).join("");
-    writeAll(ours, encoder.encode(`${nonce}\n`), "readiness socket");
-    let out: number | "null" = "null";
-    if (options.output !== undefined) {
-      out = open(
-        options.output,
-        C.O_WRONLY | C.O_CREAT | C.O_APPEND | C.O_CLOEXEC | C.O_NOCTTY,
-        0o640,
-      );
-      opened.push(out);
+    await using daemon = await launchSelf(options, lock, ours, theirs).catch((err) => {
+      lock.release();
+      die(`cannot start the daemon: ${message(err)}`);
+    }).finally(() => close(theirs));
+    const outcome = await daemon.unlessAborted(
+      readReadiness(ours, daemon.pidfd, timeout),
+      interrupts.signal,
+    );
+    if (outcome instanceof Aborted) {
+      await daemon.abandon();
+      die(`interrupted by ${outcome.reason} before the daemon was ready; it was stopped`);
     }
-    const env: Record<string, string> = { ...Deno.env.toObject(), ...options.env };
-    delete env.NOTIFY_FD; // that descriptor is not passed on; the foreground answers it
-    env[ROLE_VARIABLE] = `${READY_FD}:${nonce}`;
-    const argv = [...selfCommand(), ...Deno.args];
-    pid = spawn({
-      path: argv[0]!,
-      argv,
-      env,
-      cwd: Deno.cwd(),
-      umask: options.umask ?? 0o022,
-      newSession: true,
-      fds: { 1: out, 2: out, [LOCK_FD]: lock.fd, [READY_FD]: childEnd },
-    });
-    lock.writePid(pid);
-  } catch (err) {
-    lock.release();
-    die(`cannot start the daemon: ${message(err)}`);
+    if (outcome.ready) {
+      daemon.handOver(); // the daemon holds the lock now
+      forwardReadiness();
+      Deno.exit(0);
+    }
+    const { exit } = await daemon.abandon();
+    const where = options.output === undefined
+      ? ""
+      : ` (its output is in ${quote(options.output)})`;
+    die(`${notReadyText(outcome, exit, timeout)}${where}`);
   } finally {
-    for (const fd of opened) close(fd);
+    close(ours);
   }
-  const outcome = await waitUntilReady(ours, pid, timeout, interrupts);
-  close(ours);
-  if (outcome === "ready") {
-    lock.detach(); // the daemon holds the lock now
-    forwardReadiness();
-    Deno.exit(0);
+}
+
+function checkDirectory(dir: string): void {
+  let isDir = false;
+  try {
+    isDir = Deno.statSync(dir).isDirectory;
+  } catch (err) {
+    die(`cannot start the daemon: directory ${quote(dir)}: ${describeFsError(err)}`);
   }
-  lock.release();
-  const where = options.output === undefined ? "" : ` (its output is in ${quote(options.output)})`;
-  die(`${outcome}${where}`);
+  if (!isDir) die(`cannot start the daemon: ${quote(dir)} is not a directory`);
+}
+
+/**
+ * Spawn this program again, in a new session, as the daemon: the locked
+ * descriptor as fd 3, its end of the readiness socket (which carries the
+ * nonce) as fd 4, stdio on /dev/null or the output file.
+ */
+async function launchSelf(
+  options: DaemonizeOptions,
+  lock: PidFile,
+  ourEnd: number,
+  childEnd: number,
+): Promise<StartingDaemon> {
+  const nonce = Array.from(crypto.getRandomValues(new Uint8Array(16)))
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+  // Waiting in the socket before the spawn, so the daemon finds it at once.
+  writeAll(ourEnd, encoder.encode(`${nonce}\n`), "readiness socket");
+  const env: Record<string, string> = { ...Deno.env.toObject(), ...options.env };
+  delete env.NOTIFY_FD; // that descriptor is not passed on; the foreground answers it
+  env[ROLE_VARIABLE] = `${READY_FD}:${nonce}`;
+  const argv = [...selfCommand(), ...Deno.args];
+  const out = options.output === undefined ? "null" : openOutputFile(options.output);
+  try {
+    return await StartingDaemon.launch(lock, () => ({
+      pid: spawn({
+        path: argv[0]!,
+        argv,
+        env,
+        cwd: Deno.cwd(),
+        umask: options.umask ?? 0o022,
+        newSession: true,
+        fds: { 1: out, 2: out, [LOCK_FD]: lock.fd, [READY_FD]: childEnd },
+      }),
+    }));
+  } finally {
+    if (out !== "null") close(out);
+  }
 }
 
 /** Started with `--notify-fd`: the daemon is ready, so this process is. */
@@ -353,112 +373,96 @@ function forwardReadiness(): void {
   }
 }
 
-function describeExit(pid: number): string {
-  const reason = reap(pid);
-  if (reason === undefined) return "daemon closed its readiness socket before it was ready";
-  if (reason.exited) return `daemon exited with status ${reason.code} before it was ready`;
-  return `daemon was killed by ${signalName(reason.signal)} before it was ready`;
+/** What the wait on the readiness socket found. */
+type Readiness =
+  | { readonly ready: true }
+  | {
+    readonly ready: false;
+    /** The daemon's `ERROR` line, if it sent one. */
+    readonly error: string | undefined;
+    /** It closed its end of the socket. */
+    readonly closed: boolean;
+    /** The time ran out. */
+    readonly timedOut: boolean;
+  };
+
+function notReadyText(
+  outcome: Readiness & { ready: false },
+  exit: ExitReason | undefined,
+  timeout: number,
+): string {
+  if (outcome.error !== undefined) return `daemon failed before it was ready: ${outcome.error}`;
+  if (outcome.timedOut) {
+    return outcome.closed
+      ? "daemon closed its readiness socket before it was ready; it was killed"
+      : `daemon was not ready within ${timeout} ms; it was killed`;
+  }
+  if (exit === undefined) return "daemon closed its readiness socket before it was ready";
+  if (exit.exited) return `daemon exited with status ${exit.code} before it was ready`;
+  return `daemon was ${describeExit(exit)} before it was ready`;
 }
 
 /**
  * Wait for `READY` on the socket, an `ERROR` line, the daemon's exit, or
- * the deadline. On anything but `READY`, the daemon is gone (killed if
- * needed) and reaped when this returns.
- *
- * @returns "ready", or the reason it is not
+ * the deadline (cut to 2 s after an error or the socket's end, for the
+ * daemon to exit by itself).
  */
-async function waitUntilReady(
+async function readReadiness(
   fd: number,
-  pid: number,
+  pidfd: number | undefined,
   timeout: number,
-  interrupts: Interrupts,
-): Promise<string> {
-  const pidfd = pidfdOpen(pid);
-  if (pidfd === undefined) return describeExit(pid);
-  try {
-    let deadline = performance.now() + timeout;
-    let text = "";
-    let error: string | undefined;
-    let eof = false;
-    for (;;) {
-      const remaining = deadline - performance.now();
-      if (interrupts.reason !== undefined) {
-        pidfdSendSignal(pidfd, 9);
-        await pollWait([{ fd: pidfd, events: C.POLLIN }], 5000);
-        reap(pid);
-        return `interrupted by ${interrupts.reason} before the daemon was ready; it was stopped`;
+): Promise<Readiness> {
+  let deadline = performance.now() + timeout;
+  let text = "";
+  let error: string | undefined;
+  let closed = false;
+  const notReady = (timedOut: boolean): Readiness => ({ ready: false, error, closed, timedOut });
+  if (pidfd === undefined) return notReady(false);
+  for (;;) {
+    const remaining = deadline - performance.now();
+    if (remaining <= 0) return notReady(true);
+    const watch = [{ fd: pidfd, events: C.POLLIN }];
+    if (!closed) watch.push({ fd, events: C.POLLIN });
+    const revents = await pollWait(watch, remaining);
+    if (!closed && (revents[1] ?? 0) !== 0) {
+      while (!closed && pollNow([{ fd, events: C.POLLIN }])[0] !== 0) {
+        const chunk = read(fd, 4096);
+        if (chunk.length === 0) closed = true;
+        text += decoder.decode(chunk);
       }
-      if (remaining <= 0) {
-        pidfdSendSignal(pidfd, 9);
-        await pollWait([{ fd: pidfd, events: C.POLLIN }], 5000);
-        reap(pid);
-        if (error !== undefined) return `daemon failed before it was ready: ${error}`;
-        return eof
-          ? "daemon closed its readiness socket before it was ready; it was killed"
-          : `daemon was not ready within ${timeout} ms; it was killed`;
+      for (;;) {
+        const nl = text.indexOf("\n");
+        if (nl < 0) break;
+        const line = text.slice(0, nl);
+        text = text.slice(nl + 1);
+        if (line === "READY") return { ready: true };
+        if (line.startsWith("ERROR ")) error ??= line.slice(6);
       }
-      const watch = [{ fd: pidfd, events: C.POLLIN }, { fd: interrupts.fd, events: C.POLLIN }];
-      if (!eof) watch.push({ fd, events: C.POLLIN });
-      const revents = await pollWait(watch, remaining);
-      if (interrupts.reason !== undefined) continue;
-      if (!eof && (revents[2] ?? 0) !== 0) {
-        while (!eof && pollNow([{ fd, events: C.POLLIN }])[0] !== 0) {
-          const chunk = read(fd, 4096);
-          if (chunk.length === 0) eof = true;
-          text += decoder.decode(chunk);
-        }
-        for (;;) {
-          const nl = text.indexOf("\n");
-          if (nl < 0) break;
-          const line = text.slice(0, nl);
-          text = text.slice(nl + 1);
-          if (line === "READY") return "ready";
-          if (line.startsWith("ERROR ")) error ??= line.slice(6);
-        }
-        // After an error the daemon exits by itself; give it a short while.
-        if (error !== undefined || eof) deadline = Math.min(deadline, performance.now() + 2000);
-      }
-      if ((revents[0] ?? 0) !== 0) {
-        const exit = describeExit(pid);
-        return error === undefined ? exit : `daemon failed before it was ready: ${error}`;
-      }
+      if (error !== undefined || closed) deadline = Math.min(deadline, performance.now() + 2000);
     }
-  } finally {
-    close(pidfd);
+    if ((revents[0] ?? 0) !== 0) return notReady(false);
   }
 }
 
-const INTERRUPTS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
-
-/** The first of SIGINT, SIGTERM or SIGHUP received, and a descriptor that becomes readable then. */
+/** SIGINT, SIGTERM and SIGHUP, caught until disposed: the first aborts `signal`. */
 interface Interrupts extends Disposable {
-  readonly reason: Deno.Signal | undefined;
-  readonly fd: number;
+  readonly signal: AbortSignal;
 }
 
 /**
  * Catch SIGINT, SIGTERM and SIGHUP from now until disposed, so that none of
  * them ends this process before it has stopped what it started.
  */
-function watchInterrupts(): Interrupts {
-  const [wakeRead, wakeWrite] = pipe(C.O_CLOEXEC | C.O_NONBLOCK);
-  let reason: Deno.Signal | undefined;
-  const handlers = INTERRUPTS.map((name) =>
-    [name, () => {
-      reason ??= name;
-      writeAll(wakeWrite, new Uint8Array([1]));
-    }] as const
+function catchInterrupts(): Interrupts {
+  const controller = new AbortController();
+  const handlers = (["SIGINT", "SIGTERM", "SIGHUP"] as const).map((name) =>
+    [name, () => controller.abort(name)] as const
   );
   for (const [name, handler] of handlers) Deno.addSignalListener(name, handler);
   return {
-    get reason() {
-      return reason;
-    },
-    fd: wakeRead,
+    signal: controller.signal,
     [Symbol.dispose]() {
       for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);
-      close(wakeRead);
-      close(wakeWrite);
     },
   };
 }

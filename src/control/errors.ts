@@ -1,0 +1,118 @@
+/**
+ * The errors the control actions throw, each for one outcome the CLI maps to
+ * an exit code: not running (3), a guard held too long, a start or a stop
+ * that failed, an action interrupted (1).
+ *
+ * @module
+ */
+
+import type { ExitReason } from "../ffi/mod.ts";
+import { quote } from "../ffi/errors.ts";
+
+/** Nothing to do: the daemon is not running (exit code 3 in the CLI). */
+export class NotRunningError extends Error {
+  /** The pid file. */
+  readonly path: string;
+  /** The pid a stale file named (it was not signalled; the file was emptied). */
+  readonly stalePid: number | undefined;
+  /**
+   * @param path the pid file
+   * @param stalePid the pid a stale file named, if any
+   */
+  constructor(path: string, stalePid?: number) {
+    super(
+      stalePid === undefined
+        ? "not running"
+        : `not running (the pid file named pid ${stalePid}, which does not hold its lock; not signalled)`,
+    );
+    this.name = "NotRunningError";
+    this.path = path;
+    this.stalePid = stalePid;
+  }
+}
+
+/** Another controller kept the guard lock past the timeout. */
+export class GuardTimeoutError extends Error {
+  /** The guard file. */
+  readonly path: string;
+  /**
+   * @param path the guard file
+   * @param waitedMs how long we waited
+   */
+  constructor(path: string, waitedMs: number) {
+    super(
+      `another singleton-run holds the guard ${quote(path)}: gave up after ${seconds(waitedMs)} ` +
+        `(raise --guard-timeout, or see who holds it in /proc/locks)`,
+    );
+    this.name = "GuardTimeoutError";
+    this.path = path;
+  }
+}
+
+/** The daemon failed before it was ready; it was killed and reaped, the lock freed. */
+export class StartFailedError extends Error {
+  /** The daemon's pid (now gone). */
+  readonly pid: number;
+  /** How it ended, when it ended by itself. */
+  readonly exit: ExitReason | undefined;
+  /** The last lines of `--output`, if one was given. */
+  readonly outputTail: readonly string[];
+  /** The output file, if any. */
+  readonly output: string | undefined;
+  /**
+   * @param message why
+   * @param pid the daemon's pid
+   * @param exit how it ended
+   * @param output the output file
+   * @param outputTail its last lines
+   */
+  constructor(
+    message: string,
+    pid: number,
+    exit: ExitReason | undefined,
+    output: string | undefined,
+    outputTail: readonly string[],
+  ) {
+    super(message);
+    this.name = "StartFailedError";
+    this.pid = pid;
+    this.exit = exit;
+    this.output = output;
+    this.outputTail = outputTail;
+  }
+}
+
+/** The daemon still ran when the stop schedule ran out, or could not be signalled safely. */
+export class StopFailedError extends Error {
+  /** The daemon's pid. */
+  readonly pid: number | undefined;
+  /**
+   * @param message why
+   * @param pid the pid
+   */
+  constructor(message: string, pid: number | undefined) {
+    super(message);
+    this.name = "StopFailedError";
+    this.pid = pid;
+  }
+}
+
+/** The caller aborted the action (the CLI: SIGINT, SIGTERM or SIGHUP) while it waited. */
+export class InterruptedError extends Error {
+  /** @param message what was interrupted */
+  constructor(message: string) {
+    super(message);
+    this.name = "InterruptedError";
+  }
+}
+
+/**
+ * A duration for messages: "10 s", "1.5 s".
+ *
+ * @param ms milliseconds
+ * @returns the text
+ */
+export function seconds(ms: number): string {
+  const s = ms / 1000;
+  return `${Number.isInteger(s) ? s : s.toFixed(1)} s`;
+}

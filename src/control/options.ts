@@ -1,0 +1,184 @@
+/**
+ * The options and results of the control actions, and every default they
+ * use, each defined once.
+ *
+ * @module
+ */
+
+import type { DaemonPlan, LaunchedDaemon } from "../launch/plan.ts";
+import type { Schedule } from "../launch/schedule.ts";
+import type { SuperviseSettings, SupervisorStatus } from "../supervisor/stage.ts";
+
+/** How long `start` waits, by default, to see that a daemon stays alive after its exec. */
+export const DEFAULT_READY_AFTER_MS = 20;
+/** The default bound on every readiness wait. */
+export const DEFAULT_READY_TIMEOUT_MS = 60_000;
+/** The default bound on the wait for the guard lock. */
+export const DEFAULT_GUARD_TIMEOUT_MS = 30_000;
+/** The working directory `start` gives the daemon, so no file system is kept busy. */
+export const DEFAULT_CHDIR = "/";
+/** The umask `start` gives the daemon. */
+export const DEFAULT_UMASK = 0o022;
+/** The default stop schedule: TERM, wait 10 s, KILL, wait 5 s. */
+export const DEFAULT_SCHEDULE = "TERM/10/KILL/5";
+
+/** Options every guarded action takes. */
+export interface GuardOptions {
+  /** The pid file. */
+  readonly pidfile: string;
+  /**
+   * The guard file.
+   * @default {`${pidfile}.lock`}
+   */
+  readonly guard?: string;
+  /**
+   * How long to wait for another controller's action, in milliseconds.
+   * @default {30000}
+   */
+  readonly guardTimeout?: number;
+  /** Called with a warning (e.g. a pid file on NFS); the action goes on. */
+  readonly onWarning?: (message: string) => void;
+}
+
+/** What is started and how. */
+export interface LaunchOptions {
+  /** The command and its arguments; `command[0]` is searched in PATH. */
+  readonly command: readonly string[];
+  /**
+   * The daemon's working directory.
+   * @default {DEFAULT_CHDIR} for start; the current directory for run
+   */
+  readonly chdir?: string;
+  /**
+   * The daemon's umask.
+   * @default {DEFAULT_UMASK} for start; unchanged for run
+   */
+  readonly umask?: number;
+  /** Extra environment variables. */
+  readonly env?: Readonly<Record<string, string>>;
+  /** `USER[:GROUP]`, name or number: run as that account (root only). */
+  readonly user?: string;
+}
+
+/** Options of {@link start}. */
+export interface StartOptions extends GuardOptions, LaunchOptions {
+  /** Append the daemon's stdout and stderr to this file (mode 0640) instead of /dev/null. */
+  readonly output?: string;
+  /**
+   * The bound on every wait for readiness, in milliseconds.
+   * @default {60000}
+   */
+  readonly readyTimeout?: number;
+  /**
+   * Default readiness: how long the daemon must stay alive after its exec, in ms.
+   * @default {20}
+   */
+  readonly readyAfter?: number;
+  /** s6-style readiness: the daemon writes a newline to this descriptor. */
+  readonly notifyFd?: number;
+  /** sd_notify readiness: the daemon sends READY=1 to NOTIFY_SOCKET. */
+  readonly notifySocket?: boolean;
+  /**
+   * What becomes the daemon (supervise mode replaces it).
+   * @default {launchDaemon}
+   */
+  readonly launch?: (plan: DaemonPlan) => LaunchedDaemon;
+  /**
+   * Supervise mode: the daemon is a supervisor that runs COMMAND, restarts
+   * it, and tells `start` it is ready once COMMAND's first run is ready
+   * (COMMAND's own readiness is in these settings).
+   */
+  readonly supervise?: SuperviseSettings;
+  /**
+   * Abort the wait for readiness (the CLI wires SIGINT, SIGTERM and SIGHUP to
+   * it): the daemon is killed and the start fails, leaving nothing behind.
+   */
+  readonly signal?: AbortSignal;
+}
+
+/** What {@link start} did. */
+export interface StartResult {
+  /** The daemon's pid, as the pid file names it. */
+  readonly pid: number;
+  /** The last STATUS= the daemon sent, if any. */
+  readonly status?: string;
+}
+
+/** Options of {@link stop}. */
+export interface StopOptions extends GuardOptions {
+  /**
+   * The signals to send and how long to wait after each.
+   * @default {parseSchedule("TERM/10/KILL/5")}
+   */
+  readonly schedule?: Schedule;
+}
+
+/** What {@link stop} did. */
+export interface StopResult {
+  /** The pid that was stopped. */
+  readonly pid: number;
+  /** The signals sent, in order. */
+  readonly signals: readonly number[];
+  /** How long until the lock was free, in milliseconds. */
+  readonly waitedMs: number;
+  /**
+   * Only when the pid file named a process that was gone or did not hold the
+   * lock: the processes that held it, which were signalled instead.
+   */
+  readonly holders?: readonly number[];
+}
+
+/** Options of {@link restart}. */
+export interface RestartOptions extends StartOptions, StopOptions {}
+
+/** Options of {@link run}. */
+export interface RunOptions extends GuardOptions, LaunchOptions {
+  /** Supervise COMMAND in the foreground instead of exec'ing it. */
+  readonly supervise?: SuperviseSettings;
+}
+
+/** Options of {@link signal}. */
+export interface SignalOptions extends GuardOptions {
+  /** The signal number. */
+  readonly signal: number;
+}
+
+/** What {@link status} found. */
+export interface StatusReport {
+  /** running, stale (unlocked but names a pid), stopped, or unknown (cannot tell). */
+  readonly state: "running" | "stale" | "stopped" | "unknown";
+  /** The LSB status code: 0 running, 1 stale, 3 stopped, 4 unknown. */
+  readonly code: 0 | 1 | 3 | 4;
+  /**
+   * The pid the file names, or null; for a running daemon, the process that
+   * holds the lock: when the named one is gone or does not hold it, the
+   * oldest holder found in /proc (see `holders`).
+   */
+  readonly pid: number | null;
+  /** The pid file. */
+  readonly pidfile: string;
+  /**
+   * Only when the lock's holder is not the pid the file names (a supervisor
+   * SIGKILLed while its child runs on, a daemon whose forked child kept the
+   * inherited descriptor): every process that holds the lock.
+   */
+  readonly holders?: readonly number[];
+  /** With `holders`: the pid the file names, or null when it names none. */
+  readonly namedPid?: number | null;
+  /** With `holders`: true when the named pid no longer runs (or none is named). */
+  readonly namedPidGone?: boolean;
+  /** When the daemon started (ISO 8601), for a running daemon. */
+  readonly startTime?: string;
+  /** Seconds since it started. */
+  readonly uptimeSeconds?: number;
+  /** Its resident set size in KiB. */
+  readonly rssKiB?: number;
+  /** Its open descriptors; null when /proc does not let us count them. */
+  readonly fds?: number | null;
+  /** Its command line. */
+  readonly cmdline?: readonly string[];
+  /** Why the state is unknown. */
+  readonly error?: string;
+  /** For a supervisor (start --supervise): its child, restarts and last exit. */
+  readonly supervisor?: SupervisorStatus;
+}

@@ -1,0 +1,261 @@
+/**
+ * The checks made before anything is created: the pid file's path, the
+ * user, the working directory and the command are refused with one line each
+ * before the guard file exists, so bad input leaves nothing behind.
+ *
+ * @module
+ */
+
+import {
+  C,
+  ERRNO,
+  explainOpenError,
+  fileKind,
+  ids,
+  lookupGroup,
+  lookupUser,
+  lstat,
+  quote,
+  statfsType,
+  SystemError,
+  type User,
+} from "../ffi/mod.ts";
+import { AlreadyRunningError, checkPidFileStat, PidFile } from "../lock/pidfile.ts";
+import { lockHolder } from "../lock/holders.ts";
+import { resolveCommand } from "../launch/spawn.ts";
+import { NOTIFY_FD_ENV, NOTIFY_SOCKET_ENV } from "../launch/readiness.ts";
+import { UsageError } from "../errors.ts";
+import type { GuardOptions, LaunchOptions } from "./options.ts";
+
+/**
+ * Refuse a pid file path that can never work, before the guard file is made:
+ * a symlink, a directory or other non-regular file, a missing directory, and
+ * (as root) a file owned by another user or writable by all.
+ */
+export function precheckPidfile(path: string): void {
+  let st;
+  try {
+    st = lstat(path);
+  } catch (err) {
+    if (err instanceof SystemError && err.errno === ERRNO.ENOENT) {
+      const dir = dirname(path);
+      try {
+        const d = lstat(dir);
+        if ((d.mode & C.S_IFMT) === C.S_IFDIR) return;
+        // A symlink to a directory is fine as a directory.
+        if (Deno.statSync(dir).isDirectory) return;
+      } catch {
+        // Fall through.
+      }
+      throw new SystemError("open", ERRNO.ENOENT, {
+        path,
+        message: `cannot open pid file ${quote(path)}: its directory ${quote(dir)} does not exist`,
+      });
+    }
+    throw describePathError(err, path, "pid file");
+  }
+  const kind = st.mode & C.S_IFMT;
+  if (kind === C.S_IFLNK) {
+    throw new SystemError("open", ERRNO.ELOOP, {
+      path,
+      message: `cannot open pid file ${
+        quote(path)
+      }: it is a symbolic link, which is never followed`,
+    });
+  }
+  checkPidFileStat(st, path);
+}
+
+/**
+ * Refuse a pid file path that stop, signal and reload cannot read: a
+ * symbolic link or another kind of file. A missing file is fine (not running).
+ *
+ * @param path the pid file
+ * @throws {SystemError} for a link or a file that is not regular
+ */
+export function precheckPidfileForRead(path: string): void {
+  let st;
+  try {
+    st = lstat(path);
+  } catch (err) {
+    if (err instanceof SystemError && err.errno === ERRNO.ENOENT) return;
+    throw describePathError(err, path, "pid file");
+  }
+  if ((st.mode & C.S_IFMT) === C.S_IFLNK) {
+    throw new SystemError("open", ERRNO.ELOOP, {
+      path,
+      message: `cannot open pid file ${
+        quote(path)
+      }: it is a symbolic link, which is never followed`,
+    });
+  }
+  if ((st.mode & C.S_IFMT) !== C.S_IFREG) {
+    throw new SystemError("open", ERRNO.EINVAL, {
+      path,
+      message: `pid file ${quote(path)} is a ${fileKind(st.mode)}, not a regular file`,
+    });
+  }
+}
+
+/**
+ * The directory part of a path.
+ *
+ * @param path the path
+ * @returns its directory ("." for a bare name)
+ */
+export function dirname(path: string): string {
+  const i = path.lastIndexOf("/");
+  if (i < 0) return ".";
+  if (i === 0) return "/";
+  return path.slice(0, i);
+}
+
+function warnIfRemote(path: string, warn: ((m: string) => void) | undefined): void {
+  if (!warn) return;
+  let type: number;
+  try {
+    type = statfsType(dirname(path));
+  } catch {
+    return;
+  }
+  const name = type === C.NFS_SUPER_MAGIC
+    ? "NFS"
+    : type === C.SMB_SUPER_MAGIC || type === C.CIFS_MAGIC_NUMBER
+    ? "SMB/CIFS"
+    : type === C.FUSE_SUPER_MAGIC
+    ? "FUSE"
+    : undefined;
+  if (name) {
+    warn(
+      `warning: pid file ${
+        quote(path)
+      } is on ${name}; flock(2) may not exclude processes on other hosts`,
+    );
+  }
+}
+
+/** A user spec resolved: the account and the group to run as. */
+export interface ResolvedUser {
+  readonly user: User;
+  readonly gid: number;
+}
+
+function resolveUser(spec: string): ResolvedUser {
+  if (ids.euid() !== 0) {
+    throw new SystemError("setuid", ERRNO.EPERM, {
+      message: `--user needs root (this runs as uid ${ids.euid()})`,
+    });
+  }
+  const [name, group] = spec.split(":", 2) as [string, string | undefined];
+  const user = lookupUser(name);
+  if (!user) {
+    throw new SystemError("getpwnam", ERRNO.ENOENT, { message: `no such user: ${quote(name)}` });
+  }
+  let gid = user.gid;
+  if (group !== undefined && group !== "") {
+    const g = lookupGroup(group);
+    if (g === undefined) {
+      throw new SystemError("getgrnam", ERRNO.ENOENT, {
+        message: `no such group: ${quote(group)}`,
+      });
+    }
+    gid = g;
+  }
+  return { user, gid };
+}
+
+function checkDirectory(dir: string): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(dir);
+  } catch {
+    throw new SystemError("chdir", ERRNO.ENOENT, {
+      path: dir,
+      message: `cannot change directory to ${quote(dir)}: no such directory`,
+    });
+  }
+  if (!info.isDirectory) {
+    throw new SystemError("chdir", ERRNO.ENOTDIR, {
+      path: dir,
+      message: `cannot change directory to ${quote(dir)}: not a directory`,
+    });
+  }
+}
+
+/** The controller's environment with the extra variables, minus any readiness channel of its own. */
+function daemonEnv(
+  extra: Readonly<Record<string, string>> | undefined,
+  user: User | undefined,
+  keepNotify: boolean,
+): Record<string, string> {
+  const env = Deno.env.toObject();
+  if (!keepNotify) {
+    delete env[NOTIFY_SOCKET_ENV];
+    delete env[NOTIFY_FD_ENV];
+  }
+  if (user) {
+    env.HOME = user.home;
+    env.USER = user.name;
+    env.LOGNAME = user.name;
+  }
+  return { ...env, ...extra };
+}
+
+export interface Prepared {
+  readonly path: string;
+  readonly argv: readonly string[];
+  readonly env: Record<string, string>;
+  readonly cwd: string;
+  readonly user?: ResolvedUser;
+}
+
+export function prepareLaunch(
+  options: LaunchOptions & GuardOptions,
+  defaults: { cwd: string; keepNotify: boolean },
+): Prepared {
+  if (options.command.length === 0) throw new UsageError("missing COMMAND");
+  const user = options.user === undefined ? undefined : resolveUser(options.user);
+  const env = daemonEnv(options.env, user?.user, defaults.keepNotify);
+  const path = resolveCommand(options.command[0]!, env, Deno.cwd());
+  const cwd = options.chdir ?? defaults.cwd;
+  checkDirectory(cwd);
+  precheckPidfile(options.pidfile);
+  return {
+    path,
+    argv: options.command,
+    env,
+    cwd,
+    ...(user ? { user } : {}),
+  };
+}
+
+function describePathError(err: unknown, path: string, what: string): unknown {
+  return err instanceof SystemError ? explainOpenError(err, path, what) : err;
+}
+
+/**
+ * Lock the pid file for a start or a run (warning first when it lies on a
+ * file system where flock may not exclude other hosts).
+ *
+ * @param options the pid file and where warnings go
+ * @returns the held lock
+ * @throws {AlreadyRunningError} naming the process that really holds it
+ */
+export async function lockPidfile(options: GuardOptions): Promise<PidFile> {
+  warnIfRemote(options.pidfile, options.onWarning);
+  try {
+    return await PidFile.acquire(options.pidfile);
+  } catch (err) {
+    throw withRealHolder(err);
+  }
+}
+
+/**
+ * An AlreadyRunningError naming the process that really holds the lock,
+ * when the pid file names one that is gone or does not hold it.
+ */
+function withRealHolder(err: unknown): unknown {
+  if (!(err instanceof AlreadyRunningError)) return err;
+  const holder = lockHolder(err.path, err.pid);
+  return holder === err.pid ? err : new AlreadyRunningError(err.path, holder);
+}

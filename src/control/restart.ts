@@ -1,0 +1,31 @@
+/**
+ * `restart`: stop the daemon if it runs, then start it, under one hold of
+ * the guard, so no other controller acts in between.
+ *
+ * @module
+ */
+
+import { NotRunningError } from "./errors.ts";
+import { withGuard } from "./guard.ts";
+import type { RestartOptions, StartResult } from "./options.ts";
+import { prepareStart, startLocked } from "./start.ts";
+import { stopLocked } from "./stop.ts";
+
+/**
+ * Stop (if running) then start, under one hold of the guard.
+ *
+ * @param options start's and stop's options
+ * @returns the new daemon's pid
+ * @throws what `start` and `stop` throw, except NotRunningError
+ */
+export function restart(options: RestartOptions): Promise<StartResult> {
+  const prepared = prepareStart(options);
+  return withGuard(options, async () => {
+    try {
+      await stopLocked(options);
+    } catch (err) {
+      if (!(err instanceof NotRunningError)) throw err;
+    }
+    return await startLocked(options, prepared);
+  }, options.signal);
+}

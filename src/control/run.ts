@@ -1,0 +1,82 @@
+/**
+ * `run`: take the lock in the foreground and become the command (execve),
+ * which keeps this pid and the lock; or, with `supervise`, become its
+ * supervisor.
+ *
+ * @module
+ */
+
+import {
+  becomeUser,
+  ERRNO,
+  execve,
+  quote,
+  resetSignals,
+  setCloexec,
+  SystemError,
+  umask as setUmask,
+} from "../ffi/mod.ts";
+import type { PidFile } from "../lock/pidfile.ts";
+import { runSupervisor } from "../supervisor/stage.ts";
+import { UsageError } from "../errors.ts";
+import { takeGuard } from "./guard.ts";
+import type { RunOptions } from "./options.ts";
+import { lockPidfile, prepareLaunch } from "./precheck.ts";
+
+/**
+ * Take the lock in the foreground and execve into the command, which keeps
+ * this pid and the lock (the descriptor is left open across the exec).
+ *
+ * @param options what to run
+ * @returns never: it execs; with `supervise`, the supervisor's exit code
+ * @throws {AlreadyRunningError} when another process holds the pid file
+ * @throws {SystemError} when the exec or a check fails (the lock is released)
+ */
+export async function run(options: RunOptions): Promise<number> {
+  const prepared = prepareLaunch(options, { cwd: Deno.cwd(), keepNotify: true });
+  let lock: PidFile;
+  {
+    using _guard = await takeGuard(options);
+    lock = await lockPidfile(options);
+  }
+  if (options.supervise) {
+    // supervise mode: this process is the supervisor; it keeps the lock and its pid.
+    if (prepared.user) {
+      lock.release();
+      throw new UsageError("--user with run --supervise is not supported (start --supervise is)");
+    }
+    return await runSupervisor(
+      {
+        ...options.supervise,
+        pidfile: options.pidfile,
+        path: prepared.path,
+        argv: prepared.argv,
+        cwd: prepared.cwd,
+        ...(options.umask === undefined ? {} : { umask: options.umask }),
+      },
+      lock,
+      prepared.env,
+    );
+  }
+  try {
+    setCloexec(lock.fd, false);
+    if (options.umask !== undefined) setUmask(options.umask);
+    if (prepared.user) {
+      try {
+        becomeUser(prepared.user.user, prepared.user.gid);
+      } catch (err) {
+        throw new SystemError("setuid", err instanceof SystemError ? err.errno : ERRNO.EPERM, {
+          message: `cannot become user ${quote(prepared.user.user.name)}: ${
+            err instanceof Error ? err.message : err
+          }`,
+        });
+      }
+    }
+    if (options.chdir !== undefined) Deno.chdir(prepared.cwd);
+    resetSignals();
+    execve(prepared.path, prepared.argv, prepared.env);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}

@@ -1,0 +1,362 @@
+/**
+ * `start`: lock the pid file, launch the daemon with the locked descriptor in
+ * a new session, wait until it is ready, and hand the lock over to it; or,
+ * when it fails first, kill it and everything it forked that holds the lock,
+ * and say why.
+ *
+ * @module
+ */
+
+import {
+  close,
+  describeErrno,
+  type ExitReason,
+  fstat,
+  openBeside,
+  pread,
+  quote,
+} from "../ffi/mod.ts";
+import { fileIdentity, holdsLockInFdinfo } from "../lock/holders.ts";
+import { openOutputFile } from "../lock/output.ts";
+import type { PidFile } from "../lock/pidfile.ts";
+import { describeExit } from "../launch/exit.ts";
+import type { DaemonPlan, LaunchedDaemon } from "../launch/plan.ts";
+import { awaitStage, spawnStage } from "../launch/privilege.ts";
+import { Readiness, type ReadinessMode, type ReadyResult } from "../launch/readiness.ts";
+import { spawn } from "../launch/spawn.ts";
+import { Aborted, StartingDaemon } from "../launch/starting.ts";
+import { superviseLauncher, SUPERVISOR_READY_FD } from "../supervisor/stage.ts";
+import { InterruptedError, seconds, StartFailedError } from "./errors.ts";
+import { withGuard } from "./guard.ts";
+import {
+  DEFAULT_CHDIR,
+  DEFAULT_READY_AFTER_MS,
+  DEFAULT_READY_TIMEOUT_MS,
+  DEFAULT_UMASK,
+  type StartOptions,
+  type StartResult,
+} from "./options.ts";
+import { lockPidfile, type Prepared, prepareLaunch } from "./precheck.ts";
+
+/**
+ * The step that makes the daemon process: a new session leader with exactly
+ * the plan's descriptors. With a user, it is this program re-executed as an
+ * internal stage that drops privileges and then execs the command (same pid).
+ * Supervise mode wraps it (see `superviseLauncher`).
+ *
+ * @param plan what to run and how
+ * @returns the daemon's pid (and the stage's error pipe, with a user)
+ * @throws {SystemError} when the program cannot be started
+ */
+export function launchDaemon(plan: DaemonPlan): LaunchedDaemon {
+  if (plan.user) {
+    const stage = spawnStage({
+      path: plan.path,
+      argv: plan.argv,
+      env: plan.env,
+      cwd: plan.cwd,
+      user: plan.user,
+      ...(plan.gid === undefined ? {} : { gid: plan.gid }),
+    }, { umask: plan.umask, fds: plan.fds });
+    return { pid: stage.pid, stageErrorFd: stage.errorFd };
+  }
+  return {
+    pid: spawn({
+      path: plan.path,
+      argv: plan.argv,
+      env: plan.env,
+      cwd: plan.cwd,
+      umask: plan.umask,
+      newSession: true,
+      fds: plan.fds,
+    }),
+  };
+}
+
+/**
+ * Start a command as a daemon that holds the pid file's lock, and wait until
+ * it is ready.
+ *
+ * @param options what to start and how
+ * @returns the daemon's pid
+ * @throws {AlreadyRunningError} when another process holds the pid file
+ * @throws {StartFailedError} when the daemon ends or times out before ready
+ * @throws {GuardTimeoutError} when another controller keeps the guard
+ * @throws {SystemError} for bad paths, missing programs, permissions
+ * @throws {UsageError} for an empty command
+ */
+export function start(options: StartOptions): Promise<StartResult> {
+  const prepared = prepareStart(options);
+  return withGuard(options, () => startLocked(options, prepared), options.signal);
+}
+
+/**
+ * The checks of a start, made before anything is created.
+ *
+ * @param options what to start
+ * @returns what the launch needs
+ */
+export function prepareStart(options: StartOptions): Prepared {
+  return prepareLaunch(options, { cwd: DEFAULT_CHDIR, keepNotify: false });
+}
+
+/**
+ * Start, with the guard held: lock, launch, wait, hand over.
+ *
+ * @param options what to start and how
+ * @param prepared the checked command, user and directory
+ * @returns the daemon's pid
+ */
+export async function startLocked(
+  options: StartOptions,
+  prepared: Prepared,
+): Promise<StartResult> {
+  using lock = await lockPidfile(options);
+  if (options.signal?.aborted) {
+    throw new InterruptedError(
+      `interrupted (${String(options.signal.reason)}) before the daemon was started`,
+    );
+  }
+  using readiness = Readiness.prepare(
+    readinessMode(options),
+    prepared.user ? { owner: prepared.user.user } : {},
+  );
+  await using daemon = await launchWithOutput(options, prepared, lock, readiness);
+  const result = await waitUntilReady(daemon, readiness, options);
+  return handOver(daemon, result, options);
+}
+
+/** A readiness wait that ended with the daemon ready. */
+type Ready = Extract<ReadyResult, { ready: true }>;
+
+/** How the daemon says it is ready: the supervisor's pipe, --notify-fd, sd_notify, or staying alive. */
+function readinessMode(options: StartOptions): ReadinessMode {
+  if (options.supervise) return { kind: "fd", fd: SUPERVISOR_READY_FD }; // after its child's
+  if (options.notifyFd !== undefined) return { kind: "fd", fd: options.notifyFd };
+  if (options.notifySocket) return { kind: "socket" };
+  return { kind: "alive", afterMs: options.readyAfter ?? DEFAULT_READY_AFTER_MS };
+}
+
+/** The daemon's descriptor number for the pid file lock: 3, or 4 when the notification fd is 3. */
+function lockFdFor(options: StartOptions): number {
+  return options.notifyFd === 3 ? 4 : 3;
+}
+
+/**
+ * Open the output file (or use /dev/null), launch the daemon with it as
+ * stdout and stderr, and close our copy.
+ */
+async function launchWithOutput(
+  options: StartOptions,
+  prepared: Prepared,
+  lock: PidFile,
+  readiness: Readiness,
+): Promise<StartingDaemon> {
+  const output = options.output === undefined ? -1 : openOutputFile(options.output);
+  try {
+    const plan = daemonPlan(options, prepared, lock, readiness, output);
+    const launch = chooseLauncher(options);
+    const daemon = await StartingDaemon.launch(lock, () => launch(plan));
+    readiness.spawned();
+    return daemon;
+  } finally {
+    if (output >= 0) close(output);
+  }
+}
+
+/** What the daemon is: the command, its environment and descriptors. */
+function daemonPlan(
+  options: StartOptions,
+  prepared: Prepared,
+  lock: PidFile,
+  readiness: Readiness,
+  output: number,
+): DaemonPlan {
+  const stdio = output >= 0 ? output : "null";
+  return {
+    path: prepared.path,
+    argv: prepared.argv,
+    env: { ...prepared.env, ...readiness.env },
+    cwd: prepared.cwd,
+    umask: options.umask ?? DEFAULT_UMASK,
+    fds: { 0: "null", 1: stdio, 2: stdio, [lockFdFor(options)]: lock.fd, ...readiness.childFds },
+    ...(prepared.user ? { user: prepared.user.user, gid: prepared.user.gid } : {}),
+  };
+}
+
+/** The caller's launcher, the supervisor, or the command itself. */
+function chooseLauncher(options: StartOptions): (plan: DaemonPlan) => LaunchedDaemon {
+  if (options.launch) return options.launch;
+  if (!options.supervise) return launchDaemon;
+  return superviseLauncher(options.supervise, {
+    pidfile: options.pidfile,
+    lockFd: lockFdFor(options),
+    launch: launchDaemon,
+  });
+}
+
+/**
+ * Wait for the privilege stage's exec (with --user), then for readiness;
+ * throw StartFailedError, with the daemon abandoned, when either fails or the
+ * caller aborts.
+ */
+async function waitUntilReady(
+  daemon: StartingDaemon,
+  readiness: Readiness,
+  options: StartOptions,
+): Promise<Ready> {
+  const started = performance.now();
+  const timeout = options.readyTimeout ?? DEFAULT_READY_TIMEOUT_MS;
+  if (daemon.stageErrorFd !== undefined) {
+    const message = await daemon.unlessAborted(
+      awaitStage(daemon.stageErrorFd, daemon.pidfd ?? -1, timeout),
+      options.signal,
+    );
+    if (message instanceof Aborted) throw await interrupted(daemon, message, options);
+    if (message === "timeout") throw await notReadyInTime(daemon, timeout, "", options);
+    if (message !== undefined) throw await fail(daemon, message, true, options);
+  }
+  const remaining = Math.max(0, timeout - (performance.now() - started));
+  const result: ReadyResult | Aborted = daemon.pidfd === undefined
+    ? { ready: false, reason: "exited", waitedMs: 0 }
+    : await daemon.unlessAborted(readiness.wait(daemon.pidfd, remaining), options.signal);
+  if (result instanceof Aborted) throw await interrupted(daemon, result, options);
+  if (result.ready) return result;
+  const extra = [
+    result.status === undefined ? "" : `; its last status: ${quote(result.status)}`,
+    result.errno === undefined
+      ? ""
+      : `; it reported ERRNO=${result.errno} (${describeErrno(result.errno)})`,
+  ].join("");
+  switch (result.reason) {
+    case "timeout":
+      throw await notReadyInTime(daemon, timeout, extra, options);
+    case "closed":
+      if (options.supervise) { // supervise mode: its fd closes when it exits
+        throw await fail(
+          daemon,
+          "the supervisor ended before its first child was ready",
+          false,
+          options,
+          extra,
+        );
+      }
+      throw await fail(
+        daemon,
+        `the daemon closed its notification descriptor ${options.notifyFd} ` +
+          `without writing a newline`,
+        false,
+        options,
+        extra,
+      );
+    case "exited":
+      throw await fail(daemon, "the daemon ended before it was ready", false, options, extra);
+  }
+}
+
+function interrupted(
+  daemon: StartingDaemon,
+  aborted: Aborted,
+  options: StartOptions,
+): Promise<StartFailedError> {
+  return fail(
+    daemon,
+    `interrupted (${aborted.reason}) before the daemon was ready; killed it`,
+    true,
+    options,
+  );
+}
+
+function notReadyInTime(
+  daemon: StartingDaemon,
+  timeout: number,
+  extra: string,
+  options: StartOptions,
+): Promise<StartFailedError> {
+  return fail(
+    daemon,
+    `the daemon was not ready after ${seconds(timeout)}; killed it`,
+    true,
+    options,
+    extra,
+  );
+}
+
+/**
+ * Abandon the daemon (killed, reaped, the lock free) and make the error that
+ * says why, how it ended, and the last lines of its output.
+ *
+ * @param why the reason
+ * @param killedByUs we decided to kill it (a timeout, an abort): its end is no news
+ */
+async function fail(
+  daemon: StartingDaemon,
+  why: string,
+  killedByUs: boolean,
+  options: StartOptions,
+  extra = "",
+): Promise<StartFailedError> {
+  const { wasRunning, exit } = await daemon.abandon();
+  const how = killedByUs ? "" : wasRunning ? "; killed it" : exitText(exit);
+  const tail = options.output === undefined ? [] : lastLines(options.output, 10);
+  return new StartFailedError(
+    `${why}${how}${extra}`,
+    daemon.pid,
+    killedByUs ? undefined : exit,
+    options.output,
+    tail,
+  );
+}
+
+function exitText(exit: ExitReason | undefined): string {
+  return exit ? ` (${describeExit(exit)})` : "";
+}
+
+/**
+ * The daemon is ready: hand the lock over to it, or to the MAINPID it named
+ * when that process holds the lock.
+ */
+function handOver(
+  daemon: StartingDaemon,
+  result: Ready,
+  options: StartOptions,
+): StartResult {
+  let pid = daemon.pid;
+  if (result.mainPid !== undefined && result.mainPid !== pid) {
+    const named = fileIdentity(options.pidfile);
+    if (named && holdsLockInFdinfo(result.mainPid, named) === true) {
+      pid = result.mainPid;
+    } else {
+      options.onWarning?.(
+        `warning: ignoring MAINPID=${result.mainPid}: that process does not hold the pid file`,
+      );
+    }
+  }
+  daemon.handOver(pid);
+  return { pid, ...(result.status === undefined ? {} : { status: result.status }) };
+}
+
+/**
+ * The last `count` lines of the output file (reading at most its last 64
+ * KiB), opened like every file beside the pid file: a link planted there
+ * since the start must not show another file's content.
+ */
+function lastLines(path: string, count: number): string[] {
+  let fd: number;
+  try {
+    ({ fd } = openBeside(path, { what: "output file", access: "read" }));
+  } catch {
+    return [];
+  }
+  try {
+    const size = Number(fstat(fd, path).size);
+    const take = Math.min(size, 65536);
+    const lines = new TextDecoder().decode(pread(fd, take, size - take, path)).split("\n");
+    if (lines[lines.length - 1] === "") lines.pop();
+    return lines.slice(-count);
+  } catch {
+    return [];
+  } finally {
+    close(fd);
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * `status`: what the pid file says, without waiting for anything (no guard,
+ * no lock), with facts about the running daemon from /proc. It imports only
+ * what that needs: the probe, the holder scan, /proc readers and the
+ * supervisor's state file reader, nothing that spawns or waits.
+ *
+ * @module
+ */
+
+import { listDirectory } from "../ffi/mod.ts";
+import { cmdlineOf, processRuns, procStat, startedAt, vmRssKiB } from "../ffi/proc.ts";
+import { probeSync } from "../lock/pidfile.ts";
+import { fileIdentity, holdsLockInFdinfo, lockHolders, topHolders } from "../lock/holders.ts";
+import { readSupervisorStatus } from "../supervisor/stage.ts";
+import type { StatusReport } from "./options.ts";
+
+/**
+ * What the pid file says, without waiting for anything (no guard, no lock).
+ *
+ * @param pidfile the pid file
+ * @returns the state, LSB code and, for a running daemon, facts from /proc
+ */
+export function status(pidfile: string): StatusReport {
+  let found;
+  try {
+    found = probeSync(pidfile);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    return { state: "unknown", code: 4, pid: null, pidfile, error: message };
+  }
+  if (found.state === "absent") return { state: "stopped", code: 3, pid: null, pidfile };
+  if (found.state === "stale") return { state: "stale", code: 1, pid: found.pid, pidfile };
+  const named = found.pid;
+  const st = fileIdentity(pidfile);
+  if (st && (named === undefined || holdsLockInFdinfo(named, st) === false)) {
+    // The lock is held, but not by the pid the file names: say who holds it.
+    const holders = lockHolders(st);
+    if (holders.length > 0) {
+      const main = topHolders(holders)[0]!.pid;
+      return {
+        state: "running",
+        code: 0,
+        pid: main,
+        pidfile,
+        holders: holders.map((h) => h.pid).sort((a, b) => a - b),
+        namedPid: named ?? null,
+        namedPidGone: named === undefined || !processRuns(named),
+        ...procFacts(main),
+      };
+    }
+    // Nobody in sight: the holder may have let go just now.
+    try {
+      const again = probeSync(pidfile);
+      if (again.state === "absent") return { state: "stopped", code: 3, pid: null, pidfile };
+      if (again.state === "stale") return { state: "stale", code: 1, pid: again.pid, pidfile };
+    } catch {
+      // Changed under us: report what the first look found.
+    }
+  }
+  const pid = named ?? null;
+  if (pid === null) return { state: "running", code: 0, pid, pidfile };
+  const supervisor = readSupervisorStatus(pidfile, pid);
+  return {
+    state: "running",
+    code: 0,
+    pid,
+    pidfile,
+    ...procFacts(pid),
+    ...(supervisor ? { supervisor } : {}),
+  };
+}
+
+function procFacts(pid: number): Partial<StatusReport> {
+  const started = startedAt(procStat(pid)?.startTicks ?? NaN);
+  const rss = vmRssKiB(pid);
+  const cmdline = cmdlineOf(pid);
+  let fds: number | null;
+  try {
+    fds = listDirectory(`/proc/${pid}/fd`).length;
+  } catch {
+    fds = null;
+  }
+  return {
+    ...(started.time ? { startTime: started.time.toISOString() } : {}),
+    ...(started.uptimeSeconds === undefined ? {} : { uptimeSeconds: started.uptimeSeconds }),
+    ...(rss === undefined ? {} : { rssKiB: rss }),
+    fds,
+    ...(cmdline ? { cmdline } : {}),
+  };
+}

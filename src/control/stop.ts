@@ -1,0 +1,325 @@
+/**
+ * `stop`, `signal` and `reload`: find the running daemon (the process that
+ * holds the pid file's lock), name it for good with a pidfd, and signal it;
+ * `stop` then waits, per its schedule, until the lock is free and empties
+ * the file.
+ *
+ * @module
+ */
+
+import {
+  C,
+  close,
+  kill,
+  pidfdOpen,
+  pidfdSendSignal,
+  pollWait,
+  quote,
+  signalName,
+} from "../ffi/mod.ts";
+import { processRuns } from "../ffi/proc.ts";
+import { AlreadyRunningError, PidFile, probeSync } from "../lock/pidfile.ts";
+import {
+  type FileIdentity,
+  fileIdentity,
+  holdsLockInFdinfo,
+  liveTargets,
+  lockHolders,
+  openHolders,
+  type Target,
+} from "../lock/holders.ts";
+import { parseSchedule } from "../launch/schedule.ts";
+import { NotRunningError, StopFailedError } from "./errors.ts";
+import { withGuard } from "./guard.ts";
+import {
+  DEFAULT_SCHEDULE,
+  type GuardOptions,
+  type SignalOptions,
+  type StopOptions,
+  type StopResult,
+} from "./options.ts";
+import { precheckPidfileForRead } from "./precheck.ts";
+
+/** What stop and signal act on. */
+interface Targets {
+  /** The pid the pid file names, if any. */
+  readonly named: number | undefined;
+  /** True: `list` is the named process; false: the lock's holders found in /proc. */
+  readonly isNamed: boolean;
+  /** The pid file's device and inode. */
+  readonly st: FileIdentity;
+  readonly list: Target[];
+}
+
+/**
+ * Find the running daemon and open a pidfd on it, checking after the open
+ * that the lock is still held, the file still names that pid and (where /proc
+ * lets us see) the process holds the lock: the pidfd then names the daemon
+ * for good, and a recycled pid is never signalled. When the named process is
+ * gone or does not hold the lock while the lock is still held (a supervisor
+ * SIGKILLed while its child runs on, a daemon whose forked child kept the
+ * inherited descriptor), the targets are the processes that hold it, found
+ * in /proc and each re-checked after its pidfd is open.
+ */
+async function findTargets(pidfile: string): Promise<Targets> {
+  for (let attempt = 0;; attempt++) {
+    const retry = attempt < 20;
+    const found = probeSync(pidfile);
+    if (found.state === "absent") throw new NotRunningError(pidfile);
+    if (found.state === "stale") {
+      // Taking the lock to empty the file also proves nobody holds it (a probe can miss).
+      if (!await emptyPidfile(pidfile) && retry) continue;
+      throw new NotRunningError(pidfile, found.pid);
+    }
+    const st = fileIdentity(pidfile);
+    if (!st) {
+      if (retry) continue;
+      throw new NotRunningError(pidfile);
+    }
+    const named = found.pid;
+    if (named !== undefined) {
+      const pidfd = pidfdOpen(named);
+      if (pidfd !== undefined) {
+        const again = probeSync(pidfile);
+        if (again.state !== "running" || again.pid !== named) {
+          close(pidfd);
+          if (retry) continue;
+          throw new StopFailedError(`pid file ${quote(pidfile)} keeps changing; try again`, named);
+        }
+        if (holdsLockInFdinfo(named, st) !== false) {
+          return { named, isNamed: true, st, list: [{ pid: named, pidfd, group: false }] };
+        }
+        close(pidfd);
+      }
+    }
+    const list = openHolders(st);
+    if (list.length > 0) return { named, isNamed: false, st, list };
+    // No holder in sight: it may have let go just now (look again), or /proc hides it.
+    if (retry) {
+      await new Promise((r) => setTimeout(r, 10));
+      continue;
+    }
+    throw new StopFailedError(
+      `pid file ${quote(pidfile)} is locked, but ${
+        named === undefined ? "names no pid" : `pid ${named} it names does not hold it`
+      }, and no process that holds it can be seen in /proc; not signalling anything`,
+      named,
+    );
+  }
+}
+
+/**
+ * pidfds on the top holders of the lock (see {@link topHolders}), each
+ * re-checked after the open: a pid reused between the scan and the open does
+
+/**
+ * Signal one target through its pidfd; a group leader found as a holder gets
+ * the signal as a group (its pgid cannot be reused while the leader lives,
+ * and we hold its pidfd).
+ *
+ * @returns false when it was already gone
+ */
+function signalTarget(t: Target, sig: number): boolean {
+  if (t.group && liveTargets([t]).length === 1) {
+    try {
+      if (kill(-t.pid, sig)) return true;
+    } catch {
+      // EPERM for a member: the leader itself still gets it below.
+    }
+  }
+  return pidfdSendSignal(t.pidfd, sig, `pid ${t.pid}`);
+}
+
+/** "the pid file names pid N, which is gone", for a message about holders. */
+function describeNamed(named: number | undefined): string {
+  if (named === undefined) return "the pid file names no pid";
+  return processRuns(named)
+    ? `the pid file names pid ${named}, which does not hold its lock`
+    : `the pid file names pid ${named}, which is gone`;
+}
+
+function pidList(pids: readonly number[]): string {
+  return pids.length === 1 ? `pid ${pids[0]}` : `pids ${pids.join(", ")}`;
+}
+
+/**
+ * Stop the daemon: signal it through a pidfd per the schedule and wait for its
+ * lock to be released; then leave the pid file empty. When the pid file names
+ * a process that is gone or does not hold the lock, the processes that hold
+ * it are stopped instead (found in /proc, each re-checked after its pidfd is
+ * open); when every process signalled is gone but the lock is still held, the
+ * processes left holding it get the last signal and the rest of the schedule.
+ *
+ * @param options the pid file and the schedule
+ * @returns the pid stopped and the signals sent
+ * @throws {NotRunningError} when it is not running (a stale file is emptied, never signalled)
+ * @throws {StopFailedError} when it still runs after the schedule, or the lock
+ *   is held but no process that holds it can be seen in /proc
+ * @throws {GuardTimeoutError} when another controller keeps the guard
+ * @throws {SystemError} for unreadable files and refused signals (EPERM)
+ */
+export function stop(options: StopOptions): Promise<StopResult> {
+  precheckPidfileForRead(options.pidfile);
+  return withGuard(options, () => stopLocked(options));
+}
+
+/**
+ * Leave the pid file empty once nobody holds it: take the lock and release it
+ * (which truncates).
+ *
+ * @returns false when the lock is still held; true once emptied, or when we
+ *   may not open the file to check (what the probe said stands)
+ */
+async function emptyPidfile(pidfile: string): Promise<boolean> {
+  try {
+    const lock = await PidFile.acquire(pidfile);
+    lock.release();
+    return true;
+  } catch (err) {
+    // Held again (or still: a /proc/locks miss), or we may not write it: leave it.
+    return !(err instanceof AlreadyRunningError);
+  }
+}
+
+/**
+ * Stop, with the guard held (restart holds it across the stop and the start).
+ *
+ * @param options the pid file and the schedule
+ * @returns the pid stopped and the signals sent
+ */
+export async function stopLocked(options: StopOptions): Promise<StopResult> {
+  const schedule = options.schedule ?? parseSchedule(DEFAULT_SCHEDULE);
+  const pidfile = options.pidfile;
+  const found = await findTargets(pidfile);
+  const targets = found.list;
+  if (!found.isNamed) {
+    options.onWarning?.(
+      `${describeNamed(found.named)}; stopping ${pidList(targets.map((t) => t.pid))}, which hold${
+        targets.length === 1 ? "s" : ""
+      } the lock`,
+    );
+  }
+  const started = performance.now();
+  const sent: number[] = [];
+
+  /**
+   * When every process we signalled is gone but the lock is still held, the
+   * processes left holding it (a worker that inherited the descriptor, the
+   * child of a supervisor that was killed) get the last signal too.
+   */
+  const retarget = (sig: number): boolean => {
+    if (liveTargets(targets).length > 0) return false;
+    const fresh = openHolders(found.st);
+    targets.push(...fresh);
+    for (const t of fresh) signalTarget(t, sig);
+    return fresh.length > 0;
+  };
+
+  /** Wait up to `ms` for the lock to be free, waking when a target exits. */
+  const waitReleased = async (ms: number): Promise<boolean> => {
+    const deadline = performance.now() + ms;
+    let slice = 2;
+    for (;;) {
+      if (probeSync(pidfile).state !== "running" && await emptyPidfile(pidfile)) return true;
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) return false;
+      const wait = Math.max(1, Math.min(slice, remaining));
+      slice = Math.min(slice * 2, 100);
+      if (sent.length > 0 && retarget(sent[sent.length - 1]!)) continue;
+      const live = liveTargets(targets);
+      if (live.length === 0) await new Promise((r) => setTimeout(r, wait));
+      else await pollWait(live.map((t) => ({ fd: t.pidfd, events: C.POLLIN })), wait);
+    }
+  };
+
+  try {
+    let i = 0;
+    let released = false;
+    for (;;) {
+      if (i >= schedule.steps.length) {
+        if (schedule.repeatAt === schedule.steps.length) {
+          while (!await waitReleased(60_000));
+          released = true;
+          break;
+        }
+        if (schedule.repeatAt < 0) break;
+        i = schedule.repeatAt;
+      }
+      const step = schedule.steps[i++]!;
+      if ("signal" in step) {
+        if (!retarget(step.signal)) {
+          for (const t of liveTargets(targets)) signalTarget(t, step.signal);
+        }
+        sent.push(step.signal);
+      } else if (await waitReleased(step.waitMs)) {
+        released = true;
+        break;
+      }
+    }
+    const pid = targets[0]!.pid;
+    if (!released) {
+      const left = lockHolders(found.st).map((h) => h.pid);
+      const who = left.length > 0 ? left : liveTargets(targets).map((t) => t.pid);
+      throw new StopFailedError(
+        `${who.length > 0 ? pidList(who) : `pid ${pid}`} still hold${who.length > 1 ? "" : "s"} ${
+          quote(pidfile)
+        } after the stop schedule (${sent.map(signalName).join(", ")} sent)`,
+        who[0] ?? pid,
+      );
+    }
+    return {
+      pid,
+      signals: sent,
+      waitedMs: Math.round(performance.now() - started),
+      ...(found.isNamed ? {} : { holders: [...new Set(targets.map((t) => t.pid))] }),
+    };
+  } finally {
+    for (const t of targets) close(t.pidfd);
+  }
+}
+
+/**
+ * Send a signal to the running daemon through a pidfd (after the same
+ * re-check as stop). When the pid file names a process that is gone or does
+ * not hold the lock, the signal goes to the processes that hold it.
+ *
+ * @param options the pid file and the signal
+ * @returns the daemon's pid (the first holder's, when the named one is not)
+ * @throws {NotRunningError} when it is not running
+ * @throws {StopFailedError} when the lock is held but no holder can be found
+ * @throws {SystemError} EPERM and the like
+ */
+export function signal(options: SignalOptions): Promise<number> {
+  precheckPidfileForRead(options.pidfile);
+  return withGuard(options, async () => {
+    const found = await findTargets(options.pidfile);
+    try {
+      if (!found.isNamed) {
+        options.onWarning?.(
+          `${describeNamed(found.named)}; signalling ${
+            pidList(found.list.map((t) => t.pid))
+          }, which hold${found.list.length === 1 ? "s" : ""} the lock`,
+        );
+      }
+      let delivered = false;
+      for (const t of found.list) {
+        if (signalTarget(t, options.signal)) delivered = true;
+      }
+      if (!delivered) throw new NotRunningError(options.pidfile);
+      return found.list[0]!.pid;
+    } finally {
+      for (const t of found.list) close(t.pidfd);
+    }
+  });
+}
+
+/**
+ * Ask the daemon to re-read its configuration: SIGHUP.
+ *
+ * @param options the pid file
+ * @returns the daemon's pid
+ * @throws {NotRunningError} when it is not running
+ */
+export function reload(options: GuardOptions): Promise<number> {
+  return signal({ ...options, signal: 1 });
+}
