@@ -469,8 +469,41 @@ if (wanted(STATUS)) {
   }
 }
 
+// The peak memory of one status against an empty `deno run`, measured in the
+// same runs: GNU time's maximum resident set size of the whole process.
+const STATUS_MEMORY = "peak memory of status (max RSS)";
+const gnuTime = which("time", "/usr/bin:/bin");
+const memoryProbers: Prober[] = [];
+if (wanted(STATUS) && !gnuTime) missing("time (GNU time, for peak memory)", "time");
+if (wanted(STATUS) && gnuTime) {
+  memoryProbers.push({
+    row: row(STATUS_MEMORY, "deno run (empty script)", "floor", "MiB"),
+    argv: [Deno.execPath(), "run", "--allow-all", `${ROOT}/bench/fixtures/empty.ts`],
+    ok: (c) => c === 0,
+  });
+  for (const p of probers.filter((p) => p.row.kind === "ours")) {
+    memoryProbers.push({
+      row: row(STATUS_MEMORY, p.row.name, "ours", "MiB"),
+      argv: p.argv,
+      ok: p.ok,
+    });
+  }
+}
+
+/** Run once under GNU time and record the peak RSS in MiB; a failure is a note. */
+async function peakMemory(p: Prober): Promise<void> {
+  const res = await runCmd([gnuTime!, "-f", "maxrss %M", ...p.argv], { timeoutMs: 30_000 });
+  const kib = /maxrss ([0-9]+)\s*$/.exec(res.stderr)?.[1];
+  if (p.ok(res.code) && kib !== undefined) p.row.samples.push(Number(kib) / 1024);
+  else {
+    const own = res.stderr.split("\n").filter((l) => l && !/^(maxrss |Command )/.test(l));
+    note(p.row, `exit ${res.timedOut ? "timeout" : res.code}: ${(own.pop() ?? "").slice(0, 120)}`);
+  }
+}
+
 async function statusRun(i: number): Promise<void> {
   for (const p of rotated(probers, i)) await timed(p.row, p.argv, p.ok);
+  for (const p of rotated(memoryProbers, i)) await peakMemory(p);
 }
 
 // ---- 32 at once ------------------------------------------------------------
@@ -814,8 +847,9 @@ for (const r of rows) {
   const fastest = Math.min(...peers.map((p) => p.median!));
   if (Number.isFinite(fastest) && fastest > 0) r.vsPeer = r.median! / fastest;
   if (r.unit === "ms" && !r.group.startsWith(BURST_GROUP)) r.vsFloor = r.median! / floorMs;
-  if (r.group === RSS) {
-    const f = rows.find((x) => x.group === RSS && x.kind === "floor")?.median;
+  for (const group of [RSS, STATUS_MEMORY]) {
+    if (r.group !== group) continue;
+    const f = rows.find((x) => x.group === group && x.kind === "floor")?.median;
     if (f) r.vsFloor = r.median! / f;
   }
 }
@@ -859,6 +893,17 @@ for (const form of forms) {
         : "not measured",
     });
   }
+  const memory = byName(STATUS_MEMORY, form);
+  const memoryFloor = rows.find((r) => r.group === STATUS_MEMORY && r.kind === "floor");
+  targets.push({
+    what: `status peak memory within 1.2x of the Deno floor (${ours(form)})`,
+    met: memory ? memory.vsFloor! <= 1.2 : undefined,
+    detail: memory
+      ? `${fmt(memory.median)} MiB vs floor ${fmt(memoryFloor?.median)} MiB = ${
+        fmt(memory.vsFloor, "x")
+      }`
+      : "not measured",
+  });
   const quick = rows.find((r) =>
     r.group === START && r.name === `${ours(form)} start --ready-after 0`
   );
