@@ -268,3 +268,62 @@ Deno.test("as a shell script would use it (dax): pid=$(start), status code, stop
   const after = await $`${sr$} status --json --pidfile ${sb.pidfile}`.noThrow().json();
   assert.equal(after.state, "stopped");
 });
+
+Deno.test("signal 0 checks that the daemon could be signalled (0, or 3 when not running); RTMIN+N, SIGRTMIN+N and RTMAX-N are real-time signals", async () => {
+  await using sb = await Sandbox.create();
+  const log = sb.path("signals.log");
+  // bash names real-time signals as kill -l does; 35 = SIGRTMIN+1 and 63 = SIGRTMAX-1 with glibc.
+  const r = await sr(SOURCE, [
+    "start",
+    "--pidfile",
+    sb.pidfile,
+    "--",
+    "bash",
+    "-c",
+    `trap 'echo RT1 >> ${log}' RTMIN+1; trap 'echo RTMAX1 >> ${log}' RTMAX-1; ` +
+    `while :; do sleep 0.02; done`,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const pid = Number(r.stdout);
+  sb.track(pid);
+  const read = () => {
+    try {
+      return Deno.readTextFileSync(log);
+    } catch {
+      return "";
+    }
+  };
+  const check = await sr(SOURCE, ["signal", "--pidfile", sb.pidfile, "0"]);
+  assert.equal(check.code, 0, check.stderr);
+  assert.equal(check.stdout + check.stderr, "", "the check prints nothing");
+  assert.ok(alive(pid), "signal 0 sends nothing");
+  assert.equal((await sr(SOURCE, ["signal", "--pidfile", sb.pidfile, "SIGRTMIN+1"])).code, 0);
+  await waitFor(() => read() === "RT1\n", 5000, "SIGRTMIN+1");
+  assert.equal((await sr(SOURCE, ["signal", "--pidfile", sb.pidfile, "rtmin+1"])).code, 0);
+  await waitFor(() => read() === "RT1\nRT1\n", 5000, "rtmin+1");
+  assert.equal((await sr(SOURCE, ["signal", "--pidfile", sb.pidfile, "RTMAX-1"])).code, 0);
+  await waitFor(() => read() === "RT1\nRT1\nRTMAX1\n", 5000, "RTMAX-1");
+  assert.equal((await sr(SOURCE, ["signal", "--pidfile", sb.pidfile, "KILL"])).code, 0);
+  await waitFor(() => !locked(sb.pidfile));
+  assertCleanError(await sr(SOURCE, ["signal", "--pidfile", sb.pidfile, "0"]), 3, /not running/);
+});
+
+Deno.test("status prints its line on stdout, so `status | grep running` works; nothing on stderr", async () => {
+  await using sb = await Sandbox.create();
+  const stopped = await sr(SOURCE, ["status", "--pidfile", sb.pidfile]);
+  assert.equal(stopped.code, 3);
+  assert.equal(stopped.stdout, "not running\n");
+  assert.equal(stopped.stderr, "");
+  const r = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", "1000"]);
+  const pid = Number(r.stdout);
+  sb.track(pid);
+  const st = await sr(SOURCE, ["status", "--pidfile", sb.pidfile]);
+  assert.equal(st.code, 0);
+  assert.match(st.stdout, new RegExp(`^running \\(pid ${pid}, up [0-9]+s\\)\\n$`));
+  assert.equal(st.stderr, "");
+  Deno.kill(pid, "SIGKILL");
+  await waitFor(() => !locked(sb.pidfile));
+  const stale = await sr(SOURCE, ["status", "--pidfile", sb.pidfile]);
+  assert.equal(stale.code, 1);
+  assert.equal(stale.stdout, `not running, but the pid file names pid ${pid} (stale)\n`);
+});
