@@ -84,6 +84,15 @@ try {
     show(pidfile),
   ]);
 
+  console.log("   signal 0 sends nothing: it checks that the daemon runs and may be signalled:");
+  const check = await sr(["signal", "--pidfile", pidfile, "0"], [
+    "signal",
+    "--pidfile",
+    show(pidfile),
+    "0",
+  ]);
+  expect("signal 0 to find it running", check.code === 0);
+
   say("4. reload sends SIGHUP, through a pidfd, so a recycled pid is never signalled:");
   await sr(["reload", "--pidfile", pidfile], ["reload", "--pidfile", show(pidfile)]);
   const deadline = Date.now() + 3000;
@@ -119,7 +128,7 @@ try {
   const failed = await sr(failing, failing.map(show));
   expect("the failing start to exit 1", failed.code === 1);
 
-  say("Done: see 'singleton-run --help' and the README for run, restart, signal,");
+  say("Done: see 'singleton-run --help' and docs/cli.md for run, restart, signal,");
   console.log("--notify-fd / --notify-socket readiness, --user and the rest.");
 } finally {
   if (pid !== undefined) {
