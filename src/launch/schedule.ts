@@ -15,7 +15,8 @@
  * @module
  */
 
-import { parseSignal, quote } from "../ffi/mod.ts";
+import { quote } from "../ffi/errors.ts";
+import { parseSignal } from "../ffi/signals.ts";
 import { UsageError } from "../errors.ts";
 
 /** One step of a stop schedule. */
