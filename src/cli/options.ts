@@ -15,6 +15,7 @@ import {
   parseDuration,
   parseEnvEntry,
   parseInteger,
+  parseName,
   parseOutput,
   parsePath,
   parseRestartPolicy,
@@ -181,7 +182,7 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     arg: "USER[:GROUP]",
     commands: LAUNCH,
     help: "run as that user with its groups (root only)",
-    parse: parsePath,
+    parse: parseName,
   },
   output: {
     name: "output",
@@ -368,7 +369,7 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     commands: LAUNCH,
     needs: "supervise",
     help: "syslog ident and log name (default COMMAND's basename)",
-    parse: parsePath,
+    parse: parseName,
   },
 };
 

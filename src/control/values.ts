@@ -228,3 +228,16 @@ export function parsePath(text: string, option: string): string {
   if (text === "") throw new UsageError(`bad ${option} "": expected a path`);
   return text;
 }
+
+/**
+ * A name option (a user, a log name) that must not be empty.
+ *
+ * @param text the value
+ * @param option the option it came from
+ * @returns the name
+ * @throws {UsageError} when empty
+ */
+export function parseName(text: string, option: string): string {
+  if (text === "") throw new UsageError(`bad ${option} "": expected a name`);
+  return text;
+}

@@ -291,6 +291,12 @@ const cases: Case[] = [
     message: /bad --stop-schedule schedule "": it is empty/,
   },
   {
+    name: "an empty --user",
+    args: (sb) => ["start", "--user", "", "--pidfile", P(sb), "--", "true"],
+    code: 2,
+    message: /bad --user "": expected a name/,
+  },
+  {
     name: "a real-time signal past RTMAX",
     args: (sb) => ["signal", "--pidfile", P(sb), "RTMIN+31"],
     code: 2,
