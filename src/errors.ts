@@ -8,7 +8,11 @@
 
 /** A value given to the library or the command is malformed. */
 export class UsageError extends Error {
-  /** @param message what is wrong, naming the option or value */
+  /**
+   * Make the error for a malformed value.
+   *
+   * @param message what is wrong, naming the option or value
+   */
   constructor(message: string) {
     super(message);
     this.name = "UsageError";

@@ -16,6 +16,8 @@ export class NotRunningError extends Error {
   /** The pid a stale file named (it was not signalled; the file was emptied). */
   readonly stalePid: number | undefined;
   /**
+   * Make the error for a daemon that is not running.
+   *
    * @param path the pid file
    * @param stalePid the pid a stale file named, if any
    */
@@ -36,6 +38,8 @@ export class GuardTimeoutError extends Error {
   /** The guard file. */
   readonly path: string;
   /**
+   * Make the error for a guard held too long.
+   *
    * @param path the guard file
    * @param waitedMs how long we waited
    */
@@ -60,6 +64,8 @@ export class StartFailedError extends Error {
   /** The output file, if any. */
   readonly output: string | undefined;
   /**
+   * Make the error for a start that failed.
+   *
    * @param message why
    * @param pid the daemon's pid
    * @param exit how it ended
@@ -87,6 +93,8 @@ export class StopFailedError extends Error {
   /** The daemon's pid. */
   readonly pid: number | undefined;
   /**
+   * Make the error for a stop that failed.
+   *
    * @param message why
    * @param pid the pid
    */
@@ -99,7 +107,11 @@ export class StopFailedError extends Error {
 
 /** The caller aborted the action (the CLI: SIGINT, SIGTERM or SIGHUP) while it waited. */
 export class InterruptedError extends Error {
-  /** @param message what was interrupted */
+  /**
+   * Make the error for an interrupted action.
+   *
+   * @param message what was interrupted
+   */
   constructor(message: string) {
     super(message);
     this.name = "InterruptedError";

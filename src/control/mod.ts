@@ -73,7 +73,8 @@ export type {
   StopOptions,
   StopResult,
 } from "./options.ts";
-export type { DaemonPlan, LaunchedDaemon } from "../launch/plan.ts";
+export type { ExitReason } from "../ffi/mod.ts";
+export type { SuperviseConfig, SuperviseSettings, SupervisorStatus } from "../supervisor/stage.ts";
 export { parseSchedule, type Schedule, type ScheduleStep } from "../launch/schedule.ts";
 export { parseSignal, parseUmask } from "./values.ts";
 

@@ -5,7 +5,6 @@
  * @module
  */
 
-import type { DaemonPlan, LaunchedDaemon } from "../launch/plan.ts";
 import type { Schedule } from "../launch/schedule.ts";
 import type { SuperviseSettings, SupervisorStatus } from "../supervisor/stage.ts";
 
@@ -78,11 +77,6 @@ export interface StartOptions extends GuardOptions, LaunchOptions {
   readonly notifyFd?: number;
   /** sd_notify readiness: the daemon sends READY=1 to NOTIFY_SOCKET. */
   readonly notifySocket?: boolean;
-  /**
-   * What becomes the daemon (supervise mode replaces it).
-   * @default {launchDaemon}
-   */
-  readonly launch?: (plan: DaemonPlan) => LaunchedDaemon;
   /**
    * Supervise mode: the daemon is a supervisor that runs COMMAND, restarts
    * it, and tells `start` it is ready once COMMAND's first run is ready

@@ -98,6 +98,58 @@ export function precheckPidfileForRead(path: string): void {
 }
 
 /**
+ * Refuse a guard or output file that is the pid file (or, for the output,
+ * the guard), and an empty guard path: each would make the action misread
+ * or overwrite its own lock.
+ *
+ * @param options the pid file, the guard and the output file
+ * @throws {UsageError} naming the option
+ */
+export function checkPathsDiffer(
+  options: GuardOptions & { readonly output?: string },
+): void {
+  const { pidfile, guard, output } = options;
+  if (guard === "") throw new UsageError(`bad --guard "": it is empty`);
+  if (output === "") throw new UsageError(`bad --output "": it is empty`);
+  if (guard !== undefined && sameFile(guard, pidfile)) {
+    throw new UsageError(`--guard ${quote(guard)} is the pid file; the guard must be another file`);
+  }
+  if (output !== undefined) {
+    if (sameFile(output, pidfile)) {
+      throw new UsageError(`--output ${quote(output)} is the pid file`);
+    }
+    const guardFile = guard ?? `${pidfile}.lock`;
+    if (sameFile(output, guardFile)) {
+      throw new UsageError(`--output ${quote(output)} is the guard file`);
+    }
+  }
+}
+
+/** Two paths name one file: the same path once made absolute and normal, or the same inode. */
+function sameFile(a: string, b: string): boolean {
+  if (normalPath(a) === normalPath(b)) return true;
+  try {
+    const sa = lstat(a);
+    const sb = lstat(b);
+    return sa.dev === sb.dev && sa.ino === sb.ino;
+  } catch {
+    return false;
+  }
+}
+
+/** An absolute path without "." and ".." parts or repeated slashes. */
+function normalPath(path: string): string {
+  const full = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+  const parts: string[] = [];
+  for (const part of full.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") parts.pop();
+    else parts.push(part);
+  }
+  return `/${parts.join("/")}`;
+}
+
+/**
  * The directory part of a path.
  *
  * @param path the path
@@ -210,7 +262,7 @@ export interface Prepared {
 }
 
 export function prepareLaunch(
-  options: LaunchOptions & GuardOptions,
+  options: LaunchOptions & GuardOptions & { readonly output?: string },
   defaults: { cwd: string; keepNotify: boolean },
 ): Prepared {
   if (options.command.length === 0) throw new UsageError("missing COMMAND");
@@ -219,6 +271,7 @@ export function prepareLaunch(
   const path = resolveCommand(options.command[0]!, env, Deno.cwd());
   const cwd = options.chdir ?? defaults.cwd;
   checkDirectory(cwd);
+  checkPathsDiffer(options);
   precheckPidfile(options.pidfile);
   return {
     path,

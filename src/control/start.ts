@@ -184,9 +184,8 @@ function daemonPlan(
   };
 }
 
-/** The caller's launcher, the supervisor, or the command itself. */
+/** The supervisor, or the command itself. */
 function chooseLauncher(options: StartOptions): (plan: DaemonPlan) => LaunchedDaemon {
-  if (options.launch) return options.launch;
   if (!options.supervise) return launchDaemon;
   return superviseLauncher(options.supervise, {
     pidfile: options.pidfile,

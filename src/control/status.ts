@@ -10,7 +10,14 @@
 import { listDirectory } from "../ffi/mod.ts";
 import { cmdlineOf, processRuns, procStat, startedAt, vmRssKiB } from "../ffi/proc.ts";
 import { probeSync } from "../lock/pidfile.ts";
-import { fileIdentity, holdsLockInFdinfo, lockHolders, topHolders } from "../lock/holders.ts";
+import {
+  fileIdentity,
+  ForeignHolderError,
+  holdsLockInFdinfo,
+  lockHolders,
+  mayBeDaemon,
+  topHolders,
+} from "../lock/holders.ts";
 import { readSupervisorStatus } from "../supervisor/stage.ts";
 import type { StatusReport } from "./options.ts";
 
@@ -34,7 +41,12 @@ export function status(pidfile: string): StatusReport {
   const st = fileIdentity(pidfile);
   if (st && (named === undefined || holdsLockInFdinfo(named, st) === false)) {
     // The lock is held, but not by the pid the file names: say who holds it.
-    const holders = lockHolders(st);
+    const all = lockHolders(st);
+    const holders = all.filter((h) => mayBeDaemon(h, named));
+    if (holders.length === 0 && all.length > 0) {
+      const foreign = new ForeignHolderError(pidfile, topHolders(all)[0]!);
+      return { state: "unknown", code: 4, pid: null, pidfile, error: foreign.message };
+    }
     if (holders.length > 0) {
       const main = topHolders(holders)[0]!.pid;
       return {

@@ -10,21 +10,27 @@
 import {
   C,
   close,
+  ERRNO,
   kill,
+  lstat,
   pidfdOpen,
   pidfdSendSignal,
   pollWait,
   quote,
   signalName,
+  SystemError,
 } from "../ffi/mod.ts";
 import { processRuns } from "../ffi/proc.ts";
-import { AlreadyRunningError, PidFile, probeSync } from "../lock/pidfile.ts";
+import { PidFile, probeSync } from "../lock/pidfile.ts";
 import {
   type FileIdentity,
   fileIdentity,
+  ForeignHolderError,
   holdsLockInFdinfo,
   liveTargets,
   lockHolders,
+  mayBeDaemon,
+  onlyForeignHolder,
   openHolders,
   type Target,
 } from "../lock/holders.ts";
@@ -38,7 +44,7 @@ import {
   type StopOptions,
   type StopResult,
 } from "./options.ts";
-import { precheckPidfileForRead } from "./precheck.ts";
+import { checkPathsDiffer, dirname, precheckPidfileForRead } from "./precheck.ts";
 
 /** What stop and signal act on. */
 interface Targets {
@@ -68,7 +74,7 @@ async function findTargets(pidfile: string): Promise<Targets> {
     if (found.state === "absent") throw new NotRunningError(pidfile);
     if (found.state === "stale") {
       // Taking the lock to empty the file also proves nobody holds it (a probe can miss).
-      if (!await emptyPidfile(pidfile) && retry) continue;
+      if (!emptyPidfile(pidfile) && retry) continue;
       throw new NotRunningError(pidfile, found.pid);
     }
     const st = fileIdentity(pidfile);
@@ -92,8 +98,10 @@ async function findTargets(pidfile: string): Promise<Targets> {
         close(pidfd);
       }
     }
-    const list = openHolders(st);
+    const list = openHolders(st, (h) => mayBeDaemon(h, named));
     if (list.length > 0) return { named, isNamed: false, st, list };
+    const foreign = onlyForeignHolder(st, named);
+    if (foreign) throw new ForeignHolderError(pidfile, foreign);
     // No holder in sight: it may have let go just now (look again), or /proc hides it.
     if (retry) {
       await new Promise((r) => setTimeout(r, 10));
@@ -159,25 +167,41 @@ function pidList(pids: readonly number[]): string {
  * @throws {SystemError} for unreadable files and refused signals (EPERM)
  */
 export function stop(options: StopOptions): Promise<StopResult> {
-  precheckPidfileForRead(options.pidfile);
+  precheckSignal(options);
   return withGuard(options, () => stopLocked(options));
 }
 
 /**
- * Leave the pid file empty once nobody holds it: take the lock and release it
- * (which truncates).
+ * The checks of stop, signal and reload before the guard is taken: the paths
+ * must differ, the pid file must be readable; and with no directory for the
+ * pid file (a /run cleared by a reboot), nothing can run: not running, as
+ * status says, rather than a failure to create the guard.
+ *
+ * @throws {NotRunningError} when the pid file's directory does not exist
+ */
+function precheckSignal(options: GuardOptions): void {
+  checkPathsDiffer(options);
+  precheckPidfileForRead(options.pidfile);
+  try {
+    lstat(dirname(options.pidfile));
+  } catch (err) {
+    if (err instanceof SystemError && err.errno === ERRNO.ENOENT) {
+      throw new NotRunningError(options.pidfile);
+    }
+  }
+}
+
+/**
+ * Leave the pid file empty once nobody holds it.
  *
  * @returns false when the lock is still held; true once emptied, or when we
  *   may not open the file to check (what the probe said stands)
  */
-async function emptyPidfile(pidfile: string): Promise<boolean> {
+function emptyPidfile(pidfile: string): boolean {
   try {
-    const lock = await PidFile.acquire(pidfile);
-    lock.release();
+    return PidFile.empty(pidfile);
+  } catch {
     return true;
-  } catch (err) {
-    // Held again (or still: a /proc/locks miss), or we may not write it: leave it.
-    return !(err instanceof AlreadyRunningError);
   }
 }
 
@@ -209,7 +233,7 @@ export async function stopLocked(options: StopOptions): Promise<StopResult> {
    */
   const retarget = (sig: number): boolean => {
     if (liveTargets(targets).length > 0) return false;
-    const fresh = openHolders(found.st);
+    const fresh = openHolders(found.st, (h) => mayBeDaemon(h, found.named));
     targets.push(...fresh);
     for (const t of fresh) signalTarget(t, sig);
     return fresh.length > 0;
@@ -220,7 +244,7 @@ export async function stopLocked(options: StopOptions): Promise<StopResult> {
     const deadline = performance.now() + ms;
     let slice = 2;
     for (;;) {
-      if (probeSync(pidfile).state !== "running" && await emptyPidfile(pidfile)) return true;
+      if (probeSync(pidfile).state !== "running" && emptyPidfile(pidfile)) return true;
       const remaining = deadline - performance.now();
       if (remaining <= 0) return false;
       const wait = Math.max(1, Math.min(slice, remaining));
@@ -290,7 +314,7 @@ export async function stopLocked(options: StopOptions): Promise<StopResult> {
  * @throws {SystemError} EPERM and the like
  */
 export function signal(options: SignalOptions): Promise<number> {
-  precheckPidfileForRead(options.pidfile);
+  precheckSignal(options);
   return withGuard(options, async () => {
     const found = await findTargets(options.pidfile);
     try {

@@ -15,6 +15,8 @@ export interface ProcStat {
   readonly ppid: number;
   /** Its process group. */
   readonly pgid: number;
+  /** Its session (the pid of the session leader). */
+  readonly sid: number;
   /** When it started, in clock ticks since boot (field 22). */
   readonly startTicks: number;
 }
@@ -38,6 +40,7 @@ export function procStat(pid: number | "self"): ProcStat | undefined {
     state: f[0] ?? "?",
     ppid: Number(f[1]),
     pgid: Number(f[2]),
+    sid: Number(f[3]),
     startTicks: Number(f[19]), // field 22, counted from field 3
   };
 }

@@ -14,12 +14,15 @@
 import {
   C,
   close,
+  ERRNO,
   type FileStat,
   ids,
   listDirectory,
+  lookupUser,
   lstat,
   pidfdOpen,
   pollNow,
+  quote,
   readSmallFile,
   stat,
   SystemError,
@@ -35,8 +38,66 @@ export interface Holder {
   readonly ppid: number;
   /** Its process group. */
   readonly pgid: number;
+  /** Its session. */
+  readonly sid: number;
+  /** Its effective user (the owner of /proc/PID). */
+  readonly uid: number;
   /** When it started, in clock ticks since boot (field 22 of /proc/PID/stat). */
   readonly startTicks: number;
+}
+
+/**
+ * Another user's process holds the pid file's lock, and nothing ties it to
+ * the daemon: it is not signalled, and not reported as running.
+ */
+export class ForeignHolderError extends SystemError {
+  /** The process that holds the lock. */
+  readonly holder: number;
+  /** Its user id. */
+  readonly uid: number;
+  /**
+   * Make the error for a lock held by another user's process.
+   *
+   * @param path the pid file
+   * @param holder the process that holds its lock
+   */
+  constructor(path: string, holder: Holder) {
+    const name = lookupUserName(holder.uid);
+    super("flock", ERRNO.EPERM, {
+      path,
+      message: `pid file ${quote(path)} is locked by pid ${holder.pid} of user ${
+        name === undefined ? holder.uid : quote(name)
+      }, which is not the daemon; not acting on it (find out why that user holds it)`,
+    });
+    this.name = "ForeignHolderError";
+    this.holder = holder.pid;
+    this.uid = holder.uid;
+  }
+}
+
+function lookupUserName(uid: number): string | undefined {
+  try {
+    return lookupUser(String(uid))?.name;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether a holder may be the daemon, as root sees it: root's own process,
+ * the pid the file names (root wrote it), or a process in that pid's session
+ * (the daemon's children, which keep its session even when it is gone). Any
+ * other user's process can lock a readable file (`flock -s`); that makes it
+ * no daemon. As another user, /proc hides other users' descriptors, so every
+ * holder found is one's own.
+ *
+ * @param holder the holder
+ * @param named the pid the file names, if any
+ * @returns true when it may be acted on
+ */
+export function mayBeDaemon(holder: Holder, named: number | undefined): boolean {
+  if (ids.euid() !== 0 || holder.uid === 0) return true;
+  return named !== undefined && (holder.pid === named || holder.sid === named);
 }
 
 /** A holder to act on, named for good by a pidfd. */
@@ -99,11 +160,17 @@ export function holdsLockInFdinfo(pid: number, st: FileIdentity): boolean | unde
   return names.some((name) => !CONVENTIONAL_LOCK_FDS.includes(name) && holds(name));
 }
 
-/** ppid, process group and start time of a running process; undefined when gone or a zombie. */
+/** Parent, group, session, user and start time of a running process; undefined when gone or a zombie. */
 function holderFacts(pid: number): Holder | undefined {
   const st = procStat(pid);
   if (!st || st.state === "Z" || st.state === "X") return undefined;
-  return { pid, ppid: st.ppid, pgid: st.pgid, startTicks: st.startTicks };
+  let uid: number;
+  try {
+    uid = stat(`/proc/${pid}`).uid;
+  } catch {
+    return undefined;
+  }
+  return { pid, ppid: st.ppid, pgid: st.pgid, sid: st.sid, uid, startTicks: st.startTicks };
 }
 
 /** This process's pid and its ancestors' (up to init). */
@@ -166,30 +233,54 @@ export function topHolders(holders: readonly Holder[]): Holder[] {
 /**
  * Who holds a locked pid file: the pid it names when that process holds it
  * (or /proc does not let us tell), else the oldest top holder found in /proc
- * (the named pid again when none can be seen).
+ * that may be the daemon (the named pid again when none can be seen).
  *
  * @param path the pid file
  * @param named the pid the file names, if any
  * @returns the holder's pid, or undefined when none is named or seen
+ * @throws {ForeignHolderError} when only another user's processes hold it
  */
 export function lockHolder(path: string, named: number | undefined): number | undefined {
   const st = fileIdentity(path);
   if (!st) return named;
   if (named !== undefined && holdsLockInFdinfo(named, st) !== false) return named;
-  return topHolders(lockHolders(st))[0]?.pid ?? named;
+  const holders = topHolders(lockHolders(st));
+  const daemon = holders.find((h) => mayBeDaemon(h, named));
+  if (!daemon && holders[0]) throw new ForeignHolderError(path, holders[0]);
+  return daemon?.pid ?? named;
 }
 
 /**
- * pidfds on the top holders of the lock (see {@link topHolders}), each
- * re-checked after the open: a pid reused between the scan and the open does
- * not hold the lock, so it is dropped, never signalled.
+ * The first holder of the lock that cannot be the daemon, if every holder
+ * found is one of those.
  *
  * @param st the pid file's identity
+ * @param named the pid the file names, if any
+ * @returns that holder, or undefined
+ */
+export function onlyForeignHolder(
+  st: FileIdentity,
+  named: number | undefined,
+): Holder | undefined {
+  const holders = topHolders(lockHolders(st));
+  return holders.some((h) => mayBeDaemon(h, named)) ? undefined : holders[0];
+}
+
+/**
+ * pidfds on the top holders of the lock (see {@link topHolders}) that `keep`
+ * accepts, each re-checked after the open: a pid reused between the scan
+ * and the open does not hold the lock, so it is dropped, never signalled.
+ *
+ * @param st the pid file's identity
+ * @param keep which holders to take (by default, all)
  * @returns the targets; the caller closes their pidfds
  */
-export function openHolders(st: FileIdentity): Target[] {
+export function openHolders(
+  st: FileIdentity,
+  keep: (holder: Holder) => boolean = () => true,
+): Target[] {
   const out: Target[] = [];
-  for (const h of topHolders(lockHolders(st))) {
+  for (const h of topHolders(lockHolders(st)).filter(keep)) {
     let pidfd: number | undefined;
     try {
       pidfd = pidfdOpen(h.pid);

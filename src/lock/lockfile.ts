@@ -9,7 +9,7 @@
  * @module
  */
 
-import { C, close, openBeside, type OpenedFile, tryFlock } from "../ffi/mod.ts";
+import { C, openBeside, type OpenedFile, tryFlock } from "../ffi/mod.ts";
 
 /** How {@link openLockFile} opens a lock file. */
 export interface LockFileOptions {
@@ -61,20 +61,4 @@ export async function lockExclusive(
     await pause(remaining);
   }
   return true;
-}
-
-/**
- * Close a descriptor when `work` throws, then rethrow.
- *
- * @param fd the descriptor
- * @param work what may fail
- * @returns what `work` returns
- */
-export async function closeOnError<T>(fd: number, work: () => Promise<T>): Promise<T> {
-  try {
-    return await work();
-  } catch (err) {
-    close(fd);
-    throw err;
-  }
 }

@@ -210,6 +210,35 @@ export class PidFile {
   }
 
   /**
+   * Empty a pid file nobody holds: lock it (without waiting, without
+   * creating it) and cut it to nothing. Nothing is written first, so no
+   * reader ever sees this process's pid in the file, and a crash here leaves
+   * the old (stale) pid or nothing.
+   *
+   * @param path the pid file
+   * @returns true once emptied (or when there is no file), false when a holder keeps the lock
+   * @throws {SystemError} for a link, another kind of file, an untrusted file, no permission
+   */
+  static empty(path: string): boolean {
+    let fd: number;
+    let stat: FileStat;
+    try {
+      ({ fd, stat } = openBeside(path, { what: "pid file", access: "readwrite" }));
+    } catch (err) {
+      if (err instanceof SystemError && err.errno === ERRNO.ENOENT) return true;
+      throw err;
+    }
+    try {
+      checkPidFileStat(stat, path);
+      if (!tryFlock(fd, C.LOCK_EX, path)) return false;
+      if (stat.size > 0) ftruncate(fd, 0, path);
+      return true;
+    } finally {
+      close(fd); // and with it the lock
+    }
+  }
+
+  /**
    * Take over a locked descriptor this process inherited from the one that
    * started it (a daemon re-executed by `daemonize()`). The descriptor is
    * marked close-on-exec, so the daemon's own children do not keep the lock.
