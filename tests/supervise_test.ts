@@ -8,15 +8,12 @@
 import assert from "node:assert/strict";
 import { PidFile } from "../src/lock/pidfile.ts";
 import { type SuperviseConfig, SUPERVISOR_ENV } from "../src/supervisor/stage.ts";
-import {
-  CHILD_LOCK_FD,
-  childLockFd,
-  describeExit,
-  parseDuration,
-  parseOutput,
-  parseStopSchedule,
-  syslogHeader,
-} from "../src/supervisor/supervisor.ts";
+import { CHILD_LOCK_FD, childLockFd } from "../src/supervisor/child.ts";
+import { parseOutput, syslogHeader } from "../src/supervisor/output.ts";
+import { readSupervisorStatus, statePath, writeStateFile } from "../src/supervisor/state.ts";
+import { StopWalk } from "../src/supervisor/stopping.ts";
+import { parseSchedule } from "../src/launch/schedule.ts";
+import { describeExit } from "../src/launch/exit.ts";
 import {
   eventually,
   isAlive,
@@ -154,21 +151,9 @@ function groupMembers(pgid: number): number[] {
   return out;
 }
 
-Deno.test("parsers: stop schedule, durations, output targets, exit reasons, syslog header", () => {
-  assert.deepEqual(parseStopSchedule("TERM/5/KILL/2"), [
-    { signal: 15 },
-    { waitMs: 5000 },
-    { signal: 9 },
-    { waitMs: 2000 },
-  ]);
-  assert.deepEqual(parseStopSchedule("3")[1], { waitMs: 3000 });
-  assert.throws(() => parseStopSchedule("TERM/x"), /bad stop schedule/);
-  assert.equal(parseDuration("250ms"), 250);
-  assert.equal(parseDuration("1.5"), 1500);
-  assert.equal(parseDuration("2m"), 120_000);
-  assert.throws(() => parseDuration("soon"), /bad duration/);
-  assert.deepEqual(parseOutput("syslog:local3"), { kind: "syslog", facility: 152 });
-  assert.deepEqual(parseOutput("syslog"), { kind: "syslog", facility: 24 });
+Deno.test("parsers: output targets, exit reasons, syslog header", () => {
+  assert.deepEqual(parseOutput("syslog:local3"), { kind: "syslog", facility: "local3" });
+  assert.deepEqual(parseOutput("syslog"), { kind: "syslog", facility: "daemon" });
   assert.deepEqual(parseOutput("/var/log/x.log"), { kind: "file", path: "/var/log/x.log" });
   assert.throws(() => parseOutput("syslog:nope"), /unknown syslog facility "nope"/);
   assert.equal(describeExit({ exited: true, code: 3 }), "exit status 3");
@@ -639,7 +624,7 @@ Deno.test("supervise options: bad values are usage errors (2) before anything st
     [["--supervise", "--restart", "sometimes"], /bad --restart "sometimes"/],
     [["--supervise", "--restart-delay", "soon"], /bad --restart-delay "soon"/],
     [["--supervise", "--output", "syslog:nope"], /unknown syslog facility "nope"/],
-    [["--supervise", "--stop-schedule", "TERM/x"], /bad --stop-schedule "TERM\/x"/],
+    [["--supervise", "--stop-schedule", "TERM/x"], /bad --stop-schedule schedule "TERM\/x"/],
     [["--supervise", "--max-restarts", "-1"], /unknown option|bad --max-restarts/],
     [["--kill-group"], /--kill-group needs --supervise/],
   ];
@@ -820,7 +805,7 @@ Deno.test("a SIGKILLed supervisor leaves its child holding the lock: no second i
     const human = await sr(SOURCE, ["status", "--pidfile", pidfile]);
     assert.equal(human.code, 0);
     assert.match(
-      human.stderr,
+      human.stdout, // the status line is the command's output
       new RegExp(`running \\(pid ${child}\\b.*names pid ${supervisor}, which is gone`),
     );
 
@@ -925,4 +910,176 @@ Deno.test("stop without --kill-group: a worker left holding the lock after the c
   } finally {
     for (const pid of started) killQuietly(pid);
   }
+});
+
+Deno.test("--stop-schedule has start-stop-daemon's grammar: -TERM and forever walk, 5/TERM is refused", () => {
+  const walk = (text: string, turns: number) => {
+    const w = new StopWalk(parseSchedule(text, "--stop-schedule"));
+    const sent: number[] = [];
+    const waits: (number | "end" | "out")[] = [];
+    for (let i = 0; i < turns; i++) {
+      const t0 = performance.now();
+      if (!w.advance((sig) => sent.push(sig))) waits.push("out");
+      else waits.push(w.until === Infinity ? "end" : Math.round(w.until - t0));
+    }
+    return { sent, waits };
+  };
+  assert.deepEqual(walk("-TERM/2/forever/KILL/1", 4), {
+    sent: [15, 9, 9, 9],
+    waits: [2000, 1000, 1000, 1000],
+  });
+  assert.deepEqual(walk("HUP/forever", 2), { sent: [1], waits: ["end", "end"] });
+  assert.deepEqual(walk("TERM/1", 2), { sent: [15], waits: [1000, "out"] });
+  assert.deepEqual(walk("3", 2).sent, [15, 9]);
+  assert.throws(() => parseSchedule("5/TERM", "--stop-schedule"), /must start with a signal/);
+  assert.throws(() => parseSchedule("TERM/5/KILL", "--stop-schedule"), /must end with a timeout/);
+});
+
+Deno.test("output to syslog with no syslog daemon: lines are counted as dropped, said once", async () => {
+  try {
+    Deno.lstatSync("/dev/log");
+    console.log("skipped: /dev/log exists here, so nothing would be dropped");
+    return;
+  } catch { /* no syslog daemon: what this test needs */ }
+  await using dir = await tempDir();
+  const pidfile = dir.join("app.pid");
+  await using sup = new Supervisor({
+    pidfile,
+    ...script("echo one; echo two; echo three >&2; exec sleep 30"),
+    output: "syslog",
+    readiness: { kind: "alive", afterMs: 0 },
+  });
+  let seen: number | undefined;
+  await eventually("three dropped lines in the supervisor's state", () => {
+    seen = readSupervisorStatus(pidfile, sup.pid)?.dropped;
+    return seen !== undefined && seen >= 3;
+  });
+  Deno.kill(sup.pid, "SIGTERM");
+  assert.equal(await sup.exit(), 0);
+  const said = (await sup.stderr).match(/output is being dropped: cannot log to "\/dev\/log"/g);
+  assert.equal(said?.length, 1, "said once, not per line");
+});
+
+Deno.test("the state file's temp file is never followed through a planted link, and never left behind", async () => {
+  await using dir = await tempDir();
+  const path = statePath(dir.join("app.pid"));
+  const victim = dir.join("victim");
+  Deno.writeTextFileSync(victim, "secret\n", { mode: 0o600 });
+  Deno.symlinkSync(victim, `${path}.${Deno.pid}.tmp`);
+  const state = {
+    supervisorPid: Deno.pid,
+    childPid: null,
+    phase: "running",
+    restarts: 0,
+    lastExit: null,
+    lastExitAt: null,
+    childStartedAt: null,
+    supervisorStartedAt: new Date().toISOString(),
+    command: ["x"],
+    dropped: 0,
+  };
+  writeStateFile(path, state);
+  assert.equal(Deno.readTextFileSync(victim), "secret\n", "the link's target is untouched");
+  assert.equal(JSON.parse(Deno.readTextFileSync(path)).phase, "running");
+  assert.deepEqual(
+    [...Deno.readDirSync(dir.path)].map((e) => e.name).sort(),
+    ["app.pid.state", "victim"],
+  );
+
+  if (Deno.uid() !== 0) {
+    console.log("skipped: the full-disk case needs root (a small tmpfs)");
+    return;
+  }
+  const full = dir.join("full");
+  Deno.mkdirSync(full);
+  const mount = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", "size=16k", "tmpfs", full],
+  }).output();
+  assert.ok(mount.success, new TextDecoder().decode(mount.stderr));
+  try {
+    try {
+      Deno.writeFileSync(`${full}/filler`, new Uint8Array(1 << 20));
+    } catch { /* the disk is full now */ }
+    const big = { ...state, command: ["x".repeat(64 * 1024)] };
+    assert.throws(() => writeStateFile(`${full}/app.pid.state`, big), /no space left/);
+    assert.deepEqual([...Deno.readDirSync(full)].map((e) => e.name), ["filler"], "no temp file");
+  } finally {
+    await new Deno.Command("umount", { args: [full] }).output();
+  }
+});
+
+Deno.test("status trusts the state file only from the supervisor it names: no FIFO, link, device or forgery", async () => {
+  await using dir = await tempDir();
+  const pidfile = dir.join("app.pid");
+  const path = statePath(pidfile);
+  Deno.writeTextFileSync(pidfile, "");
+  // A daemon that is not supervised, and a forged state naming it as its own supervisor.
+  const daemon = new Deno.Command("sleep", { args: ["30"] }).spawn();
+  try {
+    const forged = { supervisorPid: daemon.pid, childPid: 1, restarts: 42, phase: "running" };
+    Deno.writeTextFileSync(path, JSON.stringify(forged));
+    assert.equal(readSupervisorStatus(pidfile, daemon.pid), undefined, "a forgery");
+  } finally {
+    daemon.kill("SIGKILL");
+    await daemon.status;
+  }
+  Deno.removeSync(path);
+
+  await using sup = new Supervisor({
+    pidfile,
+    ...script("exec sleep 30"),
+    readiness: { kind: "alive", afterMs: 0 },
+  });
+  await sup.child();
+  assert.equal(readSupervisorStatus(pidfile, sup.pid)?.phase, "running", "the real one");
+  const real = Deno.readTextFileSync(path);
+  for (
+    const [what, plant] of [
+      ["a FIFO", () => new Deno.Command("mkfifo", { args: [path] }).outputSync()],
+      ["a link to /dev/zero", () => Deno.symlinkSync("/dev/zero", path)],
+      ["a hard link", () => {
+        Deno.writeTextFileSync(dir.join("other"), real);
+        Deno.linkSync(dir.join("other"), path);
+      }],
+    ] as const
+  ) {
+    Deno.removeSync(path);
+    plant();
+    const t0 = performance.now();
+    assert.equal(readSupervisorStatus(pidfile, sup.pid), undefined, what);
+    assert.ok(performance.now() - t0 < 1000, `${what}: no wait`);
+  }
+  if (Deno.uid() === 0) {
+    Deno.removeSync(path);
+    Deno.writeTextFileSync(path, real);
+    Deno.chownSync(path, 65534, 65534); // another user's file
+    assert.equal(readSupervisorStatus(pidfile, sup.pid), undefined, "another user's file");
+  }
+});
+
+Deno.test("--output is never followed through a link, nor opened when it is a FIFO", async () => {
+  await using dir = await tempDir();
+  const victim = dir.join("victim");
+  Deno.writeTextFileSync(victim, "root:$6$hash:\n", { mode: 0o600 });
+  Deno.symlinkSync(victim, dir.join("link.log"));
+  await using linked = new Supervisor({
+    pidfile: dir.join("a.pid"),
+    ...script("echo leaked"),
+    output: dir.join("link.log"),
+  });
+  assert.equal(await linked.exit(5000), 1);
+  const err = await linked.stderr;
+  assert.match(err, /output file ".*link\.log": it is a symbolic link, which is never followed/);
+  assert.doesNotMatch(err, /hash/, "nothing of the target is shown");
+  assert.equal(Deno.readTextFileSync(victim), "root:$6$hash:\n");
+
+  const fifo = dir.join("fifo.log");
+  assert.ok((await new Deno.Command("mkfifo", { args: [fifo] }).output()).success);
+  await using piped = new Supervisor({
+    pidfile: dir.join("b.pid"),
+    ...script("echo hi"),
+    output: fifo,
+  });
+  assert.equal(await piped.exit(5000), 1, "no hang in open()");
+  assert.match(await piped.stderr, /is a FIFO, not a regular file|FIFO or socket nobody has open/);
 });

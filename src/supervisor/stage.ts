@@ -11,7 +11,8 @@
  * should get, so no environment travels in argv.
  *
  * This module and what it imports are the whole supervisor: no npm package,
- * no CLI code, so its memory stays near an empty Deno process.
+ * no CLI code, so it starts from source as any user and its memory stays
+ * near an empty Deno process.
  *
  * @module
  */
@@ -21,48 +22,36 @@ import { PidFile } from "../lock/pidfile.ts";
 import { selfCommand } from "../launch/spawn.ts";
 import { INTERNAL_FLAG, internalArgs } from "../launch/internal.ts";
 import type { DaemonPlan, LaunchedDaemon } from "../launch/plan.ts";
-import {
-  parseDuration,
-  parseOutput,
-  parseStopSchedule,
-  supervise,
-  type SuperviseOptions,
-  type SupervisorState,
-} from "./supervisor.ts";
+import { parseSchedule } from "../launch/schedule.ts";
+import { parseOutput } from "./output.ts";
+import { statePath } from "./state.ts";
+import type { SuperviseSettings } from "./settings.ts";
+import { type SuperviseOptions, Supervisor } from "./supervisor.ts";
+
+export type { ChildReadiness, RestartPolicy, SuperviseSettings } from "./settings.ts";
+
+export { readSupervisorStatus, statePath, type SupervisorStatus } from "./state.ts";
 
 /**
- * The supervisor's configuration, as it travels in argv (JSON): the child's
- * part is {@link SuperviseOptions}'s, with the stop schedule and the output
- * as the text the command line gave.
+ * The supervisor's configuration, as it travels in argv (JSON): the
+ * {@link SuperviseSettings}, and what the controller adds: the command, the
+ * pid file and the inherited descriptors.
  */
-export interface SuperviseConfig extends
-  Pick<
-    SuperviseOptions,
-    | "path"
-    | "argv"
-    | "cwd"
-    | "umask"
-    | "name"
-    | "restart"
-    | "restartDelay"
-    | "restartDelayMax"
-    | "minUptime"
-    | "maxRestarts"
-    | "restartWindow"
-    | "killGroup"
-    | "readiness"
-    | "readyTimeout"
-  > {
+export interface SuperviseConfig extends SuperviseSettings {
   /** The pid file the supervisor holds. */
   readonly pidfile: string;
   /** An inherited descriptor that holds the pid file's lock (start); absent: acquire it here. */
   readonly lockFd?: number;
   /** An inherited descriptor to write a newline to once the first child is ready. */
   readonly readyFd?: number;
-  /** start-stop-daemon schedule text for stopping the child, e.g. `TERM/5/KILL/2`. */
-  readonly stopSchedule?: string;
-  /** `syslog`, `syslog:FACILITY` or a file path; absent: the child shares our stdout/stderr. */
-  readonly output?: string;
+  /** The program, an absolute path. */
+  readonly path: string;
+  /** Its argv, `argv[0]` included. */
+  readonly argv: readonly string[];
+  /** Its working directory. */
+  readonly cwd?: string;
+  /** Its umask. */
+  readonly umask?: number;
   /**
    * Environment variables meant for the supervisor only (see
    * {@link SUPERVISOR_ENV}), removed from the child's environment.
@@ -82,21 +71,14 @@ export const SUPERVISOR_ENV: Readonly<Record<string, string>> = {
   DENO_V8_FLAGS: "--max-semi-space-size=1",
 };
 
-/** The names of the supervise options that take a duration, for the CLI's parser. */
-export const DURATION_OPTIONS = [
-  "restart-delay",
-  "restart-delay-max",
-  "min-uptime",
-  "restart-window",
-] as const;
-
 /**
  * Check a configuration and turn it into {@link SuperviseOptions}.
  *
  * @param config the configuration
  * @param env the child's environment
  * @returns the options, without `onReady`
- * @throws {TypeError} for a malformed value (restart policy, schedule, output)
+ * @throws {TypeError} for a malformed restart policy or number
+ * @throws {UsageError} for a malformed stop schedule or output
  */
 export function superviseOptions(
   config: SuperviseConfig,
@@ -126,22 +108,12 @@ export function superviseOptions(
     killGroup: config.killGroup ?? false,
     ...(config.stopSchedule === undefined
       ? {}
-      : { stopSchedule: parseStopSchedule(config.stopSchedule) }),
+      : { stopSchedule: parseSchedule(config.stopSchedule, "--stop-schedule") }),
     ...(config.output === undefined ? {} : { output: parseOutput(config.output) }),
     ...(config.readiness === undefined ? {} : { readiness: config.readiness }),
     ...(config.readyTimeout === undefined ? {} : { readyTimeout: config.readyTimeout }),
     statePath: statePath(config.pidfile),
   };
-}
-
-/**
- * The state file next to a pid file: `${pidfile}.state`.
- *
- * @param pidfile the pid file
- * @returns the state file's path
- */
-export function statePath(pidfile: string): string {
-  return `${pidfile}.state`;
 }
 
 /**
@@ -162,7 +134,7 @@ export async function runSupervisor(
   try {
     const options = superviseOptions(config, env);
     const readyFd = config.readyFd;
-    return await supervise({
+    const supervisor = new Supervisor({
       ...options,
       lockFd: lock.fd, // every child holds the lock too (CHILD_LOCK_FD)
       onReady: () => {
@@ -175,6 +147,7 @@ export async function runSupervisor(
         close(readyFd);
       },
     });
+    return await supervisor.run();
   } finally {
     lock.release();
   }
@@ -217,12 +190,6 @@ export async function superviseStage(args: readonly string[]): Promise<number> {
 
 /** The descriptor on which the supervisor tells `start` that its first child is ready. */
 export const SUPERVISOR_READY_FD = 5;
-
-/** The supervise options as the command line gives them (durations in ms). */
-export type SuperviseSettings = Omit<
-  SuperviseConfig,
-  "pidfile" | "lockFd" | "readyFd" | "path" | "argv" | "cwd" | "umask" | "unsetEnv"
->;
 
 /**
  * The argv that starts the supervisor: this stage module itself under
@@ -283,51 +250,6 @@ export function superviseLauncher(
   };
 }
 
-/** What `status --json` shows of a supervisor, from its state file. */
-export interface SupervisorStatus {
-  /** The supervised child's pid, or null between children. */
-  readonly childPid: number | null;
-  /** `starting`, `running`, `backoff`, `stopping` or `exited`. */
-  readonly phase: string;
-  /** How many times the command was started again. */
-  readonly restarts: number;
-  /** How the last child ended, or null. */
-  readonly lastExit: string | null;
-  /** When the current child started (ISO 8601), or null. */
-  readonly childStartTime: string | null;
-  /** The current child's uptime in seconds, or null. */
-  readonly childUptimeSeconds: number | null;
-}
-
-/**
- * Read the supervisor's state file, if the pid file's holder is the
- * supervisor that wrote it.
- *
- * @param pidfile the pid file
- * @param pid the pid the pid file names (and that holds its lock)
- * @returns the supervisor's view, or undefined when not supervised
- */
-export function readSupervisorStatus(pidfile: string, pid: number): SupervisorStatus | undefined {
-  let state: SupervisorState;
-  try {
-    state = JSON.parse(Deno.readTextFileSync(statePath(pidfile)));
-  } catch {
-    return undefined;
-  }
-  if (state.supervisorPid !== pid) return undefined;
-  const started = state.childStartedAt ? Date.parse(state.childStartedAt) : NaN;
-  return {
-    childPid: state.childPid,
-    phase: state.phase,
-    restarts: state.restarts,
-    lastExit: state.lastExit,
-    childStartTime: state.childStartedAt,
-    childUptimeSeconds: Number.isFinite(started)
-      ? Math.max(0, Math.round((Date.now() - started) / 10) / 100)
-      : null,
-  };
-}
-
 function writeErr(message: string): void {
   try {
     writeAll(2, new TextEncoder().encode(`singleton-run: ${message}\n`));
@@ -344,5 +266,3 @@ if (import.meta.main) {
   }
   Deno.exit(await superviseStage(rest));
 }
-
-export { parseDuration };

@@ -1,0 +1,27 @@
+/**
+ * The supervisor's defaults, each defined once: the supervisor applies them,
+ * the CLI prints them in its help. Imports nothing.
+ *
+ * @module
+ */
+
+/** When to start the command again: after a failure (non-zero exit, a signal). */
+export const DEFAULT_RESTART_POLICY = "on-failure";
+/** The first restart delay, in ms; it doubles with each quick failure. */
+export const DEFAULT_RESTART_DELAY_MS = 1000;
+/** The longest restart delay, in ms. */
+export const DEFAULT_RESTART_DELAY_MAX_MS = 60_000;
+/** A child that ran this long (ms) resets the backoff. */
+export const DEFAULT_MIN_UPTIME_MS = 10_000;
+/** Give up after this many restarts within the restart window. */
+export const DEFAULT_MAX_RESTARTS = 5;
+/** The crash-loop window, in ms. */
+export const DEFAULT_RESTART_WINDOW_MS = 60_000;
+/** How the supervisor stops its child, in start-stop-daemon's `--retry` grammar. */
+export const DEFAULT_CHILD_STOP_SCHEDULE = "TERM/5/KILL/2";
+/** A child that is still alive after this long (ms) counts as ready. */
+export const DEFAULT_CHILD_READY_AFTER_MS = 100;
+/** How long a child that notifies may take to become ready, in ms. */
+export const DEFAULT_CHILD_READY_TIMEOUT_MS = 60_000;
+/** The facility of `--output syslog` without one. */
+export const DEFAULT_SYSLOG_FACILITY = "daemon";

@@ -1,0 +1,80 @@
+/**
+ * The supervise options as a caller gives them (`start --supervise`, `run
+ * --supervise`, the control API's `supervise`): plain data, durations in
+ * milliseconds, the stop schedule and the output as text. Imports nothing.
+ *
+ * @module
+ */
+
+/** When to start the command again after it exits. */
+export type RestartPolicy = "on-failure" | "always" | "never";
+
+/** How the supervisor learns that a child is ready. */
+export type ChildReadiness =
+  /** Alive after `afterMs`. */
+  | { readonly kind: "alive"; readonly afterMs: number }
+  /** Writes a newline to descriptor `fd` (s6 style, `NOTIFY_FD`). */
+  | { readonly kind: "fd"; readonly fd: number }
+  /** Sends `READY=1` to `NOTIFY_SOCKET` (sd_notify). */
+  | { readonly kind: "socket" };
+
+/** How to supervise the command. */
+export interface SuperviseSettings {
+  /**
+   * The syslog ident and the name in the supervisor's messages.
+   * @default {the program's basename}
+   */
+  readonly name?: string;
+  /**
+   * When to start the command again.
+   * @default {"on-failure"}
+   */
+  readonly restart?: RestartPolicy;
+  /**
+   * The first restart delay, in ms; it doubles with each quick failure.
+   * @default {1000}
+   */
+  readonly restartDelay?: number;
+  /**
+   * The longest restart delay, in ms.
+   * @default {60000}
+   */
+  readonly restartDelayMax?: number;
+  /**
+   * A child that ran this long (ms) resets the backoff.
+   * @default {10000}
+   */
+  readonly minUptime?: number;
+  /**
+   * Give up after this many restarts within `restartWindow`; 0 for never.
+   * @default {5}
+   */
+  readonly maxRestarts?: number;
+  /**
+   * The crash-loop window, in ms.
+   * @default {60000}
+   */
+  readonly restartWindow?: number;
+  /** Signal the child's whole process group (it is started as a group leader). */
+  readonly killGroup?: boolean;
+  /**
+   * How a child shows it is ready.
+   * @default {{ kind: "alive", afterMs: 100 }}
+   */
+  readonly readiness?: ChildReadiness;
+  /**
+   * How long a notifying child may take to become ready, in ms.
+   * @default {60000}
+   */
+  readonly readyTimeout?: number;
+  /**
+   * How to stop the child, in start-stop-daemon's `--retry` grammar.
+   * @default {"TERM/5/KILL/2"}
+   */
+  readonly stopSchedule?: string;
+  /**
+   * `syslog`, `syslog:FACILITY` or a file path; absent: the child shares
+   * the supervisor's stdout and stderr.
+   */
+  readonly output?: string;
+}

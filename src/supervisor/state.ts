@@ -1,0 +1,184 @@
+/**
+ * The supervisor's state file, `PIDFILE.state`: what `status --json` shows
+ * of a supervised daemon (the child's pid, its phase, restarts, the last
+ * exit, dropped output lines). Written by the supervisor, which holds the
+ * pid file's lock, through an exclusively created temp file renamed into
+ * place; read by `status` only when the file is a plain file owned by root
+ * or the pid file's owner, and only about the supervisor the pid file names.
+ *
+ * Small and light on purpose: `status` imports it.
+ *
+ * @module
+ */
+
+import {
+  close,
+  ERRNO,
+  ids,
+  lstat,
+  openBeside,
+  readBounded,
+  SystemError,
+  writeAll,
+} from "../ffi/mod.ts";
+import { cmdlineOf } from "../ffi/proc.ts";
+import { INTERNAL_FLAG } from "../launch/internal.ts";
+
+/** What the supervisor records in its state file on every change. */
+export interface SupervisorState {
+  /** The supervisor's own pid (the one the pid file names). */
+  readonly supervisorPid: number;
+  /** The child's pid, or null between children. */
+  readonly childPid: number | null;
+  /** `starting`, `running` (ready), `backoff`, `stopping`, `exited`. */
+  readonly phase: string;
+  /** How many times the command has been started again. */
+  readonly restarts: number;
+  /** How the last child ended, in words, or null before the first exit. */
+  readonly lastExit: string | null;
+  /** When the last child ended (ISO 8601), or null. */
+  readonly lastExitAt: string | null;
+  /** When the current child started (ISO 8601), or null. */
+  readonly childStartedAt: string | null;
+  /** When the supervisor started (ISO 8601). */
+  readonly supervisorStartedAt: string;
+  /** The command's argv. */
+  readonly command: readonly string[];
+  /** Output lines that could not be delivered (syslog unreachable) and were dropped. */
+  readonly dropped: number;
+}
+
+/** The largest state file read: a file swapped for something endless cannot grow a reader. */
+const MAX_STATE_BYTES = 64 * 1024;
+
+/**
+ * The state file next to a pid file: `${pidfile}.state`.
+ *
+ * @param pidfile the pid file
+ * @returns the state file's path
+ */
+export function statePath(pidfile: string): string {
+  return `${pidfile}.state`;
+}
+
+/**
+ * Replace the state file: write a temp file beside it, created exclusively
+ * without following links, then rename it into place. On any failure the
+ * temp file is removed, so a full disk leaves nothing behind.
+ *
+ * @param path the state file
+ * @param state what to record
+ * @throws {SystemError} when it cannot be written (the old state stays)
+ */
+export function writeStateFile(path: string, state: SupervisorState): void {
+  const tmp = `${path}.${ids.pid()}.tmp`;
+  const fd = createTemp(tmp);
+  let done = false;
+  try {
+    writeAll(fd, new TextEncoder().encode(JSON.stringify(state) + "\n"), tmp);
+    close(fd);
+    Deno.renameSync(tmp, path);
+    done = true;
+  } finally {
+    if (!done) {
+      try {
+        close(fd);
+      } catch {
+        // already closed
+      }
+      removeQuietly(tmp);
+    }
+  }
+}
+
+/** Create the temp file; one that is in the way (a leftover, or planted) is removed once. */
+function createTemp(tmp: string): number {
+  const open = () =>
+    openBeside(tmp, { what: "state file", access: "write", create: 0o644, exclusive: true }).fd;
+  try {
+    return open();
+  } catch (err) {
+    if (!(err instanceof SystemError) || err.errno !== ERRNO.EEXIST) throw err;
+    removeQuietly(tmp); // unlink removes a planted link itself, never its target
+    return open();
+  }
+}
+
+function removeQuietly(path: string): void {
+  try {
+    Deno.removeSync(path);
+  } catch {
+    // gone already, or nothing we can do
+  }
+}
+
+/** What `status --json` shows of a supervisor, from its state file. */
+export interface SupervisorStatus {
+  /** The supervised child's pid, or null between children. */
+  readonly childPid: number | null;
+  /** `starting`, `running`, `backoff`, `stopping` or `exited`. */
+  readonly phase: string;
+  /** How many times the command was started again. */
+  readonly restarts: number;
+  /** How the last child ended, or null. */
+  readonly lastExit: string | null;
+  /** When the current child started (ISO 8601), or null. */
+  readonly childStartTime: string | null;
+  /** The current child's uptime in seconds, or null. */
+  readonly childUptimeSeconds: number | null;
+  /** Output lines dropped because they could not be delivered. */
+  readonly dropped: number;
+}
+
+/**
+ * Read the supervisor's state file, if the pid file's holder is the
+ * supervisor that wrote it: the file must be a regular file with one name,
+ * owned by root or by the pid file's owner, name `pid` as its supervisor,
+ * and `pid` must be running the supervisor stage. Never blocks, never reads
+ * more than 64 KiB.
+ *
+ * @param pidfile the pid file
+ * @param pid the pid the pid file names (and that holds its lock)
+ * @returns the supervisor's view, or undefined when not supervised (or not to be trusted)
+ */
+export function readSupervisorStatus(pidfile: string, pid: number): SupervisorStatus | undefined {
+  if (!isSupervisorProcess(pid)) return undefined;
+  let state: Partial<SupervisorState>;
+  try {
+    const { fd, stat } = openBeside(statePath(pidfile), { what: "state file", access: "read" });
+    try {
+      if (stat.uid !== 0 && stat.uid !== lstat(pidfile).uid) return undefined;
+      state = JSON.parse(new TextDecoder().decode(readBounded(fd, MAX_STATE_BYTES)));
+    } finally {
+      close(fd);
+    }
+  } catch {
+    return undefined;
+  }
+  if (state?.supervisorPid !== pid) return undefined;
+  const started = typeof state.childStartedAt === "string" ? Date.parse(state.childStartedAt) : NaN;
+  return {
+    childPid: typeof state.childPid === "number" ? state.childPid : null,
+    phase: String(state.phase ?? "unknown"),
+    restarts: typeof state.restarts === "number" ? state.restarts : 0,
+    lastExit: typeof state.lastExit === "string" ? state.lastExit : null,
+    childStartTime: Number.isFinite(started) ? state.childStartedAt! : null,
+    childUptimeSeconds: Number.isFinite(started)
+      ? Math.max(0, Math.round((Date.now() - started) / 10) / 100)
+      : null,
+    dropped: typeof state.dropped === "number" ? state.dropped : 0,
+  };
+}
+
+/**
+ * Whether a process is a supervisor: the supervisor stage (its argv holds
+ * the internal flag and role), or `run --supervise` in the foreground.
+ */
+function isSupervisorProcess(pid: number): boolean {
+  const argv = cmdlineOf(pid);
+  if (!argv) return false;
+  const at = argv.indexOf(INTERNAL_FLAG);
+  if (at >= 0) return argv[at + 1] === "supervisor";
+  const options = argv.slice(0, (argv.indexOf("--") + 1 || argv.length + 1) - 1);
+  return options.includes("run") && options.includes("--supervise");
+}
