@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type Command, COMMANDS, type Defaults, OPTION_LIST } from "./options.ts";
+import { type Command, COMMANDS, type Defaults, octal, OPTION_LIST } from "./options.ts";
 
 /** The program's name, as messages and the help spell it. */
 export const NAME = "singleton-run";
@@ -32,27 +32,35 @@ const SUMMARY: Record<Command, string> = {
   signal: "send any signal (name, number, RTMIN+N; 0 only checks)",
 };
 
-const DESCRIPTION: Record<Command, string> = {
-  start: `Start COMMAND as a daemon: new session, cwd /, umask 022, stdin from
+const DESCRIPTION: Record<Command, (d: Defaults) => string> = {
+  start: (d) =>
+    `Start COMMAND as a daemon: new session, cwd ${d.DEFAULT_CHDIR}, umask ${
+      octal(d.DEFAULT_UMASK)
+    }, stdin from
 /dev/null, stdout and stderr to /dev/null or --output, no other inherited
 descriptor but the pid file lock (fd 3; fd 4 when --notify-fd is 3).
 Prints the daemon's pid once it is ready. Exit 3 if already running.`,
-  run: `Take the pid file lock, then exec COMMAND in the foreground: it keeps this
+  run: () =>
+    `Take the pid file lock, then exec COMMAND in the foreground: it keeps this
 pid and the lock, and its exit status is ${NAME}'s. For systemd,
 containers, cron and deno task scripts.`,
-  stop: `Signal the daemon through a pidfd (after re-checking that it holds the
+  stop: () =>
+    `Signal the daemon through a pidfd (after re-checking that it holds the
 lock, so a recycled pid is never signalled) and wait for the lock to be
 released. A stale pid file is never signalled; it is emptied. After a stop
 the pid file is left empty. Exit 3 if not running; exit 1 if it still runs
 after the schedule.`,
-  status: `Report the daemon's state without waiting for anything, as one line on
+  status: () =>
+    `Report the daemon's state without waiting for anything, as one line on
 stdout (or JSON). Exit codes (LSB): 0 running, 1 not running but the pid
 file names a pid (stale), 3 not running, 4 cannot tell (e.g. no
 permission; the reason goes to stderr).`,
-  restart: `Stop the daemon if it runs, then start COMMAND, under one hold of the guard
+  restart: () =>
+    `Stop the daemon if it runs, then start COMMAND, under one hold of the guard
 lock. Prints the new pid. Takes start's options and stop's --retry.`,
-  reload: `Send SIGHUP to the daemon (re-read its configuration). Exit 3 if not running.`,
-  signal: `Send SIGNAL to the daemon: a name (TERM, SIGTERM), a number (15), a
+  reload: () => `Send SIGHUP to the daemon (re-read its configuration). Exit 3 if not running.`,
+  signal: () =>
+    `Send SIGNAL to the daemon: a name (TERM, SIGTERM), a number (15), a
 real-time signal (RTMIN+N, SIGRTMIN+N, RTMAX-N; RTMIN is 34 with glibc),
 or 0 to check that it runs and could be signalled, sending nothing.
 Exit 3 if not running.`,
@@ -92,7 +100,7 @@ export function commandHelp(cmd: Command, defaults: Defaults): string {
   const lines = [
     `Usage: ${NAME} ${USAGE[cmd].replace(/ +/, " ")}`,
     "",
-    DESCRIPTION[cmd],
+    DESCRIPTION[cmd](defaults),
     "",
     "Options:",
   ];
@@ -100,7 +108,8 @@ export function commandHelp(cmd: Command, defaults: Defaults): string {
     if (!spec.commands.includes(cmd)) continue;
     const left = `  --${spec.name}${spec.arg ? ` ${spec.arg}` : ""}`;
     const shown = spec.shown?.(defaults, cmd);
-    const text = (typeof spec.help === "string" ? spec.help : spec.help(cmd)) +
+    const text = (spec.supervisedIn?.includes(cmd) ? "with --supervise: " : "") +
+      (typeof spec.help === "string" ? spec.help : spec.help(cmd)) +
       (shown === undefined ? "" : ` (default ${shown})`);
     const wrapped = wrap(text, WIDTH - COLUMN);
     if (left.length < COLUMN - 1) {

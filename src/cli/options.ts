@@ -78,6 +78,8 @@ interface Base {
   readonly shown?: (defaults: Defaults, cmd: Command) => string | undefined;
   /** Which other option it belongs to: given without it, a usage error. */
   readonly needs?: "supervise";
+  /** The commands where it needs --supervise (while others take it alone). */
+  readonly supervisedIn?: readonly Command[];
 }
 
 /** One option, typed by the value it gives. */
@@ -103,6 +105,11 @@ const GUARDED: readonly Command[] = ["start", "run", "stop", "restart", "reload"
 /** Seconds for the help, from milliseconds. */
 function seconds(ms: number | undefined): string | undefined {
   return ms === undefined ? undefined : String(ms / 1000);
+}
+
+/** A umask for the help: 022. */
+export function octal(mask: number): string {
+  return mask.toString(8).padStart(3, "0");
 }
 
 /** A duration for the help, from milliseconds: 500ms, 10s, 2m. */
@@ -153,7 +160,7 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     arg: "DIR",
     commands: LAUNCH,
     help: (cmd) => `working directory${cmd === "run" ? " (default: unchanged)" : ""}`,
-    shown: (d, cmd) => cmd === "run" ? undefined : constant(d, "DEFAULT_CHDIR") as string,
+    shown: (d, cmd) => cmd === "run" ? undefined : d.DEFAULT_CHDIR,
     parse: parsePath,
   },
   umask: {
@@ -162,10 +169,7 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     arg: "OCTAL",
     commands: LAUNCH,
     help: (cmd) => `umask${cmd === "run" ? " (default: unchanged)" : ""}`,
-    shown: (d, cmd) => {
-      const v = constant(d, "DEFAULT_UMASK");
-      return cmd === "run" || typeof v !== "number" ? undefined : v.toString(8).padStart(3, "0");
-    },
+    shown: (d, cmd) => cmd === "run" ? undefined : octal(d.DEFAULT_UMASK),
     parse: parseUmask,
   },
   env: {
@@ -189,9 +193,12 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     kind: "value",
     arg: "FILE",
     commands: LAUNCH,
-    help: "append stdout and stderr to FILE (default /dev/null); with --supervise, " +
-      "appended line by line and reopened on SIGHUP/SIGUSR1, or syslog[:FACILITY]: " +
-      "stdout to syslog at info, stderr at err, with COMMAND's pid",
+    supervisedIn: ["run"],
+    help: (cmd) =>
+      (cmd === "run" ? "" : "append stdout and stderr to FILE (default /dev/null); with " +
+        "--supervise, ") +
+      "appended line by line and reopened on SIGHUP/SIGUSR1, or syslog[:FACILITY]: stdout " +
+      "to syslog at info, stderr at err, with COMMAND's pid",
     parse: parseOutput,
   },
   readyTimeout: {
@@ -199,6 +206,7 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     kind: "value",
     arg: "SECS",
     commands: LAUNCH,
+    supervisedIn: ["run"],
     help: "bound on every wait for readiness",
     shown: (d) => seconds(d.DEFAULT_READY_TIMEOUT_MS),
     parse: (text, option) => parseSeconds(text, option, { positive: true }),
@@ -208,9 +216,11 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     kind: "value",
     arg: "MS",
     commands: LAUNCH,
+    supervisedIn: ["run"],
     help: "without a notify option: ready when still alive MS milliseconds after the exec",
-    shown: (d) => {
+    shown: (d, cmd) => {
       const supervised = msConstant(d, "DEFAULT_CHILD_READY_AFTER_MS");
+      if (cmd === "run") return supervised?.toString();
       return `${d.DEFAULT_READY_AFTER_MS}${
         supervised === undefined ? "" : `; with --supervise ${supervised}`
       }`;
@@ -222,6 +232,7 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     kind: "value",
     arg: "N",
     commands: LAUNCH,
+    supervisedIn: ["run"],
     help: "ready when the daemon writes a newline to fd N (s6); NOTIFY_FD=N is set " +
       "in its environment",
     parse: (text, option) => parseInteger(text, option, { min: 3, max: 1023 }),
@@ -230,6 +241,7 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     name: "notify-socket",
     kind: "switch",
     commands: LAUNCH,
+    supervisedIn: ["run"],
     help: "ready when the daemon sends READY=1 to NOTIFY_SOCKET (sd_notify; STATUS=, " +
       "MAINPID=, EXTEND_TIMEOUT_USEC=, ERRNO= are understood)",
   },

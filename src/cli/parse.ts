@@ -131,11 +131,10 @@ function check(
       const set = spec.kind === "switch" ? store[key] === true : given.has(name);
       if (spec.needs === "supervise" && set) throw new UsageError(`--${name} needs --supervise`);
     }
-    if (cmd === "run") {
-      for (const name of ["output", "ready-timeout", "ready-after", "notify-fd", "notify-socket"]) {
-        if (given.has(name) || (name === "notify-socket" && v.notifySocket)) {
-          throw new UsageError(`--${name} with run needs --supervise`);
-        }
+    for (const [name, [key, spec]] of table) {
+      const set = spec.kind === "switch" ? store[key] === true : given.has(name);
+      if (spec.supervisedIn?.includes(cmd) && set) {
+        throw new UsageError(`--${name} with ${cmd} needs --supervise`);
       }
     }
     if (v.output?.kind === "syslog") {
