@@ -25,6 +25,23 @@ export { parseSignal, quote, SIGRTMAX, SIGRTMIN };
  */
 export const MAX_WAIT_MS = 2_147_483_647;
 
+/**
+ * Check a wait given to the library in milliseconds (`readyTimeout`,
+ * `guardTimeout`, a supervise duration): the command line's parsers bound
+ * theirs; a program calling the library directly gets the same bound.
+ *
+ * @param ms the value
+ * @param name the option's name, for the message
+ * @returns the value
+ * @throws {UsageError} when not a number from 0 to {@link MAX_WAIT_MS}
+ */
+export function checkWaitMs(ms: number, name: string): number {
+  if (!(ms >= 0 && ms <= MAX_WAIT_MS)) {
+    throw new UsageError(`bad ${name} ${ms}: expected milliseconds from 0 to ${MAX_WAIT_MS}`);
+  }
+  return ms;
+}
+
 const DECIMAL = /^[0-9]+(\.[0-9]+)?$/;
 
 function bad(option: string, text: string, expected: string): UsageError {
