@@ -16,6 +16,7 @@ import { quote } from "../ffi/errors.ts";
 import { parseSignal, SIGRTMAX, SIGRTMIN } from "../ffi/signals.ts";
 import { parseSchedule, type Schedule } from "../launch/schedule.ts";
 import { FACILITIES, isFacility, type SyslogFacility } from "../syslog/codes.ts";
+import { DEFAULT_SYSLOG_FACILITY } from "../supervisor/defaults.ts";
 
 export { parseSignal, quote, SIGRTMAX, SIGRTMIN };
 
@@ -210,7 +211,8 @@ export type OutputTarget =
   | { readonly kind: "syslog"; readonly facility: SyslogFacility };
 
 /**
- * `--output`: `syslog`, `syslog:FACILITY` (daemon by default), or a file.
+ * `--output`: `syslog`, `syslog:FACILITY` (the supervisor's default facility
+ * when none is given), or a file.
  *
  * @param text the value
  * @param option the option it came from
@@ -219,7 +221,9 @@ export type OutputTarget =
  */
 export function parseOutput(text: string, option = "--output"): OutputTarget {
   if (text === "syslog" || text.startsWith("syslog:")) {
-    const facility = text === "syslog" ? "daemon" : text.slice("syslog:".length).toLowerCase();
+    const facility = text === "syslog"
+      ? DEFAULT_SYSLOG_FACILITY
+      : text.slice("syslog:".length).toLowerCase();
     if (!isFacility(facility)) {
       throw new UsageError(
         `bad ${option} ${quote(text)}: unknown syslog facility ${quote(facility)} (one of ${
