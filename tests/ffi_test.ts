@@ -22,6 +22,7 @@ import {
   setCloexec,
   signalName,
   SystemError,
+  tryFlock,
   UnsupportedPlatformError,
   writeAll,
 } from "../src/ffi/mod.ts";
@@ -208,4 +209,52 @@ Deno.test("errno is captured when the call fails, whatever runs before it is rea
   assert.equal(errno(), 9);
   assert.ok(listDirectory("/proc/self/fd").includes("0"));
   assert.match(readSmallFile("/proc/self/status"), /^Name:/);
+});
+
+Deno.test("a lock held elsewhere always reads as held: under signals, GC and calls on other threads", async () => {
+  await using dir = await tempDir();
+  const path = dir.join("p.pid.lock");
+  const holder = open(path, C.O_RDWR | C.O_CREAT | C.O_CLOEXEC, 0o644);
+  const other = open(path, C.O_RDWR | C.O_CLOEXEC, 0o644);
+  assert.ok(tryFlock(holder, C.LOCK_EX, path));
+  const onSignal = () => {};
+  Deno.addSignalListener("SIGUSR2", onSignal);
+  const [r, w] = pipe();
+  let stop = false;
+  // Blocking calls on worker threads and failing file opens, all the while.
+  const busy = Promise.all([
+    (async () => {
+      while (!stop) await pollWait([{ fd: r, events: C.POLLIN }], 1);
+    })(),
+    (async () => {
+      while (!stop) await Deno.stat(`${path}.missing`).catch(() => {});
+    })(),
+  ]);
+  const kicker = new Deno.Command("sh", {
+    args: ["-c", `while kill -USR2 ${Deno.pid} 2>/dev/null; do :; done`],
+  }).spawn();
+  const failures: string[] = [];
+  let calls = 0;
+  try {
+    const until = performance.now() + 1500;
+    while (performance.now() < until) {
+      try {
+        if (tryFlock(other, C.LOCK_EX, path)) failures.push("took a held lock");
+      } catch (err) {
+        failures.push(String(err));
+      }
+      if (++calls % 500 === 0) {
+        Array.from({ length: 2000 }, (_, i) => ({ i })); // garbage
+        await new Promise((r) => setTimeout(r, 0));
+      }
+    }
+  } finally {
+    stop = true;
+    kicker.kill("SIGKILL");
+    await kicker.status;
+    await busy;
+    Deno.removeSignalListener("SIGUSR2", onSignal);
+    for (const fd of [r, w, other, holder]) close(fd);
+  }
+  assert.deepEqual(failures.slice(0, 3), [], `${failures.length} of ${calls} calls misread`);
 });

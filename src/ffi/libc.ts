@@ -56,7 +56,10 @@ function load(): { lib: Libc; platform: Platform } {
 function lazySymbols(path: string): Libc {
   const errnoAt = Deno.dlopen(path, { __errno_location: symbols.__errno_location }).symbols
     .__errno_location();
-  const view = new Deno.UnsafePointerView(errnoAt!);
+  // A typed array over this thread's errno: reading it is a plain load, not a
+  // function call, so no V8 interrupt (a GC step, which may make system calls)
+  // can run between the failing call and the read.
+  const errnoCell = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(errnoAt!, 4));
   const bound: Record<string, unknown> = {};
   return new Proxy(bound, {
     get(target, name) {
@@ -70,7 +73,7 @@ function lazySymbols(path: string): Libc {
           : (...args: unknown[]) => {
             const r = fn(...args);
             if (typeof r === "object" ? r === null : (r as number | bigint) < 0) {
-              lastErrno = view.getInt32();
+              lastErrno = errnoCell[0]!;
             }
             return r;
           };

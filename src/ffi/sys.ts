@@ -286,19 +286,31 @@ export function statfsType(path: string): number {
 /**
  * flock(2) without waiting.
  *
+ * flock with `LOCK_NB` fails only with EWOULDBLOCK, EINTR, EBADF, EINVAL or
+ * ENOLCK. Any other errno is not flock's (it was changed before it could be
+ * read, as an ENOENT seen under load showed): the call is made again rather
+ * than a held lock reported as a failure.
+ *
  * @param fd the descriptor
  * @param op `LOCK_EX`, `LOCK_SH` or `LOCK_UN` (`LOCK_NB` is added)
  * @param path the file, for the error message
  * @returns false when another open file description holds a conflicting lock
+ * @throws {SystemError} EBADF, EINVAL, ENOLCK
  */
 export function tryFlock(fd: number, op: number, path?: string): boolean {
-  for (;;) {
+  for (let strange = 0;;) {
     if (libc().flock(fd, op | linux.LOCK_NB) === 0) return true;
     const e = errno();
     if (e === ERRNO.EAGAIN) return false;
-    if (e !== ERRNO.EINTR) throw new SystemError("flock", e, { path: path ?? `fd ${fd}` });
+    if (e === ERRNO.EINTR) continue;
+    if (FLOCK_ERRORS.has(e) || ++strange > 3) {
+      throw new SystemError("flock", e, { path: path ?? `fd ${fd}` });
+    }
   }
 }
+
+/** The errors flock(2) can report besides EWOULDBLOCK and EINTR. */
+const FLOCK_ERRORS: ReadonlySet<number> = new Set([ERRNO.EBADF, ERRNO.EINVAL, ERRNO.ENOLCK]);
 
 /**
  * fcntl(F_GETLK or F_OFD_GETLK): who holds a POSIX or OFD lock that would
