@@ -74,7 +74,20 @@ export type {
   StopResult,
 } from "./options.ts";
 export type { ExitReason } from "../ffi/mod.ts";
-export type { SuperviseConfig, SuperviseSettings, SupervisorStatus } from "../supervisor/stage.ts";
+export type { ChildReadiness, RestartPolicy, SuperviseSettings } from "../supervisor/settings.ts";
+export type { SupervisorStatus } from "../supervisor/state.ts";
+export {
+  DEFAULT_CHILD_READY_AFTER_MS,
+  DEFAULT_CHILD_READY_TIMEOUT_MS,
+  DEFAULT_CHILD_STOP_SCHEDULE,
+  DEFAULT_MAX_RESTARTS,
+  DEFAULT_MIN_UPTIME_MS,
+  DEFAULT_RESTART_DELAY_MAX_MS,
+  DEFAULT_RESTART_DELAY_MS,
+  DEFAULT_RESTART_POLICY,
+  DEFAULT_RESTART_WINDOW_MS,
+  DEFAULT_SYSLOG_FACILITY,
+} from "../supervisor/defaults.ts";
 export { parseSchedule, type Schedule, type ScheduleStep } from "../launch/schedule.ts";
 export { parseSignal, parseUmask } from "./values.ts";
 

@@ -6,7 +6,8 @@
  */
 
 import type { Schedule } from "../launch/schedule.ts";
-import type { SuperviseSettings, SupervisorStatus } from "../supervisor/stage.ts";
+import type { SuperviseSettings } from "../supervisor/settings.ts";
+import type { SupervisorStatus } from "../supervisor/state.ts";
 
 /** How long `start` waits, by default, to see that a daemon stays alive after its exec. */
 export const DEFAULT_READY_AFTER_MS = 20;

@@ -11,11 +11,13 @@ import {
   ERRNO,
   explainOpenError,
   fileKind,
+  type FileStat,
   ids,
   lookupGroup,
   lookupUser,
   lstat,
   quote,
+  stat,
   statfsType,
   SystemError,
   type User,
@@ -26,6 +28,7 @@ import { resolveCommand } from "../launch/spawn.ts";
 import { NOTIFY_FD_ENV, NOTIFY_SOCKET_ENV } from "../launch/readiness.ts";
 import { UsageError } from "../errors.ts";
 import type { GuardOptions, LaunchOptions } from "./options.ts";
+import { checkWaitMs } from "./values.ts";
 
 /**
  * Refuse a pid file path that can never work, before the guard file is made:
@@ -122,6 +125,85 @@ export function checkPathsDiffer(
     if (sameFile(output, guardFile)) {
       throw new UsageError(`--output ${quote(output)} is the guard file`);
     }
+  }
+}
+
+/**
+ * Bound every wait a caller gives: poll(2) takes an int of milliseconds, and
+ * the command line's parsers bound theirs the same way.
+ *
+ * @param options the guard's timeout and, for a start, the readiness waits
+ * @throws {UsageError} for a negative, non-number or too long wait
+ */
+export function checkWaits(
+  options: GuardOptions & { readonly readyTimeout?: number; readonly readyAfter?: number },
+): void {
+  if (options.guardTimeout !== undefined) checkWaitMs(options.guardTimeout, "guardTimeout");
+  if (options.readyTimeout !== undefined) checkWaitMs(options.readyTimeout, "readyTimeout");
+  if (options.readyAfter !== undefined) checkWaitMs(options.readyAfter, "readyAfter");
+}
+
+/**
+ * As root, refuse a pid file, guard or output file in a directory that
+ * another user can write: that user could rename root's pid file away (and
+ * root's next start makes a second instance) or plant a file there first. A
+ * sticky directory (such as /tmp) is fine while the file is absent or root's
+ * own, since then nobody else can remove or replace it.
+ *
+ * @param options the pid file, the guard and the output file
+ * @throws {SystemError} EPERM naming the directory and who can write it
+ */
+export function checkDirectoriesTrusted(
+  options: GuardOptions & { readonly output?: string },
+): void {
+  if (ids.euid() !== 0) return;
+  const paths = [options.pidfile, options.guard ?? `${options.pidfile}.lock`, options.output];
+  for (const path of paths) {
+    if (path === undefined) continue;
+    const dir = dirname(path);
+    let st;
+    try {
+      st = stat(dir); // a link to a directory (/var/run) is judged as that directory
+    } catch {
+      continue; // missing: the open says so, in its own words
+    }
+    const writer = otherWriter(st);
+    if (writer === undefined) continue;
+    if ((st.mode & STICKY) !== 0 && ownedByRootOrAbsent(path)) continue;
+    throw new SystemError("open", ERRNO.EPERM, {
+      path,
+      message: `refusing ${quote(path)}: its directory ${
+        quote(dir)
+      } can be written by ${writer}; as root, keep it in a directory only root can write`,
+    });
+  }
+}
+
+/** The sticky bit: in such a directory, only a file's owner may remove or rename it. */
+const STICKY = 0o1000;
+
+/** Who other than root may write a directory with this stat, or undefined. */
+function otherWriter(st: FileStat): string | undefined {
+  if ((st.mode & 0o002) !== 0) return "every user";
+  if (st.uid !== 0 && (st.mode & 0o200) !== 0) return `user ${describeUser(st.uid)}`;
+  if (st.gid !== 0 && (st.mode & 0o020) !== 0) return `group ${st.gid}`;
+  return undefined;
+}
+
+function describeUser(uid: number): string {
+  try {
+    const name = lookupUser(String(uid))?.name;
+    return name === undefined ? `uid ${uid}` : `${quote(name)} (uid ${uid})`;
+  } catch {
+    return `uid ${uid}`;
+  }
+}
+
+function ownedByRootOrAbsent(path: string): boolean {
+  try {
+    return lstat(path).uid === 0;
+  } catch (err) {
+    return err instanceof SystemError && err.errno === ERRNO.ENOENT;
   }
 }
 
@@ -262,7 +344,11 @@ export interface Prepared {
 }
 
 export function prepareLaunch(
-  options: LaunchOptions & GuardOptions & { readonly output?: string },
+  options: LaunchOptions & GuardOptions & {
+    readonly output?: string;
+    readonly readyTimeout?: number;
+    readonly readyAfter?: number;
+  },
   defaults: { cwd: string; keepNotify: boolean },
 ): Prepared {
   if (options.command.length === 0) throw new UsageError("missing COMMAND");
@@ -272,6 +358,8 @@ export function prepareLaunch(
   const cwd = options.chdir ?? defaults.cwd;
   checkDirectory(cwd);
   checkPathsDiffer(options);
+  checkWaits(options);
+  checkDirectoriesTrusted(options);
   precheckPidfile(options.pidfile);
   return {
     path,

@@ -18,7 +18,7 @@ import {
   mayBeDaemon,
   topHolders,
 } from "../lock/holders.ts";
-import { readSupervisorStatus } from "../supervisor/stage.ts";
+import { readSupervisorStatus } from "../supervisor/state.ts";
 import type { StatusReport } from "./options.ts";
 
 /**

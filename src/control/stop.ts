@@ -44,7 +44,13 @@ import {
   type StopOptions,
   type StopResult,
 } from "./options.ts";
-import { checkPathsDiffer, dirname, precheckPidfileForRead } from "./precheck.ts";
+import {
+  checkDirectoriesTrusted,
+  checkPathsDiffer,
+  checkWaits,
+  dirname,
+  precheckPidfileForRead,
+} from "./precheck.ts";
 
 /** What stop and signal act on. */
 interface Targets {
@@ -181,6 +187,8 @@ export function stop(options: StopOptions): Promise<StopResult> {
  */
 function precheckSignal(options: GuardOptions): void {
   checkPathsDiffer(options);
+  checkWaits(options);
+  checkDirectoriesTrusted(options);
   precheckPidfileForRead(options.pidfile);
   try {
     lstat(dirname(options.pidfile));

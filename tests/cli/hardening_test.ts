@@ -1,0 +1,249 @@
+/**
+ * The files and locks around the daemon, as somebody else may have arranged
+ * them: a pid file with a second name, another user's lock on it, a program
+ * that forks into a new session, a stop that must not write its own pid,
+ * paths that collide, a pid-file directory cleared by a reboot, and a Ctrl-C
+ * the moment the pid file names the daemon. Attacks by another user run as
+ * root against `nobody` and say `skipped: ...` otherwise.
+ */
+
+import assert from "node:assert/strict";
+import {
+  assertCleanError,
+  findProcesses,
+  locked,
+  readPid,
+  Sandbox,
+  SOURCE,
+  sr,
+  srSpawn,
+  waitFor,
+} from "./harness.ts";
+
+const AS_ROOT = Deno.uid() === 0;
+const NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"];
+
+function marker(): string {
+  return `1000.${Math.floor(Math.random() * 1e6)}`;
+}
+
+Deno.test("--guard or --output naming the pid file, or an empty --guard, is a usage error that creates nothing", async () => {
+  await using sb = await Sandbox.create();
+  const p = sb.pidfile;
+  for (
+    const args of [
+      ["start", "--pidfile", p, "--guard", p, "--", "sleep", "1"],
+      ["start", "--pidfile", p, "--output", p, "--", "sleep", "1"],
+      ["start", "--pidfile", p, "--guard", "", "--", "sleep", "1"],
+      ["start", "--pidfile", p, "--guard", `${sb.dir}/./d.pid`, "--", "sleep", "1"],
+      ["stop", "--pidfile", p, "--guard", p],
+      ["run", "--pidfile", p, "--guard", p, "--", "true"],
+    ]
+  ) {
+    const r = await sr(SOURCE, args);
+    assertCleanError(r, 2);
+    assert.deepEqual(sb.list(), [], `${args.join(" ")} left files behind`);
+  }
+});
+
+Deno.test("stop --oknodo, stop and reload with no pid-file directory: not running (0, 3, 3), nothing created", async () => {
+  await using sb = await Sandbox.create();
+  const p = `${sb.dir}/gone/d.pid`;
+  assert.equal((await sr(SOURCE, ["stop", "--oknodo", "--pidfile", p])).code, 0);
+  assertCleanError(await sr(SOURCE, ["stop", "--pidfile", p]), 3);
+  assertCleanError(await sr(SOURCE, ["reload", "--pidfile", p]), 3);
+  assertCleanError(await sr(SOURCE, ["signal", "--pidfile", p, "USR1"]), 3);
+  assert.deepEqual(sb.list(), []);
+});
+
+Deno.test("stop empties the pid file without ever writing its own pid into it", async () => {
+  await using sb = await Sandbox.create();
+  const m = marker();
+  const start = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", m]);
+  assert.equal(start.code, 0, start.stderr);
+  sb.track(Number(start.stdout.trim()));
+  const trace = sb.path("trace");
+  const stop = await new Deno.Command("strace", {
+    args: [
+      "-f",
+      "-e",
+      "trace=pwrite64,write",
+      "-o",
+      trace,
+      ...SOURCE.cmd,
+      "stop",
+      "--pidfile",
+      sb.pidfile,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(stop.code, 0, new TextDecoder().decode(stop.stderr));
+  const writes = Deno.readTextFileSync(trace).split("\n").filter((l) =>
+    /pwrite64\(\d+, "\d+\\n/.test(l)
+  );
+  assert.deepEqual(writes, [], "stop wrote a pid into a file");
+  assert.equal(Deno.readTextFileSync(sb.pidfile), "");
+  assert.deepEqual(findProcesses(["sleep", m]), []);
+});
+
+Deno.test("a pid file with a second name is refused by start, stop and status; the other file is untouched", async () => {
+  await using sb = await Sandbox.create();
+  const other = sb.path("precious");
+  Deno.writeTextFileSync(other, "keep me\n");
+  Deno.linkSync(other, sb.pidfile);
+  const m = marker();
+  assertCleanError(
+    await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", m]),
+    1,
+    /hard links/,
+  );
+  assert.deepEqual(findProcesses(["sleep", m]), [], "nothing started");
+  assertCleanError(await sr(SOURCE, ["stop", "--pidfile", sb.pidfile]), 1, /hard links/);
+  const status = await sr(SOURCE, ["status", "--pidfile", sb.pidfile]);
+  assert.equal(status.code, 4, status.stderr);
+  assert.equal(Deno.readTextFileSync(other), "keep me\n");
+});
+
+Deno.test("a start whose program forks into a new session and exits leaves nothing behind", async () => {
+  await using sb = await Sandbox.create();
+  for (let i = 0; i < 5; i++) {
+    const m = marker();
+    const r = await sr(SOURCE, [
+      "start",
+      "--pidfile",
+      sb.pidfile,
+      "--ready-after",
+      "300",
+      "--",
+      "bash",
+      "-c",
+      `setsid sleep ${m} & exit 0`,
+    ]);
+    for (const pid of findProcesses(["sleep", m])) sb.track(pid);
+    assertCleanError(r, 1, /ended before it was ready/);
+    assert.deepEqual(findProcesses(["sleep", m]), [], `try ${i}: the forked program runs on`);
+    assert.equal(locked(sb.pidfile), false, `try ${i}: the lock is still held`);
+  }
+});
+
+Deno.test("the guard file is created readable and writable by its owner only", async () => {
+  await using sb = await Sandbox.create();
+  const r = await sr(SOURCE, ["stop", "--pidfile", sb.pidfile]);
+  assert.equal(r.code, 3, r.stderr);
+  assert.equal(Deno.statSync(`${sb.pidfile}.lock`).mode! & 0o777, 0o600);
+});
+
+Deno.test("as root, another user's lock on the pid file is not the daemon: never signalled, never running", async (t) => {
+  if (!AS_ROOT) {
+    console.log("skipped: needs root to act as nobody");
+    return;
+  }
+  await using sb = await Sandbox.create();
+  await Deno.chmod(sb.dir, 0o755);
+  Deno.writeTextFileSync(sb.pidfile, "");
+  await Deno.chmod(sb.pidfile, 0o644);
+  const m = marker();
+  const attacker = new Deno.Command(NOBODY[0]!, {
+    args: [...NOBODY.slice(1), "flock", "-s", sb.pidfile, "sleep", m],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await waitFor(() => findProcesses(["sleep", m]).length === 1, 5000, "the attacker's lock");
+    const sleeper = findProcesses(["sleep", m])[0]!;
+    await waitFor(() => locked(sb.pidfile), 5000, "the lock");
+    await t.step("status: cannot tell (4), naming pid and user", async () => {
+      const r = await sr(SOURCE, ["status", "--pidfile", sb.pidfile]);
+      assert.equal(r.code, 4, r.stdout + r.stderr);
+      assert.match(r.stdout + r.stderr, /of user "nobody", which is not the daemon/);
+    });
+    for (
+      const args of [["signal", "--pidfile", sb.pidfile, "USR1"], ["stop", "--pidfile", sb.pidfile]]
+    ) {
+      await t.step(`${args[0]}: 1, nothing signalled`, async () => {
+        assertCleanError(await sr(SOURCE, args), 1, /of user "nobody", which is not the daemon/);
+      });
+    }
+    await t.step("start: 1, naming pid and user", async () => {
+      const r = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", m]);
+      assertCleanError(r, 1, /locked by pid \d+ of user "nobody", which is not the daemon/);
+    });
+    assert.deepEqual(
+      findProcesses(["sleep", m]),
+      [sleeper],
+      "the attacker's process was left alone",
+    );
+  } finally {
+    attacker.kill("SIGKILL");
+    await attacker.status;
+    for (const pid of findProcesses(["sleep", m])) Deno.kill(pid, "SIGKILL");
+  }
+});
+
+Deno.test("a signal the moment the pid file names the daemon: start fails and leaves no daemon", async () => {
+  await using sb = await Sandbox.create();
+  for (let i = 0; i < 8; i++) {
+    const m = marker();
+    const signal = (["SIGINT", "SIGTERM", "SIGHUP"] as const)[i % 3]!;
+    const child = srSpawn(SOURCE, [
+      "start",
+      "--pidfile",
+      sb.pidfile,
+      "--ready-after",
+      "5000",
+      "--",
+      "sleep",
+      m,
+    ]);
+    await waitFor(
+      () => {
+        const pid = readPid(sb.pidfile);
+        return pid !== undefined && pid !== child.pid;
+      },
+      10_000,
+      "the pid file to name the daemon",
+    );
+    child.kill(signal);
+    const out = await child.output();
+    for (const pid of findProcesses(["sleep", m])) sb.track(pid);
+    assert.notEqual(out.code, 0, `try ${i}: start succeeded`);
+    assert.deepEqual(findProcesses(["sleep", m]), [], `try ${i} (${signal}): a daemon is left`);
+    assert.equal(locked(sb.pidfile), false, `try ${i}: the lock is still held`);
+  }
+});
+
+Deno.test("as root, a pid file, guard or output in a directory another user can write is refused, naming it", async () => {
+  if (!AS_ROOT) {
+    console.log("skipped: needs root (the check is root's)");
+    return;
+  }
+  await using sb = await Sandbox.create();
+  await Deno.chmod(sb.dir, 0o755);
+  const theirs = sb.path("theirs");
+  Deno.mkdirSync(theirs);
+  Deno.chownSync(theirs, 65534, 65534);
+  const m = marker();
+  for (
+    const args of [
+      ["start", "--pidfile", `${theirs}/d.pid`, "--", "sleep", m],
+      ["start", "--pidfile", sb.pidfile, "--guard", `${theirs}/g`, "--", "sleep", m],
+      ["start", "--pidfile", sb.pidfile, "--output", `${theirs}/out`, "--", "sleep", m],
+      ["stop", "--pidfile", `${theirs}/d.pid`],
+    ]
+  ) {
+    const r = await sr(SOURCE, args);
+    assertCleanError(r, 1, new RegExp(`its directory "${theirs}" can be written by user "nobody"`));
+  }
+  assert.deepEqual([...Deno.readDirSync(theirs)], [], "nothing created there");
+  assert.deepEqual(findProcesses(["sleep", m]), []);
+  assert.deepEqual(sb.list(), ["theirs"]);
+
+  const sticky = sb.path("sticky");
+  Deno.mkdirSync(sticky);
+  Deno.chmodSync(sticky, 0o1777);
+  const start = await sr(SOURCE, ["start", "--pidfile", `${sticky}/d.pid`, "--", "sleep", m]);
+  assert.equal(start.code, 0, `a sticky directory is fine for root's new file: ${start.stderr}`);
+  sb.track(Number(start.stdout.trim()));
+  assert.equal((await sr(SOURCE, ["stop", "--pidfile", `${sticky}/d.pid`])).code, 0);
+});
