@@ -13,21 +13,13 @@
  */
 
 import { internalArgs } from "../src/launch/internal.ts";
-import { SUPERVISOR_ENV } from "../src/supervisor/stage.ts";
+import { type SuperviseConfig, SUPERVISOR_ENV } from "../src/supervisor/stage.ts";
 import { fdsOf, type Memory, memory, ROOT, sleep } from "./process.ts";
 
 const STAGE = `${ROOT}/src/supervisor/stage.ts`;
 
-/** The part of the supervisor's configuration the soak and the bench set. */
-export interface StageConfig {
-  readonly pidfile: string;
-  readonly path: string;
-  readonly argv: readonly string[];
-  readonly output?: string;
-  readonly restartDelay?: number;
-  readonly maxRestarts?: number;
-  readonly readiness?: { readonly kind: "alive"; readonly afterMs: number };
-}
+/** The supervisor's configuration as the stage reads it, less what the soak sets itself. */
+export type StageConfig = Omit<SuperviseConfig, "unsetEnv">;
 
 /**
  * Start the supervisor stage from source with this configuration, its
@@ -38,7 +30,7 @@ export interface StageConfig {
  * @returns the running supervisor
  */
 export function spawnSupervisor(config: StageConfig, plain = false): Deno.ChildProcess {
-  const full = { ...config, unsetEnv: Object.keys(SUPERVISOR_ENV) };
+  const full: SuperviseConfig = { ...config, unsetEnv: Object.keys(SUPERVISOR_ENV) };
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", STAGE, ...internalArgs("supervisor", [JSON.stringify(full)])],
     env: plain ? {} : { ...SUPERVISOR_ENV },
