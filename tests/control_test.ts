@@ -4,7 +4,18 @@
  */
 
 import assert from "node:assert/strict";
-import { GuardTimeoutError, parseSchedule, parseUmask, UsageError } from "../src/control/mod.ts";
+import {
+  GuardTimeoutError,
+  NotRunningError,
+  parseSchedule,
+  parseUmask,
+  run,
+  signal,
+  start,
+  status,
+  stop,
+  UsageError,
+} from "../src/control/mod.ts";
 import { Guard } from "../src/control/guard.ts";
 import { parseNotify } from "../src/launch/readiness.ts";
 
@@ -97,6 +108,34 @@ Deno.test("Guard.take() waits for another process's hold, bounded by its timeout
       // Already exited.
     }
     await holder.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("run() refuses supervise with a user before it creates anything", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await assert.rejects(
+      run({ pidfile: `${dir}/p.pid`, command: ["true"], user: "nobody", supervise: {} }),
+      UsageError,
+    );
+    assert.deepEqual([...Deno.readDirSync(dir)], []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("signal() with signal 0 resolves to the pid while the daemon runs, NotRunningError after", async () => {
+  const dir = await Deno.makeTempDir();
+  const pidfile = `${dir}/p.pid`;
+  try {
+    const { pid } = await start({ pidfile, command: ["sleep", "30"] });
+    assert.equal(await signal({ pidfile, signal: 0 }), pid);
+    assert.equal(status(pidfile).state, "running", "signal 0 sent nothing");
+    await stop({ pidfile });
+    await assert.rejects(signal({ pidfile, signal: 0 }), NotRunningError);
+  } finally {
+    await stop({ pidfile }).catch(() => {});
     await Deno.remove(dir, { recursive: true });
   }
 });

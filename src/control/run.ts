@@ -33,6 +33,10 @@ import { lockPidfile, prepareLaunch } from "./precheck.ts";
  * @throws {SystemError} when the exec or a check fails (the lock is released)
  */
 export async function run(options: RunOptions): Promise<number> {
+  if (options.supervise && options.user !== undefined) {
+    // Found before anything is created, like every usage error.
+    throw new UsageError("--user with run --supervise is not supported (start --supervise is)");
+  }
   const prepared = prepareLaunch(options, { cwd: Deno.cwd(), keepNotify: true });
   let lock: PidFile;
   {
@@ -41,10 +45,6 @@ export async function run(options: RunOptions): Promise<number> {
   }
   if (options.supervise) {
     // supervise mode: this process is the supervisor; it keeps the lock and its pid.
-    if (prepared.user) {
-      lock.release();
-      throw new UsageError("--user with run --supervise is not supported (start --supervise is)");
-    }
     return await runSupervisor(
       {
         ...options.supervise,
