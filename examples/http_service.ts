@@ -91,6 +91,8 @@ await configure({
   loggers: [
     { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["out"] },
     { category: "example", lowestLevel: "info", sinks: ["out"] },
+    // The library's own lines (a shutdown starting, a cleanup that failed).
+    { category: "singleton-run", lowestLevel: "info", sinks: ["out"] },
   ],
 });
 const logger = getLogger("example");

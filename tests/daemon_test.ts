@@ -243,7 +243,7 @@ Deno.test("the example service: starts as a daemon, serves, reloads on SIGHUP, s
   assert.deepEqual(lines, [
     `daemon.info example-service ${pid} example: listening on 127.0.0.1:${port}`,
     `daemon.info example-service ${pid} example: configuration reloaded: second, 100%`,
-    `daemon.info example-service ${pid} SIGTERM: stopping (deadline 4000 ms)`,
+    `daemon.info example-service ${pid} singleton-run.shutdown: SIGTERM: stopping (deadline 4000 ms)`,
     `daemon.info example-service ${pid} example: stopping: draining connections`,
     `daemon.info example-service ${pid} example: stopped`,
   ]);

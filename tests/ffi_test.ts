@@ -9,6 +9,7 @@ import {
   errno,
   errnoName,
   getCloexec,
+  getrlimit,
   libc,
   listDirectory,
   open,
@@ -20,6 +21,7 @@ import {
   read,
   readSmallFile,
   setCloexec,
+  setrlimit,
   signalName,
   SystemError,
   tryFlock,
@@ -257,4 +259,27 @@ Deno.test("a lock held elsewhere always reads as held: under signals, GC and cal
     for (const fd of [r, w, other, holder]) close(fd);
   }
   assert.deepEqual(failures.slice(0, 3), [], `${failures.length} of ${calls} calls misread`);
+});
+
+Deno.test("spawn() names a script's missing #! interpreter and a descriptor above the open-file limit", async () => {
+  await using dir = await tempDir();
+  const script = dir.join("s.sh");
+  Deno.writeTextFileSync(script, "#!/nonexistent/interp -x\necho hi\n", { mode: 0o755 });
+  assert.throws(
+    () => spawn({ path: script, argv: [script], env: {}, cwd: "/" }),
+    /cannot run ".*s\.sh": its interpreter "\/nonexistent\/interp" \(the #! line\) does not exist/,
+  );
+  const [soft, hard] = getrlimit(C.RLIMIT_NOFILE);
+  const [r, w] = pipe();
+  setrlimit(C.RLIMIT_NOFILE, 64n, hard);
+  try {
+    assert.throws(
+      () => spawn({ path: "/bin/true", argv: ["true"], env: {}, fds: { 1023: w } }),
+      /cannot give the program descriptor 1023: the open-file limit \(ulimit -n 64\) must be at least 1028/,
+    );
+  } finally {
+    setrlimit(C.RLIMIT_NOFILE, soft, hard);
+    close(r);
+    close(w);
+  }
 });

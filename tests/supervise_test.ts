@@ -590,6 +590,42 @@ Deno.test("start --supervise fails clearly when the first child dies, leaving no
   assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
 });
 
+Deno.test("start --supervise on a full disk: the first child's failure still reaches start", async () => {
+  if (Deno.uid() !== 0) {
+    console.log("skipped: a full disk needs root (a small tmpfs)");
+    return;
+  }
+  await using dir = await tempDir();
+  const full = dir.join("full");
+  Deno.mkdirSync(full);
+  const mount = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", "size=16k", "tmpfs", full],
+  }).output();
+  assert.ok(mount.success, new TextDecoder().decode(mount.stderr));
+  try {
+    Deno.writeTextFileSync(`${full}/out.log`, "");
+    try {
+      Deno.writeFileSync(`${full}/filler`, new Uint8Array(1 << 20));
+    } catch { /* full now */ }
+    const r = await sr(SOURCE, [
+      "start",
+      "--pidfile",
+      dir.join("d.pid"),
+      "--supervise",
+      "--output",
+      `${full}/out.log`,
+      "--",
+      "sh",
+      "-c",
+      "exit 2",
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /giving up: sh \(pid [0-9]+\) exit status 2 before it was ready/);
+  } finally {
+    await new Deno.Command("umount", { args: [full] }).output();
+  }
+});
+
 Deno.test("start --supervise --notify-socket: the child's READY=1 (sd_notify) releases start", async () => {
   await using dir = await tempDir();
   const pidfile = dir.join("d.pid");

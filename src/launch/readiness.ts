@@ -221,6 +221,10 @@ export class Readiness implements Disposable {
         if (mode.kind === "fd") {
           const bytes = read(this.#readFd, 512);
           if (bytes.length === 0) {
+            // Text without a newline before the close is why it gave up (the supervisor's
+            // reason, which may have had nowhere else to go on a full disk).
+            const why = pending.trim().slice(0, 512);
+            if (why !== "") state.status = why;
             return { ready: false, reason: "closed", waitedMs: waited(), ...state };
           }
           pending += new TextDecoder().decode(bytes);

@@ -14,10 +14,12 @@ import {
   cstr,
   dupCloexec,
   ERRNO,
+  getrlimit,
   isExecutable,
   open,
   posixSpawn,
   quote,
+  readSmallFile,
   SystemError,
 } from "../ffi/mod.ts";
 import { cmdlineOf } from "../ffi/proc.ts";
@@ -70,6 +72,7 @@ export function spawn(options: SpawnOptions): number {
   const wanted: Record<number, FdSource> = { 0: "null", 1: "null", 2: "null", ...options.fds };
   const targets = Object.keys(wanted).map(Number).sort((a, b) => a - b);
   const top = targets[targets.length - 1]!;
+  checkDescriptorRoom(top, targets.length);
   // Move every source above every target, so no dup2 overwrites a source
   // that a later dup2 still reads, and dup2(fd, fd) never arises.
   const moved: number[] = [];
@@ -122,9 +125,7 @@ function spawnError(rc: number, options: SpawnOptions): SystemError {
   const what = (() => {
     switch (rc) {
       case ERRNO.ENOENT:
-        return options.cwd === undefined
-          ? "no such file"
-          : `no such file, or no directory ${quote(options.cwd)}`;
+        return missingWhat(options);
       case ERRNO.EACCES:
         return "permission denied";
       case ERRNO.ENOEXEC:
@@ -138,6 +139,54 @@ function spawnError(rc: number, options: SpawnOptions): SystemError {
   return new SystemError("posix_spawn", rc, {
     path: options.path,
     ...(what === undefined ? {} : { message: `cannot run ${quote(options.path)}: ${what}` }),
+  });
+}
+
+/**
+ * What ENOENT from posix_spawn means: the program is missing, the working
+ * directory is, or (the program being there) the interpreter its `#!` line
+ * names.
+ */
+function missingWhat(options: SpawnOptions): string {
+  if (programKind(options.path) === "missing") return "no such file";
+  const interpreter = shebangInterpreter(options.path);
+  if (interpreter !== undefined && programKind(interpreter) === "missing") {
+    return `its interpreter ${quote(interpreter)} (the #! line) does not exist`;
+  }
+  return options.cwd === undefined
+    ? "no such file"
+    : `no such file, or no directory ${quote(options.cwd)}`;
+}
+
+/** The interpreter a script's `#!` line names, if it has one. */
+function shebangInterpreter(path: string): string | undefined {
+  let head: string;
+  try {
+    head = readSmallFile(path, 256);
+  } catch {
+    return undefined;
+  }
+  const m = /^#![ \t]*([^ \t\n]+)/.exec(head);
+  return m?.[1];
+}
+
+/**
+ * Check that descriptor number `top` can be handed to a child: spawn first
+ * copies each source above the highest target, so the open-file limit must
+ * leave room for those copies.
+ */
+function checkDescriptorRoom(top: number, count: number): void {
+  let soft: bigint;
+  try {
+    soft = getrlimit(C.RLIMIT_NOFILE)[0];
+  } catch {
+    return;
+  }
+  if (BigInt(top + count) < soft) return;
+  throw new SystemError("fcntl", ERRNO.EMFILE, {
+    path: `fd ${top}`,
+    message: `cannot give the program descriptor ${top}: the open-file limit ` +
+      `(ulimit -n ${soft}) must be at least ${top + count + 1}`,
   });
 }
 

@@ -247,9 +247,13 @@ export function openSink(
  */
 export function sayOwn(sink: Sink | undefined, level: LineLevel, message: string): void {
   if (sink instanceof FileSink) {
-    sink.line(encoder.encode(`singleton-run[${ids.pid()}]: ${message}`));
-    sink.flush();
-    return;
+    try {
+      sink.line(encoder.encode(`singleton-run[${ids.pid()}]: ${message}`));
+      sink.flush();
+      return;
+    } catch {
+      // A full disk: stderr may still reach somebody.
+    }
   }
   writeStderr(message);
   if (sink instanceof SyslogSink) {

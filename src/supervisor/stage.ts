@@ -131,25 +131,52 @@ export async function runSupervisor(
   env: Record<string, string> = Deno.env.toObject(),
 ): Promise<number> {
   for (const name of config.unsetEnv ?? []) delete env[name];
+  const start = new StartChannel(config.readyFd);
   try {
-    const options = superviseOptions(config, env);
-    const readyFd = config.readyFd;
     const supervisor = new Supervisor({
-      ...options,
+      ...superviseOptions(config, env),
       lockFd: lock.fd, // every child holds the lock too (CHILD_LOCK_FD)
-      onReady: () => {
-        if (readyFd === undefined) return;
-        try {
-          writeAll(readyFd, new Uint8Array([10]));
-        } catch {
-          // The controller went away: nobody to tell.
-        }
-        close(readyFd);
-      },
+      onReady: () => start.ready(),
     });
-    return await supervisor.run();
+    const code = await supervisor.run();
+    start.failed(supervisor.lastError ?? `the supervisor exited with status ${code}`);
+    return code;
+  } catch (err) {
+    start.failed((err as Error).message);
+    throw err;
   } finally {
     lock.release();
+  }
+}
+
+/**
+ * The descriptor on which `start` waits: a newline once the first child is
+ * ready; otherwise the reason, without a newline, then end of file. The
+ * reason travels here because the supervisor's stderr may be an output file
+ * on a full disk.
+ */
+class StartChannel {
+  #fd: number | undefined;
+  constructor(fd: number | undefined) {
+    this.#fd = fd;
+  }
+  ready(): void {
+    this.#tell("\n");
+  }
+  failed(reason: string): void {
+    // deno-lint-ignore no-control-regex
+    this.#tell(reason.replace(/[\x00-\x1f]+/g, " "));
+  }
+  #tell(text: string): void {
+    const fd = this.#fd;
+    if (fd === undefined) return;
+    this.#fd = undefined;
+    try {
+      writeAll(fd, new TextEncoder().encode(text));
+    } catch {
+      // The controller went away: nobody to tell.
+    }
+    close(fd);
   }
 }
 

@@ -170,6 +170,8 @@ export class Supervisor {
   stateWrittenAt = -Infinity;
   stateDropped = 0;
   stateWarned = false;
+  /** The last error the supervisor said, for `start` when the first child fails. */
+  lastError: string | undefined;
   /** When SIGINT was last forwarded: a child that dies of it soon after was interrupted, not crashed. */
   interruptedAt = -Infinity;
   /** The leader's process group, stopped by the rest of the schedule after the leader is gone. */
@@ -205,6 +207,7 @@ export class Supervisor {
    * @param message the text
    */
   say(level: LineLevel, message: string): void {
+    if (level === "err") this.lastError = message;
     sayOwn(this.sink, level, message);
   }
 
