@@ -103,8 +103,8 @@ const LAUNCH: readonly Command[] = ["start", "run", "restart"];
 const GUARDED: readonly Command[] = ["start", "run", "stop", "restart", "reload", "signal"];
 
 /** Seconds for the help, from milliseconds. */
-function seconds(ms: number | undefined): string | undefined {
-  return ms === undefined ? undefined : String(ms / 1000);
+function seconds(ms: number): string {
+  return String(ms / 1000);
 }
 
 /** A umask for the help: 022. */
@@ -113,24 +113,10 @@ export function octal(mask: number): string {
 }
 
 /** A duration for the help, from milliseconds: 500ms, 10s, 2m. */
-function duration(ms: number | undefined): string | undefined {
-  if (ms === undefined) return undefined;
-  if (ms % 60_000 === 0 && ms >= 60_000) return `${ms / 60_000}m`;
+function duration(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
   if (ms % 1000 === 0) return `${ms / 1000}s`;
   return `${ms}ms`;
-}
-
-/**
- * A constant the control layer may export (the supervise defaults): read by
- * name, so the help shows it once it is there and nothing otherwise.
- */
-function constant(defaults: Defaults, name: string): unknown {
-  return (defaults as unknown as Record<string, unknown>)[name];
-}
-
-function msConstant(defaults: Defaults, name: string): number | undefined {
-  const v = constant(defaults, name);
-  return typeof v === "number" ? v : undefined;
 }
 
 /** The table: every option of every command, in the order the help lists them. */
@@ -218,13 +204,10 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     commands: LAUNCH,
     supervisedIn: ["run"],
     help: "without a notify option: ready when still alive MS milliseconds after the exec",
-    shown: (d, cmd) => {
-      const supervised = msConstant(d, "DEFAULT_CHILD_READY_AFTER_MS");
-      if (cmd === "run") return supervised?.toString();
-      return `${d.DEFAULT_READY_AFTER_MS}${
-        supervised === undefined ? "" : `; with --supervise ${supervised}`
-      }`;
-    },
+    shown: (d, cmd) =>
+      cmd === "run"
+        ? String(d.DEFAULT_CHILD_READY_AFTER_MS)
+        : `${d.DEFAULT_READY_AFTER_MS}; with --supervise ${d.DEFAULT_CHILD_READY_AFTER_MS}`,
     parse: (text, option) => parseInteger(text, option, { min: 0, max: 3_600_000 }),
   },
   notifyFd: {
@@ -302,7 +285,7 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     commands: LAUNCH,
     needs: "supervise",
     help: "on-failure, always or never",
-    shown: (d) => constant(d, "DEFAULT_RESTART_POLICY") as string | undefined,
+    shown: (d) => d.DEFAULT_RESTART_POLICY,
     parse: parseRestartPolicy,
   },
   restartDelay: {
@@ -312,7 +295,7 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     commands: LAUNCH,
     needs: "supervise",
     help: "first restart delay, doubling (500ms, 2s, 2m...)",
-    shown: (d) => duration(msConstant(d, "DEFAULT_RESTART_DELAY_MS")),
+    shown: (d) => duration(d.DEFAULT_RESTART_DELAY_MS),
     parse: parseDuration,
   },
   restartDelayMax: {
@@ -322,7 +305,7 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     commands: LAUNCH,
     needs: "supervise",
     help: "the longest delay",
-    shown: (d) => duration(msConstant(d, "DEFAULT_RESTART_DELAY_MAX_MS")),
+    shown: (d) => duration(d.DEFAULT_RESTART_DELAY_MAX_MS),
     parse: parseDuration,
   },
   minUptime: {
@@ -332,7 +315,7 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     commands: LAUNCH,
     needs: "supervise",
     help: "a run this long resets the delay",
-    shown: (d) => duration(msConstant(d, "DEFAULT_MIN_UPTIME_MS")),
+    shown: (d) => duration(d.DEFAULT_MIN_UPTIME_MS),
     parse: parseDuration,
   },
   maxRestarts: {
@@ -343,7 +326,7 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     needs: "supervise",
     help: "give up (exit 1, lock freed) after N restarts within --restart-window " +
       "(0: never give up)",
-    shown: (d) => constant(d, "DEFAULT_MAX_RESTARTS")?.toString(),
+    shown: (d) => String(d.DEFAULT_MAX_RESTARTS),
     parse: (text, option) => parseInteger(text, option, { min: 0, max: 1_000_000 }),
   },
   restartWindow: {
@@ -353,7 +336,7 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     commands: LAUNCH,
     needs: "supervise",
     help: "the window --max-restarts counts in",
-    shown: (d) => duration(msConstant(d, "DEFAULT_RESTART_WINDOW_MS")),
+    shown: (d) => duration(d.DEFAULT_RESTART_WINDOW_MS),
     parse: parseDuration,
   },
   killGroup: {
@@ -370,7 +353,7 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     commands: LAUNCH,
     needs: "supervise",
     help: "how the supervisor stops COMMAND (--retry's syntax)",
-    shown: (d) => constant(d, "DEFAULT_CHILD_STOP_SCHEDULE") as string | undefined,
+    shown: (d) => d.DEFAULT_CHILD_STOP_SCHEDULE,
     // The supervisor takes the text; parsed here so a mistake is a usage error now.
     parse: (text, option) => (parseStopSchedule(text, option), text),
   },

@@ -12,6 +12,7 @@ import {
   locked,
   procState,
   readPid,
+  ROOT,
   Sandbox,
   SOURCE,
   sr,
@@ -326,4 +327,71 @@ Deno.test("status prints its line on stdout, so `status | grep running` works; n
   const stale = await sr(SOURCE, ["status", "--pidfile", sb.pidfile]);
   assert.equal(stale.code, 1);
   assert.equal(stale.stdout, `not running, but the pid file names pid ${pid} (stale)\n`);
+});
+
+Deno.test("the status path loads neither LogTape nor the supervisor runtime nor the spawn code", async () => {
+  // What `status` loads: the entry's static imports, then the status handler's
+  // (loaded on demand); dynamic imports are followed only where the command goes.
+  const info = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", `${ROOT}cli.ts`],
+    stdout: "piped",
+  }).output();
+  interface Dep {
+    specifier: string;
+    code?: { specifier: string };
+    isDynamic?: boolean;
+  }
+  const graph = JSON.parse(new TextDecoder().decode(info.stdout)) as {
+    modules: { specifier: string; dependencies?: Dep[] }[];
+    redirects: Record<string, string>;
+  };
+  const byUrl = new Map(graph.modules.map((m) => [m.specifier, m]));
+  const loaded = new Set<string>();
+  const visit = (url: string) => {
+    url = graph.redirects[url] ?? url;
+    if (loaded.has(url)) return;
+    loaded.add(url);
+    for (const d of byUrl.get(url)?.dependencies ?? []) {
+      if (d.code && !d.isDynamic) visit(d.code.specifier);
+    }
+  };
+  visit(`file://${ROOT}cli.ts`);
+  visit(`file://${ROOT}src/cli/commands/status.ts`);
+  const local = [...loaded].map((u) => u.replace(`file://${ROOT}`, ""));
+  for (const heavy of ["logtape", "src/supervisor/supervisor.ts", "src/launch/spawn.ts"]) {
+    assert.ok(
+      !local.some((u) => u.includes(heavy)),
+      `${heavy} is loaded by status: ${local.join(", ")}`,
+    );
+  }
+});
+
+Deno.test("help shows each default as its mode uses it, from the control layer's constants", async () => {
+  const control = await import("../../src/control/mod.ts");
+  const flat = (text: string) => text.replace(/\s+/g, " ");
+  const start = flat((await sr(SOURCE, ["help", "start"])).stdout);
+  assert.match(
+    start,
+    new RegExp(
+      `--ready-after MS .*?\\(default ${control.DEFAULT_READY_AFTER_MS}; ` +
+        `with --supervise ${control.DEFAULT_CHILD_READY_AFTER_MS}\\)`,
+    ),
+  );
+  assert.match(
+    start,
+    new RegExp(`--stop-schedule SCHED .*?\\(default ${control.DEFAULT_CHILD_STOP_SCHEDULE}\\)`),
+  );
+  assert.match(
+    start,
+    new RegExp(`--max-restarts N .*?\\(default ${control.DEFAULT_MAX_RESTARTS}\\)`),
+  );
+  const run = flat((await sr(SOURCE, ["help", "run"])).stdout);
+  assert.match(
+    run,
+    new RegExp(
+      `--ready-after MS with --supervise: .*?\\(default ${control.DEFAULT_CHILD_READY_AFTER_MS}\\)`,
+    ),
+  );
+  const stop = flat((await sr(SOURCE, ["help", "stop"])).stdout);
+  assert.match(stop, new RegExp(`\\(default ${control.DEFAULT_SCHEDULE}\\)`));
 });
