@@ -60,6 +60,30 @@ export function superviseSettings(v: Values): NonNullable<StartOptions["supervis
   };
 }
 
+/** Where syslog(3) and the supervisor's syslog output send their datagrams. */
+const SYSLOG_SOCKET = "/dev/log";
+
+/**
+ * With `--supervise --output syslog`, say at once when nothing can receive
+ * the output: the supervisor drops and counts those lines (status --json),
+ * and its own notice goes to the same unreachable log.
+ */
+export function warnUndeliverableOutput(v: Values): void {
+  if (!v.supervise || v.output?.kind !== "syslog") return;
+  let socket = false;
+  try {
+    socket = Deno.lstatSync(SYSLOG_SOCKET).isSocket === true;
+  } catch {
+    // Missing or unreadable: not a socket we can reach.
+  }
+  if (!socket) {
+    say(
+      `warning: ${SYSLOG_SOCKET} is not a socket, so COMMAND's output will be dropped ` +
+        "(status --json counts the lines)",
+    );
+  }
+}
+
 /** start's and restart's options, but the guard's. */
 export function startOptions(inv: Invocation): Omit<StartOptions, keyof GuardOptions> {
   const v = inv.values;

@@ -8,7 +8,7 @@ import { restart } from "../../control/mod.ts";
 import { EXIT } from "../exit.ts";
 import { out, say } from "../output.ts";
 import type { Invocation } from "../parse.ts";
-import { defined, guardOptions, startOptions } from "./common.ts";
+import { defined, guardOptions, startOptions, warnUndeliverableOutput } from "./common.ts";
 
 /** Run `restart`. */
 export async function restartCommand(inv: Invocation): Promise<number> {
@@ -18,6 +18,7 @@ export async function restartCommand(inv: Invocation): Promise<number> {
     ...defined("schedule", inv.values.retry),
   });
   if (r.status !== undefined) say(`ready: ${r.status}`);
+  warnUndeliverableOutput(inv.values);
   out(String(r.pid));
   return EXIT.OK;
 }

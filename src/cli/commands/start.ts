@@ -8,13 +8,14 @@ import { AlreadyRunningError, start } from "../../control/mod.ts";
 import { EXIT } from "../exit.ts";
 import { out, say } from "../output.ts";
 import type { Invocation } from "../parse.ts";
-import { guardOptions, startOptions } from "./common.ts";
+import { guardOptions, startOptions, warnUndeliverableOutput } from "./common.ts";
 
 /** Run `start`. */
 export async function startCommand(inv: Invocation): Promise<number> {
   try {
     const r = await start({ ...guardOptions(inv.values), ...startOptions(inv) });
     if (r.status !== undefined) say(`ready: ${r.status}`);
+    warnUndeliverableOutput(inv.values);
     out(String(r.pid));
     return EXIT.OK;
   } catch (e) {
