@@ -28,10 +28,6 @@ import { statePath } from "./state.ts";
 import type { SuperviseSettings } from "./settings.ts";
 import { type SuperviseOptions, Supervisor } from "./supervisor.ts";
 
-export type { ChildReadiness, RestartPolicy, SuperviseSettings } from "./settings.ts";
-
-export { readSupervisorStatus, statePath, type SupervisorStatus } from "./state.ts";
-
 /**
  * The supervisor's configuration, as it travels in argv (JSON): the
  * {@link SuperviseSettings}, and what the controller adds: the command, the

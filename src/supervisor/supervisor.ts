@@ -66,8 +66,6 @@ import { StopWalk } from "./stopping.ts";
 export { CHILD_LOCK_FD, childLockFd } from "./child.ts";
 export type { OutputTarget } from "./output.ts";
 export type { ChildReadiness, RestartPolicy } from "./settings.ts";
-/** Kept for src/control/values.ts until it imports src/syslog/codes.ts. */
-export { FACILITY_CODES as FACILITIES } from "../syslog/codes.ts";
 
 /** Options of {@link Supervisor}. */
 export interface SuperviseOptions {
