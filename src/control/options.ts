@@ -1,11 +1,12 @@
 /**
  * The options and results of the control actions, and every default they
- * use, each defined once.
+ * use, each defined once, and the bound every wait must keep.
  *
  * @module
  */
 
 import type { Schedule } from "../launch/schedule.ts";
+import { checkWaitMs } from "./values.ts";
 import type { SuperviseSettings } from "../supervisor/settings.ts";
 import type { SupervisorStatus } from "../supervisor/state.ts";
 
@@ -176,4 +177,19 @@ export interface StatusReport {
   readonly error?: string;
   /** For a supervisor (start --supervise): its child, restarts and last exit. */
   readonly supervisor?: SupervisorStatus;
+}
+
+/**
+ * Bound every wait a caller gives: poll(2) takes an int of milliseconds, and
+ * the command line's parsers bound theirs the same way.
+ *
+ * @param options the guard's timeout and, for a start, the readiness waits
+ * @throws {UsageError} for a negative, non-number or too long wait
+ */
+export function checkWaits(
+  options: GuardOptions & { readonly readyTimeout?: number; readonly readyAfter?: number },
+): void {
+  if (options.guardTimeout !== undefined) checkWaitMs(options.guardTimeout, "guardTimeout");
+  if (options.readyTimeout !== undefined) checkWaitMs(options.readyTimeout, "readyTimeout");
+  if (options.readyAfter !== undefined) checkWaitMs(options.readyAfter, "readyAfter");
 }

@@ -38,6 +38,7 @@ import { parseSchedule } from "../launch/schedule.ts";
 import { NotRunningError, StopFailedError } from "./errors.ts";
 import { withGuard } from "./guard.ts";
 import {
+  checkWaits,
   DEFAULT_SCHEDULE,
   type GuardOptions,
   type SignalOptions,
@@ -47,10 +48,9 @@ import {
 import {
   checkDirectoriesTrusted,
   checkPathsDiffer,
-  checkWaits,
   dirname,
   precheckPidfileForRead,
-} from "./precheck.ts";
+} from "./paths.ts";
 
 /** What stop and signal act on. */
 interface Targets {

@@ -1,0 +1,228 @@
+/**
+ * The paths an action is given, checked before anything is created: the pid
+ * file must be a plain file (or absent, in a directory that exists), the
+ * guard and the output must be other files, and as root each must lie in a
+ * directory that only root can write.
+ *
+ * @module
+ */
+
+import {
+  C,
+  ERRNO,
+  explainOpenError,
+  fileKind,
+  type FileStat,
+  ids,
+  lookupUser,
+  lstat,
+  quote,
+  stat,
+  SystemError,
+} from "../ffi/mod.ts";
+import { checkPidFileStat } from "../lock/pidfile.ts";
+import { UsageError } from "../errors.ts";
+import type { GuardOptions } from "./options.ts";
+
+/**
+ * Refuse a pid file path that can never work, before the guard file is made:
+ * a symlink, a directory or other non-regular file, a missing directory, and
+ * (as root) a file owned by another user or writable by all.
+ */
+export function precheckPidfile(path: string): void {
+  let st;
+  try {
+    st = lstat(path);
+  } catch (err) {
+    if (err instanceof SystemError && err.errno === ERRNO.ENOENT) {
+      const dir = dirname(path);
+      try {
+        const d = lstat(dir);
+        if ((d.mode & C.S_IFMT) === C.S_IFDIR) return;
+        // A symlink to a directory is fine as a directory.
+        if (Deno.statSync(dir).isDirectory) return;
+      } catch {
+        // Fall through.
+      }
+      throw new SystemError("open", ERRNO.ENOENT, {
+        path,
+        message: `cannot open pid file ${quote(path)}: its directory ${quote(dir)} does not exist`,
+      });
+    }
+    throw describePathError(err, path, "pid file");
+  }
+  const kind = st.mode & C.S_IFMT;
+  if (kind === C.S_IFLNK) {
+    throw new SystemError("open", ERRNO.ELOOP, {
+      path,
+      message: `cannot open pid file ${
+        quote(path)
+      }: it is a symbolic link, which is never followed`,
+    });
+  }
+  checkPidFileStat(st, path);
+}
+
+/**
+ * Refuse a pid file path that stop, signal and reload cannot read: a
+ * symbolic link or another kind of file. A missing file is fine (not running).
+ *
+ * @param path the pid file
+ * @throws {SystemError} for a link or a file that is not regular
+ */
+export function precheckPidfileForRead(path: string): void {
+  let st;
+  try {
+    st = lstat(path);
+  } catch (err) {
+    if (err instanceof SystemError && err.errno === ERRNO.ENOENT) return;
+    throw describePathError(err, path, "pid file");
+  }
+  if ((st.mode & C.S_IFMT) === C.S_IFLNK) {
+    throw new SystemError("open", ERRNO.ELOOP, {
+      path,
+      message: `cannot open pid file ${
+        quote(path)
+      }: it is a symbolic link, which is never followed`,
+    });
+  }
+  if ((st.mode & C.S_IFMT) !== C.S_IFREG) {
+    throw new SystemError("open", ERRNO.EINVAL, {
+      path,
+      message: `pid file ${quote(path)} is a ${fileKind(st.mode)}, not a regular file`,
+    });
+  }
+}
+
+/**
+ * Refuse a guard or output file that is the pid file (or, for the output,
+ * the guard), and an empty guard path: each would make the action misread
+ * or overwrite its own lock.
+ *
+ * @param options the pid file, the guard and the output file
+ * @throws {UsageError} naming the option
+ */
+export function checkPathsDiffer(
+  options: GuardOptions & { readonly output?: string },
+): void {
+  const { pidfile, guard, output } = options;
+  if (guard === "") throw new UsageError(`bad --guard "": it is empty`);
+  if (output === "") throw new UsageError(`bad --output "": it is empty`);
+  if (guard !== undefined && sameFile(guard, pidfile)) {
+    throw new UsageError(`--guard ${quote(guard)} is the pid file; the guard must be another file`);
+  }
+  if (output !== undefined) {
+    if (sameFile(output, pidfile)) {
+      throw new UsageError(`--output ${quote(output)} is the pid file`);
+    }
+    const guardFile = guard ?? `${pidfile}.lock`;
+    if (sameFile(output, guardFile)) {
+      throw new UsageError(`--output ${quote(output)} is the guard file`);
+    }
+  }
+}
+
+/**
+ * As root, refuse a pid file, guard or output file in a directory that
+ * another user can write: that user could rename root's pid file away (and
+ * root's next start makes a second instance) or plant a file there first. A
+ * sticky directory (such as /tmp) is fine while the file is absent or root's
+ * own, since then nobody else can remove or replace it.
+ *
+ * @param options the pid file, the guard and the output file
+ * @throws {SystemError} EPERM naming the directory and who can write it
+ */
+export function checkDirectoriesTrusted(
+  options: GuardOptions & { readonly output?: string },
+): void {
+  if (ids.euid() !== 0) return;
+  const paths = [options.pidfile, options.guard ?? `${options.pidfile}.lock`, options.output];
+  for (const path of paths) {
+    if (path === undefined) continue;
+    const dir = dirname(path);
+    let st;
+    try {
+      st = stat(dir); // a link to a directory (/var/run) is judged as that directory
+    } catch {
+      continue; // missing: the open says so, in its own words
+    }
+    const writer = otherWriter(st);
+    if (writer === undefined) continue;
+    if ((st.mode & STICKY) !== 0 && ownedByRootOrAbsent(path)) continue;
+    throw new SystemError("open", ERRNO.EPERM, {
+      path,
+      message: `refusing ${quote(path)}: its directory ${
+        quote(dir)
+      } can be written by ${writer}; as root, keep it in a directory only root can write`,
+    });
+  }
+}
+
+/** The sticky bit: in such a directory, only a file's owner may remove or rename it. */
+const STICKY = 0o1000;
+
+/** Who other than root may write a directory with this stat, or undefined. */
+function otherWriter(st: FileStat): string | undefined {
+  if ((st.mode & 0o002) !== 0) return "every user";
+  if (st.uid !== 0 && (st.mode & 0o200) !== 0) return `user ${describeUser(st.uid)}`;
+  if (st.gid !== 0 && (st.mode & 0o020) !== 0) return `group ${st.gid}`;
+  return undefined;
+}
+
+function describeUser(uid: number): string {
+  try {
+    const name = lookupUser(String(uid))?.name;
+    return name === undefined ? `uid ${uid}` : `${quote(name)} (uid ${uid})`;
+  } catch {
+    return `uid ${uid}`;
+  }
+}
+
+function ownedByRootOrAbsent(path: string): boolean {
+  try {
+    return lstat(path).uid === 0;
+  } catch (err) {
+    return err instanceof SystemError && err.errno === ERRNO.ENOENT;
+  }
+}
+
+/** Two paths name one file: the same path once made absolute and normal, or the same inode. */
+function sameFile(a: string, b: string): boolean {
+  if (normalPath(a) === normalPath(b)) return true;
+  try {
+    const sa = lstat(a);
+    const sb = lstat(b);
+    return sa.dev === sb.dev && sa.ino === sb.ino;
+  } catch {
+    return false;
+  }
+}
+
+/** An absolute path without "." and ".." parts or repeated slashes. */
+function normalPath(path: string): string {
+  const full = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+  const parts: string[] = [];
+  for (const part of full.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") parts.pop();
+    else parts.push(part);
+  }
+  return `/${parts.join("/")}`;
+}
+
+/**
+ * The directory part of a path.
+ *
+ * @param path the path
+ * @returns its directory ("." for a bare name)
+ */
+export function dirname(path: string): string {
+  const i = path.lastIndexOf("/");
+  if (i < 0) return ".";
+  if (i === 0) return "/";
+  return path.slice(0, i);
+}
+
+function describePathError(err: unknown, path: string, what: string): unknown {
+  return err instanceof SystemError ? explainOpenError(err, path, what) : err;
+}
