@@ -48,7 +48,9 @@ const SECONDS = /^[0-9]+(\.[0-9]+)?$/;
  * ```
  */
 export function parseSchedule(text: string, option = "--retry"): Schedule {
-  const bad = (why: string) => new UsageError(`bad ${option} schedule ${quote(text)}: ${why}`);
+  // "--retry" alone does not say that it takes a schedule; "--stop-schedule" does.
+  const what = option === "--retry" ? `${option} schedule` : option;
+  const bad = (why: string) => new UsageError(`bad ${what} ${quote(text)}: ${why}`);
   if (text === "") throw bad("it is empty");
   if (SECONDS.test(text)) {
     const ms = Number(text) * 1000;

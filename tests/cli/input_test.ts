@@ -288,7 +288,7 @@ const cases: Case[] = [
     name: "an empty --stop-schedule",
     args: (sb) => ["start", "--supervise", "--stop-schedule", "", "--pidfile", P(sb), "--", "true"],
     code: 2,
-    message: /bad --stop-schedule schedule "": it is empty/,
+    message: /bad --stop-schedule "": it is empty/,
   },
   {
     name: "an empty --user",
