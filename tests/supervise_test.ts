@@ -992,6 +992,8 @@ Deno.test("output to syslog with no syslog daemon: lines are counted as dropped,
   });
   Deno.kill(sup.pid, "SIGTERM");
   assert.equal(await sup.exit(), 0);
+  const final = JSON.parse(Deno.readTextFileSync(statePath(pidfile)));
+  assert.equal(final.dropped, 3, "the child's three lines; the supervisor's own are not counted");
   const said = (await sup.stderr).match(/output is being dropped: cannot log to "\/dev\/log"/g);
   assert.equal(said?.length, 1, "said once, not per line");
 });

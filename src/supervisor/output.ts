@@ -15,7 +15,6 @@ import {
   fstat,
   ids,
   lstat,
-  openBeside,
   quote,
   readNow,
   sendDatagram,
@@ -26,6 +25,7 @@ import {
   writeAll,
 } from "../ffi/mod.ts";
 import { UsageError } from "../errors.ts";
+import { openOutputFile } from "../lock/output.ts";
 import { FACILITIES, isFacility, priority, type SyslogFacility } from "../syslog/codes.ts";
 import { DEFAULT_SYSLOG_FACILITY } from "./defaults.ts";
 
@@ -101,7 +101,7 @@ export class FileSink implements Sink {
   }
   reopen(): void {
     this.flush();
-    const { fd } = openBeside(this.path, { what: "output file", access: "append", create: 0o640 });
+    const fd = openOutputFile(this.path);
     if (this.#fd >= 0) close(this.#fd);
     this.#fd = fd;
   }
@@ -189,12 +189,8 @@ export class SyslogSink implements Sink {
   reopen(): void {}
   flush(): void {}
   line(text: Uint8Array, level: LineLevel, pid: number): boolean {
-    const pri = priority(level, this.facility);
-    const head = encoder.encodeInto(syslogHeader(pri, this.ident, pid), this.#msg).written;
-    this.#msg.set(text, head);
-    const msg = this.#msg.subarray(0, head + text.length);
     try {
-      return sendDatagram(this.#fd, msg, this.#to, this.socketPath);
+      return this.#send(text, level, pid);
     } catch (err) {
       // No syslog daemon (ENOENT, ECONNREFUSED) or a refused message: drop it, and say so once.
       if (this.#dropped++ === 0) {
@@ -206,6 +202,25 @@ export class SyslogSink implements Sink {
       }
       return true;
     }
+  }
+  /**
+   * One of the supervisor's own lines, under its pid: not counted as
+   * dropped output, and not retried (it also went to stderr).
+   */
+  own(text: Uint8Array, level: LineLevel): void {
+    try {
+      this.#send(text, level, ids.pid());
+    } catch {
+      // no syslog daemon: stderr had it
+    }
+  }
+  #send(text: Uint8Array, level: LineLevel, pid: number): boolean {
+    const pri = priority(level, this.facility);
+    const head = encoder.encodeInto(syslogHeader(pri, this.ident, pid), this.#msg).written;
+    const body = text.subarray(0, MAX_LINE); // a line is at most MAX_LINE; the header fits in the rest
+    this.#msg.set(body, head);
+    const msg = this.#msg.subarray(0, head + body.length);
+    return sendDatagram(this.#fd, msg, this.#to, this.socketPath);
   }
   close(): void {
     if (this.#fd >= 0) close(this.#fd);
@@ -256,9 +271,7 @@ export function sayOwn(sink: Sink | undefined, level: LineLevel, message: string
     }
   }
   writeStderr(message);
-  if (sink instanceof SyslogSink) {
-    sink.line(encoder.encode(`singleton-run: ${message}`), level, ids.pid());
-  }
+  if (sink instanceof SyslogSink) sink.own(encoder.encode(`singleton-run: ${message}`), level);
 }
 
 /**
