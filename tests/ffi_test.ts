@@ -23,6 +23,7 @@ import {
   setCloexec,
   setrlimit,
   signalName,
+  sockaddrUnix,
   SystemError,
   tryFlock,
   UnsupportedPlatformError,
@@ -282,4 +283,20 @@ Deno.test("spawn() names a script's missing #! interpreter and a descriptor abov
     close(r);
     close(w);
   }
+});
+
+Deno.test("sockaddrUnix() is the one sockaddr_un builder: paths with their NUL, @abstract names, a length check", () => {
+  const path = sockaddrUnix("/run/x.sock");
+  assert.equal(path.len, 2 + "/run/x.sock".length + 1);
+  assert.equal(new TextDecoder().decode(path.addr.subarray(2, path.len - 1)), "/run/x.sock");
+  const abstract = sockaddrUnix("@name");
+  assert.equal(abstract.len, 3 + 4);
+  assert.deepEqual([...abstract.addr.subarray(2, 7)], [0, 110, 97, 109, 101]);
+  assert.doesNotThrow(() => sockaddrUnix("/" + "a".repeat(106)));
+  assert.throws(
+    () => sockaddrUnix("/" + "a".repeat(107), "sendto"),
+    (e: unknown) => e instanceof SystemError && e.code === "ENAMETOOLONG" && e.syscall === "sendto",
+  );
+  assert.throws(() => sockaddrUnix("@" + "a".repeat(108)), /longer than 107 bytes/);
+  assert.throws(() => sockaddrUnix("/run/a\0b"), /NUL/);
 });
