@@ -286,12 +286,20 @@ async function runForeground(options: DaemonizeOptions, pidFile: string): Promis
     lock.release();
     die(`interrupted by ${interrupts.signal.reason} before the daemon was started`);
   }
-  const [ours, theirs] = socketpair();
+  const cannotStart = (err: unknown): never => {
+    lock.release();
+    die(`cannot start the daemon: ${message(err)}`);
+  };
+  let ours: number;
+  let theirs: number;
   try {
-    await using daemon = await launchSelf(options, lock, ours, theirs).catch((err) => {
-      lock.release();
-      die(`cannot start the daemon: ${message(err)}`);
-    }).finally(() => close(theirs));
+    [ours, theirs] = socketpair();
+  } catch (err) {
+    return cannotStart(err);
+  }
+  try {
+    await using daemon = await launchSelf(options, lock, ours, theirs).catch(cannotStart)
+      .finally(() => close(theirs));
     const outcome = await daemon.unlessAborted(
       readReadiness(ours, daemon.pidfd, timeout),
       interrupts.signal,
