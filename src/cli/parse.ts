@@ -7,7 +7,7 @@
  */
 
 import { UsageError } from "../errors.ts";
-import { quote } from "../control/values.ts";
+import { parseSignalArgument, quote } from "../control/values.ts";
 import { type Command, optionsOf, type Values } from "./options.ts";
 
 /** A parsed command line. */
@@ -22,6 +22,8 @@ export interface Invocation {
   readonly command: readonly string[] | undefined;
   /** `--help` or `-h` was given. */
   readonly help: boolean;
+  /** For `signal`: the signal number (0 for the existence check). */
+  readonly signal?: number;
 }
 
 /**
@@ -96,7 +98,9 @@ export function parseArgs(cmd: Command, args: readonly string[]): Invocation {
     positionals.push(arg);
   }
   const invocation = { cmd, values, positionals, command, help };
-  if (!help) check(invocation, table, given);
+  if (help) return invocation;
+  check(invocation, table, given);
+  if (cmd === "signal") return { ...invocation, signal: parseSignalArgument(positionals[0]!) };
   return invocation;
 }
 

@@ -5,14 +5,12 @@
  */
 
 import { signal } from "../../control/mod.ts";
-import { parseSignalArgument } from "../../control/values.ts";
 import { EXIT } from "../exit.ts";
 import type { Invocation } from "../parse.ts";
 import { guardOptions } from "./common.ts";
 
 /** Run `signal`. */
 export async function signalCommand(inv: Invocation): Promise<number> {
-  const number = parseSignalArgument(inv.positionals[0]!);
-  await signal({ ...guardOptions(inv.values), signal: number });
+  await signal({ ...guardOptions(inv.values), signal: inv.signal! });
   return EXIT.OK;
 }
