@@ -88,27 +88,17 @@ export function superviseOptions(
       throw new TypeError(`bad ${key}: ${value}`);
     }
   }
+  // What only the stage uses stays here; the rest are the supervisor's own options.
+  const { pidfile, lockFd: _lock, readyFd: _ready, unsetEnv: _unset, ...rest } = config;
+  const { stopSchedule, output, ...settings } = rest;
   return {
-    path: config.path,
-    argv: config.argv,
+    ...settings,
     env,
-    ...(config.cwd === undefined ? {} : { cwd: config.cwd }),
-    ...(config.umask === undefined ? {} : { umask: config.umask }),
-    ...(config.name === undefined ? {} : { name: config.name }),
-    ...(config.restart === undefined ? {} : { restart: config.restart }),
-    ...(config.restartDelay === undefined ? {} : { restartDelay: config.restartDelay }),
-    ...(config.restartDelayMax === undefined ? {} : { restartDelayMax: config.restartDelayMax }),
-    ...(config.minUptime === undefined ? {} : { minUptime: config.minUptime }),
-    ...(config.maxRestarts === undefined ? {} : { maxRestarts: config.maxRestarts }),
-    ...(config.restartWindow === undefined ? {} : { restartWindow: config.restartWindow }),
-    killGroup: config.killGroup ?? false,
-    ...(config.stopSchedule === undefined
+    ...(stopSchedule === undefined
       ? {}
-      : { stopSchedule: parseSchedule(config.stopSchedule, "--stop-schedule") }),
-    ...(config.output === undefined ? {} : { output: parseOutput(config.output) }),
-    ...(config.readiness === undefined ? {} : { readiness: config.readiness }),
-    ...(config.readyTimeout === undefined ? {} : { readyTimeout: config.readyTimeout }),
-    statePath: statePath(config.pidfile),
+      : { stopSchedule: parseSchedule(stopSchedule, "--stop-schedule") }),
+    ...(output === undefined ? {} : { output: parseOutput(output) }),
+    statePath: statePath(pidfile),
   };
 }
 

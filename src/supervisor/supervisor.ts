@@ -43,7 +43,7 @@ import { describeExit } from "../launch/exit.ts";
 import { type NotifySocket, openNotifySocket, parseNotify } from "../launch/readiness.ts";
 import { parseSchedule, type Schedule } from "../launch/schedule.ts";
 import { type Child, childLockFd, descriptorFits, startChild } from "./child.ts";
-import type { ChildReadiness, RestartPolicy } from "./settings.ts";
+import type { ChildReadiness, RestartPolicy, SuperviseSettings } from "./settings.ts";
 import {
   DEFAULT_CHILD_READY_AFTER_MS,
   DEFAULT_CHILD_READY_TIMEOUT_MS,
@@ -67,8 +67,11 @@ export { CHILD_LOCK_FD, childLockFd } from "./child.ts";
 export type { OutputTarget } from "./output.ts";
 export type { ChildReadiness, RestartPolicy } from "./settings.ts";
 
-/** Options of {@link Supervisor}. */
-export interface SuperviseOptions {
+/**
+ * Options of {@link Supervisor}: the {@link SuperviseSettings}, with the stop
+ * schedule and the output parsed, and the command to run.
+ */
+export interface SuperviseOptions extends Omit<SuperviseSettings, "stopSchedule" | "output"> {
   /** The program, an absolute path. */
   readonly path: string;
   /** Its argv, `argv[0]` included. */
@@ -79,30 +82,10 @@ export interface SuperviseOptions {
   readonly cwd?: string;
   /** Its umask. */
   readonly umask?: number;
-  /** The syslog ident and the name in log lines; @default the program's basename */
-  readonly name?: string;
-  /** When to restart the child; @default {"on-failure"} */
-  readonly restart?: RestartPolicy;
-  /** The first restart delay, in ms; @default {1000} */
-  readonly restartDelay?: number;
-  /** The longest restart delay, in ms; @default {60000} */
-  readonly restartDelayMax?: number;
-  /** A child that ran this long (ms) resets the backoff; @default {10000} */
-  readonly minUptime?: number;
-  /** Give up after this many restarts within `restartWindow`; 0 for never; @default {5} */
-  readonly maxRestarts?: number;
-  /** The crash-loop window, in ms; @default {60000} */
-  readonly restartWindow?: number;
-  /** Signal the child's whole process group (it is started as a group leader). */
-  readonly killGroup?: boolean;
-  /** How to stop the child; @default TERM, 5 s, KILL, 2 s */
+  /** How to stop the child; @default {DEFAULT_CHILD_STOP_SCHEDULE} */
   readonly stopSchedule?: Schedule;
   /** Where the child's output goes; @default {{kind: "inherit"}} */
   readonly output?: OutputTarget;
-  /** How a child shows it is ready; @default {{kind: "alive", afterMs: 100}} */
-  readonly readiness?: ChildReadiness;
-  /** How long a child may take to become ready, in ms; @default {60000} */
-  readonly readyTimeout?: number;
   /** Where to keep the JSON state (replaced on each change). */
   readonly statePath?: string;
   /**
