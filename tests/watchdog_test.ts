@@ -94,3 +94,33 @@ Deno.test("the resource watch stays quiet about descriptors in a child that does
   assert.deepEqual(warnings.filter((w) => w.resource === "fds"), []);
   assert.deepEqual(warnings.filter((w) => w.reason === "limit"), []);
 });
+
+Deno.test("the library's warnings go to LogTape: nothing unless the program configures a sink", async () => {
+  const mod = new URL("../mod.ts", import.meta.url).href;
+  const run = async (configured: boolean) => {
+    const code = `
+      import { configure, getConsoleSink } from "@logtape/logtape";
+      import { watchResources } from ${JSON.stringify(mod)};
+      if (${configured}) {
+        await configure({
+          sinks: { console: getConsoleSink() },
+          loggers: [
+            { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
+            { category: ["singleton-run"], lowestLevel: "info", sinks: ["console"] },
+          ],
+        });
+      }
+      using watch = watchResources({ maxFds: 1 });
+      watch.sample();
+    `;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--config", new URL("../deno.json", import.meta.url).pathname, code],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    return new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  };
+  assert.equal(await run(false), "", "a program that configures nothing sees nothing");
+  assert.match(await run(true), /singleton-run.*watchdog.*fds warning: [0-9]+ descriptors open/);
+});
