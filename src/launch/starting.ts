@@ -16,12 +16,14 @@ import {
   close,
   type ExitReason,
   kill,
+  listDirectory,
   pidfdOpen,
   pidfdSendSignal,
   pollNow,
   pollWait,
   reap,
 } from "../ffi/mod.ts";
+import { procStat } from "../ffi/proc.ts";
 import { PidFile } from "../lock/pidfile.ts";
 import { fileIdentity, openHolders } from "../lock/holders.ts";
 import type { LaunchedDaemon } from "./plan.ts";
@@ -134,10 +136,11 @@ export class StartingDaemon implements AsyncDisposable {
   }
 
   /**
-   * The start failed: kill the daemon and its group, then any process still
-   * holding the lock (a program that forked into a new session and exited
-   * leaves its child holding the inherited descriptor), release the lock and
-   * wait until it is free. Idempotent.
+   * The start failed: kill the daemon and its group, then what is left in
+   * its session (a child moved to a group of its own), then any process
+   * still holding the lock (a program that forked into a new session and
+   * exited leaves its child holding the inherited descriptor), release the
+   * lock and wait until it is free. Idempotent.
    *
    * @returns whether it still ran, and how it ended
    */
@@ -145,6 +148,7 @@ export class StartingDaemon implements AsyncDisposable {
     this.#abandoned ??= (async () => {
       const wasRunning = this.running;
       const exit = await this.kill();
+      killSession(this.pid);
       await killLockHolders(this.#lock.path);
       this.#settled = true;
       this.#lock.release();
@@ -207,6 +211,35 @@ function killGroup(pgid: number): void {
     kill(-pgid, 9);
   } catch {
     // EPERM: a member changed user; nothing more we can do.
+  }
+}
+
+/**
+ * SIGKILL every process left in the daemon's session. The daemon led a new
+ * session, and Linux does not hand out its pid again while any process is in
+ * that session, so the session id names only what the daemon started.
+ */
+function killSession(sid: number): void {
+  let entries: string[];
+  try {
+    entries = listDirectory("/proc");
+  } catch {
+    return;
+  }
+  for (const name of entries) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid <= 1 || pid === sid) continue;
+    if (procStat(pid)?.sid !== sid) continue;
+    let pidfd: number | undefined;
+    try {
+      pidfd = pidfdOpen(pid);
+      // Checked again through the pidfd's process: the pid may have been reused.
+      if (pidfd !== undefined && procStat(pid)?.sid === sid) pidfdSendSignal(pidfd, 9);
+    } catch {
+      // Gone, or no longer ours to signal.
+    } finally {
+      if (pidfd !== undefined) close(pidfd);
+    }
   }
 }
 

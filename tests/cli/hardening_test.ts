@@ -127,6 +127,27 @@ Deno.test("a start whose program forks into a new session and exits leaves nothi
   }
 });
 
+Deno.test("a start whose program moves a child to a group of its own and exits leaves nothing behind", async () => {
+  await using sb = await Sandbox.create();
+  const m = marker();
+  // The child leaves the daemon's process group and closes the lock's descriptor.
+  const child = `setpgrp(0, 0); exec("sleep", "${m}")`;
+  const r = await sr(SOURCE, [
+    "start",
+    "--pidfile",
+    sb.pidfile,
+    "--ready-after",
+    "1000",
+    "--",
+    "bash",
+    "-c",
+    `perl -e '${child}' 3>&- & sleep 0.2; exit 0`,
+  ]);
+  for (const pid of findProcesses(["sleep", m])) sb.track(pid);
+  assertCleanError(r, 1, /ended before it was ready/);
+  assert.deepEqual(findProcesses(["sleep", m]), [], "the child in its own group runs on");
+});
+
 Deno.test("the guard file is created readable and writable by its owner only", async () => {
   await using sb = await Sandbox.create();
   const r = await sr(SOURCE, ["stop", "--pidfile", sb.pidfile]);
