@@ -8,7 +8,7 @@
 
 import { UsageError } from "../errors.ts";
 import { parseSignalArgument, quote } from "../control/values.ts";
-import { type Command, optionsOf, type Values } from "./options.ts";
+import { type AnyOption, type Command, optionsOf, type Values } from "./options.ts";
 
 /** A parsed command line. */
 export interface Invocation {
@@ -110,52 +110,59 @@ function check(
   table: ReturnType<typeof optionsOf>,
   given: ReadonlyMap<string, string>,
 ): void {
-  const { cmd, values: v } = inv;
+  const v = inv.values;
   if (v.pidfile === undefined || v.pidfile === "") throw new UsageError("missing --pidfile PATH");
-  const wantsCommand = cmd === "start" || cmd === "run" || cmd === "restart";
-  if (wantsCommand) {
-    if (inv.positionals.length > 0) {
-      throw new UsageError(
-        `unexpected argument ${quote(inv.positionals[0]!)} (put COMMAND after --)`,
-      );
-    }
-    if (inv.command === undefined) throw new UsageError("missing -- COMMAND");
-    if (inv.command.length === 0) throw new UsageError("missing COMMAND after --");
-  } else {
-    if (inv.command !== undefined) throw new UsageError(`${cmd} takes no COMMAND`);
-    const allowed = cmd === "signal" ? 1 : 0;
-    if (inv.positionals.length > allowed) {
-      throw new UsageError(`unexpected argument ${quote(inv.positionals[allowed]!)}`);
-    }
-    if (cmd === "signal" && inv.positionals.length === 0) throw new UsageError("missing SIGNAL");
-  }
-  if (!v.supervise) {
-    const store = v as unknown as Record<string, unknown>;
-    for (const [name, [key, spec]] of table) {
-      const set = spec.kind === "switch" ? store[key] === true : given.has(name);
-      if (spec.needs === "supervise" && set) throw new UsageError(`--${name} needs --supervise`);
-    }
-    for (const [name, [key, spec]] of table) {
-      const set = spec.kind === "switch" ? store[key] === true : given.has(name);
-      if (spec.supervisedIn?.includes(cmd) && set) {
-        throw new UsageError(`--${name} with ${cmd} needs --supervise`);
-      }
-    }
-    if (v.output?.kind === "syslog") {
-      throw new UsageError(
-        `--output ${
-          quote(given.get("output")!)
-        } needs --supervise (without it, output goes to a file)`,
-      );
-    }
-  }
+  checkArguments(inv);
+  if (!v.supervise) checkWithoutSupervise(inv, table, given);
   if (v.notifyFd !== undefined && v.notifySocket) {
     throw new UsageError("--notify-fd and --notify-socket exclude each other");
   }
-  if (cmd === "run" && v.supervise && v.user !== undefined) {
+  if (inv.cmd === "run" && v.supervise && v.user !== undefined) {
     throw new UsageError("--user with run --supervise is not supported (start --supervise is)");
   }
   samePaths(v);
+}
+
+/** COMMAND after `--` for start, run and restart; SIGNAL alone for signal; nothing else. */
+function checkArguments(inv: Invocation): void {
+  const { cmd, positionals, command } = inv;
+  if (cmd === "start" || cmd === "run" || cmd === "restart") {
+    if (positionals.length > 0) {
+      throw new UsageError(`unexpected argument ${quote(positionals[0]!)} (put COMMAND after --)`);
+    }
+    if (command === undefined) throw new UsageError("missing -- COMMAND");
+    if (command.length === 0) throw new UsageError("missing COMMAND after --");
+    return;
+  }
+  if (command !== undefined) throw new UsageError(`${cmd} takes no COMMAND`);
+  const allowed = cmd === "signal" ? 1 : 0;
+  if (positionals.length > allowed) {
+    throw new UsageError(`unexpected argument ${quote(positionals[allowed]!)}`);
+  }
+  if (cmd === "signal" && positionals.length === 0) throw new UsageError("missing SIGNAL");
+}
+
+/** Options that only go with --supervise (in every command, or in this one). */
+function checkWithoutSupervise(
+  inv: Invocation,
+  table: ReturnType<typeof optionsOf>,
+  given: ReadonlyMap<string, string>,
+): void {
+  const store = inv.values as unknown as Record<string, unknown>;
+  const set = ([name, [key, spec]]: [string, [string, AnyOption]]) =>
+    spec.kind === "switch" ? store[key] === true : given.has(name);
+  const entries = [...table];
+  const always = entries.find((e) => e[1][1].needs === "supervise" && set(e));
+  if (always) throw new UsageError(`--${always[0]} needs --supervise`);
+  const here = entries.find((e) => e[1][1].supervisedIn?.includes(inv.cmd) && set(e));
+  if (here) throw new UsageError(`--${here[0]} with ${inv.cmd} needs --supervise`);
+  if (inv.values.output?.kind === "syslog") {
+    throw new UsageError(
+      `--output ${
+        quote(given.get("output")!)
+      } needs --supervise (without it, output goes to a file)`,
+    );
+  }
 }
 
 /** Two of the files singleton-run keeps beside each other must not be one file. */
