@@ -1,5 +1,5 @@
 /**
- * The issue's "Safety that must hold" list, across real processes: racing
+ * The safety promises, across real processes: racing
  * starts, a hammering of every command at once, killed daemons, unrelated
  * pids, controllers killed halfway, and what the daemon inherits.
  */
