@@ -1121,3 +1121,31 @@ Deno.test("--output is never followed through a link, nor opened when it is a FI
   assert.equal(await piped.exit(5000), 1, "no hang in open()");
   assert.match(await piped.stderr, /is a FIFO, not a regular file|FIFO or socket nobody has open/);
 });
+
+Deno.test("start --supervise --user: status trusts the state file its supervisor (that user) wrote", async () => {
+  if (Deno.uid() !== 0) return void console.log("skipped: --user needs root");
+  await using dir = await tempDir();
+  await Deno.chmod(dir.path, 0o1777); // sticky, like /tmp: the supervisor may write its state
+  const pidfile = dir.join("d.pid");
+  const r = await sr(SOURCE, [
+    "start",
+    "--pidfile",
+    pidfile,
+    "--supervise",
+    "--user",
+    "nobody",
+    "--",
+    "sleep",
+    "60",
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const supervisor = Number(r.stdout.trim());
+  try {
+    assert.equal(Deno.statSync(statePath(pidfile)).uid, 65534, "written by the supervisor");
+    const child = readSupervisorStatus(pidfile, supervisor)?.childPid;
+    assert.ok(child && isAlive(child), "status shows the supervised child");
+    assert.equal((await sr(SOURCE, ["stop", "--pidfile", pidfile])).code, 0);
+  } finally {
+    killQuietly(supervisor);
+  }
+});

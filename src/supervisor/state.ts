@@ -3,8 +3,9 @@
  * of a supervised daemon (the child's pid, its phase, restarts, the last
  * exit, dropped output lines). Written by the supervisor, which holds the
  * pid file's lock, through an exclusively created temp file renamed into
- * place; read by `status` only when the file is a plain file owned by root
- * or the pid file's owner, and only about the supervisor the pid file names.
+ * place; read by `status` only when the file is a plain file owned by root,
+ * the pid file's owner or the supervisor's user, and only about the
+ * supervisor the pid file names.
  *
  * Small and light on purpose: `status` imports it.
  *
@@ -133,7 +134,8 @@ export interface SupervisorStatus {
 /**
  * Read the supervisor's state file, if the pid file's holder is the
  * supervisor that wrote it: the file must be a regular file with one name,
- * owned by root or by the pid file's owner, name `pid` as its supervisor,
+ * owned by root, the pid file's owner or the supervisor's user, name `pid`
+ * as its supervisor,
  * and `pid` must be running the supervisor stage. Never blocks, never reads
  * more than 64 KiB.
  *
@@ -147,7 +149,7 @@ export function readSupervisorStatus(pidfile: string, pid: number): SupervisorSt
   try {
     const { fd, stat } = openBeside(statePath(pidfile), { what: "state file", access: "read" });
     try {
-      if (stat.uid !== 0 && stat.uid !== lstat(pidfile).uid) return undefined;
+      if (!trustedOwner(stat.uid, pidfile, pid)) return undefined;
       state = JSON.parse(new TextDecoder().decode(readBounded(fd, MAX_STATE_BYTES)));
     } finally {
       close(fd);
@@ -168,6 +170,20 @@ export function readSupervisorStatus(pidfile: string, pid: number): SupervisorSt
       : null,
     dropped: typeof state.dropped === "number" ? state.dropped : 0,
   };
+}
+
+/**
+ * Whether a state file's owner may speak for the supervisor: root, the pid
+ * file's owner, or the supervisor's own user (`start --supervise --user`,
+ * whose supervisor writes the file; /proc/PID is owned by the process's user).
+ */
+function trustedOwner(uid: number, pidfile: string, pid: number): boolean {
+  if (uid === 0) return true;
+  try {
+    return uid === lstat(pidfile).uid || uid === lstat(`/proc/${pid}`).uid;
+  } catch {
+    return false;
+  }
 }
 
 /**
