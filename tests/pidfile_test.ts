@@ -448,3 +448,35 @@ Deno.test("fstat through FFI agrees with Deno.stat", async () => {
     close(fd);
   }
 });
+
+Deno.test("PidFile.acquire() and the probe refuse a pid file with a second name, leaving the other untouched", async () => {
+  await using dir = await tempDir();
+  const other = dir.join("precious");
+  const path = dir.join("x.pid");
+  Deno.writeTextFileSync(other, "keep me\n");
+  Deno.linkSync(other, path);
+  await assert.rejects(PidFile.acquire(path), (e: unknown) => {
+    assert.ok(e instanceof SystemError, String(e));
+    assert.equal(e.code, "EMLINK");
+    assert.match(e.message, /has 2 hard links/);
+    return true;
+  });
+  assert.throws(() => probeSync(path), /has 2 hard links/);
+  assert.throws(() => PidFile.empty(path), /has 2 hard links/);
+  assert.equal(Deno.readTextFileSync(other), "keep me\n");
+});
+
+Deno.test("PidFile.empty() truncates a file nobody holds, and leaves a held one alone", async () => {
+  await using dir = await tempDir();
+  const path = dir.join("x.pid");
+  assert.equal(PidFile.empty(path), true, "no file: nothing to empty");
+  assert.throws(() => Deno.statSync(path), Deno.errors.NotFound, "and none created");
+  {
+    using lock = await PidFile.acquire(path);
+    assert.equal(PidFile.empty(path), false);
+    assert.equal(Deno.readTextFileSync(path), `${lock.pid}\n`);
+    lock.detach(); // leave the pid in the file, as a SIGKILLed daemon would
+  }
+  assert.equal(PidFile.empty(path), true);
+  assert.equal(Deno.readTextFileSync(path), "");
+});
