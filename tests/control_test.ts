@@ -14,6 +14,7 @@ import {
   start,
   status,
   stop,
+  StopFailedError,
   UsageError,
 } from "../src/control/mod.ts";
 import { Guard } from "../src/control/guard.ts";
@@ -136,6 +137,31 @@ Deno.test("signal() with signal 0 resolves to the pid while the daemon runs, Not
     await assert.rejects(signal({ pidfile, signal: 0 }), NotRunningError);
   } finally {
     await stop({ pidfile }).catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("stop() follows its schedule: repeats after forever, and fails naming the holder when it runs out", async () => {
+  const dir = await Deno.makeTempDir();
+  const pidfile = `${dir}/p.pid`;
+  // SIGTERM stays ignored across the exec, so only the later signals end it.
+  const command = ["sh", "-c", `trap "" TERM; exec sleep 30`];
+  try {
+    const first = await start({ pidfile, command });
+    await assert.rejects(
+      stop({ pidfile, schedule: parseSchedule("TERM/0.1") }),
+      (e: unknown) => {
+        assert.ok(e instanceof StopFailedError, String(e));
+        assert.match(e.message, new RegExp(`^pid ${first.pid} still holds .* \\(SIGTERM sent\\)$`));
+        return true;
+      },
+    );
+    const done = await stop({ pidfile, schedule: parseSchedule("TERM/0.1/forever/HUP/0.1") });
+    assert.equal(done.pid, first.pid);
+    assert.deepEqual(done.signals, [15, 1]);
+    assert.equal(status(pidfile).state, "stopped");
+  } finally {
+    await stop({ pidfile, schedule: parseSchedule("KILL/5") }).catch(() => {});
     await Deno.remove(dir, { recursive: true });
   }
 });

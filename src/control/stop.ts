@@ -34,7 +34,7 @@ import {
   openHolders,
   type Target,
 } from "../lock/holders.ts";
-import { parseSchedule } from "../launch/schedule.ts";
+import { nextStep, parseSchedule, type Schedule } from "../launch/schedule.ts";
 import { NotRunningError, StopFailedError } from "./errors.ts";
 import { withGuard } from "./guard.ts";
 import {
@@ -221,92 +221,133 @@ function emptyPidfile(pidfile: string): boolean {
  */
 export async function stopLocked(options: StopOptions): Promise<StopResult> {
   const schedule = options.schedule ?? parseSchedule(DEFAULT_SCHEDULE);
-  const pidfile = options.pidfile;
-  const found = await findTargets(pidfile);
-  const targets = found.list;
+  const found = await findTargets(options.pidfile);
   if (!found.isNamed) {
+    const pids = found.list.map((t) => t.pid);
     options.onWarning?.(
-      `${describeNamed(found.named)}; stopping ${pidList(targets.map((t) => t.pid))}, which hold${
-        targets.length === 1 ? "s" : ""
+      `${describeNamed(found.named)}; stopping ${pidList(pids)}, which hold${
+        pids.length === 1 ? "s" : ""
       } the lock`,
     );
   }
+  using stopping = new Stopping(options.pidfile, found);
   const started = performance.now();
-  const sent: number[] = [];
+  if (!await stopping.follow(schedule)) throw stopping.stillHeld();
+  return {
+    pid: stopping.pid,
+    signals: stopping.sent,
+    waitedMs: Math.round(performance.now() - started),
+    ...(found.isNamed ? {} : { holders: stopping.pids() }),
+  };
+}
+
+/** One stop in progress: the processes signalled so far, and the signals sent. */
+class Stopping implements Disposable {
+  readonly #pidfile: string;
+  readonly #found: Targets;
+  readonly #targets: Target[];
+  /** The signals sent, in order. */
+  readonly sent: number[] = [];
+
+  constructor(pidfile: string, found: Targets) {
+    this.#pidfile = pidfile;
+    this.#found = found;
+    this.#targets = [...found.list];
+  }
+
+  /** The process stopped: the first one signalled. */
+  get pid(): number {
+    return this.#targets[0]!.pid;
+  }
+
+  /** Every process signalled. */
+  pids(): number[] {
+    return [...new Set(this.#targets.map((t) => t.pid))];
+  }
+
+  /**
+   * Follow the schedule: send each signal, wait each timeout for the lock
+   * to be free.
+   *
+   * @returns true once the lock is free, false when the schedule ran out first
+   */
+  async follow(schedule: Schedule): Promise<boolean> {
+    for (let i = nextStep(schedule, -1); i >= 0; i = nextStep(schedule, i)) {
+      if (i === Infinity) {
+        while (!await this.waitReleased(60_000));
+        return true;
+      }
+      const step = schedule.steps[i]!;
+      if ("signal" in step) this.signal(step.signal);
+      else if (await this.waitReleased(step.waitMs)) return true;
+    }
+    return false;
+  }
+
+  /** Send a signal to every target still alive (or to those left holding the lock). */
+  signal(sig: number): void {
+    if (!this.#retarget(sig)) {
+      for (const t of liveTargets(this.#targets)) signalTarget(t, sig);
+    }
+    this.sent.push(sig);
+  }
 
   /**
    * When every process we signalled is gone but the lock is still held, the
    * processes left holding it (a worker that inherited the descriptor, the
    * child of a supervisor that was killed) get the last signal too.
+   *
+   * @returns true when there were such processes
    */
-  const retarget = (sig: number): boolean => {
-    if (liveTargets(targets).length > 0) return false;
-    const fresh = openHolders(found.st, (h) => mayBeDaemon(h, found.named));
-    targets.push(...fresh);
+  #retarget(sig: number): boolean {
+    if (liveTargets(this.#targets).length > 0) return false;
+    const { st, named } = this.#found;
+    const fresh = openHolders(st, (h) => mayBeDaemon(h, named));
+    this.#targets.push(...fresh);
     for (const t of fresh) signalTarget(t, sig);
     return fresh.length > 0;
-  };
+  }
 
-  /** Wait up to `ms` for the lock to be free, waking when a target exits. */
-  const waitReleased = async (ms: number): Promise<boolean> => {
+  /**
+   * Wait up to `ms` for the lock to be free (and then empty the file),
+   * waking when a target exits.
+   */
+  async waitReleased(ms: number): Promise<boolean> {
     const deadline = performance.now() + ms;
     let slice = 2;
     for (;;) {
-      if (probeSync(pidfile).state !== "running" && emptyPidfile(pidfile)) return true;
+      if (probeSync(this.#pidfile).state !== "running" && emptyPidfile(this.#pidfile)) {
+        return true;
+      }
       const remaining = deadline - performance.now();
       if (remaining <= 0) return false;
       const wait = Math.max(1, Math.min(slice, remaining));
       slice = Math.min(slice * 2, 100);
-      if (sent.length > 0 && retarget(sent[sent.length - 1]!)) continue;
-      const live = liveTargets(targets);
+      const last = this.sent[this.sent.length - 1];
+      if (last !== undefined && this.#retarget(last)) continue;
+      const live = liveTargets(this.#targets);
       if (live.length === 0) await new Promise((r) => setTimeout(r, wait));
       else await pollWait(live.map((t) => ({ fd: t.pidfd, events: C.POLLIN })), wait);
     }
-  };
+  }
 
-  try {
-    let i = 0;
-    let released = false;
-    for (;;) {
-      if (i >= schedule.steps.length) {
-        if (schedule.repeatAt === schedule.steps.length) {
-          while (!await waitReleased(60_000));
-          released = true;
-          break;
-        }
-        if (schedule.repeatAt < 0) break;
-        i = schedule.repeatAt;
-      }
-      const step = schedule.steps[i++]!;
-      if ("signal" in step) {
-        if (!retarget(step.signal)) {
-          for (const t of liveTargets(targets)) signalTarget(t, step.signal);
-        }
-        sent.push(step.signal);
-      } else if (await waitReleased(step.waitMs)) {
-        released = true;
-        break;
-      }
-    }
-    const pid = targets[0]!.pid;
-    if (!released) {
-      const left = lockHolders(found.st).map((h) => h.pid);
-      const who = left.length > 0 ? left : liveTargets(targets).map((t) => t.pid);
-      throw new StopFailedError(
-        `${who.length > 0 ? pidList(who) : `pid ${pid}`} still hold${who.length > 1 ? "" : "s"} ${
-          quote(pidfile)
-        } after the stop schedule (${sent.map(signalName).join(", ")} sent)`,
-        who[0] ?? pid,
-      );
-    }
-    return {
-      pid,
-      signals: sent,
-      waitedMs: Math.round(performance.now() - started),
-      ...(found.isNamed ? {} : { holders: [...new Set(targets.map((t) => t.pid))] }),
-    };
-  } finally {
-    for (const t of targets) close(t.pidfd);
+  /** The error for a lock still held when the schedule ran out, naming who holds it. */
+  stillHeld(): StopFailedError {
+    const left = lockHolders(this.#found.st).map((h) => h.pid);
+    const who = left.length > 0 ? left : liveTargets(this.#targets).map((t) => t.pid);
+    return new StopFailedError(
+      `${who.length > 0 ? pidList(who) : `pid ${this.pid}`} still hold${
+        who.length > 1 ? "" : "s"
+      } ${quote(this.#pidfile)} after the stop schedule (${
+        this.sent.map(signalName).join(", ")
+      } sent)`,
+      who[0] ?? this.pid,
+    );
+  }
+
+  /** Close the pidfds. */
+  [Symbol.dispose](): void {
+    for (const t of this.#targets) close(t.pidfd);
   }
 }
 
