@@ -268,3 +268,41 @@ Deno.test("as root, a pid file, guard or output in a directory another user can 
   sb.track(Number(start.stdout.trim()));
   assert.equal((await sr(SOURCE, ["stop", "--pidfile", `${sticky}/d.pid`])).code, 0);
 });
+
+Deno.test("an --output that is a symbolic link or a FIFO is refused at once; the link's target is untouched", async () => {
+  await using sb = await Sandbox.create();
+  const secret = sb.path("secret");
+  Deno.writeTextFileSync(secret, "root:$6$hash\n");
+  Deno.symlinkSync(secret, sb.path("out.link"));
+  const fifo = sb.path("out.fifo");
+  const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+  assert.equal(made.code, 0);
+  const m = marker();
+  const link = await sr(SOURCE, [
+    "start",
+    "--pidfile",
+    sb.pidfile,
+    "--output",
+    sb.path("out.link"),
+    "--",
+    "sleep",
+    m,
+  ]);
+  assertCleanError(link, 1, /output file .*symbolic link/);
+  assert.ok(!link.stderr.includes("hash"), "the target's content is not shown");
+  const pipe = await sr(SOURCE, [
+    "start",
+    "--pidfile",
+    sb.pidfile,
+    "--output",
+    fifo,
+    "--",
+    "sleep",
+    m,
+  ], {
+    timeoutMs: 10_000,
+  });
+  assertCleanError(pipe, 1, /output file/);
+  assert.equal(Deno.readTextFileSync(secret), "root:$6$hash\n");
+  assert.deepEqual(findProcesses(["sleep", m]), []);
+});
