@@ -84,24 +84,29 @@ export class Cli {
 
 /**
  * The build to drive by default: the bundle when it exists and is not older
- * than cli.ts, else the source.
+ * than any source file it is built from (cli.ts and src/), else the source.
  */
 export function defaultForm(): CliForm {
   try {
     const bundle = Deno.statSync(`${ROOT}/dist/singleton-run.js`).mtime?.getTime() ?? 0;
-    const newest = Math.max(
-      ...["cli.ts", "src/control/control.ts"].map((f) => {
-        try {
-          return Deno.statSync(`${ROOT}/${f}`).mtime?.getTime() ?? 0;
-        } catch {
-          return 0;
-        }
-      }),
-    );
-    return bundle >= newest ? "bundle" : "source";
+    return bundle >= newestSource() ? "bundle" : "source";
   } catch {
     return "source";
   }
+}
+
+/** The newest modification time of cli.ts and every file under src/ (ms). */
+function newestSource(): number {
+  let newest = 0;
+  const visit = (path: string) => {
+    const st = Deno.statSync(path);
+    if (st.isDirectory) {
+      for (const e of Deno.readDirSync(path)) visit(`${path}/${e.name}`);
+    } else newest = Math.max(newest, st.mtime?.getTime() ?? 0);
+  };
+  visit(`${ROOT}/cli.ts`);
+  visit(`${ROOT}/src`);
+  return newest;
 }
 
 /**
