@@ -7,11 +7,9 @@
  * @module
  */
 
-import { listDirectory } from "../ffi/mod.ts";
-import { cmdlineOf, processRuns, procStat, startedAt, vmRssKiB } from "../ffi/proc.ts";
-import { probeSync } from "../lock/pidfile.ts";
+import { cmdlineOf, openFdCount, processRuns, procStat, startedAt, vmRssKiB } from "../ffi/proc.ts";
+import { probeIdentified, probeSync } from "../lock/pidfile.ts";
 import {
-  fileIdentity,
   ForeignHolderError,
   holdsLockInFdinfo,
   lockHolders,
@@ -28,9 +26,12 @@ import type { StatusReport } from "./options.ts";
  * @returns the state, LSB code and, for a running daemon, facts from /proc
  */
 export function status(pidfile: string): StatusReport {
+  // The identity of the file whose lock the probe saw: what /proc's
+  // descriptors are compared with.
   let found;
+  let st;
   try {
-    found = probeSync(pidfile);
+    ({ found, identity: st } = probeIdentified(pidfile));
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     return { state: "unknown", code: 4, pid: null, pidfile, error: message };
@@ -38,7 +39,6 @@ export function status(pidfile: string): StatusReport {
   if (found.state === "absent") return { state: "stopped", code: 3, pid: null, pidfile };
   if (found.state === "stale") return { state: "stale", code: 1, pid: found.pid, pidfile };
   const named = found.pid;
-  const st = fileIdentity(pidfile);
   if (st && (named === undefined || holdsLockInFdinfo(named, st) === false)) {
     // The lock is held, but not by the pid the file names: say who holds it.
     const all = lockHolders(st);
@@ -86,12 +86,7 @@ function procFacts(pid: number): Partial<StatusReport> {
   const started = startedAt(procStat(pid)?.startTicks ?? NaN);
   const rss = vmRssKiB(pid);
   const cmdline = cmdlineOf(pid);
-  let fds: number | null;
-  try {
-    fds = listDirectory(`/proc/${pid}/fd`).length;
-  } catch {
-    fds = null;
-  }
+  const fds = openFdCount(pid) ?? null;
   return {
     ...(started.time ? { startTime: started.time.toISOString() } : {}),
     ...(started.uptimeSeconds === undefined ? {} : { uptimeSeconds: started.uptimeSeconds }),

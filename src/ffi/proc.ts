@@ -6,7 +6,7 @@
  * @module
  */
 
-import { readSmallFile } from "./mod.ts";
+import { listDirectory, readSmallFile, stat } from "./sys.ts";
 
 /** The fields of /proc/PID/stat the project uses. */
 export interface ProcStat {
@@ -115,4 +115,24 @@ export function cmdlineOf(pid: number | "self"): string[] | undefined {
   const argv = raw.split("\0");
   if (argv[argv.length - 1] === "") argv.pop();
   return argv;
+}
+
+/**
+ * How many descriptors a process has open. The size /proc reports for its
+ * fd directory is that count (Linux 6.2 and later), which a single stat(2)
+ * reads; elsewhere the directory is listed. Statting `fd/.` rather than
+ * `fd` walks into the directory, so it needs the same permission as
+ * listing it: another user's process stays hidden from a non-root caller.
+ *
+ * @param pid the process, or "self"
+ * @returns the count, or undefined when it is gone or hidden
+ */
+export function openFdCount(pid: number | "self"): number | undefined {
+  try {
+    const size = Number(stat(`/proc/${pid}/fd/.`).size);
+    if (size > 0) return size;
+    return listDirectory(`/proc/${pid}/fd`).length;
+  } catch {
+    return undefined;
+  }
 }

@@ -11,10 +11,11 @@
  * @module
  */
 
+// The ffi modules themselves, not their index, which also loads the spawn
+// and syslog bindings: `status` loads this file.
 import {
   C,
   close,
-  ERRNO,
   type FileStat,
   ids,
   listDirectory,
@@ -22,11 +23,10 @@ import {
   lstat,
   pidfdOpen,
   pollNow,
-  quote,
   readSmallFile,
   stat,
-  SystemError,
-} from "../ffi/mod.ts";
+} from "../ffi/sys.ts";
+import { ERRNO, quote, SystemError } from "../ffi/errors.ts";
 import { processRuns, procStat } from "../ffi/proc.ts";
 
 /** A file's identity: what a descriptor in /proc/PID/fd is compared with. */

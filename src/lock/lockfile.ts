@@ -9,7 +9,8 @@
  * @module
  */
 
-import { C, openBeside, type OpenedFile, tryFlock } from "../ffi/mod.ts";
+import { C, tryFlock } from "../ffi/sys.ts";
+import { openBeside, type OpenedFile } from "../ffi/files.ts";
 
 /** How {@link openLockFile} opens a lock file. */
 export interface LockFileOptions {

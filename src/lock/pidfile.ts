@@ -8,30 +8,30 @@
  * @module
  */
 
+// The ffi modules themselves, not their index: `status` loads this file and
+// must not load the spawn and syslog bindings the index also re-exports.
 import {
   C,
-  checkPlainFile,
   close,
-  ERRNO,
   type FileStat,
   fstat,
   fsync,
   ftruncate,
   getlk,
   ids,
-  openBeside,
   pidfdOpen,
   pollNow,
   pollWait,
   pread,
-  quote,
+  read,
   readSmallFile,
   replaceContent,
   setCloexec,
-  SystemError,
   tryFlock,
-} from "../ffi/mod.ts";
-import { holdsLockInFdinfo } from "./holders.ts";
+} from "../ffi/sys.ts";
+import { ERRNO, quote, SystemError } from "../ffi/errors.ts";
+import { checkPlainFile, openBeside } from "../ffi/files.ts";
+import { type FileIdentity, holdsLockInFdinfo } from "./holders.ts";
 import { lockExclusive, openLockFile } from "./lockfile.ts";
 
 /** The largest pid Linux hands out (`pid_max` can be at most 2^22). */
@@ -122,6 +122,20 @@ export function parsePid(bytes: Uint8Array): number | undefined {
 
 function readPidFd(fd: number, path: string): number | undefined {
   return parsePid(pread(fd, MAX_PIDFILE_BYTES + 1, 0, path));
+}
+
+/**
+ * The pid in a descriptor just opened (its offset still 0) with read(2)
+ * rather than pread: the same bytes, and a `status` binds one libc symbol
+ * fewer (each first use of one costs ~0.3 ms).
+ */
+function readFreshPidFd(fd: number, path: string): number | undefined {
+  try {
+    return parsePid(read(fd, MAX_PIDFILE_BYTES + 1));
+  } catch (err) {
+    if (err instanceof SystemError) throw new SystemError("read", err.errno, { path });
+    throw err;
+  }
 }
 
 /** Open the pid file to read it: no link followed, no FIFO waited on, one name only. */
@@ -392,8 +406,23 @@ export function heldPidFiles(): PidFile[] {
   return [...held];
 }
 
-/** The probe, synchronous: what `status` calls. */
+/** The probe, synchronous. */
 export function probeSync(path: string): ProbeResult {
+  return probeIdentified(path).found;
+}
+
+/**
+ * The probe, and the identity (device, inode) of the file it looked at,
+ * which `status` compares with the descriptors in /proc: the file whose lock
+ * was seen, with no second look at the path.
+ *
+ * @param path the pid file
+ * @returns what the probe found, and the file's identity (undefined when absent)
+ * @throws {SystemError} as {@link PidFile.probe}
+ */
+export function probeIdentified(
+  path: string,
+): { found: ProbeResult; identity: FileIdentity | undefined } {
   let fd: number;
   let st: FileStat;
   try {
@@ -401,14 +430,15 @@ export function probeSync(path: string): ProbeResult {
   } catch (err) {
     if (err instanceof SystemError && err.errno === ERRNO.ENOENT) {
       // A missing file reads as absent; a missing directory is the same answer.
-      return { state: "absent" };
+      return { found: { state: "absent" }, identity: undefined };
     }
     throw err;
   }
+  const identity = { dev: st.dev, ino: st.ino };
   try {
-    const pid = readPidFd(fd, path);
-    if (isLocked(fd, st, path, pid)) return { state: "running", pid };
-    return pid === undefined ? { state: "absent" } : { state: "stale", pid };
+    const pid = readFreshPidFd(fd, path);
+    if (isLocked(fd, st, path, pid)) return { found: { state: "running", pid }, identity };
+    return { found: pid === undefined ? { state: "absent" } : { state: "stale", pid }, identity };
   } finally {
     close(fd);
   }

@@ -5,7 +5,10 @@
  * @module
  */
 
-import { status, type StatusReport } from "../../control/mod.ts";
+// The status module itself, not the control index, which loads the other
+// actions' error classes and defaults that a status never needs.
+import { status } from "../../control/status.ts";
+import type { StatusReport } from "../../control/options.ts";
 import { out, say } from "../output.ts";
 import type { Invocation } from "../parse.ts";
 
