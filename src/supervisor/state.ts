@@ -12,16 +12,10 @@
  * @module
  */
 
-import {
-  close,
-  ERRNO,
-  ids,
-  lstat,
-  openBeside,
-  readBounded,
-  SystemError,
-  writeAll,
-} from "../ffi/mod.ts";
+// The ffi modules, not their index (which also loads spawn and syslog): `status` imports this.
+import { close, ids, lstat, writeAll } from "../ffi/sys.ts";
+import { ERRNO, SystemError } from "../ffi/errors.ts";
+import { openBeside, readBounded } from "../ffi/files.ts";
 import { cmdlineOf } from "../ffi/proc.ts";
 import { INTERNAL_FLAG } from "../launch/internal.ts";
 
