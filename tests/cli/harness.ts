@@ -8,7 +8,14 @@
  */
 
 import assert from "node:assert/strict";
-import { exists, isAlive, processState } from "../../testing/process.ts";
+import {
+  argvOf,
+  eventually,
+  exists,
+  isAlive,
+  listPids,
+  processState,
+} from "../../testing/process.ts";
 
 /** The state letter of a process (R, S, Z, ...), or undefined when it is gone. */
 export const procState: (pid: number) => string | undefined = processState;
@@ -229,17 +236,13 @@ export function readPid(path: string): number | undefined {
   }
 }
 
-/** Wait until `check` is true, at most `timeoutMs`. */
-export async function waitFor(
+/** Wait until `check` is true, at most `timeoutMs`; throws naming `what` when it is not. */
+export function waitFor(
   check: () => boolean,
   timeoutMs = 5000,
   what = "condition",
 ): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!check()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  return eventually(what, check, timeoutMs);
 }
 
 /** Whether /proc/locks lists a lock on this file. */
@@ -264,17 +267,7 @@ export function locked(path: string): boolean {
 /** The pids of live (not zombie) processes whose argv is exactly `argv`. */
 export function findProcesses(argv: readonly string[]): number[] {
   const want = argv.join("\0");
-  const out: number[] = [];
-  for (const e of Deno.readDirSync("/proc")) {
-    if (!/^[0-9]+$/.test(e.name)) continue;
-    try {
-      const raw = Deno.readTextFileSync(`/proc/${e.name}/cmdline`).replace(/\0$/, "");
-      if (raw === want && alive(Number(e.name))) out.push(Number(e.name));
-    } catch {
-      // Gone.
-    }
-  }
-  return out;
+  return listPids().filter((pid) => argvOf(pid)?.join("\0") === want && alive(pid));
 }
 
 /** Whether process `pid` has a descriptor open on `path`. */
