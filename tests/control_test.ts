@@ -19,6 +19,7 @@ import {
 } from "../src/control/mod.ts";
 import { Guard } from "../src/control/guard.ts";
 import { parseNotify } from "../src/launch/readiness.ts";
+import { parseStopSchedule } from "../src/control/values.ts";
 
 Deno.test("parseSchedule() reads start-stop-daemon's --retry syntax", () => {
   assert.deepEqual(parseSchedule("TERM/10/KILL/5"), {
@@ -59,6 +60,33 @@ Deno.test("parseSchedule() rejects malformed schedules with the reason", () => {
       return true;
     }, text);
   }
+});
+
+Deno.test("parseSchedule() refuses a repeat without a wait, which would spin", () => {
+  for (const text of ["forever/TERM/0", "TERM/5/forever/KILL/0", "TERM/1/forever/HUP/0/USR1/0"]) {
+    assert.throws(
+      () => parseSchedule(`${text.startsWith("forever") ? "TERM/" : ""}${text}`),
+      (e: unknown) => {
+        assert.ok(e instanceof UsageError, String(e));
+        assert.match(e.message, /"forever" repeats without end, so it needs a wait longer than 0/);
+        return true;
+      },
+      text,
+    );
+  }
+  assert.equal(parseSchedule("TERM/0/forever/KILL/0.5").repeatAt, 2);
+});
+
+Deno.test("parseStopSchedule() names --stop-schedule once in its message", () => {
+  assert.throws(() => parseStopSchedule("TERM/99999999", "--stop-schedule"), (e: unknown) => {
+    assert.ok(e instanceof UsageError, String(e));
+    assert.match(e.message, /^bad --stop-schedule "TERM\/99999999": a wait may be at most/);
+    return true;
+  });
+  assert.throws(() => parseStopSchedule("TERM/99999999"), (e: unknown) => {
+    assert.match((e as Error).message, /^bad --retry schedule "/);
+    return true;
+  });
 });
 
 Deno.test("parseUmask() takes octal digits only", () => {

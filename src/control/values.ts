@@ -196,9 +196,9 @@ export function parseStopSchedule(text: string, option = "--retry"): Schedule {
   for (const step of schedule.steps) {
     if ("waitMs" in step && !(step.waitMs <= MAX_WAIT_MS)) {
       throw new UsageError(
-        `bad ${option} schedule ${quote(text)}: a wait may be at most ${
-          Math.floor(MAX_WAIT_MS / 1000)
-        } seconds`,
+        `bad ${option === "--retry" ? "--retry schedule" : option} ${
+          quote(text)
+        }: a wait may be at most ${Math.floor(MAX_WAIT_MS / 1000)} seconds`,
       );
     }
   }

@@ -10,7 +10,8 @@
  * - `forever`: repeat what follows it without end (at the very end: wait
  *   without limit after the last signal).
  *
- * It must start with a signal and end with a timeout or `forever`.
+ * It must start with a signal and end with a timeout or `forever`, and what
+ * `forever` repeats must wait longer than 0 somewhere.
  *
  * @module
  */
@@ -82,6 +83,11 @@ export function parseSchedule(text: string, option = "--retry"): Schedule {
   const last = steps[steps.length - 1]!;
   if ("signal" in last && repeatAt !== steps.length) {
     throw bad("it must end with a timeout (or forever)");
+  }
+  const repeated = repeatAt >= 0 ? steps.slice(repeatAt) : [];
+  if (repeated.length > 0 && !repeated.some((step) => "waitMs" in step && step.waitMs > 0)) {
+    // Without a wait, the repeat would send signals in a busy loop.
+    throw bad('what follows "forever" repeats without end, so it needs a wait longer than 0');
   }
   return { steps, repeatAt };
 }
