@@ -96,8 +96,8 @@ export function precheckPidfileForRead(path: string): void {
 
 /**
  * Refuse a guard or output file that is the pid file (or, for the output,
- * the guard), and an empty guard path: each would make the action misread
- * or overwrite its own lock.
+ * the guard) or the supervisor's state file, and an empty guard path: each
+ * would make the action misread or overwrite its own lock.
  *
  * @param options the pid file, the guard and the output file
  * @throws {UsageError} naming the option
@@ -110,6 +110,17 @@ export function checkPathsDiffer(
   if (output === "") throw new UsageError(`bad --output "": it is empty`);
   if (guard !== undefined && sameFile(guard, pidfile)) {
     throw new UsageError(`--guard ${quote(guard)} is the pid file; the guard must be another file`);
+  }
+  // The supervisor replaces the state file by renaming a temp file over it:
+  // a guard there would stop excluding, an output would be swapped away.
+  for (const [option, path] of [["--guard", guard], ["--output", output]] as const) {
+    if (path !== undefined && isStateFile(path, pidfile)) {
+      throw new UsageError(
+        `${option} ${
+          quote(path)
+        } is the supervisor's state file (or its temp file); name another file`,
+      );
+    }
   }
   if (output !== undefined) {
     if (sameFile(output, pidfile)) {
@@ -184,6 +195,14 @@ function ownedByRootOrAbsent(path: string): boolean {
   } catch (err) {
     return err instanceof SystemError && err.errno === ERRNO.ENOENT;
   }
+}
+
+/** The path is the pid file's state file, `PIDFILE.state`, or one of its temp files, `PIDFILE.state.*.tmp`. */
+function isStateFile(path: string, pidfile: string): boolean {
+  const state = `${normalPath(pidfile)}.state`;
+  const full = normalPath(path);
+  if (full === state || sameFile(path, state)) return true;
+  return full.startsWith(`${state}.`) && full.endsWith(".tmp");
 }
 
 /** Two paths name one file: the same path once made absolute and normal, or the same inode. */

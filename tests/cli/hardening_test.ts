@@ -46,6 +46,34 @@ Deno.test("--guard or --output naming the pid file, or an empty --guard, is a us
   }
 });
 
+Deno.test("--guard or --output naming the supervisor's state file or its temp file is a usage error", async () => {
+  await using sb = await Sandbox.create();
+  const p = sb.pidfile;
+  for (
+    const args of [
+      ["start", "--supervise", "--pidfile", p, "--output", `${p}.state`, "--", "sleep", "1"],
+      [
+        "start",
+        "--supervise",
+        "--pidfile",
+        p,
+        "--output",
+        `${p}.state.123.tmp`,
+        "--",
+        "sleep",
+        "1",
+      ],
+      ["start", "--pidfile", p, "--guard", `${p}.state`, "--", "sleep", "1"],
+      ["start", "--pidfile", p, "--guard", `${sb.dir}/./d.pid.state.9.tmp`, "--", "sleep", "1"],
+      ["stop", "--pidfile", p, "--guard", `${p}.state`],
+    ]
+  ) {
+    const r = await sr(SOURCE, args);
+    assertCleanError(r, 2, /is the supervisor's state file/);
+    assert.deepEqual(sb.list(), [], `${args.join(" ")} left files behind`);
+  }
+});
+
 Deno.test("stop --oknodo, stop and reload with no pid-file directory: not running (0, 3, 3), nothing created", async () => {
   await using sb = await Sandbox.create();
   const p = `${sb.dir}/gone/d.pid`;
