@@ -40,8 +40,13 @@ export interface Holder {
   readonly pgid: number;
   /** Its session. */
   readonly sid: number;
-  /** Its effective user (the owner of /proc/PID). */
+  /** Its real user (the first of the `Uid:` line of /proc/PID/status). */
   readonly uid: number;
+  /**
+   * Its real, effective and saved user ids are all 0. A setuid-root program
+   * run by another user has effective uid 0 but stays that user's process.
+   */
+  readonly root: boolean;
   /** When it started, in clock ticks since boot (field 22 of /proc/PID/stat). */
   readonly startTicks: number;
 }
@@ -96,7 +101,7 @@ function lookupUserName(uid: number): string | undefined {
  * @returns true when it may be acted on
  */
 export function mayBeDaemon(holder: Holder, named: number | undefined): boolean {
-  if (ids.euid() !== 0 || holder.uid === 0) return true;
+  if (ids.euid() !== 0 || holder.root) return true;
   return named !== undefined && (holder.pid === named || holder.sid === named);
 }
 
@@ -160,17 +165,34 @@ export function holdsLockInFdinfo(pid: number, st: FileIdentity): boolean | unde
   return names.some((name) => !CONVENTIONAL_LOCK_FDS.includes(name) && holds(name));
 }
 
-/** Parent, group, session, user and start time of a running process; undefined when gone or a zombie. */
+/** Parent, group, session, users and start time of a running process; undefined when gone or a zombie. */
 function holderFacts(pid: number): Holder | undefined {
   const st = procStat(pid);
   if (!st || st.state === "Z" || st.state === "X") return undefined;
-  let uid: number;
+  const uids = processUids(pid);
+  if (!uids) return undefined;
+  const [uid, euid, suid] = uids;
+  return {
+    pid,
+    ppid: st.ppid,
+    pgid: st.pgid,
+    sid: st.sid,
+    uid,
+    root: uid === 0 && euid === 0 && suid === 0,
+    startTicks: st.startTicks,
+  };
+}
+
+/** The real, effective and saved user ids of a process, or undefined when it is gone. */
+function processUids(pid: number): [number, number, number] | undefined {
+  let text: string;
   try {
-    uid = stat(`/proc/${pid}`).uid;
+    text = readSmallFile(`/proc/${pid}/status`);
   } catch {
     return undefined;
   }
-  return { pid, ppid: st.ppid, pgid: st.pgid, sid: st.sid, uid, startTicks: st.startTicks };
+  const m = /^Uid:\s+([0-9]+)\s+([0-9]+)\s+([0-9]+)/m.exec(text);
+  return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : undefined;
 }
 
 /** This process's pid and its ancestors' (up to init). */
@@ -179,9 +201,9 @@ function selfAndAncestors(): Set<number> {
   let pid = ids.ppid();
   while (pid > 1 && !out.has(pid) && out.size < 256) {
     out.add(pid);
-    const facts = holderFacts(pid);
-    if (!facts) break;
-    pid = facts.ppid;
+    const st = procStat(pid);
+    if (!st) break;
+    pid = st.ppid;
   }
   return out;
 }

@@ -230,6 +230,55 @@ Deno.test("as root, another user's lock on the pid file is not the daemon: never
   }
 });
 
+Deno.test("as root, a setuid-root program another user runs holding the lock is that user's, not the daemon", async () => {
+  if (!AS_ROOT) {
+    console.log("skipped: needs root to act as nobody");
+    return;
+  }
+  await using sb = await Sandbox.create();
+  await Deno.chmod(sb.dir, 0o755);
+  Deno.writeTextFileSync(sb.pidfile, "");
+  await Deno.chmod(sb.pidfile, 0o644);
+  // A setuid-root program: effective uid 0, real uid nobody's.
+  const suid = sb.path("suid-sleep");
+  Deno.copyFileSync("/bin/sleep", suid);
+  Deno.chownSync(suid, 0, 0);
+  Deno.chmodSync(suid, 0o4755);
+  const m = marker();
+  const attacker = new Deno.Command(NOBODY[0]!, {
+    args: [
+      ...NOBODY.slice(1),
+      "bash",
+      "-c",
+      `exec 9<"$1"; flock -s 9; exec "$2" ${m}`,
+      "bash",
+      sb.pidfile,
+      suid,
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await waitFor(() => findProcesses([suid, m]).length === 1, 5000, "the setuid program");
+    const holder = findProcesses([suid, m])[0]!;
+    await waitFor(() => locked(sb.pidfile), 5000, "the lock");
+    const r = await sr(SOURCE, ["status", "--pidfile", sb.pidfile]);
+    assert.equal(r.code, 4, r.stdout + r.stderr);
+    assert.match(r.stdout + r.stderr, new RegExp(`pid ${holder} of user "nobody", which is not`));
+    assertCleanError(await sr(SOURCE, ["signal", "--pidfile", sb.pidfile, "USR1"]), 1, /"nobody"/);
+    assertCleanError(
+      await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", m]),
+      1,
+      /locked by pid \d+ of user "nobody"/,
+    );
+    assert.deepEqual(findProcesses([suid, m]), [holder], "the setuid program was left alone");
+  } finally {
+    attacker.kill("SIGKILL");
+    for (const pid of findProcesses([suid, m])) Deno.kill(pid, "SIGKILL");
+    await attacker.status;
+  }
+});
+
 Deno.test("a signal the moment the pid file names the daemon: start fails and leaves no daemon", async () => {
   await using sb = await Sandbox.create();
   for (let i = 0; i < 8; i++) {
