@@ -1,8 +1,8 @@
 /**
  * The paths an action is given, checked before anything is created: the pid
  * file must be a plain file (or absent, in a directory that exists), the
- * guard and the output must be other files, and as root each must lie in a
- * directory that only root can write.
+ * guard and the output must be other files, and as root no other user may
+ * be able to redirect any of them.
  *
  * @module
  */
@@ -12,16 +12,14 @@ import {
   ERRNO,
   explainOpenError,
   fileKind,
-  type FileStat,
   ids,
-  lookupUser,
   lstat,
   quote,
-  stat,
   SystemError,
 } from "../ffi/mod.ts";
 import { checkPidFileStat } from "../lock/pidfile.ts";
 import { UsageError } from "../errors.ts";
+import { checkPathTrusted } from "./trust.ts";
 import type { GuardOptions } from "./options.ts";
 
 /**
@@ -134,14 +132,13 @@ export function checkPathsDiffer(
 }
 
 /**
- * As root, refuse a pid file, guard or output file in a directory that
- * another user can write: that user could rename root's pid file away (and
- * root's next start makes a second instance) or plant a file there first. A
- * sticky directory (such as /tmp) is fine while the file is absent or root's
- * own, since then nobody else can remove or replace it.
+ * As root, refuse a pid file, guard or output file that another user can
+ * redirect: a directory on its way that user can write (unless sticky, with
+ * root's own file or none next), or a symbolic link on its way that user
+ * owns. See {@link checkPathTrusted}.
  *
  * @param options the pid file, the guard and the output file
- * @throws {SystemError} EPERM naming the directory and who can write it
+ * @throws {SystemError} EPERM naming the directory or link and who controls it
  */
 export function checkDirectoriesTrusted(
   options: GuardOptions & { readonly output?: string },
@@ -149,51 +146,7 @@ export function checkDirectoriesTrusted(
   if (ids.euid() !== 0) return;
   const paths = [options.pidfile, options.guard ?? `${options.pidfile}.lock`, options.output];
   for (const path of paths) {
-    if (path === undefined) continue;
-    const dir = dirname(path);
-    let st;
-    try {
-      st = stat(dir); // a link to a directory (/var/run) is judged as that directory
-    } catch {
-      continue; // missing: the open says so, in its own words
-    }
-    const writer = otherWriter(st);
-    if (writer === undefined) continue;
-    if ((st.mode & STICKY) !== 0 && ownedByRootOrAbsent(path)) continue;
-    throw new SystemError("open", ERRNO.EPERM, {
-      path,
-      message: `refusing ${quote(path)}: its directory ${
-        quote(dir)
-      } can be written by ${writer}; as root, keep it in a directory only root can write`,
-    });
-  }
-}
-
-/** The sticky bit: in such a directory, only a file's owner may remove or rename it. */
-const STICKY = 0o1000;
-
-/** Who other than root may write a directory with this stat, or undefined. */
-function otherWriter(st: FileStat): string | undefined {
-  if ((st.mode & 0o002) !== 0) return "every user";
-  if (st.uid !== 0 && (st.mode & 0o200) !== 0) return `user ${describeUser(st.uid)}`;
-  if (st.gid !== 0 && (st.mode & 0o020) !== 0) return `group ${st.gid}`;
-  return undefined;
-}
-
-function describeUser(uid: number): string {
-  try {
-    const name = lookupUser(String(uid))?.name;
-    return name === undefined ? `uid ${uid}` : `${quote(name)} (uid ${uid})`;
-  } catch {
-    return `uid ${uid}`;
-  }
-}
-
-function ownedByRootOrAbsent(path: string): boolean {
-  try {
-    return lstat(path).uid === 0;
-  } catch (err) {
-    return err instanceof SystemError && err.errno === ERRNO.ENOENT;
+    if (path !== undefined) checkPathTrusted(path);
   }
 }
 

@@ -346,6 +346,62 @@ Deno.test("as root, a pid file, guard or output in a directory another user can 
   assert.equal((await sr(SOURCE, ["stop", "--pidfile", `${sticky}/d.pid`])).code, 0);
 });
 
+Deno.test("as root, a path through another user's directory or symbolic link is refused, whatever its depth", async () => {
+  if (!AS_ROOT) {
+    console.log("skipped: needs root (the check is root's)");
+    return;
+  }
+  await using sb = await Sandbox.create();
+  await Deno.chmod(sb.dir, 0o755);
+  const m = marker();
+  // An ancestor another user owns: that user can rename root's directory away.
+  const theirs = sb.path("theirs");
+  Deno.mkdirSync(`${theirs}/sub`, { recursive: true });
+  Deno.chownSync(theirs, 65534, 65534);
+  // A symbolic link another user owns in a sticky directory: that user can retarget it.
+  const sticky = sb.path("sticky");
+  const rootDir = sb.path("rootdir");
+  Deno.mkdirSync(sticky);
+  Deno.chmodSync(sticky, 0o1777);
+  Deno.mkdirSync(rootDir);
+  const ln = await new Deno.Command(NOBODY[0]!, {
+    args: [...NOBODY.slice(1), "ln", "-s", rootDir, `${sticky}/theirs`],
+  }).output();
+  assert.equal(ln.code, 0, new TextDecoder().decode(ln.stderr));
+  Deno.symlinkSync(rootDir, `${sticky}/ours`);
+  for (
+    const [p, why] of [
+      [
+        `${theirs}/sub/d.pid`,
+        new RegExp(`the directory "${theirs}" on its way can be written by user "nobody"`),
+      ],
+      [
+        `${sticky}/theirs/d.pid`,
+        new RegExp(`"${sticky}/theirs" on its way is a symbolic link owned by user "nobody"`),
+      ],
+      [`${sticky}/theirs/../rootdir/d.pid`, /is a symbolic link owned by user "nobody"/],
+    ] as const
+  ) {
+    assertCleanError(await sr(SOURCE, ["start", "--pidfile", p, "--", "sleep", m]), 1, why);
+    assertCleanError(await sr(SOURCE, ["stop", "--pidfile", p]), 1, why);
+    assertCleanError(
+      await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--output", p, "--", "sleep", m]),
+      1,
+      why,
+    );
+  }
+  assert.deepEqual([...Deno.readDirSync(`${theirs}/sub`)], [], "nothing created there");
+  assert.deepEqual([...Deno.readDirSync(rootDir)], [], "nothing created there");
+  assert.deepEqual(findProcesses(["sleep", m]), []);
+
+  // Root's own link in the sticky directory is followed, and fine.
+  const ours = `${sticky}/ours/d.pid`;
+  const start = await sr(SOURCE, ["start", "--pidfile", ours, "--", "sleep", m]);
+  assert.equal(start.code, 0, `root's own link: ${start.stderr}`);
+  sb.track(Number(start.stdout.trim()));
+  assert.equal((await sr(SOURCE, ["stop", "--pidfile", ours])).code, 0);
+});
+
 Deno.test("an --output that is a symbolic link or a FIFO is refused at once; the link's target is untouched", async () => {
   await using sb = await Sandbox.create();
   const secret = sb.path("secret");
