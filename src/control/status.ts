@@ -8,7 +8,7 @@
  */
 
 import { cmdlineOf, openFdCount, processRuns, procStat, startedAt, vmRssKiB } from "../ffi/proc.ts";
-import { probeIdentified, probeSync } from "../lock/pidfile.ts";
+import { checkPidFileStat, probeIdentified, probeSync } from "../lock/pidfile.ts";
 import {
   ForeignHolderError,
   holdsLockInFdinfo,
@@ -18,6 +18,7 @@ import {
 } from "../lock/holders.ts";
 import { readSupervisorStatus } from "../supervisor/state.ts";
 import type { StatusReport } from "./options.ts";
+import { checkPathTrusted } from "./trust.ts";
 
 /**
  * What the pid file says, without waiting for anything (no guard, no lock).
@@ -31,7 +32,10 @@ export function status(pidfile: string): StatusReport {
   let found;
   let st;
   try {
-    ({ found, identity: st } = probeIdentified(pidfile));
+    // The trust start and stop ask of the path and the file: what another
+    // user controls cannot tell whether root's daemon runs.
+    checkPathTrusted(pidfile);
+    ({ found, identity: st } = probeIdentified(pidfile, checkPidFileStat));
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     return { state: "unknown", code: 4, pid: null, pidfile, error: message };

@@ -417,11 +417,13 @@ export function probeSync(path: string): ProbeResult {
  * was seen, with no second look at the path.
  *
  * @param path the pid file
+ * @param check judges the opened file before it is read (it throws to refuse it)
  * @returns what the probe found, and the file's identity (undefined when absent)
- * @throws {SystemError} as {@link PidFile.probe}
+ * @throws {SystemError} as {@link PidFile.probe}, or what `check` throws
  */
 export function probeIdentified(
   path: string,
+  check?: (st: FileStat, path: string) => void,
 ): { found: ProbeResult; identity: FileIdentity | undefined } {
   let fd: number;
   let st: FileStat;
@@ -436,6 +438,7 @@ export function probeIdentified(
   }
   const identity = { dev: st.dev, ino: st.ino };
   try {
+    check?.(st, path);
     const pid = readFreshPidFd(fd, path);
     if (isLocked(fd, st, path, pid)) return { found: { state: "running", pid }, identity };
     return { found: pid === undefined ? { state: "absent" } : { state: "stale", pid }, identity };

@@ -402,6 +402,72 @@ Deno.test("as root, a path through another user's directory or symbolic link is 
   assert.equal((await sr(SOURCE, ["stop", "--pidfile", ours])).code, 0);
 });
 
+Deno.test("as root, status cannot tell (4) from a pid file start and stop would refuse", async () => {
+  if (!AS_ROOT) {
+    console.log("skipped: needs root to act as nobody");
+    return;
+  }
+  await using sb = await Sandbox.create();
+  await Deno.chmod(sb.dir, 0o755);
+  const sticky = sb.path("sticky");
+  Deno.mkdirSync(sticky);
+  Deno.chmodSync(sticky, 0o1777);
+  const p = `${sticky}/d.pid`;
+  const m = marker();
+  // Another user's pid file naming that user's own process, locked.
+  const attacker = new Deno.Command(NOBODY[0]!, {
+    args: [
+      ...NOBODY.slice(1),
+      "bash",
+      "-c",
+      `exec 9>>"$1"; flock -x 9; echo $$ >"$1"; exec sleep ${m}`,
+      "bash",
+      p,
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await waitFor(() => findProcesses(["sleep", m]).length === 1, 5000, "the attacker");
+    await waitFor(() => locked(p) && readPid(p) !== undefined, 5000, "the lock");
+    const r = await sr(SOURCE, ["status", "--pidfile", p]);
+    assert.equal(r.code, 4, r.stdout + r.stderr);
+    assert.match(r.stdout + r.stderr, /cannot tell: refusing ".*d\.pid": its directory/);
+  } finally {
+    attacker.kill("SIGKILL");
+    await attacker.status;
+    for (const pid of findProcesses(["sleep", m])) Deno.kill(pid, "SIGKILL");
+  }
+  // Another user's pid file naming pid 1, unlocked, even in root's own directory: not "stale".
+  for (const path of [p, sb.pidfile]) {
+    Deno.writeTextFileSync(path, "1\n");
+    Deno.chownSync(path, 65534, 65534);
+    const stale = await sr(SOURCE, ["status", "--pidfile", path]);
+    assert.equal(stale.code, 4, stale.stdout + stale.stderr);
+  }
+  assert.match(
+    (await sr(SOURCE, ["status", "--pidfile", sb.pidfile])).stderr,
+    /is owned by uid 65534; as root, refusing to trust it/,
+  );
+  Deno.removeSync(sb.pidfile);
+  // Root's own pid file under a directory another user owns.
+  const theirs = sb.path("theirs");
+  Deno.mkdirSync(`${theirs}/sub`, { recursive: true });
+  Deno.writeTextFileSync(`${theirs}/sub/d.pid`, "1\n");
+  Deno.chownSync(theirs, 65534, 65534);
+  const under = await sr(SOURCE, ["status", "--pidfile", `${theirs}/sub/d.pid`]);
+  assert.equal(under.code, 4, under.stdout + under.stderr);
+  assert.match(
+    under.stdout + under.stderr,
+    /the directory ".*theirs" on its way can be written by user "nobody"/,
+  );
+  assert.equal(
+    (await sr(SOURCE, ["status", "--pidfile", sb.pidfile])).code,
+    3,
+    "a trusted path still reads",
+  );
+});
+
 Deno.test("an --output that is a symbolic link or a FIFO is refused at once; the link's target is untouched", async () => {
   await using sb = await Sandbox.create();
   const secret = sb.path("secret");
