@@ -42,11 +42,17 @@ export class GuardTimeoutError extends Error {
    *
    * @param path the guard file
    * @param waitedMs how long we waited
+   * @param holder who holds it ("pid 123 of user \"root\""), when that could be found
    */
-  constructor(path: string, waitedMs: number) {
+  constructor(path: string, waitedMs: number, holder?: string) {
     super(
-      `another singleton-run holds the guard ${quote(path)}: gave up after ${seconds(waitedMs)} ` +
-        `(raise --guard-timeout, or see who holds it in /proc/locks)`,
+      holder === undefined
+        ? `another singleton-run holds the guard ${quote(path)}: gave up after ${
+          seconds(waitedMs)
+        } (raise --guard-timeout, or see who holds it in /proc/locks)`
+        : `another singleton-run (${holder}) holds the guard ${quote(path)}: gave up after ${
+          seconds(waitedMs)
+        } (raise --guard-timeout)`,
     );
     this.name = "GuardTimeoutError";
     this.path = path;

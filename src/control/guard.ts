@@ -6,7 +6,17 @@
  * @module
  */
 
-import { close, quote } from "../ffi/mod.ts";
+import {
+  close,
+  ERRNO,
+  fchmod,
+  type FileStat,
+  ids,
+  lookupUser,
+  quote,
+  SystemError,
+} from "../ffi/mod.ts";
+import { type Holder, lockHolders, topHolders } from "../lock/holders.ts";
 import { lockExclusive, openLockFile } from "../lock/lockfile.ts";
 import { GuardTimeoutError, InterruptedError } from "./errors.ts";
 import { DEFAULT_GUARD_TIMEOUT_MS, type GuardOptions } from "./options.ts";
@@ -40,15 +50,21 @@ export class Guard implements Disposable {
    * @throws {SystemError} when it cannot be opened (or is not a regular file with one name)
    */
   static async take(path: string, timeoutMs: number, signal?: AbortSignal): Promise<Guard> {
-    const { fd } = openLockFile(path, {
+    const { fd, stat } = openLockFile(path, {
       what: "guard file",
       mode: GUARD_MODE,
       hints: { EACCES: "name a writable one with --guard FILE" },
     });
     try {
+      secure(fd, stat, path);
       const started = performance.now();
       let sleep = 1;
+      let looked = false;
       const pause = async (remaining: number): Promise<void> => {
+        if (!looked) {
+          looked = true;
+          refuseForeignHolder(path, stat);
+        }
         if (signal?.aborted) {
           throw new InterruptedError(
             `interrupted (${String(signal.reason)}) while waiting for the guard ${quote(path)}`,
@@ -58,7 +74,11 @@ export class Guard implements Disposable {
         sleep = Math.min(sleep * 2, 25);
       };
       if (!await lockExclusive(fd, path, timeoutMs, pause)) {
-        throw new GuardTimeoutError(path, performance.now() - started);
+        throw new GuardTimeoutError(
+          path,
+          performance.now() - started,
+          describeHolder(topHolders(lockHolders(stat))[0]),
+        );
       }
       return new Guard(path, fd);
     } catch (err) {
@@ -77,6 +97,51 @@ export class Guard implements Disposable {
   [Symbol.dispose](): void {
     this.release();
   }
+}
+
+/**
+ * Make a guard file root owns 0600 when it is not: one made earlier (or by
+ * hand) with a looser mode lets any user open it and hold it, which stalls
+ * every controller. A descriptor that user opened before stays open; see
+ * {@link refuseForeignHolder}.
+ */
+function secure(fd: number, st: FileStat, path: string): void {
+  if (st.uid !== 0 || ids.euid() !== 0 || (st.mode & 0o7777) === GUARD_MODE) return;
+  try {
+    fchmod(fd, GUARD_MODE, path);
+  } catch {
+    // A read-only mount and the like: the guard still works as it is.
+  }
+}
+
+/**
+ * As root, a guard held only by other users' processes is held by no
+ * controller of root's: say who at once rather than wait out the timeout.
+ *
+ * @throws {SystemError} EPERM naming the holder's pid and user
+ */
+function refuseForeignHolder(path: string, st: FileStat): void {
+  if (ids.euid() !== 0) return;
+  const holders = topHolders(lockHolders(st));
+  if (holders.length === 0 || holders.some((h) => h.root)) return;
+  throw new SystemError("flock", ERRNO.EPERM, {
+    path,
+    message: `guard file ${quote(path)} is locked by ${
+      describeHolder(holders[0])
+    }, which is not a controller of root's; not waiting for it (find out why that user holds it)`,
+  });
+}
+
+/** "pid 123 of user "nobody"", or undefined when there is no holder. */
+function describeHolder(holder: Holder | undefined): string | undefined {
+  if (!holder) return undefined;
+  let name: string | undefined;
+  try {
+    name = lookupUser(String(holder.uid))?.name;
+  } catch {
+    name = undefined;
+  }
+  return `pid ${holder.pid} of user ${name === undefined ? holder.uid : quote(name)}`;
 }
 
 /**

@@ -35,6 +35,7 @@ export const symbols = {
   closedir: { parameters: ["pointer"], result: "i32" }, // int closedir(DIR *dir)
   readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" }, // ssize_t readlink(const char *path, char *buf, size_t n)
   statfs: { parameters: ["buffer", "buffer"], result: "i32" }, // int statfs(const char *path, struct statfs *buf)
+  fchmod: { parameters: ["i32", "u32"], result: "i32" }, // int fchmod(int fd, mode_t mode)
   fchown: { parameters: ["i32", "u32", "u32"], result: "i32" }, // int fchown(int fd, uid_t owner, gid_t group)
   chown: { parameters: ["buffer", "u32", "u32"], result: "i32" }, // int chown(const char *path, uid_t owner, gid_t group)
   flock: { parameters: ["i32", "i32"], result: "i32" }, // int flock(int fd, int operation)

@@ -151,6 +151,11 @@ export function ftruncate(fd: number, length = 0, path?: string): void {
   check(libc().ftruncate(fd, BigInt(length)), "ftruncate", { path: path ?? `fd ${fd}` });
 }
 
+/** fchmod(2): set the mode of an open file (no path, so no link is followed). */
+export function fchmod(fd: number, mode: number, path?: string): void {
+  check(libc().fchmod(fd, mode), "fchmod", { path: path ?? `fd ${fd}` });
+}
+
 /** fsync(2). */
 export function fsync(fd: number, path?: string): void {
   check(libc().fsync(fd), "fsync", { path: path ?? `fd ${fd}` });

@@ -183,6 +183,60 @@ Deno.test("the guard file is created readable and writable by its owner only", a
   assert.equal(Deno.statSync(`${sb.pidfile}.lock`).mode! & 0o777, 0o600);
 });
 
+Deno.test("a guard left open to others is made 0600; another user's hold on it is named at once, root's at the timeout", async () => {
+  if (!AS_ROOT) {
+    console.log("skipped: needs root to act as nobody");
+    return;
+  }
+  await using sb = await Sandbox.create();
+  await Deno.chmod(sb.dir, 0o755);
+  const guard = `${sb.pidfile}.lock`;
+  Deno.writeTextFileSync(guard, "");
+  Deno.chmodSync(guard, 0o644);
+  const m = marker();
+  // Opened while it was still 0644: the fchmod cannot take this descriptor back.
+  const attacker = new Deno.Command(NOBODY[0]!, {
+    args: [...NOBODY.slice(1), "flock", "-s", guard, "sleep", m],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await waitFor(() => findProcesses(["sleep", m]).length === 1, 5000, "the attacker's lock");
+    await waitFor(() => locked(guard), 5000, "the lock");
+    const began = performance.now();
+    const r = await sr(SOURCE, ["stop", "--guard-timeout", "20", "--pidfile", sb.pidfile]);
+    assertCleanError(
+      r,
+      1,
+      new RegExp(`guard file ".*d\\.pid\\.lock" is locked by pid ${attacker.pid} of user "nobody"`),
+    );
+    assert.ok(performance.now() - began < 10_000, "it did not wait out the guard timeout");
+    assert.equal(Deno.statSync(guard).mode! & 0o7777, 0o600, "the guard was made 0600");
+  } finally {
+    attacker.kill("SIGKILL");
+    await attacker.status;
+    for (const pid of findProcesses(["sleep", m])) Deno.kill(pid, "SIGKILL");
+  }
+  const holder = new Deno.Command("flock", {
+    args: ["-x", guard, "sleep", m],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await waitFor(() => locked(guard), 5000, "root's lock");
+    const r = await sr(SOURCE, ["stop", "--guard-timeout", "0.3", "--pidfile", sb.pidfile]);
+    assertCleanError(
+      r,
+      1,
+      new RegExp(`another singleton-run \\(pid ${holder.pid} of user "root"\\) holds the guard`),
+    );
+  } finally {
+    holder.kill("SIGKILL");
+    await holder.status;
+    for (const pid of findProcesses(["sleep", m])) Deno.kill(pid, "SIGKILL");
+  }
+});
+
 Deno.test("as root, another user's lock on the pid file is not the daemon: never signalled, never running", async (t) => {
   if (!AS_ROOT) {
     console.log("skipped: needs root to act as nobody");
