@@ -50,7 +50,7 @@ export class GuardTimeoutError extends Error {
         ? `another singleton-run holds the guard ${quote(path)}: gave up after ${
           seconds(waitedMs)
         } (raise --guard-timeout, or see who holds it in /proc/locks)`
-        : `another singleton-run (${holder}) holds the guard ${quote(path)}: gave up after ${
+        : `another singleton-run holds the guard ${quote(path)} (${holder}): gave up after ${
           seconds(waitedMs)
         } (raise --guard-timeout)`,
     );
