@@ -152,7 +152,9 @@ async function launchWithOutput(
   lock: PidFile,
   readiness: Readiness,
 ): Promise<StartingDaemon> {
-  const output = options.output === undefined ? -1 : openOutputFile(options.output);
+  const output = options.output === undefined
+    ? -1
+    : openOutputFile(options.output, prepared.user?.user.uid);
   try {
     const plan = daemonPlan(options, prepared, lock, readiness, output);
     const launch = chooseLauncher(options);

@@ -561,3 +561,48 @@ Deno.test("an --output that is a symbolic link or a FIFO is refused at once; the
   assert.equal(Deno.readTextFileSync(secret), "root:$6$hash\n");
   assert.deepEqual(findProcesses(["sleep", m]), []);
 });
+
+Deno.test("as root, a file another user put at the output path after a rotation is never written by the reopen", async () => {
+  if (!AS_ROOT) {
+    console.log("skipped: needs root to act as nobody");
+    return;
+  }
+  await using sb = await Sandbox.create();
+  await Deno.chmod(sb.dir, 0o755);
+  const logs = sb.path("logs");
+  Deno.mkdirSync(logs);
+  Deno.chmodSync(logs, 0o1777); // sticky and open to all, as /tmp or a shared log directory
+  const out = `${logs}/out.log`;
+  const m = marker();
+  const start = await sr(SOURCE, [
+    "start",
+    "--supervise",
+    "--pidfile",
+    sb.pidfile,
+    "--output",
+    out,
+    "--",
+    "bash",
+    "-c",
+    `trap '' HUP; while :; do echo "line ${m}"; sleep 0.05; done`,
+  ]);
+  assert.equal(start.code, 0, start.stderr);
+  sb.track(Number(start.stdout.trim()));
+  await waitFor(() => Deno.readTextFileSync(out).includes(m), 5000, "the first lines");
+  Deno.renameSync(out, `${out}.1`); // the rotation
+  const plant = await new Deno.Command(NOBODY[0]!, {
+    args: [...NOBODY.slice(1), "bash", "-c", `umask 0; : > '${out}'`],
+  }).output();
+  assert.ok(plant.success, "nobody planted a file of its own");
+  const reload = await sr(SOURCE, ["reload", "--pidfile", sb.pidfile]);
+  assert.equal(reload.code, 0, reload.stderr);
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(Deno.readTextFileSync(out), "", "the daemon's output went into nobody's file");
+  const rotated = Deno.readTextFileSync(`${out}.1`).length;
+  await waitFor(
+    () => Deno.readTextFileSync(`${out}.1`).length > rotated,
+    5000,
+    "the output to go on into the file the supervisor still has",
+  );
+  assert.equal((await sr(SOURCE, ["stop", "--pidfile", sb.pidfile])).code, 0);
+});
