@@ -23,6 +23,8 @@ import { lockHolder } from "../lock/holders.ts";
 import { resolveCommand } from "../launch/spawn.ts";
 import { NOTIFY_FD_ENV, NOTIFY_SOCKET_ENV } from "../launch/readiness.ts";
 import { UsageError } from "../errors.ts";
+import type { SuperviseSettings } from "../supervisor/settings.ts";
+import { parseOutput } from "./values.ts";
 import { checkWaits, type GuardOptions, type LaunchOptions } from "./options.ts";
 import { checkDirectoriesTrusted, checkPathsDiffer, dirname, precheckPidfile } from "./paths.ts";
 
@@ -130,6 +132,7 @@ export function prepareLaunch(
     readonly output?: string;
     readonly readyTimeout?: number;
     readonly readyAfter?: number;
+    readonly supervise?: SuperviseSettings;
   },
   defaults: { cwd: string; keepNotify: boolean },
 ): Prepared {
@@ -139,9 +142,10 @@ export function prepareLaunch(
   const path = resolveCommand(options.command[0]!, env, Deno.cwd());
   const cwd = options.chdir ?? defaults.cwd;
   checkDirectory(cwd);
-  checkPathsDiffer(options);
+  const paths = { ...options, output: outputFile(options) };
+  checkPathsDiffer(paths);
   checkWaits(options);
-  checkDirectoriesTrusted(options);
+  checkDirectoriesTrusted(paths);
   precheckPidfile(options.pidfile);
   return {
     path,
@@ -177,4 +181,19 @@ function withRealHolder(err: unknown): unknown {
   if (!(err instanceof AlreadyRunningError)) return err;
   const holder = lockHolder(err.path, err.pid);
   return holder === err.pid ? err : new AlreadyRunningError(err.path, holder);
+}
+
+/**
+ * The file that receives the daemon's output: `output`, or the supervisor's
+ * `--output` when it names a file (with `run --supervise` only the
+ * supervisor has it), so both get the same path checks.
+ */
+function outputFile(
+  options: { readonly output?: string; readonly supervise?: SuperviseSettings },
+): string | undefined {
+  if (options.output !== undefined) return options.output;
+  const own = options.supervise?.output;
+  if (own === undefined) return undefined;
+  const target = parseOutput(own);
+  return target.kind === "file" ? target.path : undefined;
 }

@@ -606,3 +606,37 @@ Deno.test("as root, a file another user put at the output path after a rotation 
   );
   assert.equal((await sr(SOURCE, ["stop", "--pidfile", sb.pidfile])).code, 0);
 });
+
+Deno.test("as root, run --supervise applies the output path checks start applies", async () => {
+  if (!AS_ROOT) {
+    console.log("skipped: needs root for the directory check");
+    return;
+  }
+  await using sb = await Sandbox.create();
+  const open = sb.path("open");
+  Deno.mkdirSync(open);
+  Deno.chmodSync(open, 0o777); // any user may swap a file in here
+  const r = await sr(SOURCE, [
+    "run",
+    "--supervise",
+    "--pidfile",
+    sb.pidfile,
+    "--output",
+    `${open}/out.log`,
+    "--",
+    "true",
+  ]);
+  assertCleanError(r, 1, /its directory ".*\/open" can be written by every user/);
+  assert.deepEqual([...Deno.readDirSync(open)], [], "no output file was created");
+  const same = await sr(SOURCE, [
+    "run",
+    "--supervise",
+    "--pidfile",
+    sb.pidfile,
+    "--output",
+    sb.pidfile,
+    "--",
+    "true",
+  ]);
+  assertCleanError(same, 2, /is the pid file/);
+});
