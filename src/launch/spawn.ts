@@ -149,13 +149,35 @@ function spawnError(rc: number, options: SpawnOptions): SystemError {
  */
 function missingWhat(options: SpawnOptions): string {
   if (programKind(options.path) === "missing") return "no such file";
-  const interpreter = shebangInterpreter(options.path);
-  if (interpreter !== undefined && programKind(interpreter) === "missing") {
-    return `its interpreter ${quote(interpreter)} (the #! line) does not exist`;
-  }
+  const interpreter = missingInterpreter(options.path);
+  if (interpreter !== undefined) return interpreter;
   return options.cwd === undefined
     ? "no such file"
     : `no such file, or no directory ${quote(options.cwd)}`;
+}
+
+/**
+ * Follow a script's `#!` line (and its interpreter's, for a script run by a
+ * script, as the kernel does up to a few levels) to the first interpreter
+ * that does not exist.
+ *
+ * @returns what is missing, in words, or undefined when nothing is
+ */
+function missingInterpreter(path: string): string | undefined {
+  const chain: string[] = [];
+  let current = path;
+  for (let depth = 0; depth < 4; depth++) {
+    const interpreter = shebangInterpreter(current);
+    if (interpreter === undefined) return undefined;
+    chain.push(interpreter);
+    if (programKind(interpreter) === "missing") {
+      const [first, ...rest] = chain;
+      const scripts = rest.map((i) => ` is a script whose interpreter ${quote(i)}`).join("");
+      return `its interpreter ${quote(first!)} (the #! line)${scripts} does not exist`;
+    }
+    current = interpreter;
+  }
+  return undefined;
 }
 
 /** The interpreter a script's `#!` line names, if it has one. */
@@ -213,20 +235,34 @@ export function resolveCommand(
   if (command.includes("/")) {
     const path = command.startsWith("/") ? command : `${cwd.replace(/\/$/, "")}/${command}`;
     checkProgram(path, command, true);
-    return path;
+    return checkInterpreter(path);
   }
   const dirs = (env.PATH ?? "/usr/local/bin:/usr/bin:/bin").split(":");
   let denied: string | undefined;
   for (const dir of dirs) {
     const path = `${dir === "" ? "." : dir}/${command}`;
     const kind = programKind(path);
-    if (kind === "ok") return path.startsWith("/") ? path : `${cwd}/${path}`;
+    if (kind === "ok") return checkInterpreter(path.startsWith("/") ? path : `${cwd}/${path}`);
     if (kind === "denied") denied ??= path;
   }
   if (denied) checkProgram(denied, command, true);
   throw new SystemError("execve", ERRNO.ENOENT, {
     path: command,
     message: `command not found: ${quote(command)} (searched PATH)`,
+  });
+}
+
+/**
+ * Refuse, before anything starts, a script whose `#!` interpreter is missing:
+ * exec would fail with a bare ENOENT that names the script, not what is
+ * missing.
+ */
+function checkInterpreter(path: string): string {
+  const missing = missingInterpreter(path);
+  if (missing === undefined) return path;
+  throw new SystemError("execve", ERRNO.ENOENT, {
+    path,
+    message: `cannot run ${quote(path)}: ${missing}`,
   });
 }
 

@@ -67,6 +67,8 @@ export { CHILD_LOCK_FD, childLockFd } from "./child.ts";
 export type { OutputTarget } from "./output.ts";
 export type { ChildReadiness, RestartPolicy } from "./settings.ts";
 
+/** How the state file records a child that could not be spawned. */
+const SPAWN_FAILED = "spawn failed: ";
 /**
  * Options of {@link Supervisor}: the {@link SuperviseSettings}, with the stop
  * schedule and the output parsed, and the command to run.
@@ -303,7 +305,7 @@ export class Supervisor {
       });
     } catch (err) {
       this.say("err", `cannot start ${this.name}: ${(err as Error).message}`);
-      this.lastExit = `spawn failed: ${(err as Error).message}`;
+      this.lastExit = `${SPAWN_FAILED}${(err as Error).message}`;
       this.lastExitAt = new Date().toISOString();
       return this.#afterExit(undefined);
     }
@@ -563,7 +565,10 @@ export class Supervisor {
   #afterExit(uptime: number | undefined, pid?: number): boolean {
     const who = pid === undefined ? this.name : `${this.name} (pid ${pid})`;
     if (!this.everReady && pid === undefined) {
-      this.say("err", `giving up: ${this.name} could not be started`);
+      const why = this.lastExit?.startsWith(SPAWN_FAILED)
+        ? `: ${this.lastExit.slice(SPAWN_FAILED.length)}`
+        : "";
+      this.say("err", `giving up: ${this.name} could not be started${why}`);
       this.#exit(1);
       return false;
     }

@@ -640,3 +640,53 @@ Deno.test("as root, run --supervise applies the output path checks start applies
   ]);
   assertCleanError(same, 2, /is the pid file/);
 });
+
+Deno.test("a script whose #! interpreter is missing is named before anything starts, in run, start and --supervise", async () => {
+  await using sb = await Sandbox.create();
+  const direct = sb.path("direct.sh");
+  const nested = sb.path("nested.sh");
+  Deno.writeTextFileSync(direct, "#!/nonexistent/interpreter\necho hi\n");
+  Deno.writeTextFileSync(nested, `#!${direct}\necho hi\n`);
+  Deno.chmodSync(direct, 0o755);
+  Deno.chmodSync(nested, 0o755);
+  const missing = /its interpreter "\/nonexistent\/interpreter" \(the #! line\) does not exist/;
+  for (const args of [["run"], ["start"], ["start", "--supervise"]]) {
+    const r = await sr(SOURCE, [...args, "--pidfile", sb.pidfile, "--", direct]);
+    assertCleanError(r, 1, missing);
+  }
+  const r = await sr(SOURCE, ["start", "--supervise", "--pidfile", sb.pidfile, "--", nested]);
+  assertCleanError(
+    r,
+    1,
+    /its interpreter ".*direct\.sh" \(the #! line\) is a script whose interpreter "\/nonexistent\/interpreter" does not exist/,
+  );
+  assert.deepEqual(sb.list(), ["direct.sh", "nested.sh"], "nothing was created");
+});
+
+Deno.test("a supervised child that cannot be spawned: start says why", async () => {
+  await using sb = await Sandbox.create();
+  // A descriptor above the open-file limit cannot be handed to the child.
+  const r = await new Deno.Command("bash", {
+    args: [
+      "-c",
+      'ulimit -n 64 && exec "$@"',
+      "bash",
+      ...SOURCE.cmd,
+      "start",
+      "--supervise",
+      "--notify-fd",
+      "1023",
+      "--pidfile",
+      sb.pidfile,
+      "--",
+      "sleep",
+      marker(),
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(r.stderr);
+  assert.equal(r.code, 1, stderr);
+  assert.match(stderr, /could not be started: cannot give the program descriptor 1023/);
+  assert.match(stderr, /ulimit -n 64/);
+});
