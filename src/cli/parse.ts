@@ -7,7 +7,7 @@
  */
 
 import { UsageError } from "../errors.ts";
-import { parseSignalArgument, quote } from "../control/values.ts";
+import { normalPath, parseSignalArgument, quote } from "../control/values.ts";
 import { type AnyOption, type Command, optionsOf, type Values } from "./options.ts";
 
 /** A parsed command line. */
@@ -167,11 +167,11 @@ function checkWithoutSupervise(
 
 /** Two of the files singleton-run keeps beside each other must not be one file. */
 function samePaths(v: Values): void {
-  const pidfile = absolute(v.pidfile!);
-  const guard = v.guard === undefined ? `${pidfile}.lock` : absolute(v.guard);
+  const pidfile = normalPath(v.pidfile!);
+  const guard = v.guard === undefined ? `${pidfile}.lock` : normalPath(v.guard);
   if (guard === pidfile) throw new UsageError(`--guard ${quote(v.guard!)} is the pid file`);
   if (v.output?.kind === "file") {
-    const output = absolute(v.output.path);
+    const output = normalPath(v.output.path);
     if (output === pidfile) {
       throw new UsageError(`--output ${quote(v.output.path)} is the pid file`);
     }
@@ -179,16 +179,4 @@ function samePaths(v: Values): void {
       throw new UsageError(`--output ${quote(v.output.path)} is the guard file`);
     }
   }
-}
-
-/** A path made absolute and normalized (`.`, `..`, repeated slashes), without touching the file system. */
-function absolute(path: string): string {
-  const full = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
-  const parts: string[] = [];
-  for (const part of full.split("/")) {
-    if (part === "" || part === ".") continue;
-    if (part === "..") parts.pop();
-    else parts.push(part);
-  }
-  return `/${parts.join("/")}`;
 }

@@ -20,6 +20,7 @@ import {
 import { checkPidFileStat } from "../lock/pidfile.ts";
 import { UsageError } from "../errors.ts";
 import { checkPathTrusted } from "./trust.ts";
+import { normalPath } from "./values.ts";
 import type { GuardOptions } from "./options.ts";
 
 /**
@@ -168,18 +169,6 @@ function sameFile(a: string, b: string): boolean {
   } catch {
     return false;
   }
-}
-
-/** An absolute path without "." and ".." parts or repeated slashes. */
-function normalPath(path: string): string {
-  const full = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
-  const parts: string[] = [];
-  for (const part of full.split("/")) {
-    if (part === "" || part === ".") continue;
-    if (part === "..") parts.pop();
-    else parts.push(part);
-  }
-  return `/${parts.join("/")}`;
 }
 
 /**

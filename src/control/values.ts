@@ -262,3 +262,21 @@ export function parseName(text: string, option: string): string {
   if (text === "") throw new UsageError(`bad ${option} "": expected a name`);
   return text;
 }
+
+/**
+ * A path made absolute (against the current directory) and normal: no `.`
+ * or `..` parts, no repeated slashes; the file system is not consulted.
+ *
+ * @param path the path as given
+ * @returns the absolute, normal path
+ */
+export function normalPath(path: string): string {
+  const full = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+  const parts: string[] = [];
+  for (const part of full.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") parts.pop();
+    else parts.push(part);
+  }
+  return `/${parts.join("/")}`;
+}
