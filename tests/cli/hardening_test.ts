@@ -23,6 +23,20 @@ import {
 const AS_ROOT = Deno.uid() === 0;
 const NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"];
 
+/**
+ * For an attack by another user: a sandbox that user can reach (0755), or,
+ * when not root, undefined after saying the test is skipped.
+ */
+async function rootSandbox(why: string): Promise<Sandbox | undefined> {
+  if (!AS_ROOT) {
+    console.log(`skipped: ${why}`);
+    return undefined;
+  }
+  const sb = await Sandbox.create();
+  await Deno.chmod(sb.dir, 0o755);
+  return sb;
+}
+
 function marker(): string {
   return `1000.${Math.floor(Math.random() * 1e6)}`;
 }
@@ -184,12 +198,8 @@ Deno.test("the guard file is created readable and writable by its owner only", a
 });
 
 Deno.test("a guard left open to others is made 0600; another user's hold on it is named at once, root's at the timeout", async () => {
-  if (!AS_ROOT) {
-    console.log("skipped: needs root to act as nobody");
-    return;
-  }
-  await using sb = await Sandbox.create();
-  await Deno.chmod(sb.dir, 0o755);
+  await using sb = await rootSandbox("needs root to act as nobody");
+  if (!sb) return;
   const guard = `${sb.pidfile}.lock`;
   Deno.writeTextFileSync(guard, "");
   Deno.chmodSync(guard, 0o644);
@@ -240,12 +250,8 @@ Deno.test("a guard left open to others is made 0600; another user's hold on it i
 });
 
 Deno.test("as root, another user's lock on the pid file is not the daemon: never signalled, never running", async (t) => {
-  if (!AS_ROOT) {
-    console.log("skipped: needs root to act as nobody");
-    return;
-  }
-  await using sb = await Sandbox.create();
-  await Deno.chmod(sb.dir, 0o755);
+  await using sb = await rootSandbox("needs root to act as nobody");
+  if (!sb) return;
   Deno.writeTextFileSync(sb.pidfile, "");
   await Deno.chmod(sb.pidfile, 0o644);
   const m = marker();
@@ -287,12 +293,8 @@ Deno.test("as root, another user's lock on the pid file is not the daemon: never
 });
 
 Deno.test("as root, a setuid-root program another user runs holding the lock is that user's, not the daemon", async () => {
-  if (!AS_ROOT) {
-    console.log("skipped: needs root to act as nobody");
-    return;
-  }
-  await using sb = await Sandbox.create();
-  await Deno.chmod(sb.dir, 0o755);
+  await using sb = await rootSandbox("needs root to act as nobody");
+  if (!sb) return;
   Deno.writeTextFileSync(sb.pidfile, "");
   await Deno.chmod(sb.pidfile, 0o644);
   // A setuid-root program: effective uid 0, real uid nobody's.
@@ -368,12 +370,8 @@ Deno.test("a signal the moment the pid file names the daemon: start fails and le
 });
 
 Deno.test("as root, a pid file, guard or output in a directory another user can write is refused, naming it", async () => {
-  if (!AS_ROOT) {
-    console.log("skipped: needs root (the check is root's)");
-    return;
-  }
-  await using sb = await Sandbox.create();
-  await Deno.chmod(sb.dir, 0o755);
+  await using sb = await rootSandbox("needs root (the check is root's)");
+  if (!sb) return;
   const theirs = sb.path("theirs");
   Deno.mkdirSync(theirs);
   Deno.chownSync(theirs, 65534, 65534);
@@ -403,12 +401,8 @@ Deno.test("as root, a pid file, guard or output in a directory another user can 
 });
 
 Deno.test("as root, a path through another user's directory or symbolic link is refused, whatever its depth", async () => {
-  if (!AS_ROOT) {
-    console.log("skipped: needs root (the check is root's)");
-    return;
-  }
-  await using sb = await Sandbox.create();
-  await Deno.chmod(sb.dir, 0o755);
+  await using sb = await rootSandbox("needs root (the check is root's)");
+  if (!sb) return;
   const m = marker();
   // An ancestor another user owns: that user can rename root's directory away.
   const theirs = sb.path("theirs");
@@ -459,12 +453,8 @@ Deno.test("as root, a path through another user's directory or symbolic link is 
 });
 
 Deno.test("as root, status cannot tell (4) from a pid file start and stop would refuse", async () => {
-  if (!AS_ROOT) {
-    console.log("skipped: needs root to act as nobody");
-    return;
-  }
-  await using sb = await Sandbox.create();
-  await Deno.chmod(sb.dir, 0o755);
+  await using sb = await rootSandbox("needs root to act as nobody");
+  if (!sb) return;
   const sticky = sb.path("sticky");
   Deno.mkdirSync(sticky);
   Deno.chmodSync(sticky, 0o1777);
@@ -563,12 +553,8 @@ Deno.test("an --output that is a symbolic link or a FIFO is refused at once; the
 });
 
 Deno.test("as root, a file another user put at the output path after a rotation is never written by the reopen", async () => {
-  if (!AS_ROOT) {
-    console.log("skipped: needs root to act as nobody");
-    return;
-  }
-  await using sb = await Sandbox.create();
-  await Deno.chmod(sb.dir, 0o755);
+  await using sb = await rootSandbox("needs root to act as nobody");
+  if (!sb) return;
   const logs = sb.path("logs");
   Deno.mkdirSync(logs);
   Deno.chmodSync(logs, 0o1777); // sticky and open to all, as /tmp or a shared log directory
