@@ -6,10 +6,10 @@
  * @module
  */
 
+import { cmdlineOf } from "../ffi/proc.ts";
+
 /** The argv flag that turns this program into one of its internal stages. */
 export const INTERNAL_FLAG = "--singleton-run-internal";
-
-import { cmdlineOf } from "../ffi/proc.ts";
 
 /**
  * Which internal stage: `privilege` drops privileges and execs the daemon
