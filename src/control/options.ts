@@ -86,6 +86,22 @@ export interface StartOptions extends GuardOptions, LaunchOptions {
    */
   readonly supervise?: SuperviseSettings;
   /**
+   * The program's own pid file, for a program that forks away (the process
+   * launched exits 0 while its child runs on): the pid in it names the main
+   * process, once that process is one this start launched. Read, never
+   * written. Without it, the main process of a program that forked away is
+   * the one process it left; with several, the start fails.
+   */
+  readonly daemonPidfile?: string;
+  /**
+   * Run COMMAND under a keeper from the start: a small process that holds
+   * the lock until COMMAND's main process exits, for programs that close
+   * every descriptor (the lock's too) after they start. The pid file names
+   * COMMAND's main process. Without it, `start` switches to a keeper by
+   * itself when it sees the lock dropped by the time the daemon is ready.
+   */
+  readonly keeper?: boolean;
+  /**
    * Abort the wait for readiness (the CLI wires SIGINT, SIGTERM and SIGHUP to
    * it): the daemon is killed and the start fails, leaving nothing behind.
    */
@@ -98,6 +114,10 @@ export interface StartResult {
   readonly pid: number;
   /** The last STATUS= the daemon sent, if any. */
   readonly status?: string;
+  /** The keeper's pid, when a keeper holds the lock for the daemon. */
+  readonly keeper?: number;
+  /** The daemon forked away: the pid of the process launched, which exited. */
+  readonly launched?: number;
 }
 
 /** Options of {@link stop}. */

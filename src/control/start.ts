@@ -217,11 +217,45 @@ async function waitUntilReady(
     if (message === "timeout") throw await notReadyInTime(daemon, timeout, "", options);
     if (message !== undefined) throw await fail(daemon, message, true, options);
   }
-  const remaining = Math.max(0, timeout - (performance.now() - started));
-  const result: ReadyResult | Aborted = daemon.pidfd === undefined
+  const deadline = started + timeout;
+  const left = () => Math.max(0, deadline - performance.now());
+  let result: ReadyResult | Aborted = daemon.pidfd === undefined
     ? { ready: false, reason: "exited", waitedMs: 0 }
-    : await daemon.unlessAborted(readiness.wait(daemon.pidfd, remaining), options.signal);
-  if (result instanceof Aborted) throw await interrupted(daemon, result, options);
+    : await daemon.unlessAborted(readiness.wait(daemon.pidfd, left()), options.signal);
+  // A program that forks away: follow its main process, and wait for readiness again.
+  const follows = !options.supervise && !options.keeper;
+  for (;;) {
+    if (result instanceof Aborted) throw await interrupted(daemon, result, options);
+    if (result.ready) {
+      if (!follows || options.daemonPidfile === undefined) return result;
+      const named = await daemon.unlessAborted(
+        daemon.awaitDaemonPidfile(deadline, options.daemonPidfile),
+        options.signal,
+      );
+      if (named instanceof Aborted) throw await interrupted(daemon, named, options);
+      if (named === "named") return result;
+      if (named === "timeout") {
+        throw await notReadyInTime(
+          daemon,
+          timeout,
+          `; --daemon-pidfile ${quote(options.daemonPidfile)} named no process it started`,
+          options,
+        );
+      }
+      result = { ready: false, reason: "exited", waitedMs: Math.round(timeout - left()) };
+    }
+    if (!follows || result.reason !== "exited") break;
+    const fork = await daemon.unlessAborted(
+      daemon.followFork(deadline, options.daemonPidfile),
+      options.signal,
+    );
+    if (fork instanceof Aborted) throw await interrupted(daemon, fork, options);
+    if (fork.kind === "failed") {
+      throw await fail(daemon, `${fork.why}; stopped them`, true, options);
+    }
+    if (fork.kind === "ended") break;
+    result = await daemon.unlessAborted(readiness.wait(daemon.pidfd!, left()), options.signal);
+  }
   if (result.ready) return result;
   const extra = [
     result.status === undefined ? "" : `; its last status: ${quote(result.status)}`,

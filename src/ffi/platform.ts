@@ -117,6 +117,7 @@ export const linux = {
   RLIM_INFINITY: 0xffffffffffffffffn,
 
   PR_SET_CHILD_SUBREAPER: 36,
+  PR_GET_CHILD_SUBREAPER: 37,
   PR_SET_PDEATHSIG: 1,
 
   SYS_pidfd_send_signal: 424,

@@ -136,3 +136,47 @@ export function openFdCount(pid: number | "self"): number | undefined {
     return undefined;
   }
 }
+
+/**
+ * The live children of a process (zombies left out), found by scanning
+ * /proc for their parent: what a child subreaper has after its child forked
+ * away and exited.
+ *
+ * @param parent the parent's pid
+ * @returns their pids, oldest first
+ */
+export function childrenOf(parent: number): number[] {
+  let entries: string[];
+  try {
+    entries = listDirectory("/proc");
+  } catch {
+    return [];
+  }
+  const found: { pid: number; startTicks: number }[] = [];
+  for (const name of entries) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid <= 1 || pid === parent) continue;
+    const st = procStat(pid);
+    if (!st || st.ppid !== parent || st.state === "Z" || st.state === "X") continue;
+    found.push({ pid, startTicks: st.startTicks });
+  }
+  return found.sort((a, b) => a.startTicks - b.startTicks || a.pid - b.pid).map((f) => f.pid);
+}
+
+/**
+ * Whether a process descends from another (its parent chain reaches it).
+ *
+ * @param pid the process
+ * @param ancestor the would-be ancestor
+ * @returns false when it does not, or when it is gone or a zombie
+ */
+export function descendsFrom(pid: number, ancestor: number): boolean {
+  let at = pid;
+  for (let step = 0; step < 256 && at > 1; step++) {
+    const st = procStat(at);
+    if (!st || st.state === "Z" || st.state === "X") return false;
+    if (st.ppid === ancestor) return true;
+    at = st.ppid;
+  }
+  return false;
+}

@@ -862,10 +862,35 @@ export function execve(path: string, argv: readonly string[], env: Record<string
  * reparented to it instead of to PID 1.
  */
 export function becomeSubreaper(): void {
+  setSubreaper(true);
+}
+
+/**
+ * prctl(PR_SET_CHILD_SUBREAPER): turn the child subreaper attribute on or
+ * off. Orphans already reparented stay this process's children.
+ *
+ * @param on the new setting
+ */
+export function setSubreaper(on: boolean): void {
   check(
-    libc().prctl(linux.PR_SET_CHILD_SUBREAPER, 1n, 0n, 0n, 0n),
+    libc().prctl(linux.PR_SET_CHILD_SUBREAPER, on ? 1n : 0n, 0n, 0n, 0n),
     "prctl(PR_SET_CHILD_SUBREAPER)",
   );
+}
+
+/**
+ * prctl(PR_GET_CHILD_SUBREAPER): whether this process is a child subreaper.
+ *
+ * @returns the setting
+ */
+export function isSubreaper(): boolean {
+  const out = new Int32Array(1);
+  const ptr = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(out)));
+  check(
+    libc().prctl(linux.PR_GET_CHILD_SUBREAPER, ptr, 0n, 0n, 0n),
+    "prctl(PR_GET_CHILD_SUBREAPER)",
+  );
+  return out[0] !== 0;
 }
 
 /** getrlimit(2) of `RLIMIT_NOFILE` and friends: `[soft, hard]`. */

@@ -8,6 +8,12 @@
  * and the lock is free again). Disposing of it without a hand-over abandons
  * it: a start that fails in any way leaves nothing behind.
  *
+ * While it starts, this process is a child subreaper: a program that forks
+ * away (its launched process exits 0 while its child runs on) leaves its
+ * processes reparented here, so the main process can be found and followed
+ * (`followFork`), and a failed start can stop all of them, even one that
+ * left the session and closed the lock descriptor.
+ *
  * @module
  */
 
@@ -15,6 +21,8 @@ import {
   C,
   close,
   type ExitReason,
+  ids,
+  isSubreaper,
   kill,
   listDirectory,
   pidfdOpen,
@@ -22,10 +30,12 @@ import {
   pollNow,
   pollWait,
   reap,
+  setSubreaper,
 } from "../ffi/mod.ts";
-import { procStat } from "../ffi/proc.ts";
+import { childrenOf, descendsFrom, procStat } from "../ffi/proc.ts";
 import { PidFile } from "../lock/pidfile.ts";
 import { fileIdentity, openHolders } from "../lock/holders.ts";
+import { findMain, namedByDaemonPidfile, severalMessage } from "./forked.ts";
 import type { LaunchedDaemon } from "./plan.ts";
 
 /** What {@link StartingDaemon.unlessAborted} returns when the caller aborted first. */
@@ -48,24 +58,51 @@ export interface Abandoned {
   readonly exit: ExitReason | undefined;
 }
 
+/** What {@link StartingDaemon.followFork} found after the main process ended. */
+export type ForkOutcome =
+  /** It had forked away: this process is the main process now, and the pid file names it. */
+  | { readonly kind: "adopted"; readonly pid: number }
+  /** It ended and nothing it started runs on (or it failed: `exit` says how). */
+  | { readonly kind: "ended"; readonly exit: ExitReason | undefined }
+  /** It forked away, but the main process cannot be told: why. */
+  | { readonly kind: "failed"; readonly why: string };
+
 /** A spawned daemon that does not have the lock to itself yet. */
 export class StartingDaemon implements AsyncDisposable {
-  /** The daemon's pid. */
-  readonly pid: number;
-  /** A pidfd on it; undefined when it had already gone when we looked. */
-  readonly pidfd: number | undefined;
+  /** The process launched (the program, or its --user stage, or the supervisor). */
+  readonly launchedPid: number;
   /** With a --user stage: the pipe on which the stage reports a failure before its exec. */
   readonly stageErrorFd: number | undefined;
   readonly #lock: PidFile;
+  /** The main process: the launched one until it forks away. */
+  #pid: number;
+  #pidfd: number | undefined;
+  /** Every pidfd opened here, closed at the end. */
+  readonly #pidfds: number[] = [];
+  /** This process's children before the launch: never part of it. */
+  readonly #before: ReadonlySet<number>;
+  /** How processes of this launch ended, once reaped here. */
+  readonly #exits = new Map<number, ExitReason>();
+  /** Whether this process was a child subreaper before the launch. */
+  readonly #wasSubreaper: boolean | undefined;
   #killed: Promise<ExitReason | undefined> | undefined;
   #abandoned: Promise<Abandoned> | undefined;
   #settled = false;
 
-  private constructor(lock: PidFile, launched: LaunchedDaemon, pidfd: number | undefined) {
+  private constructor(
+    lock: PidFile,
+    launched: LaunchedDaemon,
+    pidfd: number | undefined,
+    before: ReadonlySet<number>,
+    wasSubreaper: boolean | undefined,
+  ) {
     this.#lock = lock;
-    this.pid = launched.pid;
+    this.launchedPid = this.#pid = launched.pid;
     this.stageErrorFd = launched.stageErrorFd;
-    this.pidfd = pidfd;
+    this.#pidfd = pidfd;
+    if (pidfd !== undefined) this.#pidfds.push(pidfd);
+    this.#before = before;
+    this.#wasSubreaper = wasSubreaper;
   }
 
   /**
@@ -78,15 +115,33 @@ export class StartingDaemon implements AsyncDisposable {
    * @throws {SystemError} when the spawn or the write of the pid file fails
    */
   static async launch(lock: PidFile, launch: () => LaunchedDaemon): Promise<StartingDaemon> {
-    const launched = launch();
+    const before = new Set(childrenOf(ids.pid()));
+    const wasSubreaper = becomeSubreaper();
+    let launched: LaunchedDaemon;
+    try {
+      launched = launch();
+    } catch (err) {
+      restoreSubreaper(wasSubreaper);
+      throw err;
+    }
     try {
       // First thing: the daemon holds the lock from now on, and the file must name it.
       lock.writePid(launched.pid);
-      return new StartingDaemon(lock, launched, pidfdOpen(launched.pid));
+      return new StartingDaemon(lock, launched, pidfdOpen(launched.pid), before, wasSubreaper);
     } catch (err) {
-      await new StartingDaemon(lock, launched, undefined).abandon();
+      await new StartingDaemon(lock, launched, undefined, before, wasSubreaper).abandon();
       throw err;
     }
+  }
+
+  /** The main process: the launched one, or the one it forked away to. */
+  get pid(): number {
+    return this.#pid;
+  }
+
+  /** A pidfd on the main process; undefined when it had already gone when we looked. */
+  get pidfd(): number | undefined {
+    return this.#pidfd;
   }
 
   /** The pid file this daemon is to hold. */
@@ -94,9 +149,104 @@ export class StartingDaemon implements AsyncDisposable {
     return this.#lock.path;
   }
 
-  /** Whether the daemon still runs (its pidfd is not readable yet). */
+  /** Whether the main process still runs (its pidfd is not readable yet). */
   get running(): boolean {
-    return this.pidfd !== undefined && pollNow([{ fd: this.pidfd, events: C.POLLIN }])[0] === 0;
+    return this.#pidfd !== undefined && pollNow([{ fd: this.#pidfd, events: C.POLLIN }])[0] === 0;
+  }
+
+  /**
+   * The main process has ended: when it exited 0 while processes it started
+   * run on, it forked away. Find the new main process (the program's pid file
+   * names it, or it is the one process left), name it in the pid file and
+   * follow it from now on.
+   *
+   * @param until the `performance.now()` time after which a pid file that
+   *   names nothing of ours yet is a failure
+   * @param daemonPidfile the program's own pid file, if the user named it
+   * @returns adopted, ended (with how, when it could be reaped here), or failed
+   * @throws {SystemError} when the program's pid file cannot be read safely
+   */
+  async followFork(until: number, daemonPidfile?: string): Promise<ForkOutcome> {
+    const exit = this.#reapMain();
+    if (exit && !(exit.exited && exit.code === 0)) return { kind: "ended", exit };
+    const search = {
+      parent: ids.pid(),
+      ignore: this.#before,
+      ...(daemonPidfile === undefined ? {} : { daemonPidfile }),
+    };
+    for (;;) {
+      const found = findMain(search);
+      switch (found.kind) {
+        case "none":
+          return { kind: "ended", exit };
+        case "several":
+          return { kind: "failed", why: severalMessage(found.pids) };
+        case "waiting":
+          if (performance.now() >= until) return { kind: "failed", why: found.why };
+          await new Promise((r) => setTimeout(r, 10));
+          continue;
+        case "found":
+          if (this.#adopt(found.pid)) return { kind: "adopted", pid: found.pid };
+          continue; // it ended between the look and the pidfd: look again
+      }
+    }
+  }
+
+  /**
+   * Wait until the program's own pid file names a process this launch
+   * started, and follow that one as the main process (a forking daemon
+   * writes its file once its child is set up; a program that stays in the
+   * foreground names itself).
+   *
+   * @param until the `performance.now()` time to give up at
+   * @param daemonPidfile the program's pid file
+   * @returns named (the main process is the one it names), exited (the main
+   *   process ended first), or timeout
+   * @throws {SystemError} when the program's pid file cannot be read safely
+   */
+  async awaitDaemonPidfile(
+    until: number,
+    daemonPidfile: string,
+  ): Promise<"named" | "exited" | "timeout"> {
+    const search = { parent: ids.pid(), ignore: this.#before, daemonPidfile };
+    for (;;) {
+      const named = namedByDaemonPidfile(search);
+      if (named !== undefined && (named === this.#pid || this.#adopt(named))) return "named";
+      if (!this.running) return "exited";
+      if (performance.now() >= until) return "timeout";
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  /**
+   * Follow `pid` as the main process when it still descends from this
+   * process once a pidfd names it, and name it in the pid file.
+   *
+   * @returns false when it was gone or not ours by then
+   */
+  #adopt(pid: number): boolean {
+    let pidfd: number | undefined;
+    try {
+      pidfd = pidfdOpen(pid);
+    } catch {
+      return false;
+    }
+    if (pidfd === undefined) return false;
+    this.#pidfds.push(pidfd);
+    if (!descendsFrom(pid, ids.pid())) return false;
+    this.#pid = pid;
+    this.#pidfd = pidfd;
+    this.#lock.writePid(pid);
+    return true;
+  }
+
+  /** Reap the main process when it is our child and has ended: how it ended. */
+  #reapMain(): ExitReason | undefined {
+    const known = this.#exits.get(this.#pid);
+    if (known) return known;
+    const exit = reap(this.#pid);
+    if (exit) this.#exits.set(this.#pid, exit);
+    return exit;
   }
 
   /**
@@ -126,21 +276,31 @@ export class StartingDaemon implements AsyncDisposable {
   }
 
   /**
-   * Kill the daemon and its process group, wait for it and reap it. Once only.
+   * Kill the main process and its process group (and the launched process,
+   * when it is another), wait for it and reap it. Once only.
    *
-   * @returns how it ended, when it could be reaped
+   * @returns how the main process ended, when it could be reaped
    */
   kill(): Promise<ExitReason | undefined> {
-    this.#killed ??= killAndReap(this.pid, this.pidfd);
+    this.#killed ??= (async () => {
+      const launched = this.#exits.get(this.launchedPid) ??
+        await killAndReap(this.launchedPid, this.#pidfds[0]);
+      if (launched) this.#exits.set(this.launchedPid, launched);
+      if (this.#pid === this.launchedPid) return launched;
+      const main = this.#exits.get(this.#pid) ?? await killAndReap(this.#pid, this.#pidfd);
+      if (main) this.#exits.set(this.#pid, main);
+      return main;
+    })();
     return this.#killed;
   }
 
   /**
    * The start failed: kill the daemon and its group, then what is left in
-   * its session (a child moved to a group of its own), then any process
-   * still holding the lock (a program that forked into a new session and
-   * exited leaves its child holding the inherited descriptor), release the
-   * lock and wait until it is free. Idempotent.
+   * its session (a child moved to a group of its own), then every process
+   * this launch left reparented here (a program that forked away), then any
+   * process still holding the lock (a program that forked into a new
+   * session and exited leaves its child holding the inherited descriptor),
+   * release the lock and wait until it is free. Idempotent.
    *
    * @returns whether it still ran, and how it ended
    */
@@ -148,10 +308,13 @@ export class StartingDaemon implements AsyncDisposable {
     this.#abandoned ??= (async () => {
       const wasRunning = this.running;
       const exit = await this.kill();
-      killSession(this.pid);
+      killSession(this.launchedPid);
+      if (this.#pid !== this.launchedPid) killSession(this.#pid);
+      await killChildren(this.#before);
       await killLockHolders(this.#lock.path);
       this.#settled = true;
       this.#lock.release();
+      restoreSubreaper(this.#wasSubreaper);
       await PidFile.waitForRelease(this.#lock.path, { timeout: 2000 });
       return { wasRunning, exit };
     })();
@@ -163,18 +326,78 @@ export class StartingDaemon implements AsyncDisposable {
    *
    * @param pid the process that holds the lock from now on (sd_notify's MAINPID)
    */
-  handOver(pid: number = this.pid): void {
-    if (pid !== this.pid) this.#lock.writePid(pid);
+  handOver(pid: number = this.#pid): void {
+    if (pid !== this.#pid) this.#lock.writePid(pid);
     this.#settled = true;
     this.#lock.detach();
+    restoreSubreaper(this.#wasSubreaper);
   }
 
-  /** Abandon the daemon unless it was handed over; close the pidfd. */
+  /** Abandon the daemon unless it was handed over; close the pidfds. */
   async [Symbol.asyncDispose](): Promise<void> {
     try {
       if (!this.#settled) await this.abandon();
     } finally {
-      if (this.pidfd !== undefined) close(this.pidfd);
+      for (const fd of this.#pidfds) close(fd);
+      this.#pidfds.length = 0;
+    }
+  }
+}
+
+/**
+ * Make this process a child subreaper for the launch.
+ *
+ * @returns whether it was one already; undefined when it cannot tell or set
+ *   it (a forked-away daemon then goes to init and is not found)
+ */
+function becomeSubreaper(): boolean | undefined {
+  try {
+    const was = isSubreaper();
+    if (!was) setSubreaper(true);
+    return was;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Put the subreaper setting back as it was before the launch. */
+function restoreSubreaper(was: boolean | undefined): void {
+  if (was !== false) return;
+  try {
+    setSubreaper(false);
+  } catch {
+    // Left on: orphans of the caller's own children come here instead of to init.
+  }
+}
+
+/**
+ * SIGKILL every child this process has now and did not have before the
+ * launch (what a forked-away program left reparented here), with its process
+ * group when it leads one, then reap them. Each is named by a pidfd checked
+ * to be still our child, so a recycled pid is never signalled.
+ */
+async function killChildren(before: ReadonlySet<number>): Promise<void> {
+  const self = ids.pid();
+  for (let round = 0; round < 3; round++) {
+    const left = childrenOf(self).filter((pid) => !before.has(pid));
+    if (left.length === 0) return;
+    for (const pid of left) {
+      let pidfd: number | undefined;
+      try {
+        pidfd = pidfdOpen(pid);
+        if (pidfd === undefined) continue;
+        const st = procStat(pid);
+        if (st?.ppid !== self) continue;
+        if (st.pgid === pid) killGroup(pid);
+        pidfdSendSignal(pidfd, 9);
+        const watch = [{ fd: pidfd, events: C.POLLIN }];
+        if (pollNow(watch)[0] === 0) await pollWait(watch, 1000);
+        reap(pid);
+      } catch {
+        // Gone, or no longer ours to signal.
+      } finally {
+        if (pidfd !== undefined) close(pidfd);
+      }
     }
   }
 }

@@ -77,4 +77,10 @@ export interface SuperviseSettings {
    * the supervisor's stdout and stderr.
    */
   readonly output?: string;
+  /**
+   * The program's own pid file, for a program that forks away: its pid
+   * names the main process of each run (read, never written). Without it,
+   * the main process of a program that forked away is the one process left.
+   */
+  readonly daemonPidfile?: string;
 }
