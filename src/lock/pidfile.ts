@@ -259,10 +259,12 @@ export class PidFile {
    *
    * @param fd the inherited descriptor
    * @param path the pid file it was opened on
-   * @returns the held lock, naming this process
+   * @param names the pid the file is to name: this process (by default),
+   *   or the daemon a keeper holds the lock for
+   * @returns the held lock, naming that process
    * @throws {SystemError} when the descriptor is not that file
    */
-  static adopt(fd: number, path: string): PidFile {
+  static adopt(fd: number, path: string, names: number = ids.pid()): PidFile {
     const st = fstat(fd, path);
     const { fd: fresh, stat: named } = openPidFileForReading(path);
     try {
@@ -277,7 +279,7 @@ export class PidFile {
     }
     setCloexec(fd, true);
     if (!tryFlock(fd, C.LOCK_EX, path)) throw new AlreadyRunningError(path, readPidFd(fd, path));
-    const lock = new PidFile(path, fd, ids.pid());
+    const lock = new PidFile(path, fd, names);
     if (readPidFd(fd, path) !== lock.#pid) lock.writePid(lock.#pid);
     return lock;
   }
