@@ -42,7 +42,7 @@ export async function main(args: readonly string[]): Promise<number> {
       const { runStage } = await import("./src/launch/privilege.ts");
       return runStage(args.slice(2));
     }
-    if (role === "supervisor") {
+    if (role === "supervisor" || role === "keeper") {
       const { superviseStage } = await import("./src/supervisor/stage.ts");
       return superviseStage(args.slice(2));
     }

@@ -48,6 +48,8 @@ export interface Values {
   readyAfter?: number;
   notifyFd?: number;
   notifySocket: boolean;
+  daemonPidfile?: string;
+  keeper: boolean;
   oknodo: boolean;
   conflictExitCode?: number;
   json: boolean;
@@ -227,6 +229,27 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     supervisedIn: ["run"],
     help: "ready when the daemon sends READY=1 to NOTIFY_SOCKET (sd_notify; STATUS=, " +
       "MAINPID=, EXTEND_TIMEOUT_USEC=, ERRNO= are understood)",
+  },
+  daemonPidfile: {
+    name: "daemon-pidfile",
+    kind: "value",
+    arg: "FILE",
+    commands: LAUNCH,
+    supervisedIn: ["run"],
+    help: "the program's own pid file, for a program that forks away (its first process " +
+      "exits 0 while its child runs on): the pid in it names the main process once that " +
+      "process descends from this start; read, never written. Without it, the main process " +
+      "is the one process left",
+    parse: parsePath,
+  },
+  keeper: {
+    name: "keeper",
+    kind: "switch",
+    commands: ["start", "restart"],
+    help: "run COMMAND under a keeper that holds the lock until COMMAND's main process " +
+      "exits, for a program that closes every descriptor after it starts (the pid file " +
+      "names COMMAND; with --output, the keeper writes the file). Without it, start " +
+      "switches to a keeper by itself when the lock is dropped before COMMAND is ready",
   },
   oknodo: {
     name: "oknodo",

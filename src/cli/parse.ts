@@ -43,6 +43,7 @@ export function parseArgs(cmd: Command, args: readonly string[]): Invocation {
     json: false,
     supervise: false,
     killGroup: false,
+    keeper: false,
   };
   const store = values as unknown as Record<string, unknown>;
   const given = new Map<string, string>();
@@ -117,6 +118,11 @@ function check(
   if (v.notifyFd !== undefined && v.notifySocket) {
     throw new UsageError("--notify-fd and --notify-socket exclude each other");
   }
+  if (v.keeper && v.supervise) {
+    throw new UsageError(
+      "--keeper and --supervise exclude each other (the supervisor holds the lock)",
+    );
+  }
   if (inv.cmd === "run" && v.supervise && v.user !== undefined) {
     throw new UsageError("--user with run --supervise is not supported (start --supervise is)");
   }
@@ -177,6 +183,16 @@ function samePaths(v: Values): void {
     }
     if (output === guard) {
       throw new UsageError(`--output ${quote(v.output.path)} is the guard file`);
+    }
+  }
+  if (v.daemonPidfile !== undefined) {
+    const own = normalPath(v.daemonPidfile);
+    if (own === pidfile || own === guard) {
+      throw new UsageError(
+        `--daemon-pidfile ${quote(v.daemonPidfile)} is ${
+          own === pidfile ? "the pid file" : "the guard file"
+        }: it names the program's own pid file, which singleton-run only reads`,
+      );
     }
   }
 }

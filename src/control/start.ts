@@ -13,10 +13,11 @@ import {
   type ExitReason,
   fstat,
   openBeside,
+  pidfdOpen,
   pread,
   quote,
 } from "../ffi/mod.ts";
-import { fileIdentity, holdsLockInFdinfo } from "../lock/holders.ts";
+import { fileIdentity, holdsLockInFdinfo, lockHolders } from "../lock/holders.ts";
 import { openOutputFile } from "../lock/output.ts";
 import type { PidFile } from "../lock/pidfile.ts";
 import { describeExit } from "../launch/exit.ts";
@@ -25,7 +26,8 @@ import { awaitStage, spawnStage } from "../launch/privilege.ts";
 import { Readiness, type ReadinessMode, type ReadyResult } from "../launch/readiness.ts";
 import { spawn } from "../launch/spawn.ts";
 import { Aborted, StartingDaemon } from "../launch/starting.ts";
-import { superviseLauncher, SUPERVISOR_READY_FD } from "../supervisor/stage.ts";
+import { spawnKeeper, superviseLauncher, SUPERVISOR_READY_FD } from "../supervisor/stage.ts";
+import type { ChildReadiness } from "../supervisor/settings.ts";
 import { InterruptedError, seconds, StartFailedError } from "./errors.ts";
 import { withGuard } from "./guard.ts";
 import {
@@ -123,7 +125,8 @@ export async function startLocked(
   );
   await using daemon = await launchWithOutput(options, prepared, lock, readiness);
   const result = await waitUntilReady(daemon, readiness, options);
-  return handOver(daemon, result, options);
+  const keeper = await keepIfDropped(daemon, lock, options);
+  return handOver(daemon, result, options, keeper);
 }
 
 /** A readiness wait that ended with the daemon ready. */
@@ -131,7 +134,8 @@ type Ready = Extract<ReadyResult, { ready: true }>;
 
 /** How the daemon says it is ready: the supervisor's pipe, --notify-fd, sd_notify, or staying alive. */
 function readinessMode(options: StartOptions): ReadinessMode {
-  if (options.supervise) return { kind: "fd", fd: SUPERVISOR_READY_FD }; // after its child's
+  // The supervisor (or keeper) says so after its child's readiness.
+  if (options.supervise || options.keeper) return { kind: "fd", fd: SUPERVISOR_READY_FD };
   if (options.notifyFd !== undefined) return { kind: "fd", fd: options.notifyFd };
   if (options.notifySocket) return { kind: "socket" };
   return { kind: "alive", afterMs: options.readyAfter ?? DEFAULT_READY_AFTER_MS };
@@ -188,13 +192,93 @@ function daemonPlan(
 
 /** The supervisor, or the command itself. */
 function chooseLauncher(options: StartOptions): (plan: DaemonPlan) => LaunchedDaemon {
-  if (!options.supervise) return launchDaemon;
-  return superviseLauncher(options.supervise, {
-    pidfile: options.pidfile,
-    lockFd: lockFdFor(options),
-    launch: launchDaemon,
-  });
+  if (options.supervise) {
+    return superviseLauncher(options.supervise, {
+      pidfile: options.pidfile,
+      lockFd: lockFdFor(options),
+      launch: launchDaemon,
+    });
+  }
+  if (!options.keeper) return launchDaemon;
+  // The keeper runs COMMAND once, with COMMAND's own readiness and output.
+  return superviseLauncher({
+    restart: "never",
+    readiness: childReadiness(options),
+    readyTimeout: options.readyTimeout ?? DEFAULT_READY_TIMEOUT_MS,
+    ...(options.output === undefined ? {} : { output: options.output }),
+    ...(options.daemonPidfile === undefined ? {} : { daemonPidfile: options.daemonPidfile }),
+  }, { pidfile: options.pidfile, lockFd: lockFdFor(options), launch: launchDaemon, keep: true });
 }
+
+/** COMMAND's readiness, as start's options give it, for the keeper to wait on. */
+function childReadiness(options: StartOptions): ChildReadiness {
+  if (options.notifyFd !== undefined) return { kind: "fd", fd: options.notifyFd };
+  if (options.notifySocket) return { kind: "socket" };
+  return { kind: "alive", afterMs: options.readyAfter ?? DEFAULT_READY_AFTER_MS };
+}
+
+/**
+ * When nothing but this process holds the lock any more (the daemon closed
+ * its descriptors, as the classic rules say), hand the lock to a keeper that
+ * holds it until the daemon's main process exits.
+ *
+ * @returns the keeper's pid, or undefined when the daemon holds the lock itself
+ */
+async function keepIfDropped(
+  daemon: StartingDaemon,
+  lock: PidFile,
+  options: StartOptions,
+): Promise<number | undefined> {
+  if (options.supervise || options.keeper) return undefined;
+  const st = fileIdentity(options.pidfile);
+  if (!st || lockHolders(st).length > 0) return undefined;
+  if (daemon.pidfd === undefined) return undefined;
+  using ready = Readiness.prepare({ kind: "fd", fd: SUPERVISOR_READY_FD });
+  let keeper: number;
+  let keeperFd: number | undefined;
+  try {
+    keeper = spawnKeeper({
+      pidfile: options.pidfile,
+      lockFd: lock.fd,
+      pid: daemon.pid,
+      pidfd: daemon.pidfd,
+      ready: { fd: ready.childFds[SUPERVISOR_READY_FD]!, target: SUPERVISOR_READY_FD },
+    });
+    ready.spawned();
+    keeperFd = pidfdOpen(keeper);
+  } catch (err) {
+    throw await fail(
+      daemon,
+      `it closed the lock's descriptor, and no keeper could be started: ${
+        (err as Error).message
+      }; killed it`,
+      true,
+      options,
+    );
+  }
+  try {
+    const up = keeperFd === undefined
+      ? { ready: false as const }
+      : await ready.wait(keeperFd, KEEPER_START_TIMEOUT_MS);
+    if (!up.ready) {
+      throw await fail(
+        daemon,
+        "it closed the lock's descriptor, and the keeper that was to hold the lock for it failed; killed it",
+        true,
+        options,
+      );
+    }
+  } finally {
+    if (keeperFd !== undefined) close(keeperFd);
+  }
+  options.onWarning?.(
+    `pid ${daemon.pid} closed the pid file's lock descriptor: keeper pid ${keeper} holds the lock until it exits (start with --keeper to have one from the start)`,
+  );
+  return keeper;
+}
+
+/** How long a keeper may take to start (a Deno process). */
+const KEEPER_START_TIMEOUT_MS = 10_000;
 
 /**
  * Wait for the privilege stage's exec (with --user), then for readiness;
@@ -355,8 +439,13 @@ function handOver(
   daemon: StartingDaemon,
   result: Ready,
   options: StartOptions,
+  keeper: number | undefined,
 ): StartResult {
   let pid = daemon.pid;
+  if (options.keeper && result.mainPid !== undefined) {
+    // Our keeper named its program's main process (and wrote it in the file).
+    return handedOver(daemon, result.mainPid, result, daemon.pid);
+  }
   if (result.mainPid !== undefined && result.mainPid !== pid) {
     const named = fileIdentity(options.pidfile);
     if (named && holdsLockInFdinfo(result.mainPid, named) === true) {
@@ -367,8 +456,24 @@ function handOver(
       );
     }
   }
+  return handedOver(daemon, pid, result, keeper);
+}
+
+function handedOver(
+  daemon: StartingDaemon,
+  pid: number,
+  result: Ready,
+  keeper: number | undefined,
+): StartResult {
   daemon.handOver(pid);
-  return { pid, ...(result.status === undefined ? {} : { status: result.status }) };
+  return {
+    pid,
+    ...(result.status === undefined ? {} : { status: result.status }),
+    ...(keeper === undefined ? {} : { keeper }),
+    ...(daemon.launchedPid === pid || keeper === daemon.launchedPid
+      ? {}
+      : { launched: daemon.launchedPid }),
+  };
 }
 
 /**

@@ -228,7 +228,11 @@ export class Readiness implements Disposable {
             return { ready: false, reason: "closed", waitedMs: waited(), ...state };
           }
           pending += new TextDecoder().decode(bytes);
-          if (pending.includes("\n")) return { ready: true };
+          if (pending.includes("\n")) {
+            // A keeper names the daemon's main process on its line.
+            const main = /^MAINPID=([0-9]{1,7})\n/.exec(pending)?.[1];
+            return main === undefined ? { ready: true } : { ready: true, mainPid: Number(main) };
+          }
         } else {
           let ready = false;
           for (let msg = recvNow(this.#readFd, 4096); msg; msg = recvNow(this.#readFd, 4096)) {

@@ -62,6 +62,11 @@ export interface Child {
   readyDeadline: number;
   /** Our end of its notification fd; -1 when none. */
   readyFd: number;
+  /**
+   * A pidfd that tells when it ends, for a process that is not our child
+   * (the keeper's adopted daemon); our children are reaped instead.
+   */
+  readonly pidfd?: number;
   /** Set while it is being stopped: the schedule's walk and why. */
   stop?: { readonly walk: StopWalk; readonly why: string };
 }

@@ -19,7 +19,8 @@
 
 import { close, ERRNO, quote, SystemError, writeAll } from "../ffi/mod.ts";
 import { PidFile } from "../lock/pidfile.ts";
-import { selfCommand } from "../launch/spawn.ts";
+import { cmdlineOf } from "../ffi/proc.ts";
+import { selfCommand, spawn } from "../launch/spawn.ts";
 import { INTERNAL_FLAG, internalArgs } from "../launch/internal.ts";
 import type { DaemonPlan, LaunchedDaemon } from "../launch/plan.ts";
 import { parseSchedule } from "../launch/schedule.ts";
@@ -53,6 +54,13 @@ export interface SuperviseConfig extends SuperviseSettings {
    * {@link SUPERVISOR_ENV}), removed from the child's environment.
    */
   readonly unsetEnv?: readonly string[];
+  /**
+   * The keeper (`--singleton-run-internal keeper`): no restart, and the pid
+   * file names the program's main process, not this process.
+   */
+  readonly keep?: boolean;
+  /** The keeper of a running daemon: its pid, and an inherited pidfd on it. */
+  readonly adopt?: { readonly pid: number; readonly pidfd: number };
 }
 
 /**
@@ -99,6 +107,7 @@ export function superviseOptions(
       : { stopSchedule: parseSchedule(stopSchedule, "--stop-schedule") }),
     ...(output === undefined ? {} : { output: parseOutput(output) }),
     statePath: statePath(pidfile),
+    pidfile,
   };
 }
 
@@ -122,7 +131,9 @@ export async function runSupervisor(
     const supervisor = new Supervisor({
       ...superviseOptions(config, env),
       lockFd: lock.fd, // every child holds the lock too (CHILD_LOCK_FD)
-      onReady: () => start.ready(),
+      // The keeper names the program's main process in the pid file, and tells start which it is.
+      onReady: (pid) => start.ready(config.keep ? pid : undefined),
+      ...(config.keep ? { onMain: (pid: number) => lock.writePid(pid) } : {}),
     });
     const code = await supervisor.run();
     start.failed(supervisor.lastError ?? `the supervisor exited with status ${code}`);
@@ -146,8 +157,8 @@ class StartChannel {
   constructor(fd: number | undefined) {
     this.#fd = fd;
   }
-  ready(): void {
-    this.#tell("\n");
+  ready(mainPid?: number): void {
+    this.#tell(mainPid === undefined ? "\n" : `MAINPID=${mainPid}\n`);
   }
   failed(reason: string): void {
     // deno-lint-ignore no-control-regex
@@ -188,7 +199,7 @@ export async function superviseStage(args: readonly string[]): Promise<number> {
   try {
     lock = config.lockFd === undefined
       ? await PidFile.acquire(config.pidfile)
-      : PidFile.adopt(config.lockFd, config.pidfile);
+      : PidFile.adopt(config.lockFd, config.pidfile, config.adopt?.pid);
   } catch (err) {
     writeErr((err as Error).message);
     return err instanceof SystemError && err.errno !== ERRNO.EAGAIN ? 1 : 3;
@@ -210,7 +221,7 @@ export const SUPERVISOR_READY_FD = 5;
  * this program again (the bundle, the compiled binary), with the internal
  * flag and role either way.
  */
-function supervisorArgv(json: string): string[] {
+function stageArgv(role: "supervisor" | "keeper", json: string): string[] {
   const self = selfCommand();
   const here = new URL(import.meta.url);
   const fromSource = here.protocol === "file:" && here.pathname.endsWith("/supervisor/stage.ts");
@@ -219,9 +230,9 @@ function supervisorArgv(json: string): string[] {
     const absolute = script.startsWith("/") || /^[a-z]+:/.test(script)
       ? script
       : `${Deno.cwd()}/${script}`;
-    return [...self.slice(0, -1), absolute, ...internalArgs("supervisor", [json])];
+    return [...self.slice(0, -1), absolute, ...internalArgs(role, [json])];
   }
-  return [...self, ...internalArgs("supervisor", [json])];
+  return [...self, ...internalArgs(role, [json])];
 }
 
 /**
@@ -241,6 +252,8 @@ export function superviseLauncher(
     readonly pidfile: string;
     readonly lockFd: number;
     readonly launch: (plan: DaemonPlan) => LaunchedDaemon;
+    /** Launch the keeper (`start --keeper`) instead of the supervisor. */
+    readonly keep?: boolean;
   },
 ): (plan: DaemonPlan) => LaunchedDaemon {
   return (plan) => {
@@ -255,12 +268,64 @@ export function superviseLauncher(
       cwd: plan.cwd,
       umask: plan.umask,
       unsetEnv: ["NOTIFY_FD", "NOTIFY_SOCKET", ...added],
+      ...(where.keep ? { keep: true } : {}),
     };
-    const argv = supervisorArgv(JSON.stringify(config));
+    const argv = stageArgv(where.keep ? "keeper" : "supervisor", JSON.stringify(config));
     const env: Record<string, string> = { ...plan.env };
     for (const k of added) env[k] = SUPERVISOR_ENV[k]!;
     return where.launch({ ...plan, path: argv[0]!, argv, env });
   };
+}
+
+/** The keeper's descriptors when it adopts a running daemon: the lock, the daemon's pidfd, readiness. */
+const KEEPER_FDS = { lock: 3, pidfd: 4 } as const;
+
+/**
+ * Start a keeper for a daemon that runs already but no longer holds the
+ * lock (it closed the descriptor): the keeper inherits this process's locked
+ * descriptor and a pidfd on the daemon, holds the lock until the daemon
+ * exits, and writes a newline to `readyFd` once it runs.
+ *
+ * @param where the pid file, our locked descriptor, the daemon, and the
+ *   readiness pipe's write end (the keeper's fd `readyFd.target`)
+ * @returns the keeper's pid
+ * @throws {SystemError} when it cannot be spawned
+ */
+export function spawnKeeper(where: {
+  readonly pidfile: string;
+  readonly lockFd: number;
+  readonly pid: number;
+  readonly pidfd: number;
+  readonly ready: { readonly fd: number; readonly target: number };
+}): number {
+  const main = cmdlineOf(where.pid) ?? [];
+  const config: SuperviseConfig = {
+    pidfile: where.pidfile,
+    lockFd: KEEPER_FDS.lock,
+    readyFd: where.ready.target,
+    path: main[0] ?? `pid ${where.pid}`,
+    argv: main,
+    keep: true,
+    adopt: { pid: where.pid, pidfd: KEEPER_FDS.pidfd },
+    unsetEnv: [],
+  };
+  const argv = stageArgv("keeper", JSON.stringify(config));
+  const env: Record<string, string> = { ...Deno.env.toObject(), ...SUPERVISOR_ENV };
+  return spawn({
+    path: argv[0]!,
+    argv,
+    env,
+    cwd: "/",
+    newSession: true,
+    fds: {
+      0: "null",
+      1: "null",
+      2: "null",
+      [KEEPER_FDS.lock]: where.lockFd,
+      [KEEPER_FDS.pidfd]: where.pidfd,
+      [where.ready.target]: where.ready.fd,
+    },
+  });
 }
 
 function writeErr(message: string): void {
@@ -273,7 +338,7 @@ function writeErr(message: string): void {
 
 if (import.meta.main) {
   const [flag, role, ...rest] = Deno.args;
-  if (flag !== INTERNAL_FLAG || role !== "supervisor") {
+  if (flag !== INTERNAL_FLAG || (role !== "supervisor" && role !== "keeper")) {
     writeErr(`usage: ${INTERNAL_FLAG} supervisor <json> (internal)`);
     Deno.exit(2);
   }

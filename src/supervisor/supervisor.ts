@@ -29,17 +29,23 @@ import {
   ids,
   kill,
   parseSignal,
+  pidfdOpen,
+  pidfdSendSignal,
   pipe,
   type PollFd,
   pollWait,
   read,
   readNow,
+  reap,
   reapAny,
   recvNow,
   signalName,
   writeNow,
 } from "../ffi/mod.ts";
+import { childrenOf, procStat } from "../ffi/proc.ts";
 import { describeExit } from "../launch/exit.ts";
+import { findMain, type MainSearch, severalMessage } from "../launch/forked.ts";
+import { fileIdentity, liveTargets, openHolders, type Target } from "../lock/holders.ts";
 import { type NotifySocket, openNotifySocket, parseNotify } from "../launch/readiness.ts";
 import { parseSchedule, type Schedule } from "../launch/schedule.ts";
 import { type Child, childLockFd, descriptorFits, startChild } from "./child.ts";
@@ -67,6 +73,8 @@ export { CHILD_LOCK_FD, childLockFd } from "./child.ts";
 export type { OutputTarget } from "./output.ts";
 export type { ChildReadiness, RestartPolicy } from "./settings.ts";
 
+/** How a run ends whose program forked away to processes nobody can tell apart. */
+const FORK_FAILED: ExitReason = { exited: true, code: 1 };
 /** How the state file records a child that could not be spawned. */
 const SPAWN_FAILED = "spawn failed: ";
 /**
@@ -98,6 +106,23 @@ export interface SuperviseOptions extends Omit<SuperviseSettings, "stopSchedule"
   readonly lockFd?: number;
   /** Called once, when the first child is ready (e.g. to release `start`). */
   readonly onReady?: (childPid: number) => void;
+  /**
+   * Keep mode (the keeper): no restart; the run ends when the main process
+   * exits, and `onMain` names it in the pid file.
+   */
+  readonly keep?: boolean;
+  /**
+   * Keep mode only: follow this running process (started before the keeper)
+   * as the main process instead of starting COMMAND. The pidfd names it.
+   */
+  readonly adopt?: { readonly pid: number; readonly pidfd: number };
+  /** Called with the main process's pid each time it changes (a child, or a process it forked away to). */
+  readonly onMain?: (pid: number) => void;
+  /**
+   * The pid file: before a restart, any process still holding its lock
+   * (what is left of the previous run) is stopped first.
+   */
+  readonly pidfile?: string;
 }
 
 const FORWARDED = ["SIGHUP", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGQUIT", "SIGWINCH"] as const;
@@ -159,11 +184,17 @@ export class Supervisor {
   interruptedAt = -Infinity;
   /** The leader's process group, stopped by the rest of the schedule after the leader is gone. */
   groupWatch: { pgid: number; walk: StopWalk; final: boolean } | undefined;
+  /** What is left of a run (its other processes, lock holders), stopped before the next start. */
+  leftovers: { targets: Target[]; walk: StopWalk; final: boolean } | undefined;
+  /** Whether the leftovers were looked for since the last exit. */
+  leftoversChecked = false;
+  /** A child that exited 0 leaving processes, while the daemon's pid file names none yet. */
+  forkWait: { child: Child; reason: ExitReason; until: number; why: string } | undefined;
 
   constructor(o: SuperviseOptions) {
     this.o = o;
     this.name = o.name ?? o.path.slice(o.path.lastIndexOf("/") + 1);
-    this.policy = o.restart ?? DEFAULT_RESTART_POLICY;
+    this.policy = o.keep ? "never" : o.restart ?? DEFAULT_RESTART_POLICY;
     this.schedule = o.stopSchedule ?? parseSchedule(DEFAULT_CHILD_STOP_SCHEDULE);
     this.readiness = o.readiness ?? { kind: "alive", afterMs: DEFAULT_CHILD_READY_AFTER_MS };
     this.backoff = new Backoff(o);
@@ -281,11 +312,14 @@ export class Supervisor {
 
   #finished(): boolean {
     if (this.exitCode === undefined) return false;
-    return this.abandon || (this.child === undefined && this.groupWatch === undefined);
+    return this.abandon ||
+      (this.child === undefined && this.groupWatch === undefined && this.leftovers === undefined &&
+        this.forkWait === undefined);
   }
 
   /** Spawn a child; false (with exitCode set) when even the first spawn fails. */
   #start(): boolean {
+    if (this.o.adopt && this.restarts === 0) return this.#adoptGiven(this.o.adopt);
     let started;
     try {
       started = startChild({
@@ -312,6 +346,7 @@ export class Supervisor {
     this.readers.push(...started.readers);
     this.child = started.child;
     this.restartAt = undefined;
+    this.o.onMain?.(started.child.pid);
     if (this.readiness.kind === "alive" && this.readiness.afterMs <= 0) {
       this.#becameReady(this.child);
     } else this.writeState("starting");
@@ -327,6 +362,8 @@ export class Supervisor {
     if (c && !c.ready && !c.stop) deadlines.push(c.readyDeadline);
     if (c?.stop) deadlines.push(c.stop.walk.until);
     if (this.groupWatch) deadlines.push(Math.min(this.groupWatch.walk.until, now + 50));
+    if (this.leftovers) deadlines.push(Math.min(this.leftovers.walk.until, now + 50));
+    if (this.forkWait) deadlines.push(now + 10);
     if (this.sinkRetryAt !== undefined) deadlines.push(this.sinkRetryAt);
     if (this.sink && this.sink.dropped !== this.stateDropped) {
       deadlines.push(this.stateWrittenAt + DROPPED_STATE_INTERVAL_MS);
@@ -341,6 +378,8 @@ export class Supervisor {
     if (c && !c.ready && this.notify) {
       fds.push({ fd: this.notify.fd, events: C.POLLIN });
     }
+    const watchIndex = fds.length;
+    if (c?.pidfd !== undefined) fds.push({ fd: c.pidfd, events: C.POLLIN });
     const revents = await pollWait(fds, Math.min(timeout, 5000));
 
     if (revents[0]) drain(this.wake[0]);
@@ -352,6 +391,10 @@ export class Supervisor {
     if (revents[readyIndex]) this.#readyInput();
     for (const sig of this.signals.splice(0)) this.#onSignal(sig);
     this.#reap();
+    if (revents[watchIndex] && c?.pidfd !== undefined && this.child === c) {
+      // An adopted process that is not our child ended: no status to read.
+      this.#childExited(c, reap(c.pid) ?? { exited: true, code: 0 });
+    }
     this.#timers();
     this.#noteDropped();
   }
@@ -517,7 +560,15 @@ export class Supervisor {
 
   #childExited(c: Child, reason: ExitReason): void {
     this.child = undefined;
+    const fork = this.#followFork(c, reason);
+    if (fork === "following") return;
+    this.#ended(c, fork === "failed" ? FORK_FAILED : reason);
+  }
+
+  /** The run's main process ended for good: decide what comes next. */
+  #ended(c: Child, reason: ExitReason): void {
     if (c.readyFd >= 0) close(c.readyFd);
+    if (c.pidfd !== undefined) close(c.pidfd);
     const uptime = performance.now() - c.startedAt;
     this.lastExit = describeExit(reason);
     this.lastExitAt = new Date().toISOString();
@@ -612,6 +663,32 @@ export class Supervisor {
         } else this.#advanceGroup();
       }
     }
+    const l = this.leftovers;
+    if (l) {
+      if (liveTargets(l.targets).length === 0) {
+        this.#endLeftovers();
+      } else if (now >= l.walk.until) {
+        if (l.final) {
+          this.say(
+            "err",
+            `pids ${liveTargets(l.targets).map((t) => t.pid).join(", ")} survived SIGKILL`,
+          );
+          this.#endLeftovers();
+        } else this.#advanceLeftovers();
+      }
+    }
+    const f = this.forkWait;
+    if (f) {
+      if (now >= f.until) {
+        this.forkWait = undefined;
+        this.say("err", `${this.name}: ${f.why}; stopping what it left`);
+        this.#stopLeftovers();
+        this.#ended(f.child, FORK_FAILED);
+      } else {
+        const fork = this.#followFork(f.child, f.reason);
+        if (fork !== "following") this.#ended(f.child, fork === "failed" ? FORK_FAILED : f.reason);
+      }
+    }
     if (c?.stop && now >= c.stop.walk.until) this.#advanceStop(c);
     if (c && !c.ready && !c.stop && now >= c.readyDeadline) {
       if (this.readiness.kind === "alive") this.#becameReady(c);
@@ -622,9 +699,173 @@ export class Supervisor {
     }
     const waiting = this.restartAt !== undefined && now >= this.restartAt;
     if (waiting && !this.stopping && !this.groupWatch) {
+      // What is left of the previous run goes first, or the new run would fight it.
+      if (!this.leftoversChecked) this.#stopLeftovers();
+      if (this.leftovers) return;
+      this.leftoversChecked = false;
       this.restarts++;
       this.#start();
     }
+  }
+  /** The keeper's first run: the process `start` launched, followed through its pidfd. */
+  #adoptGiven(adopt: { readonly pid: number; readonly pidfd: number }): boolean {
+    const now = performance.now();
+    const c: Child = {
+      pid: adopt.pid,
+      pgid: undefined,
+      startedAt: now,
+      startedWall: new Date(),
+      ready: false,
+      readyDeadline: now,
+      readyFd: -1,
+      pidfd: adopt.pidfd,
+    };
+    this.child = c;
+    this.#becameReady(c); // start saw it ready before it handed it over
+    return true;
+  }
+
+  /**
+   * A child that exits 0 while processes it started run on has forked away:
+   * follow its main process (the daemon's pid file names it, or it is the
+   * one process left) as the run's child, and name it (`onMain`).
+   *
+   * @returns following (a main process is followed, or the daemon's pid
+   *   file is awaited), ended (nothing left), or failed (it left processes
+   *   but no main process can be told: they are being stopped)
+   */
+  #followFork(c: Child, reason: ExitReason): "following" | "ended" | "failed" {
+    const previous = this.forkWait;
+    this.forkWait = undefined;
+    if (this.stopping || c.stop || !reason.exited || reason.code !== 0) return "ended";
+    let found: MainSearch;
+    try {
+      found = findMain({
+        parent: ids.pid(),
+        ...(this.o.daemonPidfile === undefined ? {} : { daemonPidfile: this.o.daemonPidfile }),
+      });
+    } catch (err) {
+      this.say("err", `${this.name}: ${(err as Error).message}`);
+      this.#stopLeftovers();
+      return "failed";
+    }
+    switch (found.kind) {
+      case "none":
+        return "ended";
+      case "several":
+        this.say("err", `${this.name}: ${severalMessage(found.pids)}; stopping them`);
+        this.#stopLeftovers();
+        return "failed";
+      case "waiting":
+        this.forkWait = {
+          child: c,
+          reason,
+          until: previous?.until ??
+            performance.now() + (this.o.readyTimeout ?? DEFAULT_CHILD_READY_TIMEOUT_MS),
+          why: found.why,
+        };
+        return "following";
+      case "found":
+        break;
+    }
+    const now = performance.now();
+    const next: Child = {
+      ...c,
+      pid: found.pid,
+      // Signalled as a group only when it leads one (a daemon that called setsid does).
+      pgid: c.pgid === undefined
+        ? undefined
+        : procStat(found.pid)?.pgid === found.pid
+        ? found.pid
+        : undefined,
+      readyDeadline: this.readiness.kind === "alive"
+        ? now + this.readiness.afterMs
+        : c.readyDeadline,
+      pidfd: undefined,
+    };
+    this.child = next;
+    this.say(
+      "info",
+      `${this.name} (pid ${c.pid}) forked away: following its main process (pid ${found.pid})`,
+    );
+    this.o.onMain?.(found.pid);
+    this.writeState(next.ready ? "running" : "starting");
+    return "following";
+  }
+
+  /**
+   * Look for what is left of the last run (processes reparented to us, and
+   * any process holding the pid file's lock) and stop it by the stop schedule.
+   */
+  #stopLeftovers(): void {
+    this.leftoversChecked = true;
+    const targets = leftoverTargets(this.o.pidfile);
+    if (targets.length === 0) return;
+    this.say(
+      "info",
+      `stopping what is left of the last run first: pids ${targets.map((t) => t.pid).join(", ")}`,
+    );
+    this.leftovers = { targets, walk: new StopWalk(this.schedule), final: false };
+    this.#advanceLeftovers();
+  }
+
+  #advanceLeftovers(): void {
+    const l = this.leftovers!;
+    const send = (sig: number) => {
+      for (const t of liveTargets(l.targets)) signalTarget(t, sig);
+    };
+    if (l.walk.advance(send)) return;
+    send(9);
+    l.walk.until = performance.now() + 1000;
+    l.final = true;
+  }
+
+  #endLeftovers(): void {
+    for (const t of this.leftovers?.targets ?? []) close(t.pidfd);
+    this.leftovers = undefined;
+  }
+}
+
+/**
+ * pidfds on what is left of a run: this process's children (a supervisor's
+ * only children are its runs' processes, and orphans reparented to it) and
+ * the pid file's other lock holders, each re-checked after the open.
+ */
+function leftoverTargets(pidfile: string | undefined): Target[] {
+  const self = ids.pid();
+  const out: Target[] = [];
+  const st = pidfile === undefined ? undefined : fileIdentity(pidfile);
+  if (st) out.push(...openHolders(st));
+  for (const pid of childrenOf(self)) {
+    if (out.some((t) => t.pid === pid)) continue;
+    let pidfd: number | undefined;
+    try {
+      pidfd = pidfdOpen(pid);
+    } catch {
+      continue;
+    }
+    if (pidfd === undefined) continue;
+    const ps = procStat(pid);
+    if (ps?.ppid !== self) {
+      close(pidfd);
+      continue;
+    }
+    out.push({ pid, pidfd, group: ps.pgid === pid && ps.pgid !== procStat(self)?.pgid });
+  }
+  return out;
+}
+
+/** Signal a leftover through its pidfd, and its group when it leads one of its own. */
+function signalTarget(t: Target, sig: number): void {
+  try {
+    if (t.group) kill(-t.pid, sig);
+  } catch {
+    // EPERM for a member: the leader still gets it below.
+  }
+  try {
+    pidfdSendSignal(t.pidfd, sig);
+  } catch {
+    // Gone meanwhile.
   }
 }
 

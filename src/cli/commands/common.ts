@@ -57,6 +57,7 @@ export function superviseSettings(v: Values): NonNullable<StartOptions["supervis
       : { output: v.output.kind === "file" ? v.output.path : `syslog:${v.output.facility}` }),
     ...defined("readiness", readiness),
     ...defined("readyTimeout", v.readyTimeout),
+    ...defined("daemonPidfile", v.daemonPidfile),
   };
 }
 
@@ -104,6 +105,8 @@ export function startOptions(inv: Invocation): Omit<StartOptions, keyof GuardOpt
     ...defined("readyAfter", v.readyAfter),
     ...defined("notifyFd", v.notifyFd),
     ...(v.notifySocket ? { notifySocket: true } : {}),
+    ...defined("daemonPidfile", v.daemonPidfile),
+    ...(v.keeper ? { keeper: true } : {}),
     signal: interruptions(),
   };
 }
