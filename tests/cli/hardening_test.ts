@@ -147,7 +147,7 @@ Deno.test("a pid file with a second name is refused by start, stop and status; t
   assert.equal(Deno.readTextFileSync(other), "keep me\n");
 });
 
-Deno.test("a start whose program forks into a new session and exits leaves nothing behind", async () => {
+Deno.test("a start whose program forks into a new session and fails leaves nothing behind", async () => {
   await using sb = await Sandbox.create();
   for (let i = 0; i < 5; i++) {
     const m = marker();
@@ -160,16 +160,40 @@ Deno.test("a start whose program forks into a new session and exits leaves nothi
       "--",
       "bash",
       "-c",
-      `setsid sleep ${m} & exit 0`,
+      `setsid sleep ${m} & exit 1`,
     ]);
     for (const pid of findProcesses(["sleep", m])) sb.track(pid);
-    assertCleanError(r, 1, /ended before it was ready/);
+    assertCleanError(r, 1, /ended before it was ready \(exit status 1\)/);
     assert.deepEqual(findProcesses(["sleep", m]), [], `try ${i}: the forked program runs on`);
     assert.equal(locked(sb.pidfile), false, `try ${i}: the lock is still held`);
   }
 });
 
-Deno.test("a start whose program moves a child to a group of its own and exits leaves nothing behind", async () => {
+Deno.test("a program that forks into a new session and exits 0 is followed: the pid file names its child", async () => {
+  await using sb = await Sandbox.create();
+  const m = marker();
+  const r = await sr(SOURCE, [
+    "start",
+    "--pidfile",
+    sb.pidfile,
+    "--",
+    "bash",
+    "-c",
+    `setsid sleep ${m} & exit 0`,
+  ]);
+  const [sleep] = findProcesses(["sleep", m]);
+  if (sleep !== undefined) sb.track(sleep);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.trim(), String(sleep), "start prints the forked child's pid");
+  assert.equal(Deno.readTextFileSync(sb.pidfile), `${sleep}\n`);
+  const status = await sr(SOURCE, ["status", "--pidfile", sb.pidfile]);
+  assert.equal(status.code, 0, status.stderr);
+  assert.equal((await sr(SOURCE, ["stop", "--pidfile", sb.pidfile])).code, 0);
+  assert.deepEqual(findProcesses(["sleep", m]), []);
+  assert.equal(locked(sb.pidfile), false);
+});
+
+Deno.test("a start whose program moves a child to a group of its own, closes the lock and fails leaves nothing behind", async () => {
   await using sb = await Sandbox.create();
   const m = marker();
   // The child leaves the daemon's process group and closes the lock's descriptor.
@@ -183,7 +207,7 @@ Deno.test("a start whose program moves a child to a group of its own and exits l
     "--",
     "bash",
     "-c",
-    `perl -e '${child}' 3>&- & sleep 0.2; exit 0`,
+    `perl -e '${child}' 3>&- & sleep 0.2; exit 1`,
   ]);
   for (const pid of findProcesses(["sleep", m])) sb.track(pid);
   assertCleanError(r, 1, /ended before it was ready/);
