@@ -58,6 +58,9 @@ export interface Abandoned {
   readonly exit: ExitReason | undefined;
 }
 
+/** How many more scans must find nothing left before a launch counts as ended. */
+const NONE_CONFIRMATIONS = 2;
+
 /** What {@link StartingDaemon.followFork} found after the main process ended. */
 export type ForkOutcome =
   /** It had forked away: this process is the main process now, and the pid file names it. */
@@ -174,8 +177,16 @@ export class StartingDaemon implements AsyncDisposable {
       ignore: this.#before,
       ...(daemonPidfile === undefined ? {} : { daemonPidfile }),
     };
+    let quiet = 0;
     for (;;) {
       const found = findMain(search);
+      if (found.kind === "none" && quiet < NONE_CONFIRMATIONS) {
+        // A scan of /proc can miss a child forked just after its listing by a
+        // parent that exited just before its look: believe "none" twice in a row.
+        quiet++;
+        await new Promise((r) => setTimeout(r, 5));
+        continue;
+      }
       switch (found.kind) {
         case "none":
           return { kind: "ended", exit };

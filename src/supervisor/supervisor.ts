@@ -189,7 +189,9 @@ export class Supervisor {
   /** Whether the leftovers were looked for since the last exit. */
   leftoversChecked = false;
   /** A child that exited 0 leaving processes, while the daemon's pid file names none yet. */
-  forkWait: { child: Child; reason: ExitReason; until: number; why: string } | undefined;
+  forkWait:
+    | { child: Child; reason: ExitReason; until: number; why: string; quiet: number }
+    | undefined;
 
   constructor(o: SuperviseOptions) {
     this.o = o;
@@ -749,22 +751,30 @@ export class Supervisor {
       this.#stopLeftovers();
       return "failed";
     }
+    const wait = (why: string, quiet: number): "following" => {
+      this.forkWait = {
+        child: c,
+        reason,
+        until: previous?.until ??
+          performance.now() + (this.o.readyTimeout ?? DEFAULT_CHILD_READY_TIMEOUT_MS),
+        why,
+        quiet,
+      };
+      return "following";
+    };
     switch (found.kind) {
-      case "none":
-        return "ended";
+      case "none": {
+        // A scan of /proc can miss a child forked just after its listing by a
+        // parent that exited just before its look: believe "none" three times.
+        const quiet = (previous?.quiet ?? 0) + 1;
+        return quiet < 3 ? wait("", quiet) : "ended";
+      }
       case "several":
         this.say("err", `${this.name}: ${severalMessage(found.pids)}; stopping them`);
         this.#stopLeftovers();
         return "failed";
       case "waiting":
-        this.forkWait = {
-          child: c,
-          reason,
-          until: previous?.until ??
-            performance.now() + (this.o.readyTimeout ?? DEFAULT_CHILD_READY_TIMEOUT_MS),
-          why: found.why,
-        };
-        return "following";
+        return wait(found.why, 0);
       case "found":
         break;
     }
