@@ -231,7 +231,10 @@ async function keepIfDropped(
 ): Promise<number | undefined> {
   if (options.supervise || options.keeper) return undefined;
   const st = fileIdentity(options.pidfile);
-  if (!st || lockHolders(st).length > 0) return undefined;
+  // The usual case first, and the cheap one: the main process holds it; else any process.
+  if (!st || holdsLockInFdinfo(daemon.pid, st) === true || lockHolders(st).length > 0) {
+    return undefined;
+  }
   if (daemon.pidfd === undefined) return undefined;
   using ready = Readiness.prepare({ kind: "fd", fd: SUPERVISOR_READY_FD });
   let keeper: number;

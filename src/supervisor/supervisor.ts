@@ -528,6 +528,7 @@ export class Supervisor {
   #signalChild(c: Child, sig: number): void {
     try {
       if (c.pgid !== undefined) kill(-c.pgid, sig);
+      else if (c.pidfd !== undefined) pidfdSendSignal(c.pidfd, sig); // not our child: its pid may be reused
       else kill(c.pid, sig);
     } catch (err) {
       writeStderr(`cannot send ${signalName(sig)} to ${c.pid}: ${(err as Error).message}`);
