@@ -143,9 +143,10 @@ export function openFdCount(pid: number | "self"): number | undefined {
  * away and exited.
  *
  * @param parent the parent's pid
+ * @param options `zombies`: list the children that have ended but are not reaped yet too
  * @returns their pids, oldest first
  */
-export function childrenOf(parent: number): number[] {
+export function childrenOf(parent: number, options: { zombies?: boolean } = {}): number[] {
   let entries: string[];
   try {
     entries = listDirectory("/proc");
@@ -157,7 +158,8 @@ export function childrenOf(parent: number): number[] {
     const pid = Number(name);
     if (!Number.isInteger(pid) || pid <= 1 || pid === parent) continue;
     const st = procStat(pid);
-    if (!st || st.ppid !== parent || st.state === "Z" || st.state === "X") continue;
+    if (!st || st.ppid !== parent) continue;
+    if (!options.zombies && (st.state === "Z" || st.state === "X")) continue;
     found.push({ pid, startTicks: st.startTicks });
   }
   return found.sort((a, b) => a.startTicks - b.startTicks || a.pid - b.pid).map((f) => f.pid);

@@ -342,6 +342,18 @@ export class StartingDaemon implements AsyncDisposable {
     this.#settled = true;
     this.#lock.detach();
     restoreSubreaper(this.#wasSubreaper);
+    this.#reapEnded();
+  }
+
+  /**
+   * Reap what the launch left that has ended (the parents of a program that
+   * forked away): left unreaped, they would go to PID 1, which in many
+   * containers never reaps.
+   */
+  #reapEnded(): void {
+    for (const pid of childrenOf(ids.pid(), { zombies: true })) {
+      if (!this.#before.has(pid) && procStat(pid)?.state === "Z") reap(pid);
+    }
   }
 
   /** Abandon the daemon unless it was handed over; close the pidfds. */
