@@ -74,7 +74,12 @@ export type {
   StopResult,
 } from "./options.ts";
 export type { ExitReason } from "../ffi/mod.ts";
-export type { ChildReadiness, RestartPolicy, SuperviseSettings } from "../supervisor/settings.ts";
+export type {
+  ChildReadiness,
+  ClusterLockSettings,
+  RestartPolicy,
+  SuperviseSettings,
+} from "../supervisor/settings.ts";
 export type { SupervisorStatus } from "../supervisor/state.ts";
 export {
   DEFAULT_CHILD_READY_AFTER_MS,

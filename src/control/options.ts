@@ -7,7 +7,7 @@
 
 import type { Schedule } from "../launch/schedule.ts";
 import { checkWaitMs } from "./values.ts";
-import type { SuperviseSettings } from "../supervisor/settings.ts";
+import type { ClusterLockSettings, SuperviseSettings } from "../supervisor/settings.ts";
 import type { SupervisorStatus } from "../supervisor/state.ts";
 
 /** How long `start` waits, by default, to see that a daemon stays alive after its exec. */
@@ -102,6 +102,12 @@ export interface StartOptions extends GuardOptions, LaunchOptions {
    */
   readonly keeper?: boolean;
   /**
+   * An outer lock on a cluster, taken before COMMAND starts and held by a
+   * keeper (or the supervisor, with `supervise`) that fences COMMAND before
+   * the lock can pass to another host.
+   */
+  readonly lock?: ClusterLockSettings;
+  /**
    * Abort the wait for readiness (the CLI wires SIGINT, SIGTERM and SIGHUP to
    * it): the daemon is killed and the start fails, leaving nothing behind.
    */
@@ -151,6 +157,11 @@ export interface RestartOptions extends StartOptions, StopOptions {}
 export interface RunOptions extends GuardOptions, LaunchOptions {
   /** Supervise COMMAND in the foreground instead of exec'ing it. */
   readonly supervise?: SuperviseSettings;
+  /**
+   * An outer lock on a cluster: COMMAND runs under a keeper in the
+   * foreground (instead of an exec) that holds the lock and fences COMMAND.
+   */
+  readonly lock?: ClusterLockSettings;
 }
 
 /** Options of {@link signal}. */

@@ -18,6 +18,33 @@ export type ChildReadiness =
   /** Sends `READY=1` to `NOTIFY_SOCKET` (sd_notify). */
   | { readonly kind: "socket" };
 
+/**
+ * An outer lock on a cluster (etcd, PostgreSQL) held for the program, as a
+ * caller gives it: taken before each run, kept alive, and the program fenced
+ * (stopped) before the lock can pass to another host.
+ */
+export interface ClusterLockSettings {
+  /** `etcd://HOST:PORT[,HOST:PORT...]/NAME`, `etcds://...`, `postgres://USER@HOST:PORT/DB?name=NAME`. */
+  readonly url: string;
+  /**
+   * The lease's time to live, in ms.
+   * @default {10000}
+   */
+  readonly ttlMs?: number;
+  /**
+   * How long to wait for a lock held elsewhere, in ms, or "forever".
+   * @default {0} fail at once
+   */
+  readonly waitMs?: number | "forever";
+  /**
+   * The bound on every connect and request, in ms.
+   * @default {5000}
+   */
+  readonly timeoutMs?: number;
+  /** TLS files for `etcds://`. */
+  readonly tls?: { readonly cacert?: string; readonly cert?: string; readonly key?: string };
+}
+
 /** How to supervise the command. */
 export interface SuperviseSettings {
   /**
@@ -83,4 +110,6 @@ export interface SuperviseSettings {
    * the main process of a program that forked away is the one process left.
    */
   readonly daemonPidfile?: string;
+  /** An outer lock on a cluster, held by the supervisor (or keeper) for the program. */
+  readonly lock?: ClusterLockSettings;
 }
