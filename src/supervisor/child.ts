@@ -88,7 +88,17 @@ export interface ChildSpec {
   readonly lock?: { readonly fd: number; readonly target: number };
   /** The NOTIFY_SOCKET the child reports to (`readiness.kind === "socket"`). */
   readonly notify?: NotifySocket;
+  /**
+   * SIGKILL the child when the supervisor dies (a parent-death signal, set
+   * by util-linux's `setpriv --pdeathsig` just before it execs the program):
+   * a keeper that holds a cluster lock must not leave its program running
+   * once it cannot fence it any more.
+   */
+  readonly dieWithParent?: boolean;
 }
+
+/** util-linux's setpriv: sets the parent-death signal, then execs the program. */
+export const SETPRIV = "/usr/bin/setpriv";
 
 /**
  * Start a child.
@@ -128,8 +138,12 @@ export function startChild(spec: ChildSpec): { child: Child; readers: LineReader
     }
     if (spec.lock) fds[spec.lock.target] = spec.lock.fd;
     const pid = spawn({
-      path: spec.path,
-      argv: spec.argv,
+      ...(spec.dieWithParent
+        ? {
+          path: SETPRIV,
+          argv: ["setpriv", "--pdeathsig", "KILL", "--", spec.path, ...spec.argv.slice(1)],
+        }
+        : { path: spec.path, argv: spec.argv }),
       env,
       fds,
       ...(spec.cwd === undefined ? {} : { cwd: spec.cwd }),

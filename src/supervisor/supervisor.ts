@@ -188,6 +188,8 @@ export class Supervisor {
   leftovers: { targets: Target[]; walk: StopWalk; final: boolean } | undefined;
   /** Whether the leftovers were looked for since the last exit. */
   leftoversChecked = false;
+  /** Why the program was fenced (the cluster lock is lost or about to expire); no restart after. */
+  fenced: string | undefined;
   /** A child that exited 0 leaving processes, while the daemon's pid file names none yet. */
   forkWait:
     | { child: Child; reason: ExitReason; until: number; why: string; quiet: number }
@@ -227,6 +229,46 @@ export class Supervisor {
     sayOwn(this.sink, level, message);
   }
 
+  /**
+   * Fence the program: the cluster lock is lost, or its lease is about to
+   * expire, so another host may take it. SIGTERM starts the stop schedule;
+   * SIGKILL ends the program's process group and whatever else is left of
+   * the run at once. The run ends for good either way (no restart), and the
+   * supervisor exits 1. Safe to call from outside the loop (a timer).
+   *
+   * @param sig 15 (the schedule) or 9 (at once)
+   * @param why one line, for the log and for `start`
+   */
+  fence(sig: 15 | 9, why: string): void {
+    if (this.fenced === undefined) {
+      this.fenced = why;
+      this.say("err", `fencing ${this.name}: ${why}`);
+    }
+    this.stopping = true;
+    this.restartAt = undefined;
+    this.exitCode ??= 1;
+    const c = this.child;
+    if (c && sig === 9) this.#signalChild(c, 9);
+    else if (c) this.#stopChild(c, why);
+    if (sig === 9) {
+      for (const t of leftoverTargets(this.o.pidfile)) {
+        signalTarget(t, 9);
+        close(t.pidfd);
+      }
+    }
+    this.writeState("fencing");
+    this.#poke();
+  }
+
+  /** Wake the loop (from a signal listener or a timer). */
+  #poke(): void {
+    try {
+      writeNow(this.wake[1], new Uint8Array([1])); // full: already awake
+    } catch {
+      // closed at exit
+    }
+  }
+
   writeState(phase: string): void {
     this.phase = phase;
     if (!this.o.statePath) return;
@@ -264,13 +306,7 @@ export class Supervisor {
   }
 
   #listen(): void {
-    const poke = () => {
-      try {
-        writeNow(this.wake[1], new Uint8Array([1])); // full: already awake
-      } catch {
-        // closed at exit
-      }
-    };
+    const poke = () => this.#poke();
     for (const name of [...FORWARDED, "SIGTERM", "SIGCHLD"] as const) {
       const fn = () => {
         this.signals.push(name === "SIGCHLD" ? 17 : parseSignal(name)!);
@@ -330,7 +366,9 @@ export class Supervisor {
         env: this.o.env,
         ...(this.o.cwd === undefined ? {} : { cwd: this.o.cwd }),
         ...(this.o.umask === undefined ? {} : { umask: this.o.umask }),
-        killGroup: this.o.killGroup ?? false,
+        // Under a cluster lock the program is fenced as a group, and dies with its keeper.
+        killGroup: (this.o.killGroup ?? false) || this.o.lock !== undefined,
+        dieWithParent: this.o.lock !== undefined,
         readiness: this.readiness,
         readyTimeout: this.o.readyTimeout ?? DEFAULT_CHILD_READY_TIMEOUT_MS,
         capture: this.sink !== undefined,
