@@ -41,6 +41,22 @@ export interface SupervisorState {
   readonly command: readonly string[];
   /** Output lines that could not be delivered (syslog unreachable) and were dropped. */
   readonly dropped: number;
+  /** The cluster lock held for the program, when there is one. */
+  readonly lock?: ClusterLockState;
+}
+
+/** The cluster lock as the state file records it. */
+export interface ClusterLockState {
+  /** The lock's URL. */
+  readonly url: string;
+  /** The key that holds it (etcd) or the advisory lock's key (PostgreSQL). */
+  readonly key: string;
+  /** The fencing token handed to the program. */
+  readonly token: string;
+  /** The lease's time to live, in ms. */
+  readonly ttlMs: number;
+  /** When the lease may expire (ISO 8601), as of the last acknowledged keepalive. */
+  readonly expiresAt: string;
 }
 
 /** The largest state file read: a file swapped for something endless cannot grow a reader. */
@@ -123,6 +139,8 @@ export interface SupervisorStatus {
   readonly childUptimeSeconds: number | null;
   /** Output lines dropped because they could not be delivered. */
   readonly dropped: number;
+  /** The cluster lock held for the program, with the seconds left on its lease, if any. */
+  readonly lock?: ClusterLockState & { readonly secondsLeft: number };
 }
 
 /**
@@ -163,6 +181,30 @@ export function readSupervisorStatus(pidfile: string, pid: number): SupervisorSt
       ? Math.max(0, Math.round((Date.now() - started) / 10) / 100)
       : null,
     dropped: typeof state.dropped === "number" ? state.dropped : 0,
+    ...lockStatus(state.lock),
+  };
+}
+
+/** The lock as the state file has it, checked field by field, with the time left. */
+function lockStatus(
+  lock: Partial<ClusterLockState> | undefined,
+): { lock?: ClusterLockState & { readonly secondsLeft: number } } {
+  if (typeof lock !== "object" || lock === null) return {};
+  const { url, key, token, ttlMs, expiresAt } = lock;
+  if (
+    typeof url !== "string" || typeof key !== "string" || typeof token !== "string" ||
+    typeof ttlMs !== "number" || typeof expiresAt !== "string"
+  ) return {};
+  const left = (Date.parse(expiresAt) - Date.now()) / 1000;
+  return {
+    lock: {
+      url,
+      key,
+      token,
+      ttlMs,
+      expiresAt,
+      secondsLeft: Number.isFinite(left) ? Math.max(0, Math.round(left * 10) / 10) : 0,
+    },
   };
 }
 
@@ -181,14 +223,15 @@ function trustedOwner(uid: number, pidfile: string, pid: number): boolean {
 }
 
 /**
- * Whether a process is a supervisor: the supervisor stage (its argv holds
- * the internal flag and role), or `run --supervise` in the foreground.
+ * Whether a process is a supervisor: the supervisor or keeper stage (its
+ * argv holds the internal flag and role), or `run --supervise` or `run
+ * --lock` in the foreground.
  */
 function isSupervisorProcess(pid: number): boolean {
   const argv = cmdlineOf(pid);
   if (!argv) return false;
   const at = argv.indexOf(INTERNAL_FLAG);
-  if (at >= 0) return argv[at + 1] === "supervisor";
+  if (at >= 0) return argv[at + 1] === "supervisor" || argv[at + 1] === "keeper";
   const options = argv.slice(0, (argv.indexOf("--") + 1 || argv.length + 1) - 1);
-  return options.includes("run") && options.includes("--supervise");
+  return options.includes("run") && (options.includes("--supervise") || options.includes("--lock"));
 }

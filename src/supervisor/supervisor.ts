@@ -66,7 +66,7 @@ import {
   writeStderr,
 } from "./output.ts";
 import { Backoff, wantsRestart } from "./restart.ts";
-import { type SupervisorState, writeStateFile } from "./state.ts";
+import { type ClusterLockState, type SupervisorState, writeStateFile } from "./state.ts";
 import { StopWalk } from "./stopping.ts";
 
 export { CHILD_LOCK_FD, childLockFd } from "./child.ts";
@@ -118,6 +118,8 @@ export interface SuperviseOptions extends Omit<SuperviseSettings, "stopSchedule"
   readonly adopt?: { readonly pid: number; readonly pidfd: number };
   /** Called with the main process's pid each time it changes (a child, or a process it forked away to). */
   readonly onMain?: (pid: number) => void;
+  /** The cluster lock's state, recorded in the state file (for `status --json`). */
+  readonly lockState?: () => ClusterLockState | undefined;
   /**
    * The pid file: before a restart, any process still holding its lock
    * (what is left of the previous run) is stopped first.
@@ -285,6 +287,7 @@ export class Supervisor {
       supervisorStartedAt: this.startedWall.toISOString(),
       command: this.o.argv,
       dropped,
+      ...(this.o.lockState ? { lock: this.o.lockState() } : {}),
     };
     this.stateWrittenAt = performance.now();
     this.stateDropped = dropped;
