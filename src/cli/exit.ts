@@ -46,7 +46,10 @@ export async function report(e: unknown, cmd: string | undefined): Promise<numbe
   } catch {
     return internal(e, cmd);
   }
-  if (e instanceof control.AlreadyRunningError || e instanceof control.NotRunningError) {
+  if (
+    e instanceof control.AlreadyRunningError || e instanceof control.NotRunningError ||
+    e instanceof control.HeldElsewhereError
+  ) {
     say(e.message);
     return EXIT.NOTHING_TO_DO;
   }

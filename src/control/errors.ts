@@ -33,6 +33,22 @@ export class NotRunningError extends Error {
   }
 }
 
+/**
+ * The cluster lock is held by another host or process (exit code 3 in the
+ * CLI, as for a local instance already running).
+ */
+export class HeldElsewhereError extends Error {
+  /**
+   * Make the error.
+   *
+   * @param message one line naming the holder (host and pid when known)
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "HeldElsewhereError";
+  }
+}
+
 /** Another controller kept the guard lock past the timeout. */
 export class GuardTimeoutError extends Error {
   /** The guard file. */

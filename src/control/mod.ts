@@ -45,6 +45,7 @@ import { status as statusNow } from "./status.ts";
 
 export {
   GuardTimeoutError,
+  HeldElsewhereError,
   InterruptedError,
   NotRunningError,
   StartFailedError,

@@ -33,9 +33,10 @@ import { lockPidfile, prepareLaunch } from "./precheck.ts";
  * @throws {SystemError} when the exec or a check fails (the lock is released)
  */
 export async function run(options: RunOptions): Promise<number> {
-  if (options.supervise && options.user !== undefined) {
+  if ((options.supervise || options.lock) && options.user !== undefined) {
     // Found before anything is created, like every usage error.
-    throw new UsageError("--user with run --supervise is not supported (start --supervise is)");
+    const mode = options.supervise ? "--supervise" : "--lock";
+    throw new UsageError(`--user with run ${mode} is not supported (start ${mode} is)`);
   }
   const prepared = prepareLaunch(options, { cwd: Deno.cwd(), keepNotify: true });
   let lock: PidFile;
@@ -43,11 +44,15 @@ export async function run(options: RunOptions): Promise<number> {
     using _guard = await takeGuard(options);
     lock = await lockPidfile(options);
   }
-  if (options.supervise) {
-    // supervise mode: this process is the supervisor; it keeps the lock and its pid.
+  if (options.supervise || options.lock) {
+    // supervise mode: this process is the supervisor; it keeps the lock and its pid. With a
+    // cluster lock alone, it is COMMAND's keeper in the foreground: it holds both locks and
+    // fences COMMAND, which an exec could not.
     return await runSupervisor(
       {
-        ...options.supervise,
+        ...(options.supervise ?? { restart: "never" }),
+        ...(options.supervise ? {} : { keep: true }),
+        ...(options.lock ? { lock: options.lock } : {}),
         pidfile: options.pidfile,
         path: prepared.path,
         argv: prepared.argv,

@@ -27,8 +27,8 @@ import { Readiness, type ReadinessMode, type ReadyResult } from "../launch/readi
 import { spawn } from "../launch/spawn.ts";
 import { Aborted, StartingDaemon } from "../launch/starting.ts";
 import { spawnKeeper, superviseLauncher, SUPERVISOR_READY_FD } from "../supervisor/stage.ts";
-import type { ChildReadiness } from "../supervisor/settings.ts";
-import { InterruptedError, seconds, StartFailedError } from "./errors.ts";
+import type { ChildReadiness, ClusterLockSettings } from "../supervisor/settings.ts";
+import { HeldElsewhereError, InterruptedError, seconds, StartFailedError } from "./errors.ts";
 import { withGuard } from "./guard.ts";
 import {
   DEFAULT_CHDIR,
@@ -135,7 +135,9 @@ type Ready = Extract<ReadyResult, { ready: true }>;
 /** How the daemon says it is ready: the supervisor's pipe, --notify-fd, sd_notify, or staying alive. */
 function readinessMode(options: StartOptions): ReadinessMode {
   // The supervisor (or keeper) says so after its child's readiness.
-  if (options.supervise || options.keeper) return { kind: "fd", fd: SUPERVISOR_READY_FD };
+  if (options.supervise || options.keeper || clusterLock(options)) {
+    return { kind: "fd", fd: SUPERVISOR_READY_FD };
+  }
   if (options.notifyFd !== undefined) return { kind: "fd", fd: options.notifyFd };
   if (options.notifySocket) return { kind: "socket" };
   return { kind: "alive", afterMs: options.readyAfter ?? DEFAULT_READY_AFTER_MS };
@@ -192,22 +194,29 @@ function daemonPlan(
 
 /** The supervisor, or the command itself. */
 function chooseLauncher(options: StartOptions): (plan: DaemonPlan) => LaunchedDaemon {
+  const lock = clusterLock(options);
   if (options.supervise) {
-    return superviseLauncher(options.supervise, {
+    return superviseLauncher({ ...options.supervise, ...(lock ? { lock } : {}) }, {
       pidfile: options.pidfile,
       lockFd: lockFdFor(options),
       launch: launchDaemon,
     });
   }
-  if (!options.keeper) return launchDaemon;
-  // The keeper runs COMMAND once, with COMMAND's own readiness and output.
+  if (!options.keeper && !lock) return launchDaemon;
+  // The keeper runs COMMAND once, with COMMAND's own readiness and output (and holds a cluster lock).
   return superviseLauncher({
     restart: "never",
     readiness: childReadiness(options),
     readyTimeout: options.readyTimeout ?? DEFAULT_READY_TIMEOUT_MS,
     ...(options.output === undefined ? {} : { output: options.output }),
     ...(options.daemonPidfile === undefined ? {} : { daemonPidfile: options.daemonPidfile }),
+    ...(lock ? { lock } : {}),
   }, { pidfile: options.pidfile, lockFd: lockFdFor(options), launch: launchDaemon, keep: true });
+}
+
+/** The cluster lock asked for, in start's options or in its supervise settings. */
+function clusterLock(options: StartOptions): ClusterLockSettings | undefined {
+  return options.lock ?? options.supervise?.lock;
 }
 
 /** COMMAND's readiness, as start's options give it, for the keeper to wait on. */
@@ -229,7 +238,7 @@ async function keepIfDropped(
   lock: PidFile,
   options: StartOptions,
 ): Promise<number | undefined> {
-  if (options.supervise || options.keeper) return undefined;
+  if (options.supervise || options.keeper || clusterLock(options)) return undefined;
   const st = fileIdentity(options.pidfile);
   // The usual case first, and the cheap one: the main process holds it; else any process.
   if (!st || holdsLockInFdinfo(daemon.pid, st) === true || lockHolders(st).length > 0) {
@@ -310,7 +319,7 @@ async function waitUntilReady(
     ? { ready: false, reason: "exited", waitedMs: 0 }
     : await daemon.unlessAborted(readiness.wait(daemon.pidfd, left()), options.signal);
   // A program that forks away: follow its main process, and wait for readiness again.
-  const follows = !options.supervise && !options.keeper;
+  const follows = !options.supervise && !options.keeper && !clusterLock(options);
   for (;;) {
     if (result instanceof Aborted) throw await interrupted(daemon, result, options);
     if (result.ready) {
@@ -354,10 +363,17 @@ async function waitUntilReady(
     case "timeout":
       throw await notReadyInTime(daemon, timeout, extra, options);
     case "closed":
-      if (options.supervise) { // supervise mode: its fd closes when it exits
+      if (options.supervise || options.keeper || clusterLock(options)) {
+        // Its fd closes when it exits; 3 is its word for a cluster lock held elsewhere.
+        const { exit } = await daemon.abandon();
+        if (clusterLock(options) && exit?.exited && exit.code === 3) {
+          throw new HeldElsewhereError(result.status ?? "already running elsewhere");
+        }
         throw await fail(
           daemon,
-          "the supervisor ended before its first child was ready",
+          options.supervise
+            ? "the supervisor ended before its first child was ready"
+            : "the keeper ended before the daemon was ready",
           false,
           options,
           extra,
@@ -445,7 +461,7 @@ function handOver(
   keeper: number | undefined,
 ): StartResult {
   let pid = daemon.pid;
-  if (options.keeper && result.mainPid !== undefined) {
+  if ((options.keeper || clusterLock(options)) && result.mainPid !== undefined) {
     // Our keeper named its program's main process (and wrote it in the file).
     return handedOver(daemon, result.mainPid, result, daemon.pid);
   }

@@ -25,7 +25,7 @@ import { INTERNAL_FLAG, internalArgs } from "../launch/internal.ts";
 import type { DaemonPlan, LaunchedDaemon } from "../launch/plan.ts";
 import { parseSchedule } from "../launch/schedule.ts";
 import { parseOutput } from "./output.ts";
-import { statePath } from "./state.ts";
+import { type ClusterLockState, statePath } from "./state.ts";
 import type { SuperviseSettings } from "./settings.ts";
 import { type SuperviseOptions, Supervisor } from "./supervisor.ts";
 
@@ -127,14 +127,24 @@ export async function runSupervisor(
 ): Promise<number> {
   for (const name of config.unsetEnv ?? []) delete env[name];
   const start = new StartChannel(config.readyFd);
-  try {
-    const supervisor = new Supervisor({
-      ...superviseOptions(config, env),
+  const make = (extraEnv: Record<string, string>, lockState?: () => ClusterLockState) =>
+    new Supervisor({
+      ...superviseOptions(config, { ...env, ...extraEnv }),
       lockFd: lock.fd, // every child holds the lock too (CHILD_LOCK_FD)
       // The keeper names the program's main process in the pid file, and tells start which it is.
       onReady: (pid) => start.ready(config.keep ? pid : undefined),
       ...(config.keep ? { onMain: (pid: number) => lock.writePid(pid) } : {}),
+      ...(lockState ? { lockState } : {}),
     });
+  try {
+    if (config.lock) {
+      // Loaded only here: nothing of the cluster code runs, or loads, without a lock.
+      const { superviseLocked } = await import("./fencing.ts");
+      const waitAgain = !config.keep && config.lock.waitMs !== undefined &&
+        config.lock.waitMs !== 0;
+      return await superviseLocked(config.lock, config.stopSchedule, waitAgain, make, start);
+    }
+    const supervisor = make({});
     const code = await supervisor.run();
     start.failed(supervisor.lastError ?? `the supervisor exited with status ${code}`);
     return code;

@@ -1,0 +1,134 @@
+/**
+ * The supervisor (or keeper) under a cluster lock: take the lock before the
+ * program starts, keep it alive, and fence the program (stop its process
+ * group) before the lease can expire, so it is dead before another host can
+ * take the lock over. Loaded only when a lock is asked for: nothing of the
+ * cluster code is loaded, and nothing is slower, without one.
+ *
+ * One lock epoch is one {@link Supervisor}: restarts within it keep the
+ * lock. When the lock is lost, the program is fenced and the epoch ends;
+ * with supervise mode and a lock wait, the lock is waited for again and a
+ * new epoch starts; otherwise the supervisor exits 1.
+ *
+ * @module
+ */
+
+import { nextStep, parseSchedule } from "../launch/schedule.ts";
+import { DEFAULT_CHILD_STOP_SCHEDULE } from "./defaults.ts";
+import type { ClusterLockSettings } from "./settings.ts";
+import type { ClusterLockState } from "./state.ts";
+import type { Supervisor } from "./supervisor.ts";
+
+/** Where an epoch's outcome is told: `start`'s readiness channel. */
+export interface EpochChannel {
+  failed(reason: string): void;
+}
+
+/**
+ * Supervise under the cluster lock until done.
+ *
+ * @param settings the lock
+ * @param stopSchedule the child's stop schedule (its first wait is the fence's grace)
+ * @param waitAgain after a lost lock, wait for it again and start a new epoch
+ * @param make a supervisor for one epoch, with the lock's environment and state
+ * @param start where a failure to take the lock is told
+ * @returns the exit code: 3 when the lock is held elsewhere, 1 when it cannot
+ *   be taken or was lost, else the supervisor's
+ */
+export async function superviseLocked(
+  settings: ClusterLockSettings,
+  stopSchedule: string | undefined,
+  waitAgain: boolean,
+  make: (env: Record<string, string>, state: () => ClusterLockState) => Supervisor,
+  start: EpochChannel,
+): Promise<number> {
+  const { backendFor, LockHeldElsewhereError, parseLockUrl } = await import("../cluster/lock.ts");
+  const { Fence } = await import("../cluster/fence.ts");
+  const target = parseLockUrl(settings.url);
+  const backend = await backendFor(target);
+  const options = {
+    ttlMs: settings.ttlMs ?? DEFAULT_LOCK_TTL_MS,
+    waitMs: settings.waitMs ?? 0,
+    timeoutMs: settings.timeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS,
+    ...(settings.tls ? { tls: settings.tls } : {}),
+    holder: { host: Deno.hostname(), pid: Deno.pid },
+  };
+  const graceMs = firstWaitMs(stopSchedule ?? DEFAULT_CHILD_STOP_SCHEDULE);
+  for (let epoch = 0;; epoch++) {
+    let held;
+    try {
+      held = await backend.acquire(
+        target,
+        epoch === 0 ? options : { ...options, waitMs: "forever" },
+      );
+    } catch (err) {
+      const message = (err as Error).message;
+      start.failed(message);
+      writeErr(message);
+      return err instanceof LockHeldElsewhereError ? 3 : 1;
+    }
+    const lock = held;
+    const state = (): ClusterLockState => ({
+      url: lock.url,
+      key: lock.key,
+      token: lock.token,
+      ttlMs: lock.ttlMs,
+      expiresAt: new Date(Date.now() + (lock.deadline() - performance.now())).toISOString(),
+    });
+    const supervisor = make(lock.env(), state);
+    const fence = new Fence(lock, {
+      graceMs,
+      onTerm: () =>
+        supervisor.fence(15, "the lock's lease may expire soon (no keepalive answered)"),
+      onKill: () =>
+        supervisor.fence(9, "the lock's lease may have expired (no keepalive answered)"),
+    });
+    fence.start();
+    // The state file shows when the lease may expire: rewritten as keepalives move it.
+    const refresh = setInterval(() => supervisor.writeState(supervisor.phase), lock.ttlMs / 3);
+    let lost: string | undefined;
+    lock.lost.then((why: string) => {
+      lost = why;
+      supervisor.fence(9, `lost the lock: ${why}`);
+    });
+    let code: number;
+    try {
+      code = await supervisor.run();
+    } finally {
+      clearInterval(refresh);
+      fence.stop();
+      await lock.release();
+    }
+    if (supervisor.fenced === undefined) return code;
+    const why = lost ?? supervisor.fenced;
+    if (!waitAgain) {
+      start.failed(`the lock was lost: ${why}`);
+      writeErr(`the lock was lost; ${supervisor.name} was stopped: ${why}`);
+      return 1;
+    }
+    writeErr(`the lock was lost (${why}); waiting for it again`);
+  }
+}
+
+/** The lease's default time to live. */
+export const DEFAULT_LOCK_TTL_MS = 10_000;
+/** The default bound on every connect and request. */
+export const DEFAULT_LOCK_TIMEOUT_MS = 5_000;
+
+/** How long the schedule lets the program go after its first signal: the fence's grace. */
+function firstWaitMs(text: string): number {
+  const schedule = parseSchedule(text, "--stop-schedule");
+  for (let i = nextStep(schedule, -1); i >= 0 && i !== Infinity; i = nextStep(schedule, i)) {
+    const step = schedule.steps[i]!;
+    if ("waitMs" in step) return step.waitMs;
+  }
+  return 0;
+}
+
+function writeErr(message: string): void {
+  try {
+    Deno.stderr.writeSync(new TextEncoder().encode(`singleton-run: ${message}\n`));
+  } catch {
+    // no stderr
+  }
+}
