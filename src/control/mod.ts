@@ -81,7 +81,7 @@ export type {
   RestartPolicy,
   SuperviseSettings,
 } from "../supervisor/settings.ts";
-export type { SupervisorStatus } from "../supervisor/state.ts";
+export type { ClusterLockState, SupervisorStatus } from "../supervisor/state.ts";
 export {
   DEFAULT_CHILD_READY_AFTER_MS,
   DEFAULT_CHILD_READY_TIMEOUT_MS,
