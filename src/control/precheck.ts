@@ -19,7 +19,8 @@ import {
   type User,
 } from "../ffi/mod.ts";
 import { AlreadyRunningError, PidFile } from "../lock/pidfile.ts";
-import { lockHolder } from "../lock/holders.ts";
+import { fileIdentity, lockHolder } from "../lock/holders.ts";
+import { keeperOf } from "./kept.ts";
 import { resolveCommand } from "../launch/spawn.ts";
 import { NOTIFY_FD_ENV, NOTIFY_SOCKET_ENV } from "../launch/readiness.ts";
 import { UsageError } from "../errors.ts";
@@ -179,6 +180,8 @@ export async function lockPidfile(options: GuardOptions): Promise<PidFile> {
  */
 function withRealHolder(err: unknown): unknown {
   if (!(err instanceof AlreadyRunningError)) return err;
+  const st = fileIdentity(err.path);
+  if (st && keeperOf(st, err.pid) !== undefined) return err; // a keeper holds it for the daemon
   const holder = lockHolder(err.path, err.pid);
   return holder === err.pid ? err : new AlreadyRunningError(err.path, holder);
 }
