@@ -60,6 +60,8 @@ export interface Child {
   readonly startedWall: Date;
   ready: boolean;
   readyDeadline: number;
+  /** With the program's own pid file: when the wait for it to name a process of this run ends. */
+  namedBy?: number;
   /** Our end of its notification fd; -1 when none. */
   readyFd: number;
   /**

@@ -34,6 +34,7 @@ import {
   pipe,
   type PollFd,
   pollWait,
+  quote,
   read,
   readNow,
   reap,
@@ -44,7 +45,12 @@ import {
 } from "../ffi/mod.ts";
 import { childrenOf, procStat } from "../ffi/proc.ts";
 import { describeExit } from "../launch/exit.ts";
-import { findMain, type MainSearch, severalMessage } from "../launch/forked.ts";
+import {
+  findMain,
+  type MainSearch,
+  namedByDaemonPidfile,
+  severalMessage,
+} from "../launch/forked.ts";
 import { fileIdentity, liveTargets, openHolders, type Target } from "../lock/holders.ts";
 import { type NotifySocket, openNotifySocket, parseNotify } from "../launch/readiness.ts";
 import { parseSchedule, type Schedule } from "../launch/schedule.ts";
@@ -735,7 +741,7 @@ export class Supervisor {
     }
     if (c?.stop && now >= c.stop.walk.until) this.#advanceStop(c);
     if (c && !c.ready && !c.stop && now >= c.readyDeadline) {
-      if (this.readiness.kind === "alive") this.#becameReady(c);
+      if (this.readiness.kind === "alive") this.#aliveLongEnough(c, now);
       else {
         this.say("err", `${this.name} (pid ${c.pid}) was not ready within the ready timeout`);
         this.#failReadiness(c, "was not ready in time");
@@ -751,6 +757,40 @@ export class Supervisor {
       this.#start();
     }
   }
+  /**
+   * A child alive for `afterMs` is ready; with the program's own pid file,
+   * only once that file names a process of this run (a forking daemon that
+   * takes longer to fork is not taken for its parent), which then is the
+   * run's main process. A file that names nothing of ours by the ready
+   * timeout fails the run.
+   */
+  #aliveLongEnough(c: Child, now: number): void {
+    if (this.o.daemonPidfile === undefined) return this.#becameReady(c);
+    let named: number | undefined;
+    try {
+      named = namedByDaemonPidfile({ parent: ids.pid(), daemonPidfile: this.o.daemonPidfile });
+    } catch (err) {
+      this.say("err", `${this.name}: ${(err as Error).message}`);
+      return this.#failReadiness(c, "has a --daemon-pidfile that cannot be read");
+    }
+    if (named === undefined) {
+      c.namedBy ??= now + (this.o.readyTimeout ?? DEFAULT_CHILD_READY_TIMEOUT_MS);
+      if (now < c.namedBy) {
+        c.readyDeadline = now + 10;
+        return;
+      }
+      return this.#failReadiness(
+        c,
+        `was not named by --daemon-pidfile ${quote(this.o.daemonPidfile)} within the ready timeout`,
+      );
+    }
+    if (named === c.pid) return this.#becameReady(c);
+    const next: Child = { ...c, pid: named, pidfd: undefined };
+    this.child = next;
+    this.o.onMain?.(named);
+    this.#becameReady(next);
+  }
+
   /** The keeper's first run: the process `start` launched, followed through its pidfd. */
   #adoptGiven(adopt: { readonly pid: number; readonly pidfd: number }): boolean {
     const now = performance.now();
