@@ -1,0 +1,234 @@
+/**
+ * The outer lock across hosts: what a backend (etcd, PostgreSQL) gives the
+ * keeper, the lock URL, and the errors. The backends are loaded by a dynamic
+ * import when a lock is asked for, and only the one asked for.
+ *
+ * The holder's guarantee rests on a deadline, not on news from the server:
+ * `deadline()` is the local monotonic time at which the last acknowledged
+ * keepalive was *sent*, plus the lease's TTL. The server cannot have let the
+ * lease expire before it, so a program stopped before it is dead before
+ * anyone else can be granted the lock (clocks run at the same rate; a paused
+ * keeper is caught by the fence, which kills at once when the deadline has
+ * passed). The fencing token covers the rest: a holder paused past its
+ * lease can still act, and only the guarded resource, checking the token,
+ * can refuse it.
+ *
+ * @module
+ */
+
+import { UsageError } from "../errors.ts";
+
+/** A parsed lock URL. */
+export interface LockTarget {
+  /** The URL as given. */
+  readonly url: string;
+  /** Which backend. */
+  readonly backend: "etcd" | "postgres";
+  /** etcd: the endpoints, `http(s)://host:port`; PostgreSQL: the connection URL without `name`. */
+  readonly endpoints: readonly string[];
+  /** The lock's name (etcd: the key prefix; PostgreSQL: hashed into the advisory lock's key). */
+  readonly name: string;
+}
+
+/** How to take and keep the lock. */
+export interface ClusterLockOptions {
+  /** The lease's time to live, in ms. */
+  readonly ttlMs: number;
+  /** How long to wait for a lock held elsewhere, in ms, or "forever". */
+  readonly waitMs: number | "forever";
+  /** The bound on every connect and request, in ms. */
+  readonly timeoutMs: number;
+  /** TLS files for `etcds://`. */
+  readonly tls?: { readonly cacert?: string; readonly cert?: string; readonly key?: string };
+  /** Who holds it: written where other contenders read it. */
+  readonly holder: { readonly host: string; readonly pid: number };
+  /** Abort a wait for the lock. */
+  readonly signal?: AbortSignal;
+}
+
+/** The lock, held. */
+export interface HeldLock {
+  /** The lock's URL. */
+  readonly url: string;
+  /** The key that holds it (etcd: `NAME/<lease hex>`; PostgreSQL: the advisory key). */
+  readonly key: string;
+  /** The fencing token, decimal: strictly greater for every later holder. */
+  readonly token: string;
+  /** The lease's time to live, in ms, as granted. */
+  readonly ttlMs: number;
+  /** What the program's environment gets. */
+  env(): Record<string, string>;
+  /** The `performance.now()` time by which the lease may have expired on the server. */
+  deadline(): number;
+  /** Resolves once, with one line, when the lock is known to be lost. */
+  readonly lost: Promise<string>;
+  /** Let go of the lock, bounded by the timeout; never throws. */
+  release(): Promise<void>;
+}
+
+/** Who holds a lock, for `status --lock`. */
+export type LockHolderReport =
+  | {
+    readonly state: "held";
+    readonly key: string;
+    readonly token: string;
+    readonly host?: string;
+    readonly pid?: number;
+    readonly ttlLeftMs?: number;
+  }
+  | { readonly state: "free" };
+
+/** One backend. */
+export interface LockBackend {
+  /**
+   * Take the lock, waiting as the options say.
+   *
+   * @throws {LockHeldElsewhereError} when it is held elsewhere and the wait ran out
+   * @throws {ClusterUnreachableError} when the cluster cannot be reached or has no quorum
+   */
+  acquire(target: LockTarget, options: ClusterLockOptions): Promise<HeldLock>;
+  /**
+   * Who holds the lock now.
+   *
+   * @throws {ClusterUnreachableError} when that cannot be told
+   */
+  holder(target: LockTarget, options: ClusterLockOptions): Promise<LockHolderReport>;
+}
+
+/** The lock is held by another host or process. */
+export class LockHeldElsewhereError extends Error {
+  /** The holder's host, when it said. */
+  readonly host: string | undefined;
+  /** The holder's pid, when it said. */
+  readonly pid: number | undefined;
+  /** The key that holds it. */
+  readonly key: string;
+  /**
+   * @param key the holder's key
+   * @param host its host, if known
+   * @param pid its pid, if known
+   */
+  constructor(key: string, host?: string, pid?: number) {
+    const who = host === undefined
+      ? `key ${key}`
+      : `${host}${pid === undefined ? "" : ` (pid ${pid})`}`;
+    super(`already running on ${who}: the lock is held there`);
+    this.name = "LockHeldElsewhereError";
+    this.key = key;
+    this.host = host;
+    this.pid = pid;
+  }
+}
+
+/** The cluster cannot be reached, or cannot answer (no quorum). */
+export class ClusterUnreachableError extends Error {
+  /** @param message one line naming what was tried */
+  constructor(message: string) {
+    super(message);
+    this.name = "ClusterUnreachableError";
+  }
+}
+
+/**
+ * Parse a lock URL: `etcd://HOST:PORT[,HOST:PORT...]/NAME`,
+ * `etcds://...` (TLS), or `postgres://USER@HOST:PORT/DB?name=NAME` (also
+ * `postgresql://`).
+ *
+ * @param text the URL
+ * @param option the option's name, for the message
+ * @returns the target
+ * @throws {UsageError} for anything else
+ */
+export function parseLockUrl(text: string, option = "--lock"): LockTarget {
+  const bad = (why: string) => new UsageError(`bad ${option} ${JSON.stringify(text)}: ${why}`);
+  const m = /^([a-z]+):\/\/([^/?#]*)(\/[^?#]*)?(\?[^#]*)?$/.exec(text);
+  if (!m) throw bad("expected etcd://HOST:PORT/NAME or postgres://USER@HOST:PORT/DB?name=NAME");
+  const [, scheme, authority, path = "", query = ""] = m;
+  if (scheme === "etcd" || scheme === "etcds") {
+    if (authority === "") throw bad("no HOST:PORT");
+    const endpoints = authority!.split(",").map((hp) => {
+      if (!/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/.test(hp)) {
+        throw bad(`${JSON.stringify(hp)} is not HOST:PORT`);
+      }
+      const port = Number(hp.slice(hp.lastIndexOf(":") + 1));
+      if (port < 1 || port > 65535) throw bad(`port ${port} is out of range`);
+      return `${scheme === "etcds" ? "https" : "http"}://${hp}`;
+    });
+    const name = decodeURIComponent(path.replace(/^\//, ""));
+    if (name === "" || name.endsWith("/")) throw bad("no lock NAME after the hosts");
+    if (query !== "") throw bad("an etcd lock URL takes no query");
+    return { url: text, backend: "etcd", endpoints, name };
+  }
+  if (scheme === "postgres" || scheme === "postgresql") {
+    const params = new URLSearchParams(query.slice(1));
+    const name = params.get("name");
+    if (name === null || name === "") throw bad("no ?name=NAME for the lock");
+    if (authority === "") throw bad("no HOST");
+    params.delete("name");
+    const rest = params.toString();
+    return {
+      url: text,
+      backend: "postgres",
+      endpoints: [`${scheme}://${authority}${path}${rest === "" ? "" : `?${rest}`}`],
+      name,
+    };
+  }
+  throw bad(`unknown scheme ${JSON.stringify(scheme)} (etcd, etcds, postgres)`);
+}
+
+/**
+ * The backend for a target, loaded now.
+ *
+ * @param target the parsed URL
+ * @returns the backend
+ */
+export async function backendFor(target: LockTarget): Promise<LockBackend> {
+  if (target.backend === "etcd") return (await import("./etcd.ts")).etcdBackend;
+  return (await import("./postgres.ts")).postgresBackend;
+}
+
+/**
+ * The margin by which the program must be dead before the lease may
+ * expire: max(1 s, 10% of the TTL).
+ *
+ * @param ttlMs the lease's TTL
+ * @returns the margin, in ms
+ */
+export function fenceMarginMs(ttlMs: number): number {
+  return Math.max(1000, ttlMs / 10);
+}
+
+/**
+ * How often a keepalive is sent: a third of the TTL, so two can fail before
+ * the fence.
+ *
+ * @param ttlMs the lease's TTL
+ * @returns the interval, in ms
+ */
+export function keepaliveIntervalMs(ttlMs: number): number {
+  return Math.max(200, Math.floor(ttlMs / 3));
+}
+
+/**
+ * Refuse a TTL too short for one keepalive interval, the program's grace
+ * (SIGTERM to SIGKILL) and the margin: with less, a single slow keepalive
+ * would fence a healthy program.
+ *
+ * @param ttlMs the TTL
+ * @param graceMs the time the program gets between SIGTERM and SIGKILL
+ * @throws {UsageError} when it is too short, naming the smallest that works
+ */
+export function checkTtl(ttlMs: number, graceMs: number): void {
+  const need = keepaliveIntervalMs(ttlMs) + graceMs + fenceMarginMs(ttlMs);
+  if (ttlMs > need) return;
+  // ttl > ttl/3 + grace + max(1000, ttl/10)  <=>  ttl > 1.5 * (grace + 1000) (for ttl <= 10 s)
+  const least = Math.ceil(Math.max((graceMs + 1000) * 1.5, (graceMs * 30) / 17) / 1000) + 1;
+  throw new UsageError(
+    `--lock-ttl ${ttlMs / 1000} is too short: the program must be stopped ` +
+      `(${graceMs / 1000} s from SIGTERM to SIGKILL) at least ${
+        fenceMarginMs(ttlMs) / 1000
+      } s before the lease can expire, with a keepalive every ${
+        keepaliveIntervalMs(ttlMs) / 1000
+      } s; use at least ${least}, or a shorter --stop-schedule`,
+  );
+}

@@ -1,0 +1,283 @@
+/**
+ * The lock on PostgreSQL: a session advisory lock (`pg_try_advisory_lock`)
+ * on a 64-bit key made from the lock's name (the first 8 bytes of its
+ * SHA-256, as a signed bigint, so any tool can take the same lock), over one
+ * direct connection (not a transaction pooler: a session lock lives and dies
+ * with its session).
+ *
+ * A session lock is freed when its session ends, and with default settings a
+ * partitioned holder's session lives on for hours. So the session is opened
+ * with `idle_session_timeout` = the TTL and short TCP keepalives and
+ * `tcp_user_timeout`: a holder that stops pinging loses the session (and
+ * the lock) within about the TTL, which is what the fence's deadline
+ * assumes. A client library that reconnects silently would lose the lock
+ * without an error, so every ping compares the backend's pid with the one
+ * that took the lock. The fencing token is `pg_current_xact_id()`, read
+ * after the lock is taken: transaction ids only grow.
+ *
+ * @module
+ */
+
+import type Postgres from "npm:postgres@^3.4.5";
+import {
+  type ClusterLockOptions,
+  ClusterUnreachableError,
+  type HeldLock,
+  keepaliveIntervalMs,
+  type LockBackend,
+  LockHeldElsewhereError,
+  type LockHolderReport,
+  type LockTarget,
+} from "./lock.ts";
+
+/**
+ * The advisory lock's key for a name: the first 8 bytes of SHA-256(name),
+ * big-endian, as a signed 64-bit integer.
+ *
+ * @param name the lock's name
+ * @returns the key
+ */
+export async function advisoryKey(name: string): Promise<bigint> {
+  const digest = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(name)),
+  );
+  return new DataView(digest.buffer).getBigInt64(0, false);
+}
+
+/** The key's two halves as pg_locks shows them (classid, objid). */
+function lockIds(key: bigint): [string, string] {
+  const unsigned = BigInt.asUintN(64, key);
+  return [String(unsigned >> 32n), String(unsigned & 0xffffffffn)];
+}
+
+type Sql = ReturnType<typeof Postgres>;
+
+/**
+ * The client package, loaded on first use. Its specifier is a value, not a
+ * literal, so the bundle does not inline it: inlined, its Node built-ins
+ * (net, tls, crypto, ...) would load at every start, lock or not.
+ */
+const CLIENT = "npm:postgres@^3.4.5";
+let client: typeof Postgres | undefined;
+
+/** One connection, settings that free a lost holder's session within the TTL. */
+async function connect(target: LockTarget, options: ClusterLockOptions): Promise<Sql> {
+  client ??= (await import(CLIENT)).default as typeof Postgres;
+  const seconds = Math.max(1, Math.ceil(options.timeoutMs / 1000));
+  return client(target.endpoints[0]!, {
+    max: 1,
+    idle_timeout: 0,
+    connect_timeout: seconds,
+    onnotice: () => {},
+    connection: {
+      application_name: `singleton-run ${options.holder.host} ${options.holder.pid}`,
+      idle_session_timeout: options.ttlMs,
+      tcp_keepalives_idle: 1,
+      tcp_keepalives_interval: 1,
+      tcp_keepalives_count: 2,
+      tcp_user_timeout: Math.max(1000, Math.floor(options.ttlMs / 2)),
+    },
+  });
+}
+
+/** A query bounded by the timeout; any failure is the cluster's. */
+async function bounded<T>(work: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`no answer within ${timeoutMs / 1000} s`)),
+          timeoutMs,
+        );
+      }),
+    ]);
+  } catch (err) {
+    if (err instanceof LockHeldElsewhereError) throw err;
+    throw new ClusterUnreachableError(`${what}: ${(err as Error).message}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The holder of the advisory lock, from pg_locks and pg_stat_activity. */
+async function findHolder(
+  sql: Sql,
+  key: bigint,
+): Promise<{ host?: string; pid?: number; backend: number } | undefined> {
+  const [classid, objid] = lockIds(key);
+  const rows = await sql`
+    select a.pid, a.application_name from pg_locks l join pg_stat_activity a on a.pid = l.pid
+    where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+      and l.classid = ${classid}::oid and l.objid = ${objid}::oid
+    limit 1`;
+  const row = rows[0];
+  if (!row) return undefined;
+  const m = /^singleton-run (\S+) ([0-9]+)$/.exec(String(row.application_name ?? ""));
+  return {
+    backend: Number(row.pid),
+    ...(m ? { host: m[1]!, pid: Number(m[2]) } : {}),
+  };
+}
+
+async function acquire(target: LockTarget, options: ClusterLockOptions): Promise<HeldLock> {
+  const key = await advisoryKey(target.name);
+  const sql = await connect(target, options);
+  try {
+    const where = `PostgreSQL at ${redact(target.endpoints[0]!)}`;
+    const waitUntil = options.waitMs === "forever" ? Infinity : performance.now() + options.waitMs;
+    for (;;) {
+      const sent = performance.now();
+      const [row] = await bounded(
+        sql`select pg_try_advisory_lock(${String(key)}::bigint) as ok, pg_backend_pid() as pid`,
+        options.timeoutMs,
+        `cannot reach ${where}`,
+      );
+      if (row?.ok) {
+        const [tx] = await bounded(
+          sql`select pg_current_xact_id()::text as token`,
+          options.timeoutMs,
+          `cannot reach ${where}`,
+        );
+        return new PostgresLock(
+          sql,
+          target,
+          key,
+          String(tx?.token),
+          Number(row.pid),
+          options,
+          sent,
+        );
+      }
+      if (performance.now() >= waitUntil || options.signal?.aborted) {
+        const who = await findHolder(sql, key).catch(() => undefined);
+        throw new LockHeldElsewhereError(String(key), who?.host, who?.pid);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } catch (err) {
+    await sql.end({ timeout: 1 }).catch(() => {});
+    throw err;
+  }
+}
+
+/** The URL without its password, for messages. */
+function redact(url: string): string {
+  return url.replace(/\/\/([^:@/]*):[^@/]*@/, "//$1:***@");
+}
+
+/** The lock, held: pings the session and says when it is lost. */
+class PostgresLock implements HeldLock {
+  readonly url: string;
+  readonly key: string;
+  readonly token: string;
+  readonly ttlMs: number;
+  readonly lost: Promise<string>;
+  readonly #sql: Sql;
+  readonly #lockKey: bigint;
+  readonly #backend: number;
+  readonly #timeoutMs: number;
+  #deadline: number;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #lose: (why: string) => void = () => {};
+  #released = false;
+  #inFlight = false;
+
+  constructor(
+    sql: Sql,
+    target: LockTarget,
+    key: bigint,
+    token: string,
+    backend: number,
+    options: ClusterLockOptions,
+    sent: number,
+  ) {
+    this.#sql = sql;
+    this.url = target.url;
+    this.key = String(key);
+    this.#lockKey = key;
+    this.token = token;
+    this.ttlMs = options.ttlMs;
+    this.#backend = backend;
+    this.#timeoutMs = options.timeoutMs;
+    this.#deadline = sent + options.ttlMs;
+    this.lost = new Promise((resolve) => {
+      this.#lose = (why) => {
+        if (this.#timer !== undefined) clearInterval(this.#timer);
+        this.#timer = undefined;
+        resolve(why);
+        this.#lose = () => {};
+      };
+    });
+    this.#timer = setInterval(() => this.#ping(), keepaliveIntervalMs(options.ttlMs));
+  }
+
+  env(): Record<string, string> {
+    return {
+      SINGLETON_RUN_LOCK_URL: this.url,
+      SINGLETON_RUN_LOCK_KEY: this.key,
+      SINGLETON_RUN_FENCING_TOKEN: this.token,
+    };
+  }
+
+  deadline(): number {
+    return this.#deadline;
+  }
+
+  async #ping(): Promise<void> {
+    if (this.#inFlight || this.#released) return;
+    this.#inFlight = true;
+    const sent = performance.now();
+    try {
+      const [row] = await bounded(
+        this.#sql`select pg_backend_pid() as pid`,
+        this.#timeoutMs,
+        "ping",
+      );
+      if (Number(row?.pid) !== this.#backend) {
+        return this.#lose(
+          "the connection to PostgreSQL was made again: the session's lock is gone",
+        );
+      }
+      this.#deadline = Math.max(this.#deadline, sent + this.ttlMs);
+    } catch {
+      // No answer: the deadline stays, and the fence acts on it.
+    } finally {
+      this.#inFlight = false;
+    }
+  }
+
+  async release(): Promise<void> {
+    if (this.#released) return;
+    this.#released = true;
+    this.#lose("released");
+    await bounded(
+      this.#sql`select pg_advisory_unlock(${String(this.#lockKey)}::bigint)`,
+      this.#timeoutMs,
+      "unlock",
+    ).catch(() => {});
+    await this.#sql.end({ timeout: 1 }).catch(() => {});
+  }
+}
+
+async function holder(target: LockTarget, options: ClusterLockOptions): Promise<LockHolderReport> {
+  const key = await advisoryKey(target.name);
+  const sql = await connect(target, options);
+  try {
+    const who = await bounded(findHolder(sql, key), options.timeoutMs, "cannot reach PostgreSQL");
+    if (!who) return { state: "free" };
+    return {
+      state: "held",
+      key: String(key),
+      token: "",
+      ...(who.host === undefined ? {} : { host: who.host }),
+      ...(who.pid === undefined ? {} : { pid: who.pid }),
+    };
+  } finally {
+    await sql.end({ timeout: 1 }).catch(() => {});
+  }
+}
+
+/** The PostgreSQL backend. */
+export const postgresBackend: LockBackend = { acquire, holder };
