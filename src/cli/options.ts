@@ -50,6 +50,7 @@ export interface Values {
   notifySocket: boolean;
   daemonPidfile?: string;
   keeper: boolean;
+  exec?: string;
   oknodo: boolean;
   conflictExitCode?: number;
   json: boolean;
@@ -250,6 +251,16 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
       "exits, for a program that closes every descriptor after it starts (the pid file " +
       "names COMMAND; with --output, the keeper writes the file). Without it, start " +
       "switches to a keeper by itself when the lock is dropped before COMMAND is ready",
+  },
+  exec: {
+    name: "exec",
+    kind: "value",
+    arg: "PATH",
+    commands: ["stop", "status", "reload", "signal"],
+    help: "act only on a process that runs PATH (start-stop-daemon's --exec), and then even " +
+      "when no lock covers the pid file: a daemon singleton-run did not start, named by its " +
+      "own pid file",
+    parse: parsePath,
   },
   oknodo: {
     name: "oknodo",

@@ -40,6 +40,7 @@ import type {
   StatusReport,
   StopOptions,
   StopResult,
+  TrustOptions,
 } from "./options.ts";
 import { status as statusNow } from "./status.ts";
 
@@ -73,6 +74,7 @@ export type {
   StatusReport,
   StopOptions,
   StopResult,
+  TrustOptions,
 } from "./options.ts";
 export type { ExitReason } from "../ffi/mod.ts";
 export type {
@@ -165,6 +167,7 @@ export async function stop(options: StopOptions): Promise<StopResult> {
  * cannot tell).
  *
  * @param pidfile the pid file
+ * @param options `exec`: trust a process no lock covers when it runs this file
  * @returns the state and, for a running daemon, facts from /proc
  * @example
  * ```ts
@@ -174,8 +177,8 @@ export async function stop(options: StopOptions): Promise<StopResult> {
  * console.log(report.state, report.code); // "stopped" 3
  * ```
  */
-export function status(pidfile: string): StatusReport {
-  return statusNow(pidfile);
+export function status(pidfile: string, options: TrustOptions = {}): StatusReport {
+  return statusNow(pidfile, options);
 }
 
 /**
@@ -261,7 +264,7 @@ export const sendSignal: (options: SignalOptions) => Promise<number> = signal;
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export async function reload(options: GuardOptions): Promise<number> {
+export async function reload(options: GuardOptions & TrustOptions): Promise<number> {
   return await (await import("./stop.ts")).reload(options);
 }
 

@@ -41,6 +41,18 @@ export interface GuardOptions {
   readonly onWarning?: (message: string) => void;
 }
 
+/** How a controller may trust a process that no lock proves to be the daemon. */
+export interface TrustOptions {
+  /**
+   * The daemon's executable (start-stop-daemon's `--exec`): a process the
+   * pid file names is acted on only when it runs this file, and then even
+   * when no lock covers it (a daemon singleton-run did not start, named by
+   * its own pid file). A file replaced since the process started (a package
+   * upgrade) still matches by its path.
+   */
+  readonly exec?: string;
+}
+
 /** What is started and how. */
 export interface LaunchOptions {
   /** The command and its arguments; `command[0]` is searched in PATH. */
@@ -127,7 +139,7 @@ export interface StartResult {
 }
 
 /** Options of {@link stop}. */
-export interface StopOptions extends GuardOptions {
+export interface StopOptions extends GuardOptions, TrustOptions {
   /**
    * The signals to send and how long to wait after each.
    * @default {parseSchedule("TERM/10/KILL/5")}
@@ -165,7 +177,7 @@ export interface RunOptions extends GuardOptions, LaunchOptions {
 }
 
 /** Options of {@link signal}. */
-export interface SignalOptions extends GuardOptions {
+export interface SignalOptions extends GuardOptions, TrustOptions {
   /** The signal number. */
   readonly signal: number;
 }
@@ -208,6 +220,14 @@ export interface StatusReport {
   readonly error?: string;
   /** For a supervisor (start --supervise): its child, restarts and last exit. */
   readonly supervisor?: SupervisorStatus;
+  /**
+   * When a keeper holds the lock for the daemon (which closed its
+   * descriptors, or runs under a cluster lock): the keeper's pid. `pid` is
+   * the daemon's.
+   */
+  readonly keeper?: number;
+  /** The cluster lock held for the daemon: URL, key, fencing token, TTL and time left. */
+  readonly lock?: SupervisorStatus["lock"];
 }
 
 /**

@@ -17,7 +17,9 @@ import {
   topHolders,
 } from "../lock/holders.ts";
 import { readSupervisorStatus } from "../supervisor/state.ts";
-import type { StatusReport } from "./options.ts";
+import { checkExec } from "./exec.ts";
+import { keeperOf } from "./kept.ts";
+import type { StatusReport, TrustOptions } from "./options.ts";
 import { checkPathTrusted } from "./trust.ts";
 
 /**
@@ -26,7 +28,7 @@ import { checkPathTrusted } from "./trust.ts";
  * @param pidfile the pid file
  * @returns the state, LSB code and, for a running daemon, facts from /proc
  */
-export function status(pidfile: string): StatusReport {
+export function status(pidfile: string, options: TrustOptions = {}): StatusReport {
   // The identity of the file whose lock the probe saw: what /proc's
   // descriptors are compared with.
   let found;
@@ -41,8 +43,28 @@ export function status(pidfile: string): StatusReport {
     return { state: "unknown", code: 4, pid: null, pidfile, error: message };
   }
   if (found.state === "absent") return { state: "stopped", code: 3, pid: null, pidfile };
-  if (found.state === "stale") return { state: "stale", code: 1, pid: found.pid, pidfile };
+  if (found.state === "stale") {
+    // A live process no lock covers: someone else's daemon, or a pid reused since ours died.
+    if (processRuns(found.pid)) return unlocked(pidfile, found.pid, options.exec);
+    return { state: "stale", code: 1, pid: found.pid, pidfile };
+  }
   const named = found.pid;
+  const keeper = st && named !== undefined && holdsLockInFdinfo(named, st) === false
+    ? keeperOf(st, named)
+    : undefined;
+  if (keeper !== undefined) {
+    // A keeper holds the lock for the daemon the file names (it closed its descriptors).
+    const kept = readSupervisorStatus(pidfile, keeper);
+    return withExec({
+      state: "running",
+      code: 0,
+      pid: named!,
+      pidfile,
+      keeper,
+      ...procFacts(named!),
+      ...(kept?.lock ? { lock: kept.lock } : {}),
+    }, options.exec);
+  }
   if (st && (named === undefined || holdsLockInFdinfo(named, st) === false)) {
     // The lock is held, but not by the pid the file names: say who holds it.
     const all = lockHolders(st);
@@ -53,7 +75,7 @@ export function status(pidfile: string): StatusReport {
     }
     if (holders.length > 0) {
       const main = topHolders(holders)[0]!.pid;
-      return {
+      return withExec({
         state: "running",
         code: 0,
         pid: main,
@@ -62,7 +84,7 @@ export function status(pidfile: string): StatusReport {
         namedPid: named ?? null,
         namedPidGone: named === undefined || !processRuns(named),
         ...procFacts(main),
-      };
+      }, options.exec);
     }
     // Nobody in sight: the holder may have let go just now.
     try {
@@ -76,14 +98,52 @@ export function status(pidfile: string): StatusReport {
   const pid = named ?? null;
   if (pid === null) return { state: "running", code: 0, pid, pidfile };
   const supervisor = readSupervisorStatus(pidfile, pid);
-  return {
+  return withExec({
     state: "running",
     code: 0,
     pid,
     pidfile,
     ...procFacts(pid),
     ...(supervisor ? { supervisor } : {}),
-  };
+    ...(supervisor?.lock ? { lock: supervisor.lock } : {}),
+  }, options.exec);
+}
+
+/**
+ * The pid file names a live process that holds no lock on it: running when
+ * `--exec` proves it is the daemon, else cannot tell, saying why.
+ */
+function unlocked(pidfile: string, pid: number, exec: string | undefined): StatusReport {
+  if (exec === undefined) {
+    return {
+      state: "unknown",
+      code: 4,
+      pid,
+      pidfile,
+      error: unlockedMessage(pid),
+    };
+  }
+  return withExec({ state: "running", code: 0, pid, pidfile, ...procFacts(pid) }, exec);
+}
+
+/**
+ * The one line for a pid file that names a live process no lock covers.
+ *
+ * @param pid the process
+ * @returns why nothing is known of it, and what to do
+ */
+export function unlockedMessage(pid: number): string {
+  return `the pid file names pid ${pid}, which runs but holds no lock on it: a program ` +
+    `singleton-run did not start (give --exec PATH to trust it), a pid reused since the ` +
+    `daemon ended, or a daemon that closed the lock's descriptor (start it with --keeper)`;
+}
+
+/** With `--exec`: a running daemon must run that file, else cannot tell, saying what it runs. */
+function withExec(report: StatusReport, exec: string | undefined): StatusReport {
+  if (exec === undefined || report.pid === null) return report;
+  const check = checkExec(report.pid, exec);
+  if (check.ok) return report;
+  return { state: "unknown", code: 4, pid: report.pid, pidfile: report.pidfile, error: check.why };
 }
 
 function procFacts(pid: number): Partial<StatusReport> {

@@ -44,7 +44,11 @@ import {
   type SignalOptions,
   type StopOptions,
   type StopResult,
+  type TrustOptions,
 } from "./options.ts";
+import { checkExec } from "./exec.ts";
+import { keeperOf } from "./kept.ts";
+import { unlockedMessage } from "./status.ts";
 import {
   checkDirectoriesTrusted,
   checkPathsDiffer,
@@ -61,6 +65,12 @@ interface Targets {
   /** The pid file's device and inode. */
   readonly st: FileIdentity;
   readonly list: Target[];
+  /**
+   * The named process holds no lock and was trusted by `--exec` (a daemon
+   * singleton-run did not start): its exit, not a released lock, ends the
+   * stop, and its pid file is never written.
+   */
+  readonly foreign?: boolean;
 }
 
 /**
@@ -73,11 +83,31 @@ interface Targets {
  * inherited descriptor), the targets are the processes that hold it, found
  * in /proc and each re-checked after its pidfd is open.
  */
-async function findTargets(pidfile: string): Promise<Targets> {
+async function findTargets(pidfile: string, exec?: string): Promise<Targets> {
+  const found = await findTargetsUnchecked(pidfile, exec);
+  if (exec !== undefined && !found.foreign) {
+    for (const t of found.list) {
+      const check = checkExec(t.pid, exec);
+      if (check.ok) continue;
+      for (const u of found.list) close(u.pidfd);
+      throw new StopFailedError(`${check.why}; not signalling it`, t.pid);
+    }
+  }
+  return found;
+}
+
+async function findTargetsUnchecked(pidfile: string, exec?: string): Promise<Targets> {
   for (let attempt = 0;; attempt++) {
     const retry = attempt < 20;
     const found = probeSync(pidfile);
     if (found.state === "absent") throw new NotRunningError(pidfile);
+    if (found.state === "stale" && processRuns(found.pid)) {
+      // A live process no lock covers: never signalled, and its file never touched, unless
+      // --exec proves it is the daemon.
+      const foreign = trustUnlocked(pidfile, found.pid, exec);
+      if (foreign) return foreign;
+      if (retry) continue;
+    }
     if (found.state === "stale") {
       // Taking the lock to empty the file also proves nobody holds it (a probe can miss).
       if (!emptyPidfile(pidfile) && retry) continue;
@@ -98,7 +128,8 @@ async function findTargets(pidfile: string): Promise<Targets> {
           if (retry) continue;
           throw new StopFailedError(`pid file ${quote(pidfile)} keeps changing; try again`, named);
         }
-        if (holdsLockInFdinfo(named, st) !== false) {
+        // The daemon holds the lock, or a keeper holds it for the daemon.
+        if (holdsLockInFdinfo(named, st) !== false || keeperOf(st, named) !== undefined) {
           return { named, isNamed: true, st, list: [{ pid: named, pidfd, group: false }] };
         }
         close(pidfd);
@@ -120,6 +151,38 @@ async function findTargets(pidfile: string): Promise<Targets> {
       named,
     );
   }
+}
+
+/**
+ * A live process the pid file names while no lock covers the file: a target
+ * only when `--exec` proves it runs the daemon's executable (checked once a
+ * pidfd names it for good, and with the file still naming it).
+ *
+ * @returns the target, or undefined when it ended or the file changed meanwhile
+ * @throws {StopFailedError} without `--exec`, or when it runs another file
+ */
+function trustUnlocked(
+  pidfile: string,
+  pid: number,
+  exec: string | undefined,
+): Targets | undefined {
+  if (exec === undefined) {
+    throw new StopFailedError(`${unlockedMessage(pid)}; not signalling it`, pid);
+  }
+  const pidfd = pidfdOpen(pid);
+  if (pidfd === undefined) return undefined;
+  const again = probeSync(pidfile);
+  const st = fileIdentity(pidfile);
+  if (again.state !== "stale" || again.pid !== pid || !st) {
+    close(pidfd);
+    return undefined;
+  }
+  const check = checkExec(pid, exec);
+  if (!check.ok) {
+    close(pidfd);
+    throw new StopFailedError(`${check.why}; not signalling it`, pid);
+  }
+  return { named: pid, isNamed: true, st, list: [{ pid, pidfd, group: false }], foreign: true };
 }
 
 /**
@@ -221,7 +284,7 @@ function emptyPidfile(pidfile: string): boolean {
  */
 export async function stopLocked(options: StopOptions): Promise<StopResult> {
   const schedule = options.schedule ?? parseSchedule(DEFAULT_SCHEDULE);
-  const found = await findTargets(options.pidfile);
+  const found = await findTargets(options.pidfile, options.exec);
   if (!found.isNamed) {
     const pids = found.list.map((t) => t.pid);
     options.onWarning?.(
@@ -300,7 +363,7 @@ class Stopping implements Disposable {
    * @returns true when there were such processes
    */
   #retarget(sig: number): boolean {
-    if (liveTargets(this.#targets).length > 0) return false;
+    if (this.#found.foreign || liveTargets(this.#targets).length > 0) return false;
     const { st, named } = this.#found;
     const fresh = openHolders(st, (h) => mayBeDaemon(h, named));
     this.#targets.push(...fresh);
@@ -316,7 +379,10 @@ class Stopping implements Disposable {
     const deadline = performance.now() + ms;
     let slice = 2;
     for (;;) {
-      if (probeSync(this.#pidfile).state !== "running" && emptyPidfile(this.#pidfile)) {
+      if (this.#found.foreign) {
+        // Not ours: done when it has exited; its file is its own to remove.
+        if (liveTargets(this.#targets).length === 0) return true;
+      } else if (probeSync(this.#pidfile).state !== "running" && emptyPidfile(this.#pidfile)) {
         return true;
       }
       const remaining = deadline - performance.now();
@@ -333,6 +399,14 @@ class Stopping implements Disposable {
 
   /** The error for a lock still held when the schedule ran out, naming who holds it. */
   stillHeld(): StopFailedError {
+    if (this.#found.foreign) {
+      return new StopFailedError(
+        `pid ${this.pid} still runs after the stop schedule (${
+          this.sent.map(signalName).join(", ")
+        } sent)`,
+        this.pid,
+      );
+    }
     const left = lockHolders(this.#found.st).map((h) => h.pid);
     const who = left.length > 0 ? left : liveTargets(this.#targets).map((t) => t.pid);
     return new StopFailedError(
@@ -365,7 +439,7 @@ class Stopping implements Disposable {
 export function signal(options: SignalOptions): Promise<number> {
   precheckSignal(options);
   return withGuard(options, async () => {
-    const found = await findTargets(options.pidfile);
+    const found = await findTargets(options.pidfile, options.exec);
     try {
       if (!found.isNamed) {
         options.onWarning?.(
@@ -393,6 +467,6 @@ export function signal(options: SignalOptions): Promise<number> {
  * @returns the daemon's pid
  * @throws {NotRunningError} when it is not running
  */
-export function reload(options: GuardOptions): Promise<number> {
+export function reload(options: GuardOptions & TrustOptions): Promise<number> {
   return signal({ ...options, signal: 1 });
 }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { listDirectory, readSmallFile, stat } from "./sys.ts";
+import { listDirectory, readLink, readSmallFile, stat } from "./sys.ts";
 
 /** The fields of /proc/PID/stat the project uses. */
 export interface ProcStat {
@@ -181,4 +181,29 @@ export function descendsFrom(pid: number, ancestor: number): boolean {
     at = st.ppid;
   }
   return false;
+}
+
+/**
+ * The executable a process runs, from /proc/PID/exe: its path, and its
+ * device and inode when the file can still be looked at.
+ *
+ * @param pid the process
+ * @returns the link's text (ending in " (deleted)" once the file was
+ *   replaced or removed) and the identity, or undefined when it is gone or hidden
+ */
+export function executableOf(
+  pid: number,
+): { path: string; id?: { dev: bigint; ino: bigint } } | undefined {
+  let path: string;
+  try {
+    path = readLink(`/proc/${pid}/exe`);
+  } catch {
+    return undefined;
+  }
+  try {
+    const st = stat(`/proc/${pid}/exe`);
+    return { path, id: { dev: st.dev, ino: st.ino } };
+  } catch {
+    return { path };
+  }
 }

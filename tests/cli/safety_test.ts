@@ -123,25 +123,26 @@ Deno.test("the daemon killed with SIGKILL: status stops saying running, the next
   assert.equal((await sr(SOURCE, ["status", "--pidfile", sb.pidfile])).code, 0);
 });
 
-Deno.test("a pid file naming a live unrelated process: status stale, stop does not signal it, start starts", async () => {
+Deno.test("a pid file naming a live unrelated process: status cannot tell, stop neither signals it nor touches the file, start starts", async () => {
   await using sb = await Sandbox.create();
   const unrelated = new Deno.Command("sleep", { args: ["1000"] }).spawn();
   try {
     Deno.writeTextFileSync(sb.pidfile, `${unrelated.pid}\n`);
+    const before = Deno.statSync(sb.pidfile).mtime?.getTime();
     const st = await sr(SOURCE, ["status", "--json", "--pidfile", sb.pidfile]);
-    assert.equal(st.code, 1);
-    assert.deepEqual(JSON.parse(st.stdout), {
-      state: "stale",
-      code: 1,
-      pid: unrelated.pid,
-      pidfile: sb.pidfile,
-    });
-    const stop = await sr(SOURCE, ["stop", "--pidfile", sb.pidfile]);
-    assert.equal(stop.code, 3, stop.stderr);
-    assert.match(stop.stderr, /not signalled/);
+    assert.equal(st.code, 4);
+    const report = JSON.parse(st.stdout);
+    assert.equal(report.state, "unknown");
+    assert.equal(report.pid, unrelated.pid);
+    assert.match(report.error, /runs but holds no lock on it.*--exec PATH/);
+    for (const args of [["stop"], ["reload"], ["signal", "USR1"]]) {
+      const r = await sr(SOURCE, [...args, "--pidfile", sb.pidfile]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /holds no lock on it.*not signalling it/);
+    }
     assert.ok(alive(unrelated.pid), "the unrelated process was not signalled");
-    assert.equal(Deno.readTextFileSync(sb.pidfile), "", "the stale file was emptied");
-    Deno.writeTextFileSync(sb.pidfile, `${unrelated.pid}\n`);
+    assert.equal(Deno.readTextFileSync(sb.pidfile), `${unrelated.pid}\n`, "the file was changed");
+    assert.equal(Deno.statSync(sb.pidfile).mtime?.getTime(), before, "the file was written");
     const start = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", "1000"]);
     assert.equal(start.code, 0, start.stderr);
     sb.track(Number(start.stdout));
@@ -149,6 +150,33 @@ Deno.test("a pid file naming a live unrelated process: status stale, stop does n
   } finally {
     unrelated.kill("SIGKILL");
     await unrelated.status;
+  }
+});
+
+Deno.test("--exec trusts a live process no lock covers when it runs that file, and only then", async () => {
+  await using sb = await Sandbox.create();
+  const sleepPath = Deno.realPathSync("/bin/sleep");
+  const other = new Deno.Command("sleep", { args: ["1000"] }).spawn();
+  try {
+    Deno.writeTextFileSync(sb.pidfile, `${other.pid}\n`);
+    const wrong = await sr(SOURCE, ["stop", "--pidfile", sb.pidfile, "--exec", "/bin/true"]);
+    assert.equal(wrong.code, 1, wrong.stderr);
+    assert.match(wrong.stderr, /runs ".*sleep", not "\/bin\/true"; not signalling it/);
+    assert.ok(alive(other.pid));
+    const st = await sr(SOURCE, ["status", "--pidfile", sb.pidfile, "--exec", sleepPath]);
+    assert.equal(st.code, 0, st.stderr);
+    assert.match(st.stdout, new RegExp(`^running \\(pid ${other.pid}`));
+    const stop = await sr(SOURCE, ["stop", "--pidfile", sb.pidfile, "--exec", sleepPath]);
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.equal((await other.status).signal, "SIGTERM");
+    assert.equal(Deno.readTextFileSync(sb.pidfile), `${other.pid}\n`, "stop wrote another's file");
+  } finally {
+    try {
+      other.kill("SIGKILL");
+    } catch {
+      // Stopped already.
+    }
+    await other.status.catch(() => {});
   }
 });
 

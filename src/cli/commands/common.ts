@@ -6,17 +6,18 @@
  * @module
  */
 
-import type { GuardOptions, LaunchOptions, StartOptions } from "../../control/mod.ts";
+import type { GuardOptions, LaunchOptions, StartOptions, TrustOptions } from "../../control/mod.ts";
 import type { Invocation } from "../parse.ts";
 import type { Values } from "../options.ts";
 import { say } from "../output.ts";
 
-/** The options every guarded command passes. */
-export function guardOptions(v: Values): GuardOptions {
+/** The options every guarded command passes (and `--exec`, which only stop, signal and reload take). */
+export function guardOptions(v: Values): GuardOptions & TrustOptions {
   return {
     pidfile: v.pidfile!,
     ...defined("guard", v.guard),
     ...defined("guardTimeout", v.guardTimeout),
+    ...defined("exec", v.exec),
     onWarning: say,
   };
 }

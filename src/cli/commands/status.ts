@@ -14,7 +14,10 @@ import type { Invocation } from "../parse.ts";
 
 /** Run `status`. */
 export function statusCommand(inv: Invocation): number {
-  const r = status(inv.values.pidfile!);
+  const r = status(
+    inv.values.pidfile!,
+    inv.values.exec === undefined ? {} : { exec: inv.values.exec },
+  );
   if (inv.values.json) out(JSON.stringify(r));
   else if (r.state === "unknown") say(`cannot tell: ${r.error}`);
   else out(describe(r));
@@ -26,7 +29,8 @@ function describe(r: StatusReport): string {
   if (r.state === "stale") return `not running, but the pid file names pid ${r.pid} (stale)`;
   if (r.state === "stopped") return "not running";
   const up = r.uptimeSeconds === undefined ? "" : `, up ${formatUptime(r.uptimeSeconds)}`;
-  return `running (pid ${r.pid ?? "unknown"}${up}${supervisorText(r)}${holdersText(r)})`;
+  const kept = r.keeper === undefined ? "" : `; its lock held by keeper pid ${r.keeper}`;
+  return `running (pid ${r.pid ?? "unknown"}${up}${supervisorText(r)}${kept}${holdersText(r)})`;
 }
 
 /** For a supervisor: its child, restarts and the last exit. */
