@@ -51,6 +51,13 @@ export interface Values {
   daemonPidfile?: string;
   keeper: boolean;
   exec?: string;
+  lock?: string;
+  lockTtl?: number;
+  lockWait?: number | "forever";
+  lockTimeout?: number;
+  lockCacert?: string;
+  lockCert?: string;
+  lockKey?: string;
   oknodo: boolean;
   conflictExitCode?: number;
   json: boolean;
@@ -262,6 +269,72 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
       "own pid file",
     parse: parsePath,
   },
+  lock: {
+    name: "lock",
+    kind: "value",
+    arg: "URL",
+    commands: ["start", "run", "restart", "status"],
+    help: (cmd) =>
+      cmd === "status"
+        ? "who holds this cluster lock, from any host (no --pidfile needed): 0 held, 3 free, " +
+          "4 cannot tell"
+        : "also hold this cluster lock: etcd://HOST:PORT[,HOST:PORT...]/NAME, etcds://..., or " +
+          "postgres://USER@HOST:PORT/DB?name=NAME; COMMAND runs under a keeper that fences it " +
+          "(stops its process group) before the lease can expire",
+    // Checked by the control layer, which loads the cluster code only when a lock is asked for.
+    parse: (text) => text,
+  },
+  lockTtl: {
+    name: "lock-ttl",
+    kind: "value",
+    arg: "SECS",
+    commands: ["start", "run", "restart"],
+    help: "the lock's lease: the longest another host waits after this one vanishes",
+    shown: (d) => seconds(d.DEFAULT_LOCK_TTL_MS),
+    parse: (text, option) => parseSeconds(text, option, { positive: true }),
+  },
+  lockWait: {
+    name: "lock-wait",
+    kind: "value",
+    arg: "SECS|forever",
+    commands: ["start", "run", "restart"],
+    help: "wait this long for a lock held elsewhere (default 0: fail at once, exit 3); with " +
+      "--supervise, a lost lock is waited for again",
+    parse: (text, option) => text === "forever" ? "forever" : parseSeconds(text, option),
+  },
+  lockTimeout: {
+    name: "lock-timeout",
+    kind: "value",
+    arg: "SECS",
+    commands: ["start", "run", "restart", "status"],
+    help: "bound on every connect and request to the cluster",
+    shown: (d) => seconds(d.DEFAULT_LOCK_TIMEOUT_MS),
+    parse: (text, option) => parseSeconds(text, option, { positive: true }),
+  },
+  lockCacert: {
+    name: "lock-cacert",
+    kind: "value",
+    arg: "FILE",
+    commands: ["start", "run", "restart", "status"],
+    help: "CA certificate for etcds://",
+    parse: parsePath,
+  },
+  lockCert: {
+    name: "lock-cert",
+    kind: "value",
+    arg: "FILE",
+    commands: ["start", "run", "restart", "status"],
+    help: "client certificate for etcds://",
+    parse: parsePath,
+  },
+  lockKey: {
+    name: "lock-key",
+    kind: "value",
+    arg: "FILE",
+    commands: ["start", "run", "restart", "status"],
+    help: "client key for etcds://",
+    parse: parsePath,
+  },
   oknodo: {
     name: "oknodo",
     kind: "switch",
@@ -386,7 +459,8 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     arg: "SCHED",
     commands: LAUNCH,
     needs: "supervise",
-    help: "how the supervisor stops COMMAND (--retry's syntax)",
+    help: "how the supervisor (or the keeper, with --keeper or --lock) stops COMMAND " +
+      "(--retry's syntax); its first wait is the time a fenced COMMAND gets before SIGKILL",
     shown: (d) => d.DEFAULT_CHILD_STOP_SCHEDULE,
     // The supervisor takes the text; parsed here so a mistake is a usage error now.
     parse: (text, option) => (parseStopSchedule(text, option), text),

@@ -112,7 +112,22 @@ function check(
   given: ReadonlyMap<string, string>,
 ): void {
   const v = inv.values;
-  if (v.pidfile === undefined || v.pidfile === "") throw new UsageError("missing --pidfile PATH");
+  const lockOnly = inv.cmd === "status" && v.lock !== undefined && v.pidfile === undefined;
+  if (!lockOnly && (v.pidfile === undefined || v.pidfile === "")) {
+    throw new UsageError("missing --pidfile PATH");
+  }
+  if (v.lock === undefined) {
+    const stray = ["lockTtl", "lockWait", "lockTimeout", "lockCacert", "lockCert", "lockKey"]
+      .find((k) => (v as unknown as Record<string, unknown>)[k] !== undefined);
+    if (stray) {
+      throw new UsageError(
+        `--${stray.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} needs --lock`,
+      );
+    }
+  }
+  if (inv.cmd === "run" && v.lock !== undefined && v.user !== undefined) {
+    throw new UsageError("--user with run --lock is not supported (start --lock is)");
+  }
   checkArguments(inv);
   if (!v.supervise) checkWithoutSupervise(inv, table, given);
   if (v.notifyFd !== undefined && v.notifySocket) {
@@ -126,7 +141,7 @@ function check(
   if (inv.cmd === "run" && v.supervise && v.user !== undefined) {
     throw new UsageError("--user with run --supervise is not supported (start --supervise is)");
   }
-  samePaths(v);
+  if (!lockOnly) samePaths(v);
 }
 
 /** COMMAND after `--` for start, run and restart; SIGNAL alone for signal; nothing else. */
@@ -158,7 +173,11 @@ function checkWithoutSupervise(
   const set = ([name, [key, spec]]: [string, [string, AnyOption]]) =>
     spec.kind === "switch" ? store[key] === true : given.has(name);
   const entries = [...table];
-  const always = entries.find((e) => e[1][1].needs === "supervise" && set(e));
+  // A keeper stops COMMAND too (when it is stopped, or fences it): it takes the stop schedule.
+  const kept = inv.values.keeper || inv.values.lock !== undefined;
+  const always = entries.find((e) =>
+    e[1][1].needs === "supervise" && set(e) && !(kept && e[1][0] === "stopSchedule")
+  );
   if (always) throw new UsageError(`--${always[0]} needs --supervise`);
   const here = entries.find((e) => e[1][1].supervisedIn?.includes(inv.cmd) && set(e));
   if (here) throw new UsageError(`--${here[0]} with ${inv.cmd} needs --supervise`);

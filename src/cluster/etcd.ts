@@ -329,7 +329,16 @@ async function acquire(target: LockTarget, options: ClusterLockOptions): Promise
     if (Number(owner?.create_revision) !== myRev) {
       throw new ClusterUnreachableError("the lock's key vanished while it was taken");
     }
-    const held = new EtcdLock(gw, target, leaseId, myKey, myRev, grantedMs, deadline);
+    const held = new EtcdLock(
+      gw,
+      target,
+      leaseId,
+      myKey,
+      myRev,
+      grantedMs,
+      deadline,
+      options.timeoutMs,
+    );
     leaseId = undefined; // the held lock revokes it from now on
     return held;
   } catch (err) {
@@ -353,6 +362,7 @@ class EtcdLock implements HeldLock {
   #lose: (why: string) => void = () => {};
   #released = false;
   #inFlight = false;
+  readonly #timeoutMs: number;
 
   constructor(
     gw: Gateway,
@@ -362,8 +372,10 @@ class EtcdLock implements HeldLock {
     revision: number,
     ttlMs: number,
     deadline: number,
+    timeoutMs: number,
   ) {
     this.#gw = gw;
+    this.#timeoutMs = timeoutMs;
     this.url = target.url;
     this.key = key;
     this.token = String(revision);
@@ -425,7 +437,11 @@ class EtcdLock implements HeldLock {
     this.#released = true;
     this.#stopTimer();
     this.#lose("released");
-    await this.#gw.call("/v3/lease/revoke", { ID: this.#leaseId }).catch(() => {});
+    // One timeout in all, whatever the number of endpoints: a lease nobody revokes expires anyway.
+    await withinMs(
+      this.#gw.call("/v3/lease/revoke", { ID: this.#leaseId }).catch(() => {}),
+      this.#timeoutMs,
+    );
     this.#gw.close();
   }
 }
@@ -454,6 +470,13 @@ async function holder(target: LockTarget, options: ClusterLockOptions): Promise<
   } finally {
     gw.close();
   }
+}
+
+/** Wait for `work`, at most `ms`. */
+async function withinMs(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([work, new Promise((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
 }
 
 /** The etcd backend. */

@@ -43,6 +43,8 @@ import type {
   TrustOptions,
 } from "./options.ts";
 import { status as statusNow } from "./status.ts";
+import type { LockStatusReport } from "./cluster.ts";
+import type { ClusterLockSettings } from "../supervisor/settings.ts";
 
 export {
   GuardTimeoutError,
@@ -77,6 +79,7 @@ export type {
   TrustOptions,
 } from "./options.ts";
 export type { ExitReason } from "../ffi/mod.ts";
+export type { LockStatusReport } from "./cluster.ts";
 export type {
   ChildReadiness,
   ClusterLockSettings,
@@ -88,6 +91,8 @@ export {
   DEFAULT_CHILD_READY_AFTER_MS,
   DEFAULT_CHILD_READY_TIMEOUT_MS,
   DEFAULT_CHILD_STOP_SCHEDULE,
+  DEFAULT_LOCK_TIMEOUT_MS,
+  DEFAULT_LOCK_TTL_MS,
   DEFAULT_MAX_RESTARTS,
   DEFAULT_MIN_UPTIME_MS,
   DEFAULT_RESTART_DELAY_MAX_MS,
@@ -159,6 +164,26 @@ export async function start(options: StartOptions): Promise<StartResult> {
  */
 export async function stop(options: StopOptions): Promise<StopResult> {
   return await (await import("./stop.ts")).stop(options);
+}
+
+/**
+ * Who holds a cluster lock now (`status --lock`), from any host: no pid
+ * file involved. The cluster code is loaded only by this call.
+ *
+ * @param lock the lock's URL (and timeout, TLS files)
+ * @returns held (code 0, with the holder's host, pid, key and token), free
+ *   (3), or cannot tell (4, with why)
+ * @throws {UsageError} for a malformed URL
+ * @example
+ * ```ts ignore
+ * import { lockStatus } from "./mod.ts";
+ *
+ * const r = await lockStatus({ url: "etcd://127.0.0.1:2379/nightly-report" });
+ * console.log(r.state, r.host, r.pid);
+ * ```
+ */
+export async function lockStatus(lock: ClusterLockSettings): Promise<LockStatusReport> {
+  return await (await import("./cluster.ts")).lockStatus(lock);
 }
 
 /**

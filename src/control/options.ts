@@ -120,6 +120,13 @@ export interface StartOptions extends GuardOptions, LaunchOptions {
    */
   readonly lock?: ClusterLockSettings;
   /**
+   * With `keeper` or `lock`: how the keeper stops COMMAND (start-stop-daemon's
+   * `--retry` grammar); its first wait is what a fenced COMMAND gets between
+   * SIGTERM and SIGKILL.
+   * @default {DEFAULT_CHILD_STOP_SCHEDULE}
+   */
+  readonly stopSchedule?: string;
+  /**
    * Abort the wait for readiness (the CLI wires SIGINT, SIGTERM and SIGHUP to
    * it): the daemon is killed and the start fails, leaving nothing behind.
    */
@@ -174,6 +181,11 @@ export interface RunOptions extends GuardOptions, LaunchOptions {
    * foreground (instead of an exec) that holds the lock and fences COMMAND.
    */
   readonly lock?: ClusterLockSettings;
+  /**
+   * With `lock` (and no `supervise`): how the keeper stops COMMAND.
+   * @default {DEFAULT_CHILD_STOP_SCHEDULE}
+   */
+  readonly stopSchedule?: string;
 }
 
 /** Options of {@link signal}. */

@@ -8,7 +8,7 @@
 import { NotRunningError } from "./errors.ts";
 import { withGuard } from "./guard.ts";
 import type { RestartOptions, StartResult } from "./options.ts";
-import { prepareStart, startLocked } from "./start.ts";
+import { checkLockOf, prepareStart, startLocked } from "./start.ts";
 import { stopLocked } from "./stop.ts";
 
 /**
@@ -18,9 +18,10 @@ import { stopLocked } from "./stop.ts";
  * @returns the new daemon's pid
  * @throws what `start` and `stop` throw, except NotRunningError
  */
-export function restart(options: RestartOptions): Promise<StartResult> {
+export async function restart(options: RestartOptions): Promise<StartResult> {
   const prepared = prepareStart(options);
-  return withGuard(options, async () => {
+  await checkLockOf(options);
+  return await withGuard(options, async () => {
     try {
       await stopLocked(options);
     } catch (err) {

@@ -39,6 +39,10 @@ export async function run(options: RunOptions): Promise<number> {
     throw new UsageError(`--user with run ${mode} is not supported (start ${mode} is)`);
   }
   const prepared = prepareLaunch(options, { cwd: Deno.cwd(), keepNotify: true });
+  if (options.lock) {
+    const { checkClusterLock } = await import("./cluster.ts");
+    await checkClusterLock(options.lock, options.supervise?.stopSchedule ?? options.stopSchedule);
+  }
   let lock: PidFile;
   {
     using _guard = await takeGuard(options);
@@ -50,7 +54,10 @@ export async function run(options: RunOptions): Promise<number> {
     // fences COMMAND, which an exec could not.
     return await runSupervisor(
       {
-        ...(options.supervise ?? { restart: "never" }),
+        ...(options.supervise ?? {
+          restart: "never",
+          ...(options.stopSchedule === undefined ? {} : { stopSchedule: options.stopSchedule }),
+        }),
         ...(options.supervise ? {} : { keep: true }),
         ...(options.lock ? { lock: options.lock } : {}),
         pidfile: options.pidfile,

@@ -87,9 +87,24 @@ export function launchDaemon(plan: DaemonPlan): LaunchedDaemon {
  * @throws {SystemError} for bad paths, missing programs, permissions
  * @throws {UsageError} for an empty command
  */
-export function start(options: StartOptions): Promise<StartResult> {
+export async function start(options: StartOptions): Promise<StartResult> {
   const prepared = prepareStart(options);
-  return withGuard(options, () => startLocked(options, prepared), options.signal);
+  await checkLockOf(options);
+  return await withGuard(options, () => startLocked(options, prepared), options.signal);
+}
+
+/**
+ * The cluster lock's checks, made before anything is created (they load the
+ * cluster code, so only when a lock is asked for).
+ *
+ * @param options a start's options
+ * @throws {UsageError} for a bad lock URL or a TTL too short
+ */
+export async function checkLockOf(options: StartOptions): Promise<void> {
+  const lock = clusterLock(options);
+  if (!lock) return;
+  const { checkClusterLock } = await import("./cluster.ts");
+  await checkClusterLock(lock, options.supervise?.stopSchedule ?? options.stopSchedule);
 }
 
 /**
@@ -211,6 +226,7 @@ function chooseLauncher(options: StartOptions): (plan: DaemonPlan) => LaunchedDa
     ...(options.output === undefined ? {} : { output: options.output }),
     ...(options.daemonPidfile === undefined ? {} : { daemonPidfile: options.daemonPidfile }),
     ...(lock ? { lock } : {}),
+    ...(options.stopSchedule === undefined ? {} : { stopSchedule: options.stopSchedule }),
   }, { pidfile: options.pidfile, lockFd: lockFdFor(options), launch: launchDaemon, keep: true });
 }
 

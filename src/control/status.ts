@@ -19,6 +19,7 @@ import {
 import { readSupervisorStatus } from "../supervisor/state.ts";
 import { checkExec } from "./exec.ts";
 import { keeperOf } from "./kept.ts";
+import { processRole } from "../launch/internal.ts";
 import type { StatusReport, TrustOptions } from "./options.ts";
 import { checkPathTrusted } from "./trust.ts";
 
@@ -49,8 +50,13 @@ export function status(pidfile: string, options: TrustOptions = {}): StatusRepor
     return { state: "stale", code: 1, pid: found.pid, pidfile };
   }
   const named = found.pid;
-  const keeper = st && named !== undefined && holdsLockInFdinfo(named, st) === false
-    ? keeperOf(st, named)
+  const holds = st && named !== undefined ? holdsLockInFdinfo(named, st) : undefined;
+  // A keeper holds the lock for the daemon: its parent (a keeper that started it), or found
+  // among the holders when the daemon holds none (it closed its descriptors).
+  const keeper = holds === true
+    ? parentKeeper(named!)
+    : holds === false
+    ? keeperOf(st!, named)
     : undefined;
   if (keeper !== undefined) {
     // A keeper holds the lock for the daemon the file names (it closed its descriptors).
@@ -107,6 +113,14 @@ export function status(pidfile: string, options: TrustOptions = {}): StatusRepor
     ...(supervisor ? { supervisor } : {}),
     ...(supervisor?.lock ? { lock: supervisor.lock } : {}),
   }, options.exec);
+}
+
+/** The daemon's parent, when it is a keeper (`start --keeper`, `start --lock`). */
+function parentKeeper(pid: number): number | undefined {
+  const parent = procStat(pid)?.ppid;
+  return parent !== undefined && parent > 1 && processRole(parent) === "keeper"
+    ? parent
+    : undefined;
 }
 
 /**

@@ -48,6 +48,7 @@ import {
 } from "./options.ts";
 import { checkExec } from "./exec.ts";
 import { keeperOf } from "./kept.ts";
+import { processRole } from "../launch/internal.ts";
 import { unlockedMessage } from "./status.ts";
 import {
   checkDirectoriesTrusted,
@@ -365,7 +366,11 @@ class Stopping implements Disposable {
   #retarget(sig: number): boolean {
     if (this.#found.foreign || liveTargets(this.#targets).length > 0) return false;
     const { st, named } = this.#found;
-    const fresh = openHolders(st, (h) => mayBeDaemon(h, named));
+    // A keeper lets go by itself once its daemon is gone (after it released a cluster lock).
+    const fresh = openHolders(
+      st,
+      (h) => mayBeDaemon(h, named) && processRole(h.pid) !== "keeper",
+    );
     this.#targets.push(...fresh);
     for (const t of fresh) signalTarget(t, sig);
     return fresh.length > 0;

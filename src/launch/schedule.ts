@@ -107,3 +107,18 @@ export function nextStep(schedule: Schedule, index: number): number {
   if (schedule.repeatAt >= 0) return schedule.repeatAt;
   return -1;
 }
+
+/**
+ * How long a schedule lets a process go after its first signal: its first
+ * wait (the grace a fence gives a program between SIGTERM and SIGKILL).
+ *
+ * @param schedule the schedule
+ * @returns the first wait, in ms; 0 when there is none
+ */
+export function firstWaitMs(schedule: Schedule): number {
+  for (let i = nextStep(schedule, -1); i >= 0 && i !== Infinity; i = nextStep(schedule, i)) {
+    const step = schedule.steps[i]!;
+    if ("waitMs" in step) return step.waitMs;
+  }
+  return 0;
+}

@@ -25,3 +25,7 @@ export const DEFAULT_CHILD_READY_AFTER_MS = 100;
 export const DEFAULT_CHILD_READY_TIMEOUT_MS = 60_000;
 /** The facility of `--output syslog` without one. */
 export const DEFAULT_SYSLOG_FACILITY = "daemon";
+/** A cluster lock's lease time to live, in ms. */
+export const DEFAULT_LOCK_TTL_MS = 10_000;
+/** The bound on every connect and request to a cluster, in ms. */
+export const DEFAULT_LOCK_TIMEOUT_MS = 5_000;

@@ -13,8 +13,12 @@
  * @module
  */
 
-import { nextStep, parseSchedule } from "../launch/schedule.ts";
-import { DEFAULT_CHILD_STOP_SCHEDULE } from "./defaults.ts";
+import { firstWaitMs, parseSchedule } from "../launch/schedule.ts";
+import {
+  DEFAULT_CHILD_STOP_SCHEDULE,
+  DEFAULT_LOCK_TIMEOUT_MS,
+  DEFAULT_LOCK_TTL_MS,
+} from "./defaults.ts";
 import type { ClusterLockSettings } from "./settings.ts";
 import type { ClusterLockState } from "./state.ts";
 import type { Supervisor } from "./supervisor.ts";
@@ -53,7 +57,9 @@ export async function superviseLocked(
     ...(settings.tls ? { tls: settings.tls } : {}),
     holder: { host: Deno.hostname(), pid: Deno.pid },
   };
-  const graceMs = firstWaitMs(stopSchedule ?? DEFAULT_CHILD_STOP_SCHEDULE);
+  const graceMs = firstWaitMs(
+    parseSchedule(stopSchedule ?? DEFAULT_CHILD_STOP_SCHEDULE, "--stop-schedule"),
+  );
   for (let epoch = 0;; epoch++) {
     let held;
     try {
@@ -97,7 +103,14 @@ export async function superviseLocked(
     } finally {
       clearInterval(refresh);
       fence.stop();
-      await lock.release();
+      // The program is gone; a stop's late SIGTERM must not cut the release short.
+      const ignore = () => {};
+      Deno.addSignalListener("SIGTERM", ignore);
+      try {
+        await lock.release();
+      } finally {
+        Deno.removeSignalListener("SIGTERM", ignore);
+      }
     }
     if (supervisor.fenced === undefined) return code;
     const why = lost ?? supervisor.fenced;
@@ -108,21 +121,6 @@ export async function superviseLocked(
     }
     writeErr(`the lock was lost (${why}); waiting for it again`);
   }
-}
-
-/** The lease's default time to live. */
-export const DEFAULT_LOCK_TTL_MS = 10_000;
-/** The default bound on every connect and request. */
-export const DEFAULT_LOCK_TIMEOUT_MS = 5_000;
-
-/** How long the schedule lets the program go after its first signal: the fence's grace. */
-function firstWaitMs(text: string): number {
-  const schedule = parseSchedule(text, "--stop-schedule");
-  for (let i = nextStep(schedule, -1); i >= 0 && i !== Infinity; i = nextStep(schedule, i)) {
-    const step = schedule.steps[i]!;
-    if ("waitMs" in step) return step.waitMs;
-  }
-  return 0;
 }
 
 function writeErr(message: string): void {

@@ -6,7 +6,13 @@
  * @module
  */
 
-import type { GuardOptions, LaunchOptions, StartOptions, TrustOptions } from "../../control/mod.ts";
+import type {
+  ClusterLockSettings,
+  GuardOptions,
+  LaunchOptions,
+  StartOptions,
+  TrustOptions,
+} from "../../control/mod.ts";
 import type { Invocation } from "../parse.ts";
 import type { Values } from "../options.ts";
 import { say } from "../output.ts";
@@ -86,6 +92,23 @@ export function warnUndeliverableOutput(v: Values): void {
   }
 }
 
+/** The cluster lock's settings from --lock and its companions; undefined without --lock. */
+export function lockSettings(v: Values): ClusterLockSettings | undefined {
+  if (v.lock === undefined) return undefined;
+  const tls = {
+    ...defined("cacert", v.lockCacert),
+    ...defined("cert", v.lockCert),
+    ...defined("key", v.lockKey),
+  };
+  return {
+    url: v.lock,
+    ...defined("ttlMs", v.lockTtl),
+    ...defined("waitMs", v.lockWait),
+    ...defined("timeoutMs", v.lockTimeout),
+    ...(Object.keys(tls).length > 0 ? { tls } : {}),
+  };
+}
+
 /** start's and restart's options, but the guard's. */
 export function startOptions(inv: Invocation): Omit<StartOptions, keyof GuardOptions> {
   const v = inv.values;
@@ -96,6 +119,7 @@ export function startOptions(inv: Invocation): Omit<StartOptions, keyof GuardOpt
       ...defined("output", file),
       ...defined("readyTimeout", v.readyTimeout),
       supervise: superviseSettings(v),
+      ...defined("lock", lockSettings(v)),
       signal: interruptions(),
     };
   }
@@ -108,6 +132,8 @@ export function startOptions(inv: Invocation): Omit<StartOptions, keyof GuardOpt
     ...(v.notifySocket ? { notifySocket: true } : {}),
     ...defined("daemonPidfile", v.daemonPidfile),
     ...(v.keeper ? { keeper: true } : {}),
+    ...defined("lock", lockSettings(v)),
+    ...defined("stopSchedule", v.stopSchedule),
     signal: interruptions(),
   };
 }

@@ -9,7 +9,7 @@ import { AlreadyRunningError, run } from "../../control/mod.ts";
 import { EXIT } from "../exit.ts";
 import { say } from "../output.ts";
 import type { Invocation } from "../parse.ts";
-import { guardOptions, launchOptions, superviseSettings } from "./common.ts";
+import { defined, guardOptions, launchOptions, lockSettings, superviseSettings } from "./common.ts";
 
 /** Run `run`. */
 export async function runCommand(inv: Invocation): Promise<number> {
@@ -19,6 +19,8 @@ export async function runCommand(inv: Invocation): Promise<number> {
       ...guardOptions(v),
       ...launchOptions(inv),
       ...(v.supervise ? { supervise: superviseSettings(v) } : {}),
+      ...defined("lock", lockSettings(v)),
+      ...(v.supervise ? {} : defined("stopSchedule", v.stopSchedule)),
     });
   } catch (e) {
     if (e instanceof AlreadyRunningError) {

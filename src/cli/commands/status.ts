@@ -13,7 +13,8 @@ import { out, say } from "../output.ts";
 import type { Invocation } from "../parse.ts";
 
 /** Run `status`. */
-export function statusCommand(inv: Invocation): number {
+export function statusCommand(inv: Invocation): number | Promise<number> {
+  if (inv.values.lock !== undefined && inv.values.pidfile === undefined) return lockCommand(inv);
   const r = status(
     inv.values.pidfile!,
     inv.values.exec === undefined ? {} : { exec: inv.values.exec },
@@ -24,13 +25,37 @@ export function statusCommand(inv: Invocation): number {
   return r.code;
 }
 
+/** `status --lock URL`: who holds a cluster lock. */
+async function lockCommand(inv: Invocation): Promise<number> {
+  const { lockStatus } = await import("../../control/mod.ts");
+  const { lockSettings } = await import("./common.ts");
+  const r = await lockStatus(lockSettings(inv.values)!);
+  if (inv.values.json) out(JSON.stringify(r));
+  else if (r.state === "unknown") say(`cannot tell: ${r.error}`);
+  else if (r.state === "free") out("free");
+  else {
+    const who = r.host === undefined
+      ? ""
+      : ` by ${r.host}${r.pid === undefined ? "" : ` (pid ${r.pid})`}`;
+    const token = r.token === undefined ? "" : `, fencing token ${r.token}`;
+    const left = r.secondsLeft === undefined ? "" : `, ${r.secondsLeft} s left on its lease`;
+    out(`held${who}: key ${r.key}${token}${left}`);
+  }
+  return r.code;
+}
+
 /** The state in words. */
 function describe(r: StatusReport): string {
   if (r.state === "stale") return `not running, but the pid file names pid ${r.pid} (stale)`;
   if (r.state === "stopped") return "not running";
   const up = r.uptimeSeconds === undefined ? "" : `, up ${formatUptime(r.uptimeSeconds)}`;
-  const kept = r.keeper === undefined ? "" : `; its lock held by keeper pid ${r.keeper}`;
-  return `running (pid ${r.pid ?? "unknown"}${up}${supervisorText(r)}${kept}${holdersText(r)})`;
+  const kept = r.keeper === undefined ? "" : `; kept by keeper pid ${r.keeper}`;
+  const cluster = r.lock === undefined
+    ? ""
+    : `; holds ${r.lock.url} (token ${r.lock.token}, ${r.lock.secondsLeft} s left on its lease)`;
+  return `running (pid ${r.pid ?? "unknown"}${up}${supervisorText(r)}${kept}${cluster}${
+    holdersText(r)
+  })`;
 }
 
 /** For a supervisor: its child, restarts and the last exit. */

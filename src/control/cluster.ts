@@ -1,0 +1,91 @@
+/**
+ * The control layer's side of a cluster lock: the checks a start makes
+ * before anything is created, and `status --lock`. The cluster code is
+ * loaded here, by a dynamic import, only when a lock is asked for.
+ *
+ * @module
+ */
+
+import { firstWaitMs, parseSchedule } from "../launch/schedule.ts";
+import {
+  DEFAULT_CHILD_STOP_SCHEDULE,
+  DEFAULT_LOCK_TIMEOUT_MS,
+  DEFAULT_LOCK_TTL_MS,
+} from "../supervisor/defaults.ts";
+import type { ClusterLockSettings } from "../supervisor/settings.ts";
+
+/**
+ * Check a cluster lock's settings before anything is created: the URL, and
+ * a TTL long enough for a keepalive interval, the program's grace between
+ * SIGTERM and SIGKILL (the first wait of its stop schedule) and the margin.
+ *
+ * @param lock the settings
+ * @param stopSchedule the program's stop schedule, if not the default
+ * @throws {UsageError} naming what is wrong
+ */
+export async function checkClusterLock(
+  lock: ClusterLockSettings,
+  stopSchedule: string | undefined,
+): Promise<void> {
+  const { checkTtl, parseLockUrl } = await import("../cluster/lock.ts");
+  parseLockUrl(lock.url);
+  const schedule = parseSchedule(stopSchedule ?? DEFAULT_CHILD_STOP_SCHEDULE, "--stop-schedule");
+  checkTtl(lock.ttlMs ?? DEFAULT_LOCK_TTL_MS, firstWaitMs(schedule));
+}
+
+/** Who holds a cluster lock, as `status --lock` reports it. */
+export interface LockStatusReport {
+  /** held (0), free (3), or unknown (4: cannot tell). */
+  readonly state: "held" | "free" | "unknown";
+  /** The LSB-style code: 0 held, 3 free, 4 cannot tell. */
+  readonly code: 0 | 3 | 4;
+  /** The lock's URL. */
+  readonly url: string;
+  /** The holder's key. */
+  readonly key?: string;
+  /** The holder's fencing token (etcd: its key's create revision). */
+  readonly token?: string;
+  /** The holder's host, when it said. */
+  readonly host?: string;
+  /** The holder's pid on that host, when it said. */
+  readonly pid?: number;
+  /** The seconds left on the holder's lease, when the cluster tells. */
+  readonly secondsLeft?: number;
+  /** Why it cannot tell. */
+  readonly error?: string;
+}
+
+/**
+ * Who holds a cluster lock now, from any host.
+ *
+ * @param lock the lock's URL, timeout and TLS files
+ * @returns held, free, or cannot tell (with why)
+ * @throws {UsageError} for a malformed URL
+ */
+export async function lockStatus(lock: ClusterLockSettings): Promise<LockStatusReport> {
+  const { backendFor, parseLockUrl } = await import("../cluster/lock.ts");
+  const target = parseLockUrl(lock.url);
+  try {
+    const backend = await backendFor(target);
+    const found = await backend.holder(target, {
+      ttlMs: lock.ttlMs ?? DEFAULT_LOCK_TTL_MS,
+      waitMs: 0,
+      timeoutMs: lock.timeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS,
+      ...(lock.tls ? { tls: lock.tls } : {}),
+      holder: { host: Deno.hostname(), pid: Deno.pid },
+    });
+    if (found.state === "free") return { state: "free", code: 3, url: lock.url };
+    return {
+      state: "held",
+      code: 0,
+      url: lock.url,
+      key: found.key,
+      ...(found.token === "" ? {} : { token: found.token }),
+      ...(found.host === undefined ? {} : { host: found.host }),
+      ...(found.pid === undefined ? {} : { pid: found.pid }),
+      ...(found.ttlLeftMs === undefined ? {} : { secondsLeft: found.ttlLeftMs / 1000 }),
+    };
+  } catch (err) {
+    return { state: "unknown", code: 4, url: lock.url, error: (err as Error).message };
+  }
+}
