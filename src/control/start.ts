@@ -380,7 +380,9 @@ async function waitUntilReady(
       throw await notReadyInTime(daemon, timeout, extra, options);
     case "closed":
       if (options.supervise || options.keeper || clusterLock(options)) {
-        // Its fd closes when it exits; 3 is its word for a cluster lock held elsewhere.
+        // Its fd closes as it exits (let it finish); 3 is its word for a cluster lock held
+        // elsewhere.
+        await daemon.exited(2000);
         const { exit } = await daemon.abandon();
         if (clusterLock(options) && exit?.exited && exit.code === 3) {
           throw new HeldElsewhereError(result.status ?? "already running elsewhere");

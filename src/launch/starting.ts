@@ -261,6 +261,20 @@ export class StartingDaemon implements AsyncDisposable {
   }
 
   /**
+   * Wait up to `ms` for the main process to exit by itself (a supervisor
+   * that said why it gives up exits right after).
+   *
+   * @param ms the longest wait
+   * @returns whether it has exited
+   */
+  async exited(ms: number): Promise<boolean> {
+    if (this.#pidfd === undefined) return true;
+    const watch = [{ fd: this.#pidfd, events: C.POLLIN }];
+    if (pollNow(watch)[0] !== 0) return true;
+    return (await pollWait(watch, ms))[0] !== 0;
+  }
+
+  /**
    * Wait for `work` unless `signal` aborts first: then kill the daemon, let
    * `work` finish (the daemon's death ends any wait on it at once), and
    * return {@link Aborted}. An abort that came before this call counts.

@@ -151,6 +151,8 @@ export interface RunOptions {
   readonly cwd?: string;
   /** Kill it after this long (the test then fails on the code). */
   readonly timeoutMs?: number;
+  /** Run it through this command first (`ip netns exec NAME`). */
+  readonly prefix?: readonly string[];
 }
 
 /**
@@ -166,8 +168,9 @@ export async function sr(
   options: RunOptions = {},
 ): Promise<Result> {
   const started = performance.now();
-  const out = await new Deno.Command(variant.cmd[0]!, {
-    args: [...variant.cmd.slice(1), ...args],
+  const argv = [...(options.prefix ?? []), ...variant.cmd, ...args];
+  const out = await new Deno.Command(argv[0]!, {
+    args: argv.slice(1),
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
