@@ -26,7 +26,12 @@ import { awaitStage, spawnStage } from "../launch/privilege.ts";
 import { Readiness, type ReadinessMode, type ReadyResult } from "../launch/readiness.ts";
 import { spawn } from "../launch/spawn.ts";
 import { Aborted, StartingDaemon } from "../launch/starting.ts";
-import { spawnKeeper, superviseLauncher, SUPERVISOR_READY_FD } from "../supervisor/stage.ts";
+import {
+  spawnKeeper,
+  superviseLauncher,
+  SUPERVISOR_READY_FD,
+  SUPERVISOR_WRITE_FD,
+} from "../supervisor/stage.ts";
 import type { ChildReadiness, ClusterLockSettings } from "../supervisor/settings.ts";
 import { HeldElsewhereError, InterruptedError, seconds, StartFailedError } from "./errors.ts";
 import { withGuard } from "./guard.ts";
@@ -177,9 +182,12 @@ async function launchWithOutput(
     ? -1
     : openOutputFile(options.output, prepared.user?.user.uid);
   try {
+    // Where this run's output begins: a failure quotes only what was written since.
+    const mark = output >= 0 ? outputMark(output, options.output!) : undefined;
     const plan = daemonPlan(options, prepared, lock, readiness, output);
     const launch = chooseLauncher(options);
     const daemon = await StartingDaemon.launch(lock, () => launch(plan));
+    if (mark) outputMarks.set(daemon, mark);
     readiness.spawned();
     return daemon;
   } finally {
@@ -196,13 +204,22 @@ function daemonPlan(
   output: number,
 ): DaemonPlan {
   const stdio = output >= 0 ? output : "null";
+  const fds: Record<number, number | "null"> = {
+    0: "null",
+    1: stdio,
+    2: stdio,
+    [lockFdFor(options)]: lock.fd, // read-only: the daemon holds the lock, cannot write the file
+    ...readiness.childFds,
+  };
+  // The supervisor or keeper (singleton-run's own) writes the file; never the program.
+  if (stagedIn(options)) fds[SUPERVISOR_WRITE_FD] = lock.writeFd;
   return {
     path: prepared.path,
     argv: prepared.argv,
     env: { ...prepared.env, ...readiness.env },
     cwd: prepared.cwd,
     umask: options.umask ?? DEFAULT_UMASK,
-    fds: { 0: "null", 1: stdio, 2: stdio, [lockFdFor(options)]: lock.fd, ...readiness.childFds },
+    fds,
     ...(prepared.user ? { user: prepared.user.user, gid: prepared.user.gid } : {}),
   };
 }
@@ -228,6 +245,12 @@ function chooseLauncher(options: StartOptions): (plan: DaemonPlan) => LaunchedDa
     ...(lock ? { lock } : {}),
     ...(options.stopSchedule === undefined ? {} : { stopSchedule: options.stopSchedule }),
   }, { pidfile: options.pidfile, lockFd: lockFdFor(options), launch: launchDaemon, keep: true });
+}
+
+/** Whether COMMAND runs under a supervisor or a keeper (this program's own stage). */
+function stagedIn(options: StartOptions): boolean {
+  return options.supervise !== undefined || options.keeper === true ||
+    clusterLock(options) !== undefined;
 }
 
 /** The cluster lock asked for, in start's options or in its supervise settings. */
@@ -268,6 +291,7 @@ async function keepIfDropped(
     keeper = spawnKeeper({
       pidfile: options.pidfile,
       lockFd: lock.fd,
+      writeFd: lock.writeFd,
       pid: daemon.pid,
       pidfd: daemon.pidfd,
       ready: { fd: ready.childFds[SUPERVISOR_READY_FD]!, target: SUPERVISOR_READY_FD },
@@ -454,7 +478,8 @@ async function fail(
 ): Promise<StartFailedError> {
   const { wasRunning, exit } = await daemon.abandon();
   const how = killedByUs ? "" : wasRunning ? "; killed it" : exitText(exit);
-  const tail = options.output === undefined ? [] : lastLines(options.output, 10);
+  const mark = outputMarks.get(daemon);
+  const tail = options.output === undefined || !mark ? [] : linesSince(options.output, mark, 10);
   return new StartFailedError(
     `${why}${how}${extra}`,
     daemon.pid,
@@ -513,22 +538,41 @@ function handedOver(
   };
 }
 
+/** The output file as this start found it: which file, and how long it was. */
+interface OutputMark {
+  readonly dev: bigint;
+  readonly ino: bigint;
+  readonly size: number;
+}
+
+/** Where each starting daemon's output began. */
+const outputMarks = new WeakMap<StartingDaemon, OutputMark>();
+
+function outputMark(fd: number, path: string): OutputMark {
+  const st = fstat(fd, path);
+  return { dev: st.dev, ino: st.ino, size: Number(st.size) };
+}
+
 /**
- * The last `count` lines of the output file (reading at most its last 64
- * KiB), opened like every file beside the pid file: a link planted there
- * since the start must not show another file's content.
+ * The last `count` lines written to the output file since this start
+ * began (reading at most 64 KiB of them): an appended file holds earlier
+ * runs' last words, which would mislead. Opened like every file beside the
+ * pid file; a file replaced or cut since then shows nothing rather than
+ * another file's content.
  */
-function lastLines(path: string, count: number): string[] {
+function linesSince(path: string, mark: OutputMark, count: number): string[] {
   let fd: number;
+  let stat;
   try {
-    ({ fd } = openBeside(path, { what: "output file", access: "read" }));
+    ({ fd, stat } = openBeside(path, { what: "output file", access: "read" }));
   } catch {
     return [];
   }
   try {
-    const size = Number(fstat(fd, path).size);
-    const take = Math.min(size, 65536);
-    const lines = new TextDecoder().decode(pread(fd, take, size - take, path)).split("\n");
+    const size = Number(stat.size);
+    if (stat.dev !== mark.dev || stat.ino !== mark.ino || size < mark.size) return [];
+    const from = Math.max(mark.size, size - 65536);
+    const lines = new TextDecoder().decode(pread(fd, size - from, from, path)).split("\n");
     if (lines[lines.length - 1] === "") lines.pop();
     return lines.slice(-count);
   } catch {

@@ -74,6 +74,41 @@ export function openBeside(path: string, options: OpenBesideOptions): OpenedFile
 }
 
 /**
+ * Open the file an open descriptor names once more, as a new open file
+ * description with other access (through `/proc/self/fd/N`, which names
+ * the descriptor's file itself, not a path anyone can swap): the pid file's
+ * lock is held through a read-only description that children inherit,
+ * while this process writes through its own.
+ *
+ * @param fd the open descriptor
+ * @param access read, or read and write
+ * @param path the file, for messages
+ * @returns the new descriptor (close-on-exec)
+ * @throws {SystemError} when it cannot be opened, or is not the same file
+ */
+export function reopenDescriptor(fd: number, access: "read" | "readwrite", path: string): number {
+  const fresh = open(
+    `/proc/self/fd/${fd}`,
+    ACCESS[access] | C.O_CLOEXEC | C.O_NOCTTY | C.O_NONBLOCK,
+    0,
+  );
+  try {
+    const a = fstat(fd, path);
+    const b = fstat(fresh, path);
+    if (a.dev !== b.dev || a.ino !== b.ino) {
+      throw new SystemError("open", ERRNO.EINVAL, {
+        path,
+        message: `descriptor ${fd} no longer names ${quote(path)}`,
+      });
+    }
+    return fresh;
+  } catch (err) {
+    close(fresh);
+    throw err;
+  }
+}
+
+/**
  * Refuse anything but a regular file with one name: a FIFO or device would
  * block or misbehave, and a second name (a hard link planted by another
  * user) makes writing here write somebody else's file.

@@ -21,4 +21,5 @@ export {
   type OpenBesideOptions,
   type OpenedFile,
   readBounded,
+  reopenDescriptor,
 } from "./files.ts";

@@ -30,7 +30,7 @@ import {
   tryFlock,
 } from "../ffi/sys.ts";
 import { ERRNO, quote, SystemError } from "../ffi/errors.ts";
-import { checkPlainFile, openBeside } from "../ffi/files.ts";
+import { checkPlainFile, openBeside, reopenDescriptor } from "../ffi/files.ts";
 import { type FileIdentity, holdsLockInFdinfo } from "./holders.ts";
 import { lockExclusive, openLockFile } from "./lockfile.ts";
 
@@ -182,12 +182,20 @@ const held = new Set<PidFile>();
  */
 export class PidFile {
   readonly #path: string;
+  /** This process's read-write descriptor: every write and truncation goes through it. */
   #fd: number;
+  /**
+   * A read-only open file description of the same file that holds the
+   * flock: the one a daemon inherits, so the daemon holds the lock but
+   * cannot write the file (a write gets EBADF).
+   */
+  #lockFd: number;
   #pid: number;
 
-  private constructor(path: string, fd: number, pid: number) {
+  private constructor(path: string, fd: number, lockFd: number, pid: number) {
     this.#path = path;
     this.#fd = fd;
+    this.#lockFd = lockFd;
     this.#pid = pid;
     held.add(this);
   }
@@ -204,20 +212,23 @@ export class PidFile {
    */
   static async acquire(path: string, options: AcquireOptions = {}): Promise<PidFile> {
     const { fd, stat } = openLockFile(path, { what: "pid file", mode: options.mode ?? 0o644 });
+    let lockFd = -1;
     try {
       checkPidFileStat(stat, path);
+      lockFd = reopenDescriptor(fd, "read", path);
       const backoff = new Backoff();
       const locked = await lockExclusive(
-        fd,
+        lockFd,
         path,
         options.wait ?? 0,
         (remaining) => waitForHolder(readPidFd(fd, path), remaining, backoff),
       );
       if (!locked) throw new AlreadyRunningError(path, readPidFd(fd, path));
-      const lock = new PidFile(path, fd, options.pid ?? ids.pid());
+      const lock = new PidFile(path, fd, lockFd, options.pid ?? ids.pid());
       lock.writePid(lock.#pid);
       return lock;
     } catch (err) {
+      if (lockFd >= 0) close(lockFd);
       close(fd);
       throw err;
     }
@@ -257,14 +268,22 @@ export class PidFile {
    * started it (a daemon re-executed by `daemonize()`). The descriptor is
    * marked close-on-exec, so the daemon's own children do not keep the lock.
    *
-   * @param fd the inherited descriptor
+   * @param fd the inherited descriptor that holds the lock (read-only)
    * @param path the pid file it was opened on
    * @param names the pid the file is to name: this process (by default),
    *   or the daemon a keeper holds the lock for
+   * @param writeFd an inherited read-write descriptor on the same file, for
+   *   the writes (without it, the file is opened for writing once more
+   *   through the lock's descriptor when a write is needed)
    * @returns the held lock, naming that process
-   * @throws {SystemError} when the descriptor is not that file
+   * @throws {SystemError} when a descriptor is not that file
    */
-  static adopt(fd: number, path: string, names: number = ids.pid()): PidFile {
+  static adopt(
+    fd: number,
+    path: string,
+    names: number = ids.pid(),
+    writeFd?: number,
+  ): PidFile {
     const st = fstat(fd, path);
     const { fd: fresh, stat: named } = openPidFileForReading(path);
     try {
@@ -279,7 +298,17 @@ export class PidFile {
     }
     setCloexec(fd, true);
     if (!tryFlock(fd, C.LOCK_EX, path)) throw new AlreadyRunningError(path, readPidFd(fd, path));
-    const lock = new PidFile(path, fd, names);
+    if (writeFd !== undefined) {
+      const w = fstat(writeFd, path);
+      if (w.dev !== st.dev || w.ino !== st.ino) {
+        throw new SystemError("fstat", ERRNO.EINVAL, {
+          path,
+          message: `inherited descriptor ${writeFd} is not the pid file ${quote(path)}`,
+        });
+      }
+      setCloexec(writeFd, true);
+    }
+    const lock = new PidFile(path, writeFd ?? -1, fd, names);
     if (readPidFd(fd, path) !== lock.#pid) lock.writePid(lock.#pid);
     return lock;
   }
@@ -336,8 +365,33 @@ export class PidFile {
     return this.#pid;
   }
 
-  /** The raw descriptor that holds the lock (-1 once released), for handing to a child. */
+  /**
+   * The descriptor that holds the lock (-1 once released), for handing to a
+   * child: a read-only description, so the child holds the lock but cannot
+   * change the file.
+   */
   get fd(): number {
+    return this.#lockFd;
+  }
+
+  /**
+   * This process's read-write descriptor (-1 once released, or when it has
+   * none), for handing to singleton-run's own stages (the supervisor, the
+   * keeper), which write the file; never to the daemon.
+   */
+  get writeFd(): number {
+    return this.#writeFd();
+  }
+
+  /** The read-write descriptor, opened once more through the lock's when this process has none. */
+  #writeFd(): number {
+    if (this.#fd < 0 && this.#lockFd >= 0) {
+      try {
+        this.#fd = reopenDescriptor(this.#lockFd, "readwrite", this.#path);
+      } catch {
+        // Not ours to write (another user's file): writes fail with EBADF below.
+      }
+    }
     return this.#fd;
   }
 
@@ -352,10 +406,16 @@ export class PidFile {
     if (!Number.isInteger(pid) || pid < 1 || pid > PID_MAX) {
       throw new RangeError(`not a process id: ${pid}`);
     }
-    if (this.#fd < 0) {
+    if (this.#lockFd < 0) {
       throw new SystemError("write", ERRNO.EBADF, {
         path: this.#path,
         message: `pid file ${quote(this.#path)} was already released`,
+      });
+    }
+    if (this.#writeFd() < 0) {
+      throw new SystemError("write", ERRNO.EBADF, {
+        path: this.#path,
+        message: `pid file ${quote(this.#path)} cannot be written by this process`,
       });
     }
     // Padded with spaces over the old content before the file is cut to size, so
@@ -377,10 +437,11 @@ export class PidFile {
    * that inherited the descriptor keeps the lock and the file names it.
    */
   detach(): void {
-    if (this.#fd < 0) return;
+    if (this.#lockFd < 0) return;
     held.delete(this);
-    close(this.#fd);
-    this.#fd = -1;
+    if (this.#fd >= 0) close(this.#fd);
+    close(this.#lockFd);
+    this.#fd = this.#lockFd = -1;
   }
 
   /**
@@ -388,10 +449,10 @@ export class PidFile {
    * current one) and let go of the lock. Idempotent.
    */
   release(): void {
-    if (this.#fd < 0) return;
+    if (this.#lockFd < 0) return;
     try {
       // No fsync: after a crash an unsynced truncate leaves an unlocked, stale pid.
-      replaceContent(this.#fd, new Uint8Array(0), this.#path, false);
+      if (this.#writeFd() >= 0) replaceContent(this.#fd, new Uint8Array(0), this.#path, false);
     } finally {
       this.detach();
     }

@@ -39,6 +39,8 @@ export interface SuperviseConfig extends SuperviseSettings {
   readonly pidfile: string;
   /** An inherited descriptor that holds the pid file's lock (start); absent: acquire it here. */
   readonly lockFd?: number;
+  /** An inherited read-write descriptor on the pid file (the lock's is read-only). */
+  readonly writeFd?: number;
   /** An inherited descriptor to write a newline to once the first child is ready. */
   readonly readyFd?: number;
   /** The program, an absolute path. */
@@ -97,7 +99,14 @@ export function superviseOptions(
     }
   }
   // What only the stage uses stays here; the rest are the supervisor's own options.
-  const { pidfile, lockFd: _lock, readyFd: _ready, unsetEnv: _unset, ...rest } = config;
+  const {
+    pidfile,
+    lockFd: _lock,
+    writeFd: _write,
+    readyFd: _ready,
+    unsetEnv: _unset,
+    ...rest
+  } = config;
   const { stopSchedule, output, ...settings } = rest;
   return {
     ...settings,
@@ -209,7 +218,7 @@ export async function superviseStage(args: readonly string[]): Promise<number> {
   try {
     lock = config.lockFd === undefined
       ? await PidFile.acquire(config.pidfile)
-      : PidFile.adopt(config.lockFd, config.pidfile, config.adopt?.pid);
+      : PidFile.adopt(config.lockFd, config.pidfile, config.adopt?.pid, config.writeFd);
   } catch (err) {
     writeErr((err as Error).message);
     return err instanceof SystemError && err.errno !== ERRNO.EAGAIN ? 1 : 3;
@@ -224,6 +233,9 @@ export async function superviseStage(args: readonly string[]): Promise<number> {
 
 /** The descriptor on which the supervisor tells `start` that its first child is ready. */
 export const SUPERVISOR_READY_FD = 5;
+
+/** The descriptor on which the supervisor (or keeper) gets the pid file to write. */
+export const SUPERVISOR_WRITE_FD = 6;
 
 /**
  * The argv that starts the supervisor: this stage module itself under
@@ -272,6 +284,7 @@ export function superviseLauncher(
       ...settings,
       pidfile: where.pidfile,
       lockFd: where.lockFd,
+      writeFd: SUPERVISOR_WRITE_FD,
       readyFd: SUPERVISOR_READY_FD,
       path: plan.path,
       argv: plan.argv,
@@ -287,7 +300,7 @@ export function superviseLauncher(
   };
 }
 
-/** The keeper's descriptors when it adopts a running daemon: the lock, the daemon's pidfd, readiness. */
+/** The keeper's descriptors when it adopts a running daemon: the lock, the daemon's pidfd. */
 const KEEPER_FDS = { lock: 3, pidfd: 4 } as const;
 
 /**
@@ -304,6 +317,7 @@ const KEEPER_FDS = { lock: 3, pidfd: 4 } as const;
 export function spawnKeeper(where: {
   readonly pidfile: string;
   readonly lockFd: number;
+  readonly writeFd: number;
   readonly pid: number;
   readonly pidfd: number;
   readonly ready: { readonly fd: number; readonly target: number };
@@ -312,6 +326,7 @@ export function spawnKeeper(where: {
   const config: SuperviseConfig = {
     pidfile: where.pidfile,
     lockFd: KEEPER_FDS.lock,
+    writeFd: SUPERVISOR_WRITE_FD,
     readyFd: where.ready.target,
     path: main[0] ?? `pid ${where.pid}`,
     argv: main,
@@ -333,6 +348,7 @@ export function spawnKeeper(where: {
       2: "null",
       [KEEPER_FDS.lock]: where.lockFd,
       [KEEPER_FDS.pidfd]: where.pidfd,
+      [SUPERVISOR_WRITE_FD]: where.writeFd,
       [where.ready.target]: where.ready.fd,
     },
   });
