@@ -57,9 +57,9 @@ export async function report(e: unknown, cmd: string | undefined): Promise<numbe
     say(e.message);
     if (e.output !== undefined) {
       if (e.outputTail.length > 0) {
-        say(`last lines of ${quote(e.output)}:`);
+        say(`last lines of ${quote(e.output)} since this start:`);
         for (const line of e.outputTail) err(`  ${line}`);
-      } else say(`${quote(e.output)} has no output`);
+      } else say(`${quote(e.output)} has no output since this start`);
     }
     return EXIT.FAILED;
   }

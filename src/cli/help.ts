@@ -16,10 +16,11 @@ const USAGE: Record<Command, string> = {
   start: "start   --pidfile PATH [options] -- COMMAND [ARG...]",
   run: "run     --pidfile PATH [options] -- COMMAND [ARG...]",
   stop: "stop    --pidfile PATH [--retry SCHEDULE] [--oknodo]",
-  status: "status  --pidfile PATH [--json]",
+  status: "status  --pidfile PATH [--json]  |  status --lock URL",
   restart: "restart --pidfile PATH [options] -- COMMAND [ARG...]",
   reload: "reload  --pidfile PATH",
   signal: "signal  --pidfile PATH SIGNAL",
+  reopen: "reopen  --pidfile PATH",
 };
 
 const SUMMARY: Record<Command, string> = {
@@ -30,6 +31,7 @@ const SUMMARY: Record<Command, string> = {
   restart: "stop, then start, under one guard lock; print the new pid",
   reload: "send SIGHUP",
   signal: "send any signal (name, number, RTMIN+N; 0 only checks)",
+  reopen: "make the supervisor or keeper reopen --output (after a log rotation)",
 };
 
 const DESCRIPTION: Record<Command, (d: Defaults) => string> = {
@@ -47,9 +49,11 @@ containers, cron and deno task scripts.`,
   stop: () =>
     `Signal the daemon through a pidfd (after re-checking that it holds the
 lock, so a recycled pid is never signalled) and wait for the lock to be
-released. A stale pid file is never signalled; it is emptied. After a stop
-the pid file is left empty. Exit 3 if not running; exit 1 if it still runs
-after the schedule.`,
+released. A stale pid file is never signalled; it is emptied. A pid file
+naming a live process no lock covers is neither signalled nor written
+(exit 1) unless --exec PATH proves it runs that file. After a stop the pid
+file is left empty. Exit 3 if not running; exit 1 if it still runs after
+the schedule.`,
   status: () =>
     `Report the daemon's state without waiting for anything, as one line on
 stdout (or JSON). Exit codes (LSB): 0 running, 1 not running but the pid
@@ -64,6 +68,11 @@ lock. Prints the new pid. Takes start's options and stop's --retry.`,
 real-time signal (RTMIN+N, SIGRTMIN+N, RTMAX-N; RTMIN is 34 with glibc),
 or 0 to check that it runs and could be signalled, sending nothing.
 Exit 3 if not running.`,
+  reopen: () =>
+    `Make the process that writes --output (the supervisor, or the keeper of a
+daemon started with --keeper --output) reopen the file, without signalling
+COMMAND: the postrotate step of a logrotate 'create' rotation. Exit 3 if
+not running; exit 1 when COMMAND writes its output itself.`,
 };
 
 /**

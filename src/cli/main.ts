@@ -22,6 +22,7 @@ const HANDLERS: Record<Command, () => Promise<(inv: Invocation) => number | Prom
   restart: async () => (await import("./commands/restart.ts")).restartCommand,
   reload: async () => (await import("./commands/reload.ts")).reloadCommand,
   signal: async () => (await import("./commands/signal.ts")).signalCommand,
+  reopen: async () => (await import("./commands/reopen.ts")).reopenCommand,
 };
 
 /**

@@ -27,7 +27,16 @@ import {
 import type { Schedule } from "../control/mod.ts";
 
 /** The commands, in the order the help lists them. */
-export const COMMANDS = ["start", "run", "stop", "status", "restart", "reload", "signal"] as const;
+export const COMMANDS = [
+  "start",
+  "run",
+  "stop",
+  "status",
+  "restart",
+  "reload",
+  "signal",
+  "reopen",
+] as const;
 
 /** A command. */
 export type Command = typeof COMMANDS[number];
@@ -110,7 +119,15 @@ export type AnyOption =
   };
 
 const LAUNCH: readonly Command[] = ["start", "run", "restart"];
-const GUARDED: readonly Command[] = ["start", "run", "stop", "restart", "reload", "signal"];
+const GUARDED: readonly Command[] = [
+  "start",
+  "run",
+  "stop",
+  "restart",
+  "reload",
+  "signal",
+  "reopen",
+];
 
 /** Seconds for the help, from milliseconds. */
 function seconds(ms: number): string {

@@ -13,6 +13,20 @@ import { processRole } from "../launch/internal.ts";
 import { type FileIdentity, lockHolders } from "../lock/holders.ts";
 
 /**
+ * The daemon's parent, when it is a keeper (`start --keeper`, `start
+ * --lock`): the keeper started it, and holds the lock with it.
+ *
+ * @param pid the daemon
+ * @returns the keeper's pid, or undefined
+ */
+export function parentKeeper(pid: number): number | undefined {
+  const parent = procStat(pid)?.ppid;
+  return parent !== undefined && parent > 1 && processRole(parent) === "keeper"
+    ? parent
+    : undefined;
+}
+
+/**
  * The keeper that holds the pid file's lock for the process the file names:
  * a holder running the keeper stage, while the named process runs and is
  * either the keeper's child (the keeper started it, or it forked away to

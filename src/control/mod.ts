@@ -167,6 +167,31 @@ export async function stop(options: StopOptions): Promise<StopResult> {
 }
 
 /**
+ * Make the process that writes `--output` (the supervisor, or the keeper of
+ * a daemon started with `keeper` and `output`) reopen the file, without
+ * signalling the program: the step after a rotation that renamed the file
+ * away (logrotate's `create` mode).
+ *
+ * @param options the pid file
+ * @returns the pid of the process that reopened it
+ * @throws {NotRunningError} when nothing runs
+ * @throws {StopFailedError} when the program writes its output itself
+ * @example
+ * ```ts
+ * import { NotRunningError, reopen } from "./mod.ts";
+ *
+ * const dir = await Deno.makeTempDir();
+ * await reopen({ pidfile: `${dir}/app.pid` }).catch((err) => {
+ *   if (!(err instanceof NotRunningError)) throw err;
+ * });
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function reopen(options: GuardOptions): Promise<number> {
+  return await (await import("./stop.ts")).reopen(options);
+}
+
+/**
  * Who holds a cluster lock now (`status --lock`), from any host: no pid
  * file involved. The cluster code is loaded only by this call.
  *

@@ -18,8 +18,7 @@ import {
 } from "../lock/holders.ts";
 import { readSupervisorStatus } from "../supervisor/state.ts";
 import { checkExec } from "./exec.ts";
-import { keeperOf } from "./kept.ts";
-import { processRole } from "../launch/internal.ts";
+import { keeperOf, parentKeeper } from "./kept.ts";
 import type { StatusReport, TrustOptions } from "./options.ts";
 import { checkPathTrusted } from "./trust.ts";
 
@@ -113,14 +112,6 @@ export function status(pidfile: string, options: TrustOptions = {}): StatusRepor
     ...(supervisor ? { supervisor } : {}),
     ...(supervisor?.lock ? { lock: supervisor.lock } : {}),
   }, options.exec);
-}
-
-/** The daemon's parent, when it is a keeper (`start --keeper`, `start --lock`). */
-function parentKeeper(pid: number): number | undefined {
-  const parent = procStat(pid)?.ppid;
-  return parent !== undefined && parent > 1 && processRole(parent) === "keeper"
-    ? parent
-    : undefined;
 }
 
 /**

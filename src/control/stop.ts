@@ -47,7 +47,9 @@ import {
   type TrustOptions,
 } from "./options.ts";
 import { checkExec } from "./exec.ts";
-import { keeperOf } from "./kept.ts";
+import { keeperOf, parentKeeper } from "./kept.ts";
+import { readSupervisorStatus } from "../supervisor/state.ts";
+import { REOPEN_SIGNAL } from "../supervisor/defaults.ts";
 import { processRole } from "../launch/internal.ts";
 import { unlockedMessage } from "./status.ts";
 import {
@@ -474,4 +476,54 @@ export function signal(options: SignalOptions): Promise<number> {
  */
 export function reload(options: GuardOptions & TrustOptions): Promise<number> {
   return signal({ ...options, signal: 1 });
+}
+
+/**
+ * Make the process that writes `--output` (the supervisor, or the keeper of
+ * a daemon started with `--keeper --output`) reopen the file, without
+ * signalling the program: the step after a rotation that renamed the file
+ * away (logrotate's `create` mode).
+ *
+ * @param options the pid file
+ * @returns the pid of the process that reopens it
+ * @throws {NotRunningError} when nothing runs
+ * @throws {StopFailedError} when the program writes its output itself (no
+ *   supervisor or keeper), saying what to do instead
+ */
+export function reopen(options: GuardOptions): Promise<number> {
+  precheckSignal(options);
+  return withGuard(options, () => {
+    const found = probeSync(options.pidfile);
+    const st = fileIdentity(options.pidfile);
+    if (found.state !== "running" || !st) throw new NotRunningError(options.pidfile);
+    const named = found.pid;
+    const writer = named === undefined
+      ? undefined
+      : readSupervisorStatus(options.pidfile, named) !== undefined
+      ? named
+      : parentKeeper(named) ?? keeperOf(st, named);
+    if (writer === undefined) {
+      throw new StopFailedError(
+        `${named === undefined ? "the daemon" : `pid ${named}`} writes its output itself ` +
+          "(no supervisor or keeper does), so there is nothing to reopen: rotate its file with " +
+          "copytruncate, or start it with --keeper --output FILE (or --supervise)",
+        named,
+      );
+    }
+    const pidfd = pidfdOpen(writer);
+    if (pidfd === undefined) throw new NotRunningError(options.pidfile);
+    try {
+      // Named for good by the pidfd: it must still hold the lock (not a reused pid).
+      if (holdsLockInFdinfo(writer, st) === false) {
+        throw new StopFailedError(
+          `pid ${writer} no longer holds ${quote(options.pidfile)}`,
+          writer,
+        );
+      }
+      pidfdSendSignal(pidfd, REOPEN_SIGNAL, `pid ${writer}`);
+      return Promise.resolve(writer);
+    } finally {
+      close(pidfd);
+    }
+  });
 }

@@ -29,3 +29,10 @@ export const DEFAULT_SYSLOG_FACILITY = "daemon";
 export const DEFAULT_LOCK_TTL_MS = 10_000;
 /** The bound on every connect and request to a cluster, in ms. */
 export const DEFAULT_LOCK_TIMEOUT_MS = 5_000;
+/**
+ * The signal that asks the supervisor (or keeper) to reopen its output file
+ * and nothing else (`singleton-run reopen`): never forwarded, so a program
+ * that does not handle SIGHUP survives a rotation; its default action is to
+ * be ignored, so sent to a wrong process it does no harm.
+ */
+export const REOPEN_SIGNAL = 23; // SIGURG

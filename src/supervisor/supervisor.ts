@@ -61,6 +61,7 @@ import {
   DEFAULT_CHILD_READY_TIMEOUT_MS,
   DEFAULT_CHILD_STOP_SCHEDULE,
   DEFAULT_RESTART_POLICY,
+  REOPEN_SIGNAL,
 } from "./defaults.ts";
 import {
   type LineLevel,
@@ -316,7 +317,7 @@ export class Supervisor {
 
   #listen(): void {
     const poke = () => this.#poke();
-    for (const name of [...FORWARDED, "SIGTERM", "SIGCHLD"] as const) {
+    for (const name of [...FORWARDED, "SIGTERM", "SIGCHLD", "SIGURG"] as const) {
       const fn = () => {
         this.signals.push(name === "SIGCHLD" ? 17 : parseSignal(name)!);
         poke();
@@ -545,6 +546,7 @@ export class Supervisor {
 
   #onSignal(sig: number): void {
     if (sig === 17) return; // SIGCHLD: the reaper runs after every turn
+    if (sig === REOPEN_SIGNAL) return this.#reopen();
     if (sig === 15) {
       if (this.stopping) return;
       this.stopping = true;
@@ -561,15 +563,18 @@ export class Supervisor {
       return;
     }
     if (sig === 2) this.interruptedAt = performance.now();
-    if (sig === 1 || sig === 10) {
-      try {
-        this.sink?.reopen();
-      } catch (err) {
-        writeStderr(`cannot reopen output: ${(err as Error).message}`);
-      }
-    }
+    if (sig === 1 || sig === 10) this.#reopen();
     const c = this.child;
     if (c) this.#signalChild(c, sig);
+  }
+
+  /** Reopen the output file (after a rotation renamed it away). */
+  #reopen(): void {
+    try {
+      this.sink?.reopen();
+    } catch (err) {
+      writeStderr(`cannot reopen output: ${(err as Error).message}`);
+    }
   }
 
   #signalChild(c: Child, sig: number): void {

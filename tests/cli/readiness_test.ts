@@ -57,8 +57,41 @@ Deno.test("default readiness: a daemon that dies at once fails the start with it
   assert.match(r.stderr, /ended before it was ready \(exit status 3\)/);
   assert.match(
     r.stderr,
-    /last lines of ".*out\.log":\n {2}starting\n {2}config error: no such file\n/,
+    /last lines of ".*out\.log" since this start:\n {2}starting\n {2}config error: no such file\n/,
   );
+  assertNothingLeft(sb);
+});
+
+Deno.test("a failed start quotes only what this start wrote to --output, never an earlier run's last words", async () => {
+  await using sb = await Sandbox.create();
+  const out = sb.path("out.log");
+  Deno.writeTextFileSync(out, "Received SIGTERM scheduling shutdown...\nbye bye\n");
+  const failed = await sr(SOURCE, [
+    "start",
+    "--pidfile",
+    sb.pidfile,
+    "--output",
+    out,
+    "--",
+    "sh",
+    "-c",
+    "echo 'new run: bad config'; exit 1",
+  ]);
+  assert.equal(failed.code, 1);
+  assert.match(failed.stderr, /since this start:\n {2}new run: bad config\n/);
+  assert.doesNotMatch(failed.stderr, /bye bye|SIGTERM/);
+  const silent = await sr(SOURCE, [
+    "start",
+    "--pidfile",
+    sb.pidfile,
+    "--output",
+    out,
+    "--",
+    "false",
+  ]);
+  assert.equal(silent.code, 1);
+  assert.match(silent.stderr, /has no output since this start/);
+  assert.doesNotMatch(silent.stderr, /bye bye|bad config/);
   assertNothingLeft(sb);
 });
 

@@ -1,0 +1,101 @@
+/**
+ * Log rotation with a real logrotate in `create` mode: the supervisor (or
+ * the keeper) writes `--output`, `singleton-run reopen` in postrotate makes
+ * it reopen the new file, and the program (which ignores SIGHUP) is never
+ * signalled. Over 30 rotations, every numbered line arrives exactly once,
+ * in order.
+ */
+
+import assert from "node:assert/strict";
+import { installed } from "../../testing/cluster.ts";
+import { Sandbox, SOURCE, sr } from "./harness.ts";
+
+const LOGROTATE = installed("logrotate") ? "logrotate" : "/usr/sbin/logrotate";
+const HAVE_LOGROTATE = installed("logrotate") || (() => {
+  try {
+    Deno.statSync("/usr/sbin/logrotate");
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+const ROTATIONS = 30;
+
+/** Every line of the rotated files, oldest first, then the current file. */
+function allLines(sb: Sandbox): string[] {
+  const out: string[] = [];
+  for (let i = ROTATIONS + 5; i >= 1; i--) {
+    try {
+      out.push(...Deno.readTextFileSync(sb.path(`out.log.${i}`)).split("\n"));
+    } catch {
+      // not made
+    }
+  }
+  out.push(...Deno.readTextFileSync(sb.path("out.log")).split("\n"));
+  return out;
+}
+
+for (const mode of [["--supervise"], ["--keeper"]]) {
+  Deno.test({
+    name: `logrotate create + reopen (${
+      mode[0]
+    }): 30 rotations lose and duplicate no line, and never signal the program`,
+    ignore: !HAVE_LOGROTATE,
+    async fn() {
+      await using sb = await Sandbox.create();
+      const out = sb.path("out.log");
+      const r = await sr(SOURCE, [
+        "start",
+        ...mode,
+        "--output",
+        out,
+        "--pidfile",
+        sb.pidfile,
+        "--",
+        "bash",
+        "-c",
+        'trap "" HUP; i=0; while :; do i=$((i+1)); echo "$i"; sleep 0.002; done',
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const pid = Number(r.stdout.trim());
+      sb.track(pid);
+      const reopen = [...SOURCE.cmd, "reopen", "--pidfile", sb.pidfile].join(" ");
+      Deno.writeTextFileSync(
+        sb.path("logrotate.conf"),
+        `${out} {\n  rotate ${ROTATIONS + 5}\n  create 0640 root root\n  missingok\n` +
+          `  nocompress\n  postrotate\n    ${reopen}\n  endscript\n}\n`,
+      );
+      const program = async () => {
+        const st = await sr(SOURCE, ["status", "--json", "--pidfile", sb.pidfile]);
+        const j = JSON.parse(st.stdout);
+        return mode[0] === "--supervise" ? j.supervisor?.childPid : j.pid;
+      };
+      const first = await program();
+      for (let i = 0; i < ROTATIONS; i++) {
+        const lr = await new Deno.Command(LOGROTATE, {
+          args: ["-f", "-s", sb.path("state"), sb.path("logrotate.conf")],
+          stderr: "piped",
+        }).output();
+        assert.ok(lr.success, new TextDecoder().decode(lr.stderr));
+        await new Promise((res) => setTimeout(res, 30));
+      }
+      assert.equal(await program(), first, "a rotation restarted or killed the program");
+      const stop = await sr(SOURCE, ["stop", "--pidfile", sb.pidfile]);
+      assert.equal(stop.code, 0, stop.stderr);
+      const numbers = allLines(sb).filter((l) => /^[0-9]+$/.test(l)).map(Number);
+      assert.ok(numbers.length > 100, `only ${numbers.length} lines`);
+      for (let i = 0; i < numbers.length; i++) {
+        assert.equal(numbers[i], i + 1, `line ${i + 1} is ${numbers[i]} (lost or duplicated)`);
+      }
+      const nonEmpty = [...Array(ROTATIONS).keys()].filter((i) => {
+        try {
+          return Deno.readTextFileSync(sb.path(`out.log.${i + 1}`)).length > 0;
+        } catch {
+          return false;
+        }
+      });
+      assert.ok(nonEmpty.length >= ROTATIONS - 1, "the rotated files stayed empty: no reopen");
+    },
+  });
+}
