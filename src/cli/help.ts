@@ -72,7 +72,8 @@ Exit 3 if not running.`,
     `Make the process that writes --output (the supervisor, or the keeper of a
 daemon started with --keeper --output) reopen the file, without signalling
 COMMAND: the postrotate step of a logrotate 'create' rotation. Exit 3 if
-not running; exit 1 when COMMAND writes its output itself.`,
+not running; exit 1 when COMMAND writes its output itself, or when no
+--output FILE was given.`,
 };
 
 /**

@@ -175,7 +175,8 @@ export async function stop(options: StopOptions): Promise<StopResult> {
  * @param options the pid file
  * @returns the pid of the process that reopened it
  * @throws {NotRunningError} when nothing runs
- * @throws {StopFailedError} when the program writes its output itself
+ * @throws {StopFailedError} when no supervisor or keeper writes an output
+ *   file (the program writes its output itself, or there is no `output`)
  * @example
  * ```ts
  * import { NotRunningError, reopen } from "./mod.ts";
@@ -188,7 +189,7 @@ export async function stop(options: StopOptions): Promise<StopResult> {
  * ```
  */
 export async function reopen(options: GuardOptions): Promise<number> {
-  return await (await import("./stop.ts")).reopen(options);
+  return await (await import("./reopen.ts")).reopen(options);
 }
 
 /**

@@ -47,9 +47,7 @@ import {
   type TrustOptions,
 } from "./options.ts";
 import { checkExec } from "./exec.ts";
-import { keeperOf, parentKeeper } from "./kept.ts";
-import { readSupervisorStatus } from "../supervisor/state.ts";
-import { REOPEN_SIGNAL } from "../supervisor/defaults.ts";
+import { keeperOf } from "./kept.ts";
 import { processRole } from "../launch/internal.ts";
 import { unlockedMessage } from "./status.ts";
 import {
@@ -244,14 +242,14 @@ export function stop(options: StopOptions): Promise<StopResult> {
 }
 
 /**
- * The checks of stop, signal and reload before the guard is taken: the paths
+ * The checks of stop, signal, reload and reopen before the guard is taken: the paths
  * must differ, the pid file must be readable; and with no directory for the
  * pid file (a /run cleared by a reboot), nothing can run: not running, as
  * status says, rather than a failure to create the guard.
  *
  * @throws {NotRunningError} when the pid file's directory does not exist
  */
-function precheckSignal(options: GuardOptions): void {
+export function precheckSignal(options: GuardOptions): void {
   checkPathsDiffer(options);
   checkWaits(options);
   checkDirectoriesTrusted(options);
@@ -476,54 +474,4 @@ export function signal(options: SignalOptions): Promise<number> {
  */
 export function reload(options: GuardOptions & TrustOptions): Promise<number> {
   return signal({ ...options, signal: 1 });
-}
-
-/**
- * Make the process that writes `--output` (the supervisor, or the keeper of
- * a daemon started with `--keeper --output`) reopen the file, without
- * signalling the program: the step after a rotation that renamed the file
- * away (logrotate's `create` mode).
- *
- * @param options the pid file
- * @returns the pid of the process that reopens it
- * @throws {NotRunningError} when nothing runs
- * @throws {StopFailedError} when the program writes its output itself (no
- *   supervisor or keeper), saying what to do instead
- */
-export function reopen(options: GuardOptions): Promise<number> {
-  precheckSignal(options);
-  return withGuard(options, () => {
-    const found = probeSync(options.pidfile);
-    const st = fileIdentity(options.pidfile);
-    if (found.state !== "running" || !st) throw new NotRunningError(options.pidfile);
-    const named = found.pid;
-    const writer = named === undefined
-      ? undefined
-      : readSupervisorStatus(options.pidfile, named) !== undefined
-      ? named
-      : parentKeeper(named) ?? keeperOf(st, named);
-    if (writer === undefined) {
-      throw new StopFailedError(
-        `${named === undefined ? "the daemon" : `pid ${named}`} writes its output itself ` +
-          "(no supervisor or keeper does), so there is nothing to reopen: rotate its file with " +
-          "copytruncate, or start it with --keeper --output FILE (or --supervise)",
-        named,
-      );
-    }
-    const pidfd = pidfdOpen(writer);
-    if (pidfd === undefined) throw new NotRunningError(options.pidfile);
-    try {
-      // Named for good by the pidfd: it must still hold the lock (not a reused pid).
-      if (holdsLockInFdinfo(writer, st) === false) {
-        throw new StopFailedError(
-          `pid ${writer} no longer holds ${quote(options.pidfile)}`,
-          writer,
-        );
-      }
-      pidfdSendSignal(pidfd, REOPEN_SIGNAL, `pid ${writer}`);
-      return Promise.resolve(writer);
-    } finally {
-      close(pidfd);
-    }
-  });
 }

@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { installed } from "../../testing/cluster.ts";
-import { Sandbox, SOURCE, sr } from "./harness.ts";
+import { alive, assertCleanError, Sandbox, SOURCE, sr } from "./harness.ts";
 
 const LOGROTATE = installed("logrotate") ? "logrotate" : "/usr/sbin/logrotate";
 const HAVE_LOGROTATE = installed("logrotate") || (() => {
@@ -21,6 +21,19 @@ const HAVE_LOGROTATE = installed("logrotate") || (() => {
 })();
 
 const ROTATIONS = 30;
+
+/** `start OPTIONS --pidfile ... -- COMMAND`, which must succeed: the pid it printed, tracked. */
+async function startTracked(
+  sb: Sandbox,
+  options: readonly string[],
+  command: readonly string[],
+): Promise<number> {
+  const r = await sr(SOURCE, ["start", ...options, "--pidfile", sb.pidfile, "--", ...command]);
+  assert.equal(r.code, 0, r.stderr);
+  const pid = Number(r.stdout.trim());
+  sb.track(pid);
+  return pid;
+}
 
 /** Every line of the rotated files, oldest first, then the current file. */
 function allLines(sb: Sandbox): string[] {
@@ -45,21 +58,12 @@ for (const mode of [["--supervise"], ["--keeper"]]) {
     async fn() {
       await using sb = await Sandbox.create();
       const out = sb.path("out.log");
-      const r = await sr(SOURCE, [
-        "start",
-        ...mode,
-        "--output",
-        out,
-        "--pidfile",
-        sb.pidfile,
-        "--",
+      await startTracked(sb, [...mode, "--output", out], [
         "bash",
         "-c",
-        'trap "" HUP; i=0; while :; do i=$((i+1)); echo "$i"; sleep 0.002; done',
+        // SIGHUP ignored, like a program that does not handle it; a SIGURG reaching it is reported.
+        'trap "" HUP; trap "echo signalled" URG; i=0; while :; do i=$((i+1)); echo "$i"; sleep 0.002; done',
       ]);
-      assert.equal(r.code, 0, r.stderr);
-      const pid = Number(r.stdout.trim());
-      sb.track(pid);
       const reopen = [...SOURCE.cmd, "reopen", "--pidfile", sb.pidfile].join(" ");
       Deno.writeTextFileSync(
         sb.path("logrotate.conf"),
@@ -83,7 +87,9 @@ for (const mode of [["--supervise"], ["--keeper"]]) {
       assert.equal(await program(), first, "a rotation restarted or killed the program");
       const stop = await sr(SOURCE, ["stop", "--pidfile", sb.pidfile]);
       assert.equal(stop.code, 0, stop.stderr);
-      const numbers = allLines(sb).filter((l) => /^[0-9]+$/.test(l)).map(Number);
+      const lines = allLines(sb);
+      assert.ok(!lines.includes("signalled"), "the reopen signal reached the program");
+      const numbers = lines.filter((l) => /^[0-9]+$/.test(l)).map(Number);
       assert.ok(numbers.length > 100, `only ${numbers.length} lines`);
       for (let i = 0; i < numbers.length; i++) {
         assert.equal(numbers[i], i + 1, `line ${i + 1} is ${numbers[i]} (lost or duplicated)`);
@@ -99,3 +105,24 @@ for (const mode of [["--supervise"], ["--keeper"]]) {
     },
   });
 }
+
+Deno.test("reopen: 2 without --pidfile, 3 when not running, 1 when no supervisor or keeper writes an output file (the program untouched)", async () => {
+  await using sb = await Sandbox.create();
+  assertCleanError(await sr(SOURCE, ["reopen"]), 2, /--pidfile/);
+  assertCleanError(await sr(SOURCE, ["reopen", "--pidfile", sb.pidfile]), 3, /not running/);
+  const cases: [string[], RegExp][] = [
+    [
+      ["--output", sb.path("own.log")],
+      /sleep \(pid \d+\) writes ".*own\.log" itself.*copytruncate.*--keeper --output/,
+    ],
+    [["--supervise"], /the supervisor \(pid \d+\) writes no output file/],
+    [["--keeper"], /the keeper \(pid \d+\) writes no output file/],
+  ];
+  for (const [options, message] of cases) {
+    const pid = await startTracked(sb, options, ["sleep", "300"]);
+    assertCleanError(await sr(SOURCE, ["reopen", "--pidfile", sb.pidfile]), 1, message);
+    assert.ok(alive(pid), `${options.join(" ")}: the daemon survived`);
+    const stop = await sr(SOURCE, ["stop", "--pidfile", sb.pidfile]);
+    assert.equal(stop.code, 0, stop.stderr);
+  }
+});

@@ -1,0 +1,121 @@
+/**
+ * `reopen`: make the process that writes `--output` (the supervisor, or the
+ * keeper of a daemon started with `--keeper --output`) open the file again
+ * after a rotation renamed it away, without signalling the program.
+ *
+ * The writer is asked with a signal it never forwards, SIGURG, whose
+ * default action is to be ignored: a program that does not handle SIGHUP
+ * survives every rotation, and a process reached by mistake is unharmed.
+ *
+ * @module
+ */
+
+import { close, pidfdOpen, pidfdSendSignal, quote, readLink } from "../ffi/mod.ts";
+import { cmdlineOf } from "../ffi/proc.ts";
+import { INTERNAL_FLAG, processRole } from "../launch/internal.ts";
+import { fileIdentity, holdsLockInFdinfo } from "../lock/holders.ts";
+import { probeSync } from "../lock/pidfile.ts";
+import { REOPEN_SIGNAL } from "../supervisor/defaults.ts";
+import { readSupervisorStatus } from "../supervisor/state.ts";
+import { NotRunningError, StopFailedError } from "./errors.ts";
+import { withGuard } from "./guard.ts";
+import { keeperOf, parentKeeper } from "./kept.ts";
+import type { GuardOptions } from "./options.ts";
+import { precheckSignal } from "./stop.ts";
+
+/**
+ * Make the writer of `--output` reopen it.
+ *
+ * @param options the pid file
+ * @returns the pid of the process that reopens it
+ * @throws {NotRunningError} when nothing runs
+ * @throws {StopFailedError} when no supervisor or keeper writes an output
+ *   file (the program writes its output itself, or there is no `--output
+ *   FILE`), saying what to do instead
+ */
+export function reopen(options: GuardOptions): Promise<number> {
+  precheckSignal(options);
+  return withGuard(options, () => {
+    const found = probeSync(options.pidfile);
+    const st = fileIdentity(options.pidfile);
+    if (found.state !== "running" || !st) throw new NotRunningError(options.pidfile);
+    const named = found.pid;
+    if (named === undefined) {
+      throw new StopFailedError(
+        `${quote(options.pidfile)} names no process yet: try again`,
+        undefined,
+      );
+    }
+    const writer = readSupervisorStatus(options.pidfile, named) !== undefined
+      ? named
+      : parentKeeper(named) ?? keeperOf(st, named);
+    if (writer === undefined) throw new StopFailedError(writesItself(named), named);
+    if (!writesOutputFile(writer)) {
+      throw new StopFailedError(
+        `the ${processRole(writer) ?? "supervisor"} (pid ${writer}) writes no output file ` +
+          "(it was started without --output FILE), so there is nothing to reopen",
+        writer,
+      );
+    }
+    const pidfd = pidfdOpen(writer);
+    if (pidfd === undefined) throw new NotRunningError(options.pidfile);
+    try {
+      // Named for good by the pidfd: it must still hold the lock (not a reused pid).
+      if (holdsLockInFdinfo(writer, st) === false) {
+        throw new StopFailedError(
+          `pid ${writer} no longer holds ${quote(options.pidfile)}`,
+          writer,
+        );
+      }
+      pidfdSendSignal(pidfd, REOPEN_SIGNAL, `pid ${writer}`);
+      return Promise.resolve(writer);
+    } finally {
+      close(pidfd);
+    }
+  });
+}
+
+/**
+ * "COMMAND (pid N) writes FILE itself; ...": a daemon started without a
+ * supervisor or keeper holds its output file open itself, and only it could
+ * reopen it.
+ */
+function writesItself(pid: number): string {
+  const command = cmdlineOf(pid)?.[0]?.split("/").pop() || "the daemon";
+  let file = "its output";
+  try {
+    const target = readLink(`/proc/${pid}/fd/1`);
+    if (target.startsWith("/") && !target.startsWith("/dev/")) file = quote(target);
+  } catch {
+    // Gone, or not ours to read: the generic words do.
+  }
+  return `${command} (pid ${pid}) writes ${file} itself, so there is nothing to reopen: ` +
+    "rotate it with copytruncate, or start it with --keeper --output FILE (or --supervise)";
+}
+
+/**
+ * Whether a supervisor or keeper writes an output file: its `--output` (in
+ * the stage's JSON configuration, or on `run --supervise`'s command line) is
+ * set and is not syslog. True when its command line cannot be read (the
+ * signal is harmless, and the writer says if the reopen fails).
+ */
+function writesOutputFile(pid: number): boolean {
+  const argv = cmdlineOf(pid);
+  if (!argv) return true;
+  let output: unknown;
+  const at = argv.indexOf(INTERNAL_FLAG);
+  if (at >= 0) {
+    try {
+      output = (JSON.parse(argv[at + 2] ?? "") as { output?: unknown }).output;
+    } catch {
+      return true;
+    }
+  } else {
+    const end = argv.indexOf("--");
+    const options = end < 0 ? argv : argv.slice(0, end);
+    const i = options.findLastIndex((a) => a === "--output" || a.startsWith("--output="));
+    if (i >= 0) output = options[i] === "--output" ? options[i + 1] : options[i]!.slice(9);
+  }
+  return typeof output === "string" && output !== "" && output !== "syslog" &&
+    !output.startsWith("syslog:");
+}
