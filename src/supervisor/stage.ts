@@ -282,7 +282,14 @@ export function superviseLauncher(
     const added = Object.keys(SUPERVISOR_ENV).filter((k) => plan.env[k] === undefined);
     const config: SuperviseConfig = {
       ...settings,
-      pidfile: where.pidfile,
+      // The stage runs in COMMAND's directory (/ by default): paths given relative to ours.
+      ...(settings.output === undefined || parseOutput(settings.output).kind !== "file"
+        ? {}
+        : { output: fromHere(settings.output) }),
+      ...(settings.daemonPidfile === undefined
+        ? {}
+        : { daemonPidfile: fromHere(settings.daemonPidfile) }),
+      pidfile: fromHere(where.pidfile),
       lockFd: where.lockFd,
       writeFd: SUPERVISOR_WRITE_FD,
       readyFd: SUPERVISOR_READY_FD,
@@ -298,6 +305,11 @@ export function superviseLauncher(
     for (const k of added) env[k] = SUPERVISOR_ENV[k]!;
     return where.launch({ ...plan, path: argv[0]!, argv, env });
   };
+}
+
+/** A path made absolute against this process's directory (the stage's may differ). */
+function fromHere(path: string): string {
+  return path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
 }
 
 /** The keeper's descriptors when it adopts a running daemon: the lock, the daemon's pidfd. */
@@ -324,7 +336,7 @@ export function spawnKeeper(where: {
 }): number {
   const main = cmdlineOf(where.pid) ?? [];
   const config: SuperviseConfig = {
-    pidfile: where.pidfile,
+    pidfile: fromHere(where.pidfile),
     lockFd: KEEPER_FDS.lock,
     writeFd: SUPERVISOR_WRITE_FD,
     readyFd: where.ready.target,

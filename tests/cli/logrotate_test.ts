@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { installed } from "../../testing/cluster.ts";
-import { alive, assertCleanError, Sandbox, SOURCE, sr } from "./harness.ts";
+import { alive, assertCleanError, Sandbox, SOURCE, sr, waitFor } from "./harness.ts";
 
 const LOGROTATE = installed("logrotate") ? "logrotate" : "/usr/sbin/logrotate";
 const HAVE_LOGROTATE = installed("logrotate") || (() => {
@@ -126,3 +126,45 @@ Deno.test("reopen: 2 without --pidfile, 3 when not running, 1 when no supervisor
     assert.equal(stop.code, 0, stop.stderr);
   }
 });
+
+for (const mode of ["--supervise", "--keeper"]) {
+  Deno.test(`reopen (${mode}): a relative --output and --pidfile name files in start's directory, not the stage's`, async () => {
+    await using sb = await Sandbox.create();
+    const here = { cwd: sb.dir };
+    const r = await sr(SOURCE, [
+      "start",
+      mode,
+      "--output",
+      "out.log",
+      "--pidfile",
+      "d.pid",
+      "--",
+      "sh",
+      "-c",
+      "echo hello; exec sleep 300",
+    ], here);
+    assert.equal(r.code, 0, r.stderr);
+    sb.track(Number(r.stdout.trim()));
+    await waitFor(
+      () => {
+        try {
+          return Deno.readTextFileSync(sb.path("out.log")).includes("hello");
+        } catch {
+          return false;
+        }
+      },
+      5000,
+      "hello in out.log",
+    );
+    Deno.renameSync(sb.path("out.log"), sb.path("out.log.1"));
+    const reopen = await sr(SOURCE, ["reopen", "--pidfile", "d.pid"], here);
+    assert.equal(reopen.code, 0, reopen.stderr);
+    const stop = await sr(SOURCE, ["stop", "--pidfile", "d.pid"], here);
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.match(
+      Deno.readTextFileSync(sb.path("out.log")),
+      /SIGTERM/,
+      "the stop's lines in the new file",
+    );
+  });
+}
