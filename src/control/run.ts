@@ -54,8 +54,10 @@ export async function run(options: RunOptions): Promise<number> {
     // fences COMMAND, which an exec could not.
     return await runSupervisor(
       {
+        // In the foreground there is nothing to be ready for: COMMAND runs to its end.
         ...(options.supervise ?? {
           restart: "never",
+          readiness: { kind: "alive", afterMs: 0 },
           ...(options.stopSchedule === undefined ? {} : { stopSchedule: options.stopSchedule }),
         }),
         ...(options.supervise ? {} : { keep: true }),

@@ -93,7 +93,9 @@ export async function superviseLocked(
     // The state file shows when the lease may expire: rewritten as keepalives move it.
     const refresh = setInterval(() => supervisor.writeState(supervisor.phase), lock.ttlMs / 3);
     let lost: string | undefined;
+    let done = false;
     lock.lost.then((why: string) => {
+      if (done) return; // our own release at the end of the run
       lost = why;
       supervisor.fence(9, `lost the lock: ${why}`);
     });
@@ -101,6 +103,7 @@ export async function superviseLocked(
     try {
       code = await supervisor.run();
     } finally {
+      done = true;
       clearInterval(refresh);
       fence.stop();
       // The program is gone; a stop's late SIGTERM must not cut the release short.

@@ -289,6 +289,14 @@ export function superviseLauncher(
       ...(settings.daemonPidfile === undefined
         ? {}
         : { daemonPidfile: fromHere(settings.daemonPidfile) }),
+      ...(settings.lock?.tls === undefined ? {} : {
+        lock: {
+          ...settings.lock,
+          tls: Object.fromEntries(
+            Object.entries(settings.lock.tls).map(([k, v]) => [k, fromHere(v as string)]),
+          ),
+        },
+      }),
       pidfile: fromHere(where.pidfile),
       lockFd: where.lockFd,
       writeFd: SUPERVISOR_WRITE_FD,
