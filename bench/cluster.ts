@@ -248,27 +248,38 @@ async function main(): Promise<void> {
         cut.ours.push((started - t0) / (TTL_S * 1000));
         cut.margins!.push(started - dead);
         await cli(["stop", "--pidfile", `${dir}/c${i}b.pid`]);
+        ns.heal();
+        await etcd.healthy();
         // etcdctl in the namespace, cut off: the other side takes over; etcdctl's child runs on.
-        const ea = etcdctl(etcd, "cutE", [
-          "sh",
-          "-c",
-          `echo $$ > ${dir}/ce${i}.pid; exec sleep 300`,
-        ], ns.exec);
-        await new Promise((r) => setTimeout(r, 800));
-        const eb = etcdctl(etcd, "cutE", ["sh", "-c", `date +%s%N > ${dir}/ce${i}`]);
-        await new Promise((r) => setTimeout(r, 300));
-        const t1 = Date.now();
-        ns.cut();
-        await eb.status;
-        cut.theirs.push(((await readStamp(`${dir}/ce${i}`, 30_000)) - t1) / (TTL_S * 1000));
-        const orphan = Number(Deno.readTextFileSync(`${dir}/ce${i}.pid`).trim());
-        if (!gone(orphan)) Deno.kill(orphan, "SIGKILL");
+        const ea = etcdctl(
+          etcd,
+          "cutE",
+          ["sh", "-c", `echo $$ > ${dir}/ce${i}.pid; exec sleep 300`],
+          ns.exec,
+        );
         try {
-          ea.kill("SIGKILL");
-        } catch {
-          // gone
+          await readStamp(`${dir}/ce${i}.pid`, 10_000); // it holds the lock
+          const eb = etcdctl(etcd, "cutE", ["sh", "-c", `date +%s%N > ${dir}/ce${i}`]);
+          await new Promise((r) => setTimeout(r, 300));
+          const t1 = Date.now();
+          ns.cut();
+          await eb.status;
+          cut.theirs.push(((await readStamp(`${dir}/ce${i}`, 30_000)) - t1) / (TTL_S * 1000));
+        } finally {
+          // etcdctl's child runs on after the other side took over: end it, and etcdctl.
+          try {
+            const orphan = Number(Deno.readTextFileSync(`${dir}/ce${i}.pid`).trim());
+            if (!gone(orphan)) Deno.kill(orphan, "SIGKILL");
+          } catch {
+            // never started
+          }
+          try {
+            ea.kill("SIGKILL");
+          } catch {
+            // gone
+          }
+          await ea.status;
         }
-        await ea.status;
       }
       rows.push(cut);
     } catch (err) {

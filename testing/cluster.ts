@@ -331,6 +331,11 @@ export class Netns implements AsyncDisposable {
     ip(["link", "set", this.#dev, "down"]);
   }
 
+  /** Join them again after a cut. */
+  heal(): void {
+    ip(["link", "set", this.#dev, "up"]);
+  }
+
   #remove(): void {
     for (const args of [["link", "del", this.#dev], ["netns", "del", this.name]]) {
       try {

@@ -386,3 +386,56 @@ Deno.test({
     await waitFor(() => gone(a.keeper), 15_000, "the fenced keeper to exit");
   },
 });
+
+Deno.test({
+  name:
+    "etcd: run --lock runs a job to its end under the lock and exits with its status; a second host's run gets 3",
+  ignore: !ETCD,
+  async fn() {
+    await using etcd = await Etcd.start();
+    await using sb = await Sandbox.create();
+    const url = etcd.url("cron");
+    const job = srSpawn(SOURCE, [
+      "run",
+      "--pidfile",
+      sb.path("a.pid"),
+      "--lock",
+      url,
+      "--",
+      "sh",
+      "-c",
+      `echo "$SINGLETON_RUN_FENCING_TOKEN" > ${sb.path("token")}; sleep 1; exit 7`,
+    ]);
+    await waitFor(() => {
+      try {
+        return Deno.readTextFileSync(sb.path("token")).trim() !== "";
+      } catch {
+        return false;
+      }
+    });
+    const other = await sr(SOURCE, [
+      "run",
+      "--pidfile",
+      sb.path("b.pid"),
+      "--lock",
+      url,
+      "--",
+      "true",
+    ]);
+    assert.equal(other.code, 3, other.stderr);
+    assert.match(other.stderr, /already running on /);
+    const done = await job.output();
+    assert.equal(done.code, 7, new TextDecoder().decode(done.stderr));
+    assert.equal(new TextDecoder().decode(done.stderr), "", "the keeper said more than trouble");
+    const after = await sr(SOURCE, [
+      "run",
+      "--pidfile",
+      sb.path("b.pid"),
+      "--lock",
+      url,
+      "--",
+      "true",
+    ]);
+    assert.equal(after.code, 0, after.stderr);
+  },
+});
