@@ -187,8 +187,12 @@ async function main(): Promise<void> {
       killed.margins!.push(started - dead);
       await cli(["stop", "--pidfile", `${dir}/k${i}b.pid`]);
       // etcdctl: the holder SIGKILLed; its child is orphaned, the other waits for the lease.
-      const ea = etcdctl(etcd, `killE${i}`, ["sh", "-c", "sleep 300"]);
-      await new Promise((r) => setTimeout(r, 800));
+      const ea = etcdctl(etcd, `killE${i}`, [
+        "sh",
+        "-c",
+        `echo $$ > ${dir}/ke${i}.pid; exec sleep 300`,
+      ]);
+      await readStamp(`${dir}/ke${i}.pid`, 10_000); // it holds the lock
       const eb = etcdctl(etcd, `killE${i}`, ["sh", "-c", `date +%s%N > ${dir}/ke${i}`]);
       await new Promise((r) => setTimeout(r, 300));
       const t1 = Date.now();
@@ -196,6 +200,9 @@ async function main(): Promise<void> {
       await ea.status;
       await eb.status;
       killed.theirs.push(((await readStamp(`${dir}/ke${i}`, 30_000)) - t1) / (TTL_S * 1000));
+      // etcdctl's child outlived it, next to the new holder: end it.
+      const orphan = Number(Deno.readTextFileSync(`${dir}/ke${i}.pid`).trim());
+      if (!gone(orphan)) Deno.kill(orphan, "SIGKILL");
     }
     rows.push(killed);
   } catch (err) {
