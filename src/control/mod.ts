@@ -176,7 +176,8 @@ export async function stop(options: StopOptions): Promise<StopResult> {
  * @returns the pid of the process that reopened it
  * @throws {NotRunningError} when nothing runs
  * @throws {StopFailedError} when no supervisor or keeper writes an output
- *   file (the program writes its output itself, or there is no `output`)
+ *   file (the program writes its output itself, or there is no `output`),
+ *   or when the writer has not reopened the file within 5 s
  * @example
  * ```ts
  * import { NotRunningError, reopen } from "./mod.ts";

@@ -10,8 +10,16 @@
  * @module
  */
 
-import { close, pidfdOpen, pidfdSendSignal, quote, readLink } from "../ffi/mod.ts";
-import { cmdlineOf } from "../ffi/proc.ts";
+import {
+  close,
+  listDirectory,
+  pidfdOpen,
+  pidfdSendSignal,
+  quote,
+  readLink,
+  stat,
+} from "../ffi/mod.ts";
+import { cmdlineOf, processRuns } from "../ffi/proc.ts";
 import { INTERNAL_FLAG, processRole } from "../launch/internal.ts";
 import { fileIdentity, holdsLockInFdinfo } from "../lock/holders.ts";
 import { probeSync } from "../lock/pidfile.ts";
@@ -27,15 +35,17 @@ import { precheckSignal } from "./stop.ts";
  * Make the writer of `--output` reopen it.
  *
  * @param options the pid file
- * @returns the pid of the process that reopens it
+ * @returns the pid of the process that reopened it, once one of its
+ *   descriptors is on the file now at the output path
  * @throws {NotRunningError} when nothing runs
  * @throws {StopFailedError} when no supervisor or keeper writes an output
  *   file (the program writes its output itself, or there is no `--output
- *   FILE`), saying what to do instead
+ *   FILE`), saying what to do instead; or when the writer has not reopened
+ *   the file within 5 s (it cannot create it, say)
  */
 export function reopen(options: GuardOptions): Promise<number> {
   precheckSignal(options);
-  return withGuard(options, () => {
+  return withGuard(options, async () => {
     const found = probeSync(options.pidfile);
     const st = fileIdentity(options.pidfile);
     if (found.state !== "running" || !st) throw new NotRunningError(options.pidfile);
@@ -50,10 +60,12 @@ export function reopen(options: GuardOptions): Promise<number> {
       ? named
       : parentKeeper(named) ?? keeperOf(st, named);
     if (writer === undefined) throw new StopFailedError(writesItself(named), named);
-    if (!writesOutputFile(writer)) {
+    const role = `the ${processRole(writer) ?? "supervisor"} (pid ${writer})`;
+    const output = outputOf(writer);
+    if (output === null) {
       throw new StopFailedError(
-        `the ${processRole(writer) ?? "supervisor"} (pid ${writer}) writes no output file ` +
-          "(it was started without --output FILE), so there is nothing to reopen",
+        `${role} writes no output file (it was started without --output FILE), ` +
+          "so there is nothing to reopen",
         writer,
       );
     }
@@ -68,11 +80,52 @@ export function reopen(options: GuardOptions): Promise<number> {
         );
       }
       pidfdSendSignal(pidfd, REOPEN_SIGNAL, `pid ${writer}`);
-      return Promise.resolve(writer);
     } finally {
       close(pidfd);
     }
+    if (output !== undefined && !await reopened(writer, output)) {
+      throw new StopFailedError(
+        `${role} has not reopened ${quote(output)} within ${REOPEN_WAIT_MS / 1000} s ` +
+          "(it says why at the end of the file it still writes, the one rotated away)",
+        writer,
+      );
+    }
+    return writer;
   });
+}
+
+/** How long `reopen` waits for the writer to hold the file now at the path. */
+const REOPEN_WAIT_MS = 5000;
+
+/**
+ * Wait until the writer has a descriptor on the file now at `path` (the
+ * reopen done), at most {@link REOPEN_WAIT_MS}.
+ */
+async function reopened(pid: number, path: string): Promise<boolean> {
+  const deadline = performance.now() + REOPEN_WAIT_MS;
+  while (!holdsOpen(pid, path)) {
+    if (performance.now() >= deadline || !processRuns(pid)) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return true;
+}
+
+/** Whether one of the process's descriptors is open on the file at `path` (never through a link). */
+function holdsOpen(pid: number, path: string): boolean {
+  const want = fileIdentity(path);
+  if (!want) return false;
+  try {
+    return listDirectory(`/proc/${pid}/fd`).some((name) => {
+      try {
+        const target = stat(`/proc/${pid}/fd/${name}`);
+        return target.dev === want.dev && target.ino === want.ino;
+      } catch {
+        return false; // closed meanwhile
+      }
+    });
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -94,21 +147,23 @@ function writesItself(pid: number): string {
 }
 
 /**
- * Whether a supervisor or keeper writes an output file: its `--output` (in
- * the stage's JSON configuration, or on `run --supervise`'s command line) is
- * set and is not syslog. True when its command line cannot be read (the
- * signal is harmless, and the writer says if the reopen fails).
+ * The output file a supervisor or keeper writes, from its `--output` (in the
+ * stage's JSON configuration, or on `run --supervise`'s command line),
+ * absolute against its directory.
+ *
+ * @returns the path; null when it writes no file (no `--output`, or
+ *   syslog); undefined when its command line cannot be read
  */
-function writesOutputFile(pid: number): boolean {
+function outputOf(pid: number): string | null | undefined {
   const argv = cmdlineOf(pid);
-  if (!argv) return true;
+  if (!argv) return undefined;
   let output: unknown;
   const at = argv.indexOf(INTERNAL_FLAG);
   if (at >= 0) {
     try {
       output = (JSON.parse(argv[at + 2] ?? "") as { output?: unknown }).output;
     } catch {
-      return true;
+      return undefined;
     }
   } else {
     const end = argv.indexOf("--");
@@ -116,6 +171,14 @@ function writesOutputFile(pid: number): boolean {
     const i = options.findLastIndex((a) => a === "--output" || a.startsWith("--output="));
     if (i >= 0) output = options[i] === "--output" ? options[i + 1] : options[i]!.slice(9);
   }
-  return typeof output === "string" && output !== "" && output !== "syslog" &&
-    !output.startsWith("syslog:");
+  if (
+    typeof output !== "string" || output === "" || output === "syslog" ||
+    output.startsWith("syslog:")
+  ) return null;
+  if (output.startsWith("/")) return output;
+  try {
+    return `${readLink(`/proc/${pid}/cwd`)}/${output}`;
+  } catch {
+    return undefined;
+  }
 }

@@ -573,7 +573,12 @@ export class Supervisor {
     try {
       this.sink?.reopen();
     } catch (err) {
-      writeStderr(`cannot reopen output: ${(err as Error).message}`);
+      // Said in the file still open (the one just rotated), where a reader of the log looks.
+      sayOwn(
+        this.sink,
+        "err",
+        `cannot reopen output: ${(err as Error).message}; still writing to the file open before`,
+      );
     }
   }
 

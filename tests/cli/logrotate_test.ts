@@ -22,6 +22,13 @@ const HAVE_LOGROTATE = installed("logrotate") || (() => {
 
 const ROTATIONS = 30;
 
+/** Says hello, and bye when stopped: its last line shows where the output goes after a rotation. */
+const GREETER = [
+  "bash",
+  "-c",
+  'trap "echo bye; exit 0" TERM; echo hello; while :; do sleep 0.05; done',
+];
+
 /** `start OPTIONS --pidfile ... -- COMMAND`, which must succeed: the pid it printed, tracked. */
 async function startTracked(
   sb: Sandbox,
@@ -82,7 +89,6 @@ for (const mode of [["--supervise"], ["--keeper"]]) {
           stderr: "piped",
         }).output();
         assert.ok(lr.success, new TextDecoder().decode(lr.stderr));
-        await new Promise((res) => setTimeout(res, 30));
       }
       assert.equal(await program(), first, "a rotation restarted or killed the program");
       const stop = await sr(SOURCE, ["stop", "--pidfile", sb.pidfile]);
@@ -139,9 +145,7 @@ for (const mode of ["--supervise", "--keeper"]) {
       "--pidfile",
       "d.pid",
       "--",
-      "sh",
-      "-c",
-      "echo hello; exec sleep 300",
+      ...GREETER,
     ], here);
     assert.equal(r.code, 0, r.stderr);
     sb.track(Number(r.stdout.trim()));
@@ -163,8 +167,27 @@ for (const mode of ["--supervise", "--keeper"]) {
     assert.equal(stop.code, 0, stop.stderr);
     assert.match(
       Deno.readTextFileSync(sb.path("out.log")),
-      /SIGTERM/,
-      "the stop's lines in the new file",
+      /^bye$/m,
+      "the last line in the new file",
     );
   });
 }
+
+Deno.test("reopen exits 1 when the writer cannot reopen (a symbolic link put at the path), and 0 once it can", async () => {
+  await using sb = await Sandbox.create();
+  const out = sb.path("out.log");
+  await startTracked(sb, ["--supervise", "--output", out], GREETER);
+  Deno.renameSync(out, sb.path("out.log.1"));
+  Deno.writeTextFileSync(sb.path("elsewhere"), "");
+  Deno.symlinkSync(sb.path("elsewhere"), out);
+  const reopen = ["reopen", "--pidfile", sb.pidfile];
+  assertCleanError(await sr(SOURCE, reopen), 1, /has not reopened .*out\.log.* within 5 s/);
+  assert.equal(Deno.readTextFileSync(sb.path("elsewhere")), "", "nothing written through the link");
+  assert.match(Deno.readTextFileSync(sb.path("out.log.1")), /cannot reopen output: .*out\.log/);
+  Deno.removeSync(out);
+  const again = await sr(SOURCE, reopen);
+  assert.equal(again.code, 0, again.stderr);
+  const stop = await sr(SOURCE, ["stop", "--pidfile", sb.pidfile]);
+  assert.equal(stop.code, 0, stop.stderr);
+  assert.match(Deno.readTextFileSync(out), /^bye$/m, "the last line in the new file");
+});
