@@ -17,6 +17,24 @@ import {
 import { Fence } from "../src/cluster/fence.ts";
 import { etcdBackend } from "../src/cluster/etcd.ts";
 import { freePort } from "../testing/cluster.ts";
+import { staticallyLoaded } from "../testing/graph.ts";
+
+Deno.test("start, run, restart and the supervisor and keeper stage load no cluster code without --lock", async () => {
+  const paths = [
+    "src/cli/commands/start.ts",
+    "src/cli/commands/run.ts",
+    "src/cli/commands/restart.ts",
+    "src/cli/commands/status.ts",
+    "src/supervisor/stage.ts",
+  ];
+  for (const entry of paths) {
+    const loaded = await staticallyLoaded(entry);
+    const cluster = loaded.filter((u) =>
+      u.startsWith("src/cluster/") || u === "src/supervisor/fencing.ts" || u.includes("postgres")
+    );
+    assert.deepEqual(cluster, [], `${entry} loads cluster code statically`);
+  }
+});
 
 Deno.test("parseLockUrl() reads etcd, etcds and postgres URLs", () => {
   const e = parseLockUrl("etcd://10.0.0.1:2379,node-2:2379,[::1]:2379/jobs/nightly");

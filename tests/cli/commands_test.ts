@@ -5,6 +5,7 @@
  */
 
 import assert from "node:assert/strict";
+import { staticallyLoaded } from "../../testing/graph.ts";
 import {
   alive,
   assertCleanError,
@@ -12,7 +13,6 @@ import {
   locked,
   procState,
   readPid,
-  ROOT,
   Sandbox,
   SOURCE,
   sr,
@@ -332,32 +332,7 @@ Deno.test("status prints its line on stdout, so `status | grep running` works; n
 Deno.test("the status path loads neither LogTape nor the supervisor runtime nor the spawn code", async () => {
   // What `status` loads: the entry's static imports, then the status handler's
   // (loaded on demand); dynamic imports are followed only where the command goes.
-  const info = await new Deno.Command(Deno.execPath(), {
-    args: ["info", "--json", `${ROOT}cli.ts`],
-    stdout: "piped",
-  }).output();
-  interface Dep {
-    specifier: string;
-    code?: { specifier: string };
-    isDynamic?: boolean;
-  }
-  const graph = JSON.parse(new TextDecoder().decode(info.stdout)) as {
-    modules: { specifier: string; dependencies?: Dep[] }[];
-    redirects: Record<string, string>;
-  };
-  const byUrl = new Map(graph.modules.map((m) => [m.specifier, m]));
-  const loaded = new Set<string>();
-  const visit = (url: string) => {
-    url = graph.redirects[url] ?? url;
-    if (loaded.has(url)) return;
-    loaded.add(url);
-    for (const d of byUrl.get(url)?.dependencies ?? []) {
-      if (d.code && !d.isDynamic) visit(d.code.specifier);
-    }
-  };
-  visit(`file://${ROOT}cli.ts`);
-  visit(`file://${ROOT}src/cli/commands/status.ts`);
-  const local = [...loaded].map((u) => u.replace(`file://${ROOT}`, ""));
+  const local = await staticallyLoaded("src/cli/commands/status.ts");
   for (const heavy of ["logtape", "src/supervisor/supervisor.ts", "src/launch/spawn.ts"]) {
     assert.ok(
       !local.some((u) => u.includes(heavy)),
