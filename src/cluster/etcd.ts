@@ -204,8 +204,14 @@ function describeFetchError(err: unknown, timeoutMs: number): string {
   if (err instanceof DOMException && err.name === "TimeoutError") {
     return `no answer within ${timeoutMs / 1000} s`;
   }
-  const message = err instanceof Error ? err.message : String(err);
-  return message.replace(/^error sending request for url \([^)]*\): /, "").slice(0, 200);
+  // fetch says only "fetch failed": the reason (refused, a certificate, DNS) is in its cause.
+  let reason = err;
+  while (reason instanceof Error && reason.cause instanceof Error) reason = reason.cause;
+  const message = reason instanceof Error ? reason.message : String(reason);
+  return message
+    .replace(/^error sending request .*?\): /, "")
+    .replace(/^client error \(\w+\): /, "")
+    .slice(0, 200);
 }
 
 /** The holder's value: host and pid, so a contender can name it. */
