@@ -6,6 +6,7 @@
  * @module
  */
 
+import { UsageError } from "../errors.ts";
 import { firstWaitMs, parseSchedule } from "../launch/schedule.ts";
 import {
   DEFAULT_CHILD_STOP_SCHEDULE,
@@ -29,8 +30,55 @@ export async function checkClusterLock(
 ): Promise<void> {
   const { checkTtl, parseLockUrl } = await import("../cluster/lock.ts");
   parseLockUrl(lock.url);
+  checkLockTls(lock);
   const schedule = parseSchedule(stopSchedule ?? DEFAULT_CHILD_STOP_SCHEDULE, "--stop-schedule");
   checkTtl(lock.ttlMs ?? DEFAULT_LOCK_TTL_MS, firstWaitMs(schedule));
+}
+
+/**
+ * Check the TLS files now, where a mistake is one line and exit 2, rather
+ * than in the keeper after the start has begun: they go with `etcds://`
+ * only, a certificate with its key, and each must be a readable regular
+ * file holding what it should.
+ *
+ * @param lock the settings
+ * @throws {UsageError} naming the option and what is wrong
+ */
+function checkLockTls(lock: ClusterLockSettings): void {
+  const tls = lock.tls ?? {};
+  const given = (["cacert", "cert", "key"] as const).filter((k) => tls[k] !== undefined);
+  if (given.length === 0) return;
+  if (!lock.url.startsWith("etcds://")) {
+    throw new UsageError(`--lock-${given[0]} needs an etcds:// --lock URL`);
+  }
+  if ((tls.cert === undefined) !== (tls.key === undefined)) {
+    throw new UsageError(
+      tls.cert === undefined ? "--lock-key needs --lock-cert" : "--lock-cert needs --lock-key",
+    );
+  }
+  const text: Partial<Record<(typeof given)[number], string>> = {};
+  for (const what of given) {
+    const path = tls[what]!;
+    try {
+      // A FIFO or a device would block the read: only a regular file is read.
+      if (!Deno.statSync(path).isFile) throw new Error("not a regular file");
+      text[what] = Deno.readTextFileSync(path);
+    } catch (err) {
+      // Deno's message repeats the path ("...: stat '/x'"): keep the reason only.
+      const why = (err as Error).message.replace(/: [a-z]+ '.*'$/, "");
+      throw new UsageError(`cannot read --lock-${what} ${JSON.stringify(path)}: ${why}`);
+    }
+  }
+  if (text.cacert !== undefined && !text.cacert.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new UsageError(`--lock-cacert ${JSON.stringify(tls.cacert)} holds no PEM certificate`);
+  }
+  if (text.cert !== undefined && text.key !== undefined) {
+    try {
+      Deno.createHttpClient({ cert: text.cert, key: text.key }).close();
+    } catch (err) {
+      throw new UsageError(`--lock-cert and --lock-key: ${(err as Error).message}`);
+    }
+  }
 }
 
 /** Who holds a cluster lock, as `status --lock` reports it. */
@@ -65,6 +113,7 @@ export interface LockStatusReport {
 export async function lockStatus(lock: ClusterLockSettings): Promise<LockStatusReport> {
   const { backendFor, parseLockUrl } = await import("../cluster/lock.ts");
   const target = parseLockUrl(lock.url);
+  checkLockTls(lock);
   try {
     const backend = await backendFor(target);
     const found = await backend.holder(target, {
