@@ -235,6 +235,8 @@ export class Supervisor {
    */
   say(level: LineLevel, message: string): void {
     if (level === "err") this.lastError = message;
+    // A keeper stays quiet but for trouble: its program's output is the program's.
+    if (level === "info" && this.o.keep) return;
     sayOwn(this.sink, level, message);
   }
 
