@@ -220,6 +220,7 @@ Deno.test("a lock held elsewhere always reads as held: under signals, GC and cal
     args: ["run", "-A", fixture, dir.path],
     stdout: "piped",
     stderr: "piped",
+    signal: AbortSignal.timeout(60_000), // a stuck runtime is a failure, not a hung suite
   }).output();
   const stderr = new TextDecoder().decode(out.stderr);
   assert.equal(out.code, 0, stderr);
