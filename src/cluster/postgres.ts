@@ -60,13 +60,25 @@ type Sql = ReturnType<typeof Postgres>;
 const CLIENT = "npm:postgres@^3.4.5";
 let client: typeof Postgres | undefined;
 
-/** One connection, settings that free a lost holder's session within the TTL. */
-async function connect(target: LockTarget, options: ClusterLockOptions): Promise<Sql> {
+/**
+ * One connection, settings that free a lost holder's session within the TTL.
+ * `max_lifetime: null`: the package otherwise ends a connection after a
+ * random 30 to 60 minutes and opens another on the next query, which frees a
+ * session lock while the program still runs. `onClose` is called when the
+ * session ends, whoever ended it.
+ */
+async function connect(
+  target: LockTarget,
+  options: ClusterLockOptions,
+  onClose: () => void = () => {},
+): Promise<Sql> {
   client ??= (await import(CLIENT)).default as typeof Postgres;
   const seconds = Math.max(1, Math.ceil(options.timeoutMs / 1000));
   return client(target.endpoints[0]!, {
     max: 1,
     idle_timeout: 0,
+    max_lifetime: null,
+    onclose: () => onClose(),
     connect_timeout: seconds,
     onnotice: () => {},
     connection: {
@@ -105,7 +117,7 @@ async function bounded<T>(work: Promise<T>, timeoutMs: number, what: string): Pr
 async function findHolder(
   sql: Sql,
   key: bigint,
-): Promise<{ host?: string; pid?: number; backend: number } | undefined> {
+): Promise<{ host?: string; pid?: number; token?: string; backend: number } | undefined> {
   const [classid, objid] = lockIds(key);
   const rows = await sql`
     select a.pid, a.application_name from pg_locks l join pg_stat_activity a on a.pid = l.pid
@@ -114,16 +126,18 @@ async function findHolder(
     limit 1`;
   const row = rows[0];
   if (!row) return undefined;
-  const m = /^singleton-run (\S+) ([0-9]+)$/.exec(String(row.application_name ?? ""));
+  const m = /^singleton-run (\S+) ([0-9]+)(?: ([0-9]+))?$/.exec(String(row.application_name ?? ""));
   return {
     backend: Number(row.pid),
     ...(m ? { host: m[1]!, pid: Number(m[2]) } : {}),
+    ...(m?.[3] ? { token: m[3] } : {}),
   };
 }
 
 async function acquire(target: LockTarget, options: ClusterLockOptions): Promise<HeldLock> {
   const key = await advisoryKey(target.name);
-  const sql = await connect(target, options);
+  let closed = (): void => {};
+  const sql = await connect(target, options, () => closed());
   try {
     const where = `PostgreSQL at ${redact(target.endpoints[0]!)}`;
     const waitUntil = options.waitMs === "forever" ? Infinity : performance.now() + options.waitMs;
@@ -140,15 +154,16 @@ async function acquire(target: LockTarget, options: ClusterLockOptions): Promise
           options.timeoutMs,
           `cannot reach ${where}`,
         );
-        return new PostgresLock(
-          sql,
-          target,
-          key,
-          String(tx?.token),
-          Number(row.pid),
-          options,
-          sent,
+        const token = String(tx?.token);
+        // Contenders and status read the holder, and its token, from here.
+        await bounded(
+          sql`select set_config('application_name', ${`singleton-run ${options.holder.host} ${options.holder.pid} ${token}`}, false)`,
+          options.timeoutMs,
+          `cannot reach ${where}`,
         );
+        const lock = new PostgresLock(sql, target, key, token, Number(row.pid), options, sent);
+        closed = () => lock.sessionEnded();
+        return lock;
       }
       if (performance.now() >= waitUntil || options.signal?.aborted) {
         const who = await findHolder(sql, key).catch(() => undefined);
@@ -225,6 +240,11 @@ class PostgresLock implements HeldLock {
     return this.#deadline;
   }
 
+  /** The connection closed (terminated, timed out, cut): the lock went with it. */
+  sessionEnded(): void {
+    if (!this.#released) this.#lose("the PostgreSQL session ended, and its lock with it");
+  }
+
   async #ping(): Promise<void> {
     if (this.#inFlight || this.#released) return;
     this.#inFlight = true;
@@ -270,7 +290,7 @@ async function holder(target: LockTarget, options: ClusterLockOptions): Promise<
     return {
       state: "held",
       key: String(key),
-      token: "",
+      token: who.token ?? "",
       ...(who.host === undefined ? {} : { host: who.host }),
       ...(who.pid === undefined ? {} : { pid: who.pid }),
     };
