@@ -80,8 +80,11 @@ Deno.test("parseLockUrl() refuses a bad URL with one line naming the option and 
 });
 
 Deno.test("checkTtl() refuses a TTL that leaves no room for a keepalive, the grace and the margin", () => {
-  checkTtl(10_000, 5000); // the defaults: 3.3 s + 5 s + 1 s < 10 s
+  checkTtl(10_000, 5000); // the defaults: 2 x 1 s + 5 s + 1 s <= 10 s
+  checkTtl(8000, 5000);
+  assert.throws(() => checkTtl(7000, 5000), UsageError);
   checkTtl(4000, 1000); // the tests' TTL with TERM/1/KILL/1
+  assert.throws(() => checkTtl(3000, 1000), UsageError);
   assert.throws(() => checkTtl(3000, 5000), (err: unknown) => {
     assert.ok(err instanceof UsageError);
     assert.match(err.message, /^--lock-ttl 3 is too short: .* use at least (\d+)/);
@@ -334,6 +337,27 @@ Deno.test("etcd: held elsewhere names the holder from its key's value and revoke
     },
   );
   assert.equal(gw.calls.at(-1), "/v3/lease/revoke");
+});
+
+Deno.test("etcd: a keepalive stuck on a frozen member does not hold back the next, sent to another", async () => {
+  await using frozen = new FakeGateway();
+  await using live = new FakeGateway();
+  frozen.mode = "hang"; // it granted the lease; its keepalives now go unanswered
+  const url = `etcd://127.0.0.1:${frozen.port},127.0.0.1:${live.port}/job`;
+  const held = await etcdBackend.acquire(parseLockUrl(url), { ...OPTIONS, timeoutMs: 5000 });
+  const acquired = performance.now();
+  try {
+    const first = held.deadline();
+    // One keepalive a second: the first waits on the frozen member (for up to 5 s); the next
+    // goes to the live one.
+    await waitUntil(() => live.acks.length > 0, 2800);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.ok(held.deadline() > first + 1500, "the live member's answer moved the deadline");
+    assert.ok(live.acks[0]! - acquired < 2500, `answered ${live.acks[0]! - acquired} ms in`);
+  } finally {
+    frozen.mode = "ack";
+    await held.release();
+  }
 });
 
 Deno.test("etcd: a dead endpoint is skipped; none answering is one line naming each", async () => {

@@ -69,23 +69,32 @@ class Gateway {
   readonly #client: Deno.HttpClient | undefined;
   /** The endpoint that answered last: tried first next time. */
   #preferred = 0;
+  /** Requests of ours each endpoint has not answered yet. */
+  readonly #waiting: number[];
 
   constructor(target: LockTarget, options: ClusterLockOptions) {
     this.#endpoints = target.endpoints;
+    this.#waiting = target.endpoints.map(() => 0);
     this.#timeoutMs = options.timeoutMs;
     this.#client = options.tls ? makeClient(options.tls) : undefined;
   }
 
   /**
-   * POST a request to the first endpoint that answers.
+   * POST a request to the first endpoint that answers, starting with the
+   * one that answered last. With `spread`, endpoints that have a request
+   * of ours still waiting go last: one that froze, or is cut off, holds
+   * those until the timeout, and a keepalive must not queue behind them.
    *
    * @throws {ClusterUnreachableError} when none does, naming each failure
    */
-  async call<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
+  async call<T>(path: string, body: unknown, signal?: AbortSignal, spread = false): Promise<T> {
     const failures: string[] = [];
-    for (let i = 0; i < this.#endpoints.length; i++) {
-      const at = (this.#preferred + i) % this.#endpoints.length;
+    const n = this.#endpoints.length;
+    const order = Array.from({ length: n }, (_, i) => (this.#preferred + i) % n);
+    if (spread) order.sort((a, b) => Number(this.#waiting[a]! > 0) - Number(this.#waiting[b]! > 0));
+    for (const at of order) {
       const endpoint = this.#endpoints[at]!;
+      this.#waiting[at]!++;
       try {
         const response = await fetch(`${endpoint}${path}`, {
           method: "POST",
@@ -111,6 +120,8 @@ class Gateway {
       } catch (err) {
         if (signal?.aborted) throw err;
         failures.push(`${endpoint}: ${describeFetchError(err, this.#timeoutMs)}`);
+      } finally {
+        this.#waiting[at]!--;
       }
     }
     throw new ClusterUnreachableError(`cannot reach etcd: ${failures.join("; ")}`);
@@ -168,6 +179,11 @@ class Gateway {
       }
     }
     return false;
+  }
+
+  /** How many endpoints there are. */
+  get endpoints(): number {
+    return this.#endpoints.length;
   }
 
   close(): void {
@@ -367,7 +383,10 @@ class EtcdLock implements HeldLock {
   #timer: ReturnType<typeof setInterval> | undefined;
   #lose: (why: string) => void = () => {};
   #released = false;
-  #inFlight = false;
+  /** Keepalives sent and not yet answered (or failed). */
+  #inFlight = 0;
+  /** Cuts the keepalives still waiting when the lock is released. */
+  readonly #stopped = new AbortController();
   readonly #timeoutMs: number;
 
   constructor(
@@ -414,22 +433,33 @@ class EtcdLock implements HeldLock {
 
   /** One keepalive: the deadline moves to its send time + the TTL granted, once answered. */
   async #keepalive(): Promise<void> {
-    if (this.#inFlight || this.#released) return;
-    this.#inFlight = true;
+    // One that has not been answered yet (a member that froze or is cut off
+    // holds it until the timeout) does not hold back the next, which goes to
+    // another member. At most one per endpoint at a time.
+    if (this.#released || this.#inFlight >= this.#gw.endpoints) return;
+    this.#inFlight++;
     const sent = performance.now();
     try {
-      const r = await this.#gw.call<{ TTL?: string }>("/v3/lease/keepalive", {
-        ID: this.#leaseId,
-      });
+      const r = await this.#gw.call<{ TTL?: string }>(
+        "/v3/lease/keepalive",
+        { ID: this.#leaseId },
+        this.#stopped.signal,
+        true,
+      );
       const ttl = Number(r.TTL ?? 0);
       if (!(ttl > 0)) return this.#lose("the lease is gone (it expired or was revoked)");
       this.#deadline = Math.max(this.#deadline, sent + ttl * 1000);
-      const mine = await this.#gw.call<RangeResponse>("/v3/kv/range", { key: b64(this.key) });
+      const mine = await this.#gw.call<RangeResponse>(
+        "/v3/kv/range",
+        { key: b64(this.key) },
+        this.#stopped.signal,
+        true,
+      );
       if (!mine.kvs?.length) this.#lose("the lock's key was deleted");
     } catch {
       // No answer: the deadline stays where it was, and the fence acts on it.
     } finally {
-      this.#inFlight = false;
+      this.#inFlight--;
     }
   }
 
@@ -442,6 +472,7 @@ class EtcdLock implements HeldLock {
     if (this.#released) return;
     this.#released = true;
     this.#stopTimer();
+    this.#stopped.abort();
     this.#lose("released");
     // One timeout in all, whatever the number of endpoints: a lease nobody revokes expires anyway.
     await withinMs(

@@ -199,36 +199,43 @@ export function fenceMarginMs(ttlMs: number): number {
 }
 
 /**
- * How often a keepalive is sent: a third of the TTL, so two can fail before
- * the fence.
+ * How often a keepalive is sent: every second, or a third of the TTL when
+ * that is shorter. Often, so that one that goes unanswered (a member that
+ * froze, a leader election) costs little of the time before the fence; a
+ * keepalive still waiting does not hold back the next, which is sent to
+ * another member.
  *
  * @param ttlMs the lease's TTL
  * @returns the interval, in ms
  */
 export function keepaliveIntervalMs(ttlMs: number): number {
-  return Math.max(200, Math.floor(ttlMs / 3));
+  return Math.max(200, Math.min(1000, Math.floor(ttlMs / 3)));
+}
+
+/** Whether a TTL leaves two keepalive intervals, the grace and the margin. */
+function ttlFits(ttlMs: number, graceMs: number): boolean {
+  return ttlMs - fenceMarginMs(ttlMs) - graceMs >= 2 * keepaliveIntervalMs(ttlMs);
 }
 
 /**
- * Refuse a TTL too short for one keepalive interval, the program's grace
- * (SIGTERM to SIGKILL) and the margin: with less, a single slow keepalive
- * would fence a healthy program.
+ * Refuse a TTL too short for two keepalive intervals, the program's grace
+ * (SIGTERM to SIGKILL) and the margin: with less, a single keepalive left
+ * unanswered (one etcd member frozen) would fence a healthy program.
  *
  * @param ttlMs the TTL
  * @param graceMs the time the program gets between SIGTERM and SIGKILL
  * @throws {UsageError} when it is too short, naming the smallest that works
  */
 export function checkTtl(ttlMs: number, graceMs: number): void {
-  const need = keepaliveIntervalMs(ttlMs) + graceMs + fenceMarginMs(ttlMs);
-  if (ttlMs > need) return;
-  // ttl > ttl/3 + grace + max(1000, ttl/10)  <=>  ttl > 1.5 * (grace + 1000) (for ttl <= 10 s)
-  const least = Math.ceil(Math.max((graceMs + 1000) * 1.5, (graceMs * 30) / 17) / 1000) + 1;
+  if (ttlFits(ttlMs, graceMs)) return;
+  let least = Math.ceil(ttlMs / 1000);
+  while (!ttlFits(least * 1000, graceMs)) least++;
   throw new UsageError(
     `--lock-ttl ${ttlMs / 1000} is too short: the program must be stopped ` +
       `(${graceMs / 1000} s from SIGTERM to SIGKILL) at least ${
         fenceMarginMs(ttlMs) / 1000
-      } s before the lease can expire, with a keepalive every ${
+      } s before the lease can expire, with room for two keepalives (one every ${
         keepaliveIntervalMs(ttlMs) / 1000
-      } s; use at least ${least}, or a shorter --stop-schedule`,
+      } s); use at least ${least}, or a shorter --stop-schedule`,
   );
 }

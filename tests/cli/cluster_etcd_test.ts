@@ -6,11 +6,41 @@
  */
 
 import assert from "node:assert/strict";
+import { Etcd, installed } from "../../testing/cluster.ts";
 import { TlsEtcd, tlsEtcdSupported } from "../../testing/etcd_tls.ts";
 import { exists } from "../../testing/process.ts";
-import { assertCleanError, Sandbox, SOURCE, sr, waitFor } from "./harness.ts";
+import { alive, assertCleanError, Sandbox, SOURCE, sr, waitFor } from "./harness.ts";
 
 const HOST = Deno.hostname();
+/**
+ * `start --lock` with a short lease (and a stop schedule that fits it);
+ * the program's pid, tracked by the sandbox.
+ */
+async function startLocked(
+  sb: Sandbox,
+  lock: string[],
+  command: string[],
+  cwd?: string,
+): Promise<number> {
+  const r = await sr(SOURCE, [
+    "start",
+    "--pidfile",
+    sb.pidfile,
+    "--lock",
+    ...lock,
+    "--lock-ttl",
+    "4",
+    "--stop-schedule",
+    "TERM/1/KILL/1",
+    "--",
+    ...command,
+  ], cwd === undefined ? {} : { cwd });
+  assert.equal(r.code, 0, r.stderr);
+  const program = Number(r.stdout.trim());
+  sb.track(program);
+  return program;
+}
+
 const TLS = ["--lock-cacert", "ca.pem", "--lock-cert", "client.pem", "--lock-key", "client.key"];
 
 Deno.test({
@@ -22,24 +52,11 @@ Deno.test({
     await using sb = await Sandbox.create();
     const url = `etcds://${etcd.endpoint}/secure`;
     const token = sb.path("token");
-    const r = await sr(SOURCE, [
-      "start",
-      "--pidfile",
-      sb.pidfile,
-      "--lock",
-      url,
-      ...TLS,
-      "--lock-ttl",
-      "4",
-      "--stop-schedule",
-      "TERM/1/KILL/1",
-      "--",
+    await startLocked(sb, [url, ...TLS], [
       "bash",
       "-c",
       `echo "$SINGLETON_RUN_FENCING_TOKEN $ETCD_LOCK_KEY" > ${token}; exec sleep 600`,
-    ], { cwd: etcd.dir });
-    assert.equal(r.code, 0, r.stderr);
-    sb.track(Number(r.stdout.trim()));
+    ], etcd.dir);
     await waitFor(() => {
       try {
         return Deno.readTextFileSync(token).trim() !== "";
@@ -130,4 +147,47 @@ Deno.test("etcds: TLS options are checked before anything is created, each mista
     Deno.removeSync(pem);
     assert.deepEqual(sb.list(), [], `${tls.join(" ")} left files`);
   }
+});
+
+/** The index of a member that is not the leader. */
+async function aFollower(etcd: Etcd): Promise<number> {
+  for (let i = 0; i < etcd.members.length; i++) {
+    const r = await fetch(`http://${etcd.members[i]!.client}/v3/maintenance/status`, {
+      method: "POST",
+      body: "{}",
+    });
+    const s = await r.json() as { header?: { member_id?: string }; leader?: string };
+    if (s.header?.member_id !== s.leader) return i;
+  }
+  throw new Error("no follower");
+}
+
+Deno.test({
+  name:
+    "etcd: the member the keeper talks to freezes (SIGSTOP) past the TTL: its keepalives go to another, nothing is fenced",
+  ignore: !installed("etcd"),
+  async fn() {
+    await using etcd = await Etcd.start();
+    await using sb = await Sandbox.create();
+    const f = await aFollower(etcd);
+    // The frozen member first: the keeper starts with it, as it would with any first endpoint.
+    const order = [f, ...[0, 1, 2].filter((i) => i !== f)];
+    const url = `etcd://${order.map((i) => etcd.members[i]!.client).join(",")}/frozen`;
+    const program = await startLocked(sb, [url], ["sleep", "600"]);
+    const before = await sr(SOURCE, ["status", "--lock", url, "--json"]);
+    assert.equal(before.code, 0, before.stdout + before.stderr);
+    const frozen = etcd.members[f]!.process!.pid;
+    Deno.kill(frozen, "SIGSTOP");
+    try {
+      await new Promise((r) => setTimeout(r, 6000)); // 1.5 x the TTL
+      assert.ok(alive(program), "fenced while two of three members answered");
+    } finally {
+      Deno.kill(frozen, "SIGCONT");
+    }
+    const after = await sr(SOURCE, ["status", "--lock", url, "--json"]);
+    assert.equal(after.code, 0, after.stdout + after.stderr);
+    const [was, is] = [JSON.parse(before.stdout), JSON.parse(after.stdout)];
+    assert.deepEqual([is.key, is.token, is.pid], [was.key, was.token, was.pid], "the same holder");
+    assert.equal((await sr(SOURCE, ["stop", "--pidfile", sb.pidfile])).code, 0);
+  },
 });
