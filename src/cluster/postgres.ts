@@ -136,7 +136,10 @@ async function findHolder(
 
 async function acquire(target: LockTarget, options: ClusterLockOptions): Promise<HeldLock> {
   const key = await advisoryKey(target.name);
-  let closed = (): void => {};
+  let ended = false;
+  let closed = (): void => {
+    ended = true;
+  };
   const sql = await connect(target, options, () => closed());
   try {
     const where = `PostgreSQL at ${redact(target.endpoints[0]!)}`;
@@ -149,18 +152,20 @@ async function acquire(target: LockTarget, options: ClusterLockOptions): Promise
         `cannot reach ${where}`,
       );
       if (row?.ok) {
+        // The token, and the holder and token where contenders and status read
+        // them, in one statement; the same backend pid shows it ran in the
+        // session that holds the lock (the package reconnects silently).
+        const label = `singleton-run ${options.holder.host} ${options.holder.pid} `;
         const [tx] = await bounded(
-          sql`select pg_current_xact_id()::text as token`,
+          sql`select pg_current_xact_id()::text as token, pg_backend_pid() as pid,
+            set_config('application_name', ${label} || pg_current_xact_id()::text, false)`,
           options.timeoutMs,
           `cannot reach ${where}`,
         );
+        if (Number(tx?.pid) !== Number(row.pid) || ended) {
+          throw new ClusterUnreachableError(`${where}: the session ended as the lock was taken`);
+        }
         const token = String(tx?.token);
-        // Contenders and status read the holder, and its token, from here.
-        await bounded(
-          sql`select set_config('application_name', ${`singleton-run ${options.holder.host} ${options.holder.pid} ${token}`}, false)`,
-          options.timeoutMs,
-          `cannot reach ${where}`,
-        );
         const lock = new PostgresLock(sql, target, key, token, Number(row.pid), options, sent);
         closed = () => lock.sessionEnded();
         return lock;
