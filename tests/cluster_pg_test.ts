@@ -73,7 +73,8 @@ Deno.test({
           err instanceof LockHeldElsewhereError && err.host === "test-host" && err.pid === 101,
       );
 
-      // The session ends on the server: lost well before the next ping (TTL/3 = 10 s).
+      // The session ends on the server: lost as the connection closes, not
+      // at the next ping (which would reconnect and see another backend pid).
       const ended = performance.now();
       await psql(
         pg,
