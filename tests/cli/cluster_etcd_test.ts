@@ -191,3 +191,37 @@ Deno.test({
     assert.equal((await sr(SOURCE, ["stop", "--pidfile", sb.pidfile])).code, 0);
   },
 });
+
+Deno.test({
+  name:
+    "etcd: start --supervise --lock-wait forever fences a run whose lock is lost, waits for the lock again, and starts a new run with a greater token",
+  ignore: !installed("etcd") || !installed("etcdctl"),
+  async fn() {
+    await using etcd = await Etcd.start();
+    await using sb = await Sandbox.create();
+    const runs = sb.path("runs");
+    await startLocked(sb, [etcd.url("again"), "--supervise", "--lock-wait", "forever"], [
+      "bash",
+      "-c",
+      `echo "$$ $SINGLETON_RUN_FENCING_TOKEN" >> ${runs}; exec sleep 600`,
+    ]);
+    const lines = () => exists(runs) ? Deno.readTextFileSync(runs).trim().split("\n") : [];
+    await waitFor(() => lines().length === 1);
+    // An operator deletes the lock's key: the lock is lost under a live lease.
+    const del = await new Deno.Command("etcdctl", {
+      args: ["--endpoints", etcd.endpoints, "del", "again/", "--prefix"],
+      env: { ETCDCTL_API: "3" },
+      stdout: "null",
+    }).output();
+    assert.ok(del.success);
+    await waitFor(() => lines().length === 2, 10_000, "a second run");
+    const [first, second] = lines().map((l) => l.split(" ").map(BigInt));
+    assert.ok(!alive(Number(first![0])), "the first run still runs");
+    assert.ok(second![1]! > first![1]!, `tokens ${first![1]} then ${second![1]}`);
+    sb.track(Number(second![0]));
+    const st = await sr(SOURCE, ["status", "--pidfile", sb.pidfile]);
+    assert.equal(st.code, 0, st.stderr);
+    assert.match(st.stdout, new RegExp(`supervising pid ${second![0]}.*\\(token ${second![1]},`));
+    assert.equal((await sr(SOURCE, ["stop", "--pidfile", sb.pidfile])).code, 0);
+  },
+});
