@@ -46,7 +46,8 @@ export async function superviseLocked(
   make: (env: Record<string, string>, state: () => ClusterLockState) => Supervisor,
   start: EpochChannel,
 ): Promise<number> {
-  const { backendFor, LockHeldElsewhereError, parseLockUrl } = await import("../cluster/lock.ts");
+  const { backendFor, ClusterUnreachableError, LockHeldElsewhereError, parseLockUrl } =
+    await import("../cluster/lock.ts");
   const { Fence } = await import("../cluster/fence.ts");
   const target = parseLockUrl(settings.url);
   const backend = await backendFor(target);
@@ -62,16 +63,28 @@ export async function superviseLocked(
   );
   for (let epoch = 0;; epoch++) {
     let held;
-    try {
-      held = await backend.acquire(
-        target,
-        epoch === 0 ? options : { ...options, waitMs: "forever" },
-      );
-    } catch (err) {
-      const message = (err as Error).message;
-      start.failed(message);
-      writeErr(message);
-      return err instanceof LockHeldElsewhereError ? 3 : 1;
+    let said = "";
+    for (;;) {
+      try {
+        held = await backend.acquire(
+          target,
+          epoch === 0 ? options : { ...options, waitMs: "forever" },
+        );
+        break;
+      } catch (err) {
+        const message = (err as Error).message;
+        if (epoch > 0 && err instanceof ClusterUnreachableError) {
+          // Waiting for the lock again after a loss: the partition or the lost quorum that
+          // cost it may still be there. Say so once, and keep trying.
+          if (message !== said) writeErr(`${message}; trying again`);
+          said = message;
+          await new Promise((r) => setTimeout(r, Math.min(options.ttlMs / 3, 2000)));
+          continue;
+        }
+        start.failed(message);
+        writeErr(message);
+        return err instanceof LockHeldElsewhereError ? 3 : 1;
+      }
     }
     const lock = held;
     const state = (): ClusterLockState => ({
