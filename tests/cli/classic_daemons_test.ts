@@ -9,7 +9,14 @@
  */
 
 import assert from "node:assert/strict";
-import { processState } from "../../testing/process.ts";
+import {
+  argvOf,
+  exists,
+  findMentioning,
+  isAlive,
+  listPids,
+  statOf,
+} from "../../testing/process.ts";
 import { freePort, installed } from "../../testing/cluster.ts";
 import { findProcesses, locked, readPid, Sandbox, SOURCE, sr, waitFor } from "./harness.ts";
 
@@ -19,15 +26,6 @@ const DNSMASQ = installed("dnsmasq") || exists("/usr/sbin/dnsmasq");
 const DAEMONIZE = installed("daemonize");
 const GCC = installed("gcc");
 
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function which(program: string): string {
   for (const dir of ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]) {
     if (exists(`${dir}/${program}`)) return `${dir}/${program}`;
@@ -36,27 +34,12 @@ function which(program: string): string {
 }
 
 function running(pid: number | undefined): boolean {
-  if (pid === undefined) return false;
-  const state = processState(pid);
-  return state !== undefined && state !== "Z";
+  return pid !== undefined && isAlive(pid);
 }
 
-/** The live processes whose command line contains `text` (singleton-run's own stages left out). */
+/** The live processes whose argv mentions `text` (singleton-run's own stages left out). */
 function processesWith(text: string): number[] {
-  const out: number[] = [];
-  for (const e of Deno.readDirSync("/proc")) {
-    const pid = Number(e.name);
-    if (!Number.isInteger(pid)) continue;
-    try {
-      const cmd = Deno.readTextFileSync(`/proc/${pid}/cmdline`).replaceAll("\0", " ");
-      if (cmd.includes(text) && !cmd.includes("--singleton-run-internal") && running(pid)) {
-        out.push(pid);
-      }
-    } catch {
-      // gone
-    }
-  }
-  return out;
+  return findMentioning(text).filter((pid) => !argvOf(pid)?.includes("--singleton-run-internal"));
 }
 
 interface Case {
@@ -218,21 +201,9 @@ Deno.test({
   },
 });
 
-/** The children of a process. */
+/** The live children of a process. */
 function findChildren(parent: number): number[] {
-  const out: number[] = [];
-  for (const e of Deno.readDirSync("/proc")) {
-    const pid = Number(e.name);
-    if (!Number.isInteger(pid)) continue;
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid === parent && running(pid)) out.push(pid);
-    } catch {
-      // gone
-    }
-  }
-  return out;
+  return listPids().filter((pid) => statOf(pid)?.ppid === parent && isAlive(pid));
 }
 
 Deno.test({
@@ -280,7 +251,7 @@ Deno.test({
     const m = String(500 + Math.floor(Math.random() * 1e6) / 1e3);
     await lifecycle(sb, {
       command: [which("daemonize"), "/bin/sleep", m],
-      mark: `sleep ${m}`,
+      mark: m,
       reload: { args: ["signal", "0"], seen: () => findProcesses(["/bin/sleep", m]).length === 1 },
     });
   },
