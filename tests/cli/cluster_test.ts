@@ -9,7 +9,9 @@
 import assert from "node:assert/strict";
 import { Etcd, installed, Netns, Postgres } from "../../testing/cluster.ts";
 import { processState } from "../../testing/process.ts";
-import { Sandbox, SOURCE, sr, srSpawn, waitFor } from "./harness.ts";
+import { marker as uniqueMarker, Sandbox, SOURCE, sr, srSpawn, waitFor } from "./harness.ts";
+
+const marker = () => uniqueMarker(400);
 
 const ETCD = installed("etcd");
 const ETCDCTL = installed("etcdctl");
@@ -20,10 +22,6 @@ const HOST = Deno.hostname();
 /** Short leases keep the suite quick; the schedule leaves room for them (see checkTtl). */
 const TTL = "4";
 const FAST_STOP = ["--stop-schedule", "TERM/1/KILL/1"];
-
-function marker(): string {
-  return String(400 + Math.floor(Math.random() * 1e6) / 1e3);
-}
 
 /** The program every holder runs: it writes when it started (ns) and its token, then sleeps. */
 function program(sb: Sandbox, tag: string, m: string): string[] {

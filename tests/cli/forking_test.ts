@@ -13,17 +13,13 @@ import {
   assertCleanError,
   findProcesses,
   locked,
+  marker,
   readPid,
   Sandbox,
   SOURCE,
   sr,
   waitFor,
 } from "./harness.ts";
-
-/** A number no other test uses, as a `sleep` argument that names a process. */
-function marker(): string {
-  return String(300 + Math.floor(Math.random() * 1e6) / 1e3);
-}
 
 /** The pids of `sleep M`, tracked by the sandbox. */
 function sleeps(sb: Sandbox, m: string): number[] {

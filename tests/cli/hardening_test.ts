@@ -12,6 +12,7 @@ import {
   assertCleanError,
   findProcesses,
   locked,
+  marker,
   readPid,
   Sandbox,
   SOURCE,
@@ -35,10 +36,6 @@ async function rootSandbox(why: string): Promise<Sandbox | undefined> {
   const sb = await Sandbox.create();
   await Deno.chmod(sb.dir, 0o755);
   return sb;
-}
-
-function marker(): string {
-  return `1000.${Math.floor(Math.random() * 1e6)}`;
 }
 
 Deno.test("--guard or --output naming the pid file, or an empty --guard, is a usage error that creates nothing", async () => {

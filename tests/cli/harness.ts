@@ -347,3 +347,13 @@ export class Sandbox implements AsyncDisposable {
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});
   }
 }
+
+/**
+ * A number no other test uses, as a `sleep` argument that names a process
+ * (a decimal, so `sleep` takes it as seconds).
+ *
+ * @param base the whole seconds
+ */
+export function marker(base = 300): string {
+  return String(base + Math.floor(Math.random() * 1e6) / 1e6);
+}
