@@ -140,6 +140,33 @@ export class Etcd implements AsyncDisposable {
     );
   }
 
+  /**
+   * A member that is not the leader (etcd's maintenance status says which
+   * member leads): losing it costs no election.
+   *
+   * @returns its index
+   */
+  async follower(): Promise<number> {
+    for (let i = 0; i < this.members.length; i++) {
+      const m = this.members[i]!;
+      if (!m.process) continue;
+      const r = await fetch(`http://${m.client}/v3/maintenance/status`, {
+        method: "POST",
+        body: "{}",
+        signal: AbortSignal.timeout(2000),
+      }).catch(() => undefined);
+      if (!r?.ok) {
+        await r?.body?.cancel();
+        continue;
+      }
+      const status = await r.json() as { header?: { member_id?: string }; leader?: string };
+      if (status.header?.member_id !== undefined && status.header.member_id !== status.leader) {
+        return i;
+      }
+    }
+    throw new Error("no follower found");
+  }
+
   /** SIGKILL member `i`. */
   async kill(i: number): Promise<void> {
     const m = this.members[i]!;
