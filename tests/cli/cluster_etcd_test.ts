@@ -150,18 +150,6 @@ Deno.test("etcds: TLS options are checked before anything is created, each mista
 });
 
 /** The index of a member that is not the leader. */
-async function aFollower(etcd: Etcd): Promise<number> {
-  for (let i = 0; i < etcd.members.length; i++) {
-    const r = await fetch(`http://${etcd.members[i]!.client}/v3/maintenance/status`, {
-      method: "POST",
-      body: "{}",
-    });
-    const s = await r.json() as { header?: { member_id?: string }; leader?: string };
-    if (s.header?.member_id !== s.leader) return i;
-  }
-  throw new Error("no follower");
-}
-
 Deno.test({
   name:
     "etcd: the member the keeper talks to freezes (SIGSTOP) past the TTL: its keepalives go to another, nothing is fenced",
@@ -169,7 +157,7 @@ Deno.test({
   async fn() {
     await using etcd = await Etcd.start();
     await using sb = await Sandbox.create();
-    const f = await aFollower(etcd);
+    const f = await etcd.follower();
     // The frozen member first: the keeper starts with it, as it would with any first endpoint.
     const order = [f, ...[0, 1, 2].filter((i) => i !== f)];
     const url = `etcd://${order.map((i) => etcd.members[i]!.client).join(",")}/frozen`;
