@@ -41,6 +41,12 @@ function gone(pid: number): boolean {
   }
 }
 
+/** When `pid` was first seen gone (ms since the epoch), polling every 5 ms. */
+async function seenGone(pid: number): Promise<number> {
+  while (!gone(pid)) await new Promise((r) => setTimeout(r, 5));
+  return Date.now();
+}
+
 /** A program that stamps when it starts, then waits. */
 function stamper(file: string, seconds = 300): string[] {
   return ["sh", "-c", `date +%s%N > ${file}; exec sleep ${seconds}`];
@@ -176,11 +182,7 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 300));
       const t0 = Date.now();
       Deno.kill(keeper, "SIGKILL");
-      let dead = 0;
-      while (!dead) {
-        if (gone(program)) dead = Date.now();
-        else await new Promise((r) => setTimeout(r, 5));
-      }
+      const dead = await seenGone(program);
       await b.status;
       const started = await readStamp(`${dir}/k${i}b.stamp`, 30_000);
       killed.ours.push((started - t0) / (TTL_S * 1000));
@@ -245,11 +247,7 @@ async function main(): Promise<void> {
         await new Promise((r) => setTimeout(r, 300));
         const t0 = Date.now();
         ns.cut();
-        let dead = 0;
-        while (!dead) {
-          if (gone(program)) dead = Date.now();
-          else await new Promise((r) => setTimeout(r, 5));
-        }
+        const dead = await seenGone(program);
         await b.status;
         const started = await readStamp(`${dir}/c${i}b.stamp`, 30_000);
         cut.ours.push((started - t0) / (TTL_S * 1000));

@@ -103,6 +103,22 @@ async function hold(
   return { program: program_, keeper };
 }
 
+/** A start while another host holds the lock: exit 3, nothing started. */
+async function refusedStart(sb: Sandbox, url: string) {
+  const r = await sr(SOURCE, [
+    "start",
+    "--pidfile",
+    sb.path("refused.pid"),
+    "--lock",
+    url,
+    "--",
+    "sleep",
+    marker(),
+  ]);
+  assert.equal(r.code, 3, r.stderr);
+  return r;
+}
+
 /** A contender that waits for the lock in the background; resolves when its start returns. */
 function contend(sb: Sandbox, tag: string, url: string, m: string, waitSecs: number) {
   const child = srSpawn(SOURCE, [
@@ -135,17 +151,7 @@ Deno.test({
     await using sb = await Sandbox.create();
     const url = etcd.url("nightly");
     const a = await hold(sb, "a", url, marker());
-    const refused = await sr(SOURCE, [
-      "start",
-      "--pidfile",
-      sb.path("b.pid"),
-      "--lock",
-      url,
-      "--",
-      "sleep",
-      marker(),
-    ]);
-    assert.equal(refused.code, 3, refused.stderr);
+    const refused = await refusedStart(sb, url);
     assert.match(refused.stderr, new RegExp(`already running on ${HOST} \\(pid ${a.keeper}\\)`));
     const held = await sr(SOURCE, ["status", "--lock", url]);
     assert.equal(held.code, 0, held.stderr);
@@ -280,17 +286,7 @@ Deno.test({
       }).spawn();
     const first = etcdctl(2);
     await new Promise((r) => setTimeout(r, 800));
-    const refused = await sr(SOURCE, [
-      "start",
-      "--pidfile",
-      sb.path("x.pid"),
-      "--lock",
-      etcd.url("mixed"),
-      "--",
-      "sleep",
-      marker(),
-    ]);
-    assert.equal(refused.code, 3, refused.stderr);
+    const refused = await refusedStart(sb, etcd.url("mixed"));
     const ours = await contend(sb, "a", etcd.url("mixed"), marker(), 10);
     assert.equal(ours.code, 0, ours.stderr);
     const theirs = await first.output();
@@ -344,17 +340,7 @@ Deno.test({
     await using sb = await Sandbox.create();
     const url = pg.url("import");
     const a = await hold(sb, "a", url, marker());
-    const refused = await sr(SOURCE, [
-      "start",
-      "--pidfile",
-      sb.path("x.pid"),
-      "--lock",
-      url,
-      "--",
-      "sleep",
-      marker(),
-    ]);
-    assert.equal(refused.code, 3, refused.stderr);
+    const refused = await refusedStart(sb, url);
     assert.match(refused.stderr, new RegExp(`already running on ${HOST} \\(pid ${a.keeper}\\)`));
     const waiting = contend(sb, "b", url, marker(), 15);
     await new Promise((r) => setTimeout(r, 300));
