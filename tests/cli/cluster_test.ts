@@ -286,7 +286,7 @@ Deno.test({
       }).spawn();
     const first = etcdctl(2);
     await new Promise((r) => setTimeout(r, 800));
-    const refused = await refusedStart(sb, etcd.url("mixed"));
+    await refusedStart(sb, etcd.url("mixed"));
     const ours = await contend(sb, "a", etcd.url("mixed"), marker(), 10);
     assert.equal(ours.code, 0, ours.stderr);
     const theirs = await first.output();
