@@ -46,10 +46,9 @@ export async function baselineRss(): Promise<Memory> {
  */
 export async function idleSupervisorRss(): Promise<Memory> {
   const dir = await Deno.makeTempDir({ prefix: "supervise-idle-" });
-  const child = spawnSupervisor({
+  const child = await spawnSupervisor({
     pidfile: `${dir}/idle.pid`,
-    path: "/bin/sleep",
-    argv: ["sleep", "3600"],
+    command: ["sleep", "3600"],
     output: `${dir}/out.log`,
   });
   try {

@@ -13,30 +13,80 @@
  */
 
 import { internalArgs } from "../src/launch/internal.ts";
-import { type SuperviseConfig, SUPERVISOR_ENV } from "../src/supervisor/stage.ts";
+import type { SuperviseSettings } from "../src/control/options.ts";
+import { launchSpec } from "../src/control/spec.ts";
+import { type StageOrders, SUPERVISOR_ENV } from "../src/supervisor/stage.ts";
 import { fdsOf, type Memory, memory, ROOT, sleep } from "./process.ts";
 
 const STAGE = `${ROOT}/src/supervisor/stage.ts`;
 
-/** The supervisor's configuration as the stage reads it, less what the soak sets itself. */
-export type StageConfig = Omit<SuperviseConfig, "unsetEnv">;
+/** A supervisor for a test: the options `start --supervise` takes, and what to run. */
+export interface StageConfig extends SuperviseSettings {
+  readonly pidfile: string;
+  /** The command, `[0]` searched in PATH. */
+  readonly command: readonly string[];
+}
 
 /**
- * Start the supervisor stage from source with this configuration, its
- * output discarded.
+ * The stage's orders for a test's configuration: the launch spec made as
+ * `start --supervise` makes it.
+ *
+ * @param c the configuration
+ * @returns the orders
+ */
+export function stageOrders(c: StageConfig): StageOrders {
+  const { pidfile, command, ...supervise } = c;
+  const spec = launchSpec({ pidfile, command, supervise }, "start");
+  return { spec, pidfile, unsetEnv: Object.keys(SUPERVISOR_ENV) };
+}
+
+/**
+ * The argv that runs the stage from source, reading its orders on stdin.
+ *
+ * @param role supervisor or keeper
+ * @returns the arguments after the Deno executable
+ */
+export function stageArgs(role: "supervisor" | "keeper" = "supervisor"): string[] {
+  return ["run", "-A", "--quiet", STAGE, ...internalArgs(role, ["0"])];
+}
+
+/**
+ * Start the supervisor stage from source with this configuration (its
+ * orders on its stdin), its output discarded.
  *
  * @param config what to supervise
  * @param plain without the controller's environment (`SUPERVISOR_ENV`)
  * @returns the running supervisor
  */
-export function spawnSupervisor(config: StageConfig, plain = false): Deno.ChildProcess {
-  const full: SuperviseConfig = { ...config, unsetEnv: Object.keys(SUPERVISOR_ENV) };
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", STAGE, ...internalArgs("supervisor", [JSON.stringify(full)])],
+export async function spawnSupervisor(
+  config: StageConfig,
+  plain = false,
+): Promise<Deno.ChildProcess> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: stageArgs(),
     env: plain ? {} : { ...SUPERVISOR_ENV },
+    stdin: "piped",
     stdout: "null",
     stderr: "null",
   }).spawn();
+  await sendOrders(child, stageOrders(config));
+  return child;
+}
+
+/**
+ * Write the orders to a stage's stdin and close it.
+ *
+ * @param child the stage, spawned with `stdin: "piped"`
+ * @param orders what it is told
+ */
+export async function sendOrders(child: Deno.ChildProcess, orders: StageOrders): Promise<void> {
+  const writer = child.stdin.getWriter();
+  try {
+    await writer.write(new TextEncoder().encode(JSON.stringify(orders)));
+    await writer.close();
+  } catch {
+    // It died first: the test sees its exit.
+  }
 }
 
 /** One sample of the soak: memory and descriptors after so many restarts. */
@@ -66,10 +116,9 @@ export interface SoakResult {
 export async function soak(restarts: number, settleMs = 1000): Promise<SoakResult> {
   const dir = await Deno.makeTempDir({ prefix: "supervise-soak-" });
   const pidfile = `${dir}/soak.pid`;
-  const child = spawnSupervisor({
+  const child = await spawnSupervisor({
     pidfile,
-    path: "/bin/sh",
-    argv: ["sh", "-c", "echo out; echo err >&2; exit 1"],
+    command: ["sh", "-c", "echo out; echo err >&2; exit 1"],
     output: `${dir}/out.log`,
     restartDelay: 0,
     maxRestarts: 0,

@@ -28,7 +28,8 @@ import {
   UnsupportedPlatformError,
   writeAll,
 } from "../src/ffi/mod.ts";
-import { resolveCommand, selfCommand, spawn } from "../src/launch/spawn.ts";
+import { resolveCommand, spawn } from "../src/launch/spawn.ts";
+import { selfCommand } from "../src/launch/internal.ts";
 import { killQuietly, procStat, tempDir } from "../testing/process.ts";
 
 Deno.test("SystemError carries errno, its name, the call and the path", () => {

@@ -7,9 +7,10 @@
 
 import assert from "node:assert/strict";
 import { PidFile } from "../src/lock/pidfile.ts";
-import { type SuperviseConfig, SUPERVISOR_ENV } from "../src/supervisor/stage.ts";
+import { SUPERVISOR_ENV } from "../src/supervisor/stage.ts";
 import { CHILD_LOCK_FD, childLockFd } from "../src/supervisor/child.ts";
-import { parseOutput, syslogHeader } from "../src/supervisor/output.ts";
+import { syslogHeader } from "../src/supervisor/output.ts";
+import { parseOutput } from "../src/control/values.ts";
 import { readSupervisorStatus, statePath, writeStateFile } from "../src/supervisor/state.ts";
 import { StopWalk } from "../src/supervisor/stopping.ts";
 import { parseSchedule } from "../src/launch/schedule.ts";
@@ -23,10 +24,14 @@ import {
   tempDir,
 } from "../testing/process.ts";
 import { startRsyslog } from "../testing/rsyslog.ts";
-import { soak } from "../testing/supervisor.ts";
+import {
+  sendOrders,
+  soak,
+  stageArgs,
+  type StageConfig,
+  stageOrders,
+} from "../testing/supervisor.ts";
 import { bundleVariant, type Result, SOURCE, sr, type Variant } from "./cli/harness.ts";
-
-const STAGE = new URL("../src/supervisor/stage.ts", import.meta.url).pathname;
 
 interface State {
   supervisorPid: number;
@@ -48,26 +53,19 @@ function readState(pidfile: string): State | undefined {
 class Supervisor implements AsyncDisposable {
   readonly process: Deno.ChildProcess;
   readonly stderr: Promise<string>;
-  constructor(readonly config: SuperviseConfig, wrap: (argv: string[]) => string[] = (a) => a) {
-    const [program, ...args] = wrap([
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--quiet",
-      STAGE,
-      "--singleton-run-internal",
-      "supervisor",
-      JSON.stringify({ unsetEnv: Object.keys(SUPERVISOR_ENV), ...config }),
-    ]);
+  constructor(readonly config: StageConfig, wrap: (argv: string[]) => string[] = (a) => a) {
+    const [program, ...args] = wrap([Deno.execPath(), ...stageArgs()]);
     this.process = new Deno.Command(program!, {
       args,
       env: { ...SUPERVISOR_ENV },
-      stdin: "null",
+      stdin: "piped",
       stdout: "null",
       stderr: "piped",
     }).spawn();
+    this.ordered = sendOrders(this.process, stageOrders(config));
     this.stderr = new Response(this.process.stderr).text();
   }
+  readonly ordered: Promise<void>;
   get pid(): number {
     return this.process.pid;
   }
@@ -113,7 +111,7 @@ class Supervisor implements AsyncDisposable {
   }
 }
 
-const script = (text: string) => ({ path: "/bin/sh", argv: ["sh", "-c", text] });
+const script = (text: string) => ({ command: ["sh", "-c", text] });
 
 /** Processes whose parent is `ppid`, with their states. */
 function childrenOf(ppid: number): { pid: number; state: string }[] {
@@ -737,7 +735,7 @@ Deno.test("SIGINT is forwarded; a child that dies of it ends the supervisor (Ctr
   assert.match(await sup.stderr, /killed by SIGINT after SIGINT: not restarting/);
 });
 
-Deno.test("start --supervise --user runs the supervisor and its child as that user", async () => {
+Deno.test("start --supervise --user runs only the child as that user; the supervisor stays the caller", async () => {
   if (Deno.uid() !== 0) return void console.log("skipped: --user needs root");
   await using dir = await tempDir();
   await Deno.chmod(dir.path, 0o755);
@@ -761,10 +759,13 @@ Deno.test("start --supervise --user runs the supervisor and its child as that us
   try {
     const uid = (pid: number) =>
       Number(/^Uid:\s+([0-9]+)/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`))![1]);
-    assert.equal(uid(supervisor), 65534);
+    // What the supervisor needs (its lock, its files, a cluster lock's client) stays root's.
+    assert.equal(uid(supervisor), 0);
+    assert.equal(Deno.statSync(statePath(pidfile)).uid, 0, "written by the supervisor");
     const kids = childrenOf(supervisor);
     assert.equal(kids.length, 1);
     assert.equal(uid(kids[0]!.pid), 65534);
+    assert.equal(readSupervisorStatus(pidfile, supervisor)?.childPid, kids[0]!.pid);
     await eventually(
       "the child's output",
       () => Deno.readTextFileSync(dir.join("out.log")).includes("65534"),
@@ -1015,6 +1016,7 @@ Deno.test("the state file's temp file is never followed through a planted link, 
     supervisorStartedAt: new Date().toISOString(),
     command: ["x"],
     dropped: 0,
+    output: null,
   };
   writeStateFile(path, state);
   assert.equal(Deno.readTextFileSync(victim), "secret\n", "the link's target is untouched");
@@ -1120,32 +1122,4 @@ Deno.test("--output is never followed through a link, nor opened when it is a FI
   });
   assert.equal(await piped.exit(5000), 1, "no hang in open()");
   assert.match(await piped.stderr, /is a FIFO, not a regular file|FIFO or socket nobody has open/);
-});
-
-Deno.test("start --supervise --user: status trusts the state file its supervisor (that user) wrote", async () => {
-  if (Deno.uid() !== 0) return void console.log("skipped: --user needs root");
-  await using dir = await tempDir();
-  await Deno.chmod(dir.path, 0o1777); // sticky, like /tmp: the supervisor may write its state
-  const pidfile = dir.join("d.pid");
-  const r = await sr(SOURCE, [
-    "start",
-    "--pidfile",
-    pidfile,
-    "--supervise",
-    "--user",
-    "nobody",
-    "--",
-    "sleep",
-    "60",
-  ]);
-  assert.equal(r.code, 0, r.stderr);
-  const supervisor = Number(r.stdout.trim());
-  try {
-    assert.equal(Deno.statSync(statePath(pidfile)).uid, 65534, "written by the supervisor");
-    const child = readSupervisorStatus(pidfile, supervisor)?.childPid;
-    assert.ok(child && isAlive(child), "status shows the supervised child");
-    assert.equal((await sr(SOURCE, ["stop", "--pidfile", pidfile])).code, 0);
-  } finally {
-    killQuietly(supervisor);
-  }
 });

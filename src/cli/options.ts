@@ -80,7 +80,7 @@ export interface Values {
   maxRestarts?: number;
   restartWindow?: number;
   killGroup: boolean;
-  stopSchedule?: string;
+  stopSchedule?: Schedule;
   name?: string;
 }
 
@@ -479,8 +479,7 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     help: "how the supervisor (or the keeper, with --keeper or --lock) stops COMMAND " +
       "(--retry's syntax); its first wait is the time a fenced COMMAND gets before SIGKILL",
     shown: (d) => d.DEFAULT_CHILD_STOP_SCHEDULE,
-    // The supervisor takes the text; parsed here so a mistake is a usage error now.
-    parse: (text, option) => (parseStopSchedule(text, option), text),
+    parse: parseStopSchedule,
   },
   name: {
     name: "name",

@@ -7,13 +7,9 @@
  */
 
 import { UsageError } from "../errors.ts";
-import { firstWaitMs, parseSchedule } from "../launch/schedule.ts";
-import {
-  DEFAULT_CHILD_STOP_SCHEDULE,
-  DEFAULT_LOCK_TIMEOUT_MS,
-  DEFAULT_LOCK_TTL_MS,
-} from "../supervisor/defaults.ts";
-import type { ClusterLockSettings } from "../supervisor/settings.ts";
+import { firstWaitMs, type Schedule } from "../launch/schedule.ts";
+import type { ClusterLockSettings } from "../launch/spec.ts";
+import { DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_LOCK_TTL_MS } from "../supervisor/defaults.ts";
 
 /**
  * Check a cluster lock's settings before anything is created: the URL, and
@@ -21,18 +17,17 @@ import type { ClusterLockSettings } from "../supervisor/settings.ts";
  * SIGTERM and SIGKILL (the first wait of its stop schedule) and the margin.
  *
  * @param lock the settings
- * @param stopSchedule the program's stop schedule, if not the default
+ * @param stopSchedule the program's stop schedule
  * @throws {UsageError} naming what is wrong
  */
 export async function checkClusterLock(
   lock: ClusterLockSettings,
-  stopSchedule: string | undefined,
+  stopSchedule: Schedule,
 ): Promise<void> {
   const { checkTtl, parseLockUrl } = await import("../cluster/lock.ts");
   parseLockUrl(lock.url);
   checkLockTls(lock);
-  const schedule = parseSchedule(stopSchedule ?? DEFAULT_CHILD_STOP_SCHEDULE, "--stop-schedule");
-  checkTtl(lock.ttlMs ?? DEFAULT_LOCK_TTL_MS, firstWaitMs(schedule));
+  checkTtl(lock.ttlMs ?? DEFAULT_LOCK_TTL_MS, firstWaitMs(stopSchedule));
 }
 
 /**

@@ -44,7 +44,7 @@ import type {
 } from "./options.ts";
 import { status as statusNow } from "./status.ts";
 import type { LockStatusReport } from "./cluster.ts";
-import type { ClusterLockSettings } from "../supervisor/settings.ts";
+import type { ClusterLockSettings } from "../launch/spec.ts";
 
 export {
   GuardTimeoutError,
@@ -80,12 +80,22 @@ export type {
 } from "./options.ts";
 export type { ExitReason } from "../ffi/mod.ts";
 export type { LockStatusReport } from "./cluster.ts";
+export type { SuperviseSettings } from "./options.ts";
 export type {
-  ChildReadiness,
   ClusterLockSettings,
+  Holder,
+  LaunchSpec,
+  OutputTarget,
+  Readiness,
   RestartPolicy,
-  SuperviseSettings,
-} from "../supervisor/settings.ts";
+  RestartSpec,
+} from "../launch/spec.ts";
+/**
+ * How a supervised child says it is ready.
+ *
+ * @deprecated Use {@link Readiness}, the same type.
+ */
+export type ChildReadiness = import("../launch/spec.ts").Readiness;
 export type { ClusterLockState, SupervisorStatus } from "../supervisor/state.ts";
 export {
   DEFAULT_CHILD_READY_AFTER_MS,

@@ -6,8 +6,13 @@
  */
 
 import type { Schedule } from "../launch/schedule.ts";
+import type {
+  ClusterLockSettings,
+  OutputTarget,
+  Readiness,
+  RestartPolicy,
+} from "../launch/spec.ts";
 import { checkWaitMs } from "./values.ts";
-import type { ClusterLockSettings, SuperviseSettings } from "../supervisor/settings.ts";
 import type { SupervisorStatus } from "../supervisor/state.ts";
 
 /** How long `start` waits, by default, to see that a daemon stays alive after its exec. */
@@ -73,10 +78,79 @@ export interface LaunchOptions {
   readonly user?: string;
 }
 
+/** How to supervise the command. */
+export interface SuperviseSettings {
+  /**
+   * The syslog ident and the name in the supervisor's messages.
+   * @default {the program's basename}
+   */
+  readonly name?: string;
+  /**
+   * When to start the command again.
+   * @default {"on-failure"}
+   */
+  readonly restart?: RestartPolicy;
+  /**
+   * The first restart delay, in ms; it doubles with each quick failure.
+   * @default {1000}
+   */
+  readonly restartDelay?: number;
+  /**
+   * The longest restart delay, in ms.
+   * @default {60000}
+   */
+  readonly restartDelayMax?: number;
+  /**
+   * A child that ran this long (ms) resets the backoff.
+   * @default {10000}
+   */
+  readonly minUptime?: number;
+  /**
+   * Give up after this many restarts within `restartWindow`; 0 for never.
+   * @default {5}
+   */
+  readonly maxRestarts?: number;
+  /**
+   * The crash-loop window, in ms.
+   * @default {60000}
+   */
+  readonly restartWindow?: number;
+  /** Signal the child's whole process group (it is started as a group leader). */
+  readonly killGroup?: boolean;
+  /**
+   * How a child shows it is ready.
+   * @default {{ kind: "alive", afterMs: 100 }}
+   */
+  readonly readiness?: Readiness;
+  /**
+   * How long a notifying child may take to become ready, in ms.
+   * @default {60000}
+   */
+  readonly readyTimeout?: number;
+  /**
+   * How to stop the child, in start-stop-daemon's `--retry` grammar.
+   * @default {"TERM/5/KILL/2"}
+   */
+  readonly stopSchedule?: string | Schedule;
+  /**
+   * `syslog`, `syslog:FACILITY` or a file path; absent: the child shares
+   * the supervisor's stdout and stderr.
+   */
+  readonly output?: string | OutputTarget;
+  /**
+   * The program's own pid file, for a program that forks away: its pid
+   * names the main process of each run (read, never written). Without it,
+   * the main process of a program that forked away is the one process left.
+   */
+  readonly daemonPidfile?: string;
+  /** An outer lock on a cluster, held by the supervisor (or keeper) for the program. */
+  readonly lock?: ClusterLockSettings;
+}
+
 /** Options of {@link start}. */
 export interface StartOptions extends GuardOptions, LaunchOptions {
   /** Append the daemon's stdout and stderr to this file (mode 0640) instead of /dev/null. */
-  readonly output?: string;
+  readonly output?: string | OutputTarget;
   /**
    * The bound on every wait for readiness, in milliseconds.
    * @default {60000}
@@ -125,7 +199,7 @@ export interface StartOptions extends GuardOptions, LaunchOptions {
    * SIGTERM and SIGKILL.
    * @default {DEFAULT_CHILD_STOP_SCHEDULE}
    */
-  readonly stopSchedule?: string;
+  readonly stopSchedule?: string | Schedule;
   /**
    * Abort the wait for readiness (the CLI wires SIGINT, SIGTERM and SIGHUP to
    * it): the daemon is killed and the start fails, leaving nothing behind.
@@ -185,7 +259,7 @@ export interface RunOptions extends GuardOptions, LaunchOptions {
    * With `lock` (and no `supervise`): how the keeper stops COMMAND.
    * @default {DEFAULT_CHILD_STOP_SCHEDULE}
    */
-  readonly stopSchedule?: string;
+  readonly stopSchedule?: string | Schedule;
 }
 
 /** Options of {@link signal}. */

@@ -20,7 +20,7 @@ import {
   stat,
 } from "../ffi/mod.ts";
 import { cmdlineOf, processRuns } from "../ffi/proc.ts";
-import { INTERNAL_FLAG, processRole } from "../launch/internal.ts";
+import { processRole } from "../launch/internal.ts";
 import { fileIdentity, holdsLockInFdinfo } from "../lock/holders.ts";
 import { probeSync } from "../lock/pidfile.ts";
 import { REOPEN_SIGNAL } from "../supervisor/defaults.ts";
@@ -61,7 +61,8 @@ export function reopen(options: GuardOptions): Promise<number> {
       : parentKeeper(named) ?? keeperOf(st, named);
     if (writer === undefined) throw new StopFailedError(writesItself(named), named);
     const role = `the ${processRole(writer) ?? "supervisor"} (pid ${writer})`;
-    const output = outputOf(writer);
+    // What it writes, from its state file (undefined: it has not written one yet).
+    const output = readSupervisorStatus(options.pidfile, writer)?.output;
     if (output === null) {
       throw new StopFailedError(
         `${role} writes no output file (it was started without --output FILE), ` +
@@ -144,41 +145,4 @@ function writesItself(pid: number): string {
   }
   return `${command} (pid ${pid}) writes ${file} itself, so there is nothing to reopen: ` +
     "rotate it with copytruncate, or start it with --keeper --output FILE (or --supervise)";
-}
-
-/**
- * The output file a supervisor or keeper writes, from its `--output` (in the
- * stage's JSON configuration, or on `run --supervise`'s command line),
- * absolute against its directory.
- *
- * @returns the path; null when it writes no file (no `--output`, or
- *   syslog); undefined when its command line cannot be read
- */
-function outputOf(pid: number): string | null | undefined {
-  const argv = cmdlineOf(pid);
-  if (!argv) return undefined;
-  let output: unknown;
-  const at = argv.indexOf(INTERNAL_FLAG);
-  if (at >= 0) {
-    try {
-      output = (JSON.parse(argv[at + 2] ?? "") as { output?: unknown }).output;
-    } catch {
-      return undefined;
-    }
-  } else {
-    const end = argv.indexOf("--");
-    const options = end < 0 ? argv : argv.slice(0, end);
-    const i = options.findLastIndex((a) => a === "--output" || a.startsWith("--output="));
-    if (i >= 0) output = options[i] === "--output" ? options[i + 1] : options[i]!.slice(9);
-  }
-  if (
-    typeof output !== "string" || output === "" || output === "syslog" ||
-    output.startsWith("syslog:")
-  ) return null;
-  if (output.startsWith("/")) return output;
-  try {
-    return `${readLink(`/proc/${pid}/cwd`)}/${output}`;
-  } catch {
-    return undefined;
-  }
 }

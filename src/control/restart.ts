@@ -8,7 +8,8 @@
 import { NotRunningError } from "./errors.ts";
 import { withGuard } from "./guard.ts";
 import type { RestartOptions, StartResult } from "./options.ts";
-import { checkLockOf, prepareStart, startLocked } from "./start.ts";
+import { launchSpec } from "./spec.ts";
+import { checkLockOf, startLocked } from "./start.ts";
 import { stopLocked } from "./stop.ts";
 
 /**
@@ -19,14 +20,14 @@ import { stopLocked } from "./stop.ts";
  * @throws what `start` and `stop` throw, except NotRunningError
  */
 export async function restart(options: RestartOptions): Promise<StartResult> {
-  const prepared = prepareStart(options);
-  await checkLockOf(options);
+  const spec = launchSpec(options, "start");
+  await checkLockOf(spec);
   return await withGuard(options, async () => {
     try {
       await stopLocked(options);
     } catch (err) {
       if (!(err instanceof NotRunningError)) throw err;
     }
-    return await startLocked(options, prepared);
+    return await startLocked(spec, options);
   }, options.signal);
 }

@@ -17,11 +17,14 @@ import {
   umask as setUmask,
 } from "../ffi/mod.ts";
 import type { PidFile } from "../lock/pidfile.ts";
+import { environmentFor } from "../launch/spec.ts";
 import { runSupervisor } from "../supervisor/stage.ts";
 import { UsageError } from "../errors.ts";
 import { takeGuard } from "./guard.ts";
 import type { RunOptions } from "./options.ts";
-import { lockPidfile, prepareLaunch } from "./precheck.ts";
+import { lockPidfile } from "./precheck.ts";
+import { callerEnvironment, launchSpec } from "./spec.ts";
+import { normalPath } from "./values.ts";
 
 /**
  * Take the lock in the foreground and execve into the command, which keeps
@@ -38,57 +41,40 @@ export async function run(options: RunOptions): Promise<number> {
     const mode = options.supervise ? "--supervise" : "--lock";
     throw new UsageError(`--user with run ${mode} is not supported (start ${mode} is)`);
   }
-  const prepared = prepareLaunch(options, { cwd: Deno.cwd(), keepNotify: true });
-  if (options.lock) {
+  const spec = launchSpec(options, "run");
+  if (spec.lock) {
     const { checkClusterLock } = await import("./cluster.ts");
-    await checkClusterLock(options.lock, options.supervise?.stopSchedule ?? options.stopSchedule);
+    await checkClusterLock(spec.lock, spec.stopSchedule);
   }
   let lock: PidFile;
   {
     using _guard = await takeGuard(options);
     lock = await lockPidfile(options);
   }
-  if (options.supervise || options.lock) {
+  const env = environmentFor(spec, callerEnvironment("run"));
+  if (spec.holder.kind !== "self") {
     // supervise mode: this process is the supervisor; it keeps the lock and its pid. With a
     // cluster lock alone, it is COMMAND's keeper in the foreground: it holds both locks and
     // fences COMMAND, which an exec could not.
-    return await runSupervisor(
-      {
-        // In the foreground there is nothing to be ready for: COMMAND runs to its end.
-        ...(options.supervise ?? {
-          restart: "never",
-          readiness: { kind: "alive", afterMs: 0 },
-          ...(options.stopSchedule === undefined ? {} : { stopSchedule: options.stopSchedule }),
-        }),
-        ...(options.supervise ? {} : { keep: true }),
-        ...(options.lock ? { lock: options.lock } : {}),
-        pidfile: options.pidfile,
-        path: prepared.path,
-        argv: prepared.argv,
-        cwd: prepared.cwd,
-        ...(options.umask === undefined ? {} : { umask: options.umask }),
-      },
-      lock,
-      prepared.env,
-    );
+    return await runSupervisor({ spec, pidfile: normalPath(options.pidfile) }, lock, env);
   }
   try {
     setCloexec(lock.fd, false);
-    if (options.umask !== undefined) setUmask(options.umask);
-    if (prepared.user) {
+    if (spec.umask !== null) setUmask(spec.umask);
+    if (spec.user) {
       try {
-        becomeUser(prepared.user.user, prepared.user.gid);
+        becomeUser(spec.user, spec.user.gid);
       } catch (err) {
         throw new SystemError("setuid", err instanceof SystemError ? err.errno : ERRNO.EPERM, {
-          message: `cannot become user ${quote(prepared.user.user.name)}: ${
+          message: `cannot become user ${quote(spec.user.name)}: ${
             err instanceof Error ? err.message : err
           }`,
         });
       }
     }
-    if (options.chdir !== undefined) Deno.chdir(prepared.cwd);
+    if (options.chdir !== undefined) Deno.chdir(spec.cwd);
     resetSignals();
-    execve(prepared.path, prepared.argv, prepared.env);
+    execve(spec.path, spec.command, env);
   } catch (err) {
     lock.release();
     throw err;

@@ -21,64 +21,23 @@ import { fileIdentity, holdsLockInFdinfo, lockHolders } from "../lock/holders.ts
 import { openOutputFile } from "../lock/output.ts";
 import type { PidFile } from "../lock/pidfile.ts";
 import { describeExit } from "../launch/exit.ts";
-import type { DaemonPlan, LaunchedDaemon } from "../launch/plan.ts";
 import { awaitStage, spawnStage } from "../launch/privilege.ts";
-import { Readiness, type ReadinessMode, type ReadyResult } from "../launch/readiness.ts";
+import { Readiness, type ReadyResult } from "../launch/readiness.ts";
 import { spawn } from "../launch/spawn.ts";
-import { Aborted, StartingDaemon } from "../launch/starting.ts";
+import { environmentFor, type LaunchSpec } from "../launch/spec.ts";
+import { Aborted, type LaunchedDaemon, StartingDaemon } from "../launch/starting.ts";
 import {
   spawnKeeper,
-  superviseLauncher,
+  spawnStageProcess,
   SUPERVISOR_READY_FD,
   SUPERVISOR_WRITE_FD,
 } from "../supervisor/stage.ts";
-import type { ChildReadiness, ClusterLockSettings } from "../supervisor/settings.ts";
 import { HeldElsewhereError, InterruptedError, seconds, StartFailedError } from "./errors.ts";
 import { withGuard } from "./guard.ts";
-import {
-  DEFAULT_CHDIR,
-  DEFAULT_READY_AFTER_MS,
-  DEFAULT_READY_TIMEOUT_MS,
-  DEFAULT_UMASK,
-  type StartOptions,
-  type StartResult,
-} from "./options.ts";
-import { lockPidfile, type Prepared, prepareLaunch } from "./precheck.ts";
-
-/**
- * The step that makes the daemon process: a new session leader with exactly
- * the plan's descriptors. With a user, it is this program re-executed as an
- * internal stage that drops privileges and then execs the command (same pid).
- * Supervise mode wraps it (see `superviseLauncher`).
- *
- * @param plan what to run and how
- * @returns the daemon's pid (and the stage's error pipe, with a user)
- * @throws {SystemError} when the program cannot be started
- */
-export function launchDaemon(plan: DaemonPlan): LaunchedDaemon {
-  if (plan.user) {
-    const stage = spawnStage({
-      path: plan.path,
-      argv: plan.argv,
-      env: plan.env,
-      cwd: plan.cwd,
-      user: plan.user,
-      ...(plan.gid === undefined ? {} : { gid: plan.gid }),
-    }, { umask: plan.umask, fds: plan.fds });
-    return { pid: stage.pid, stageErrorFd: stage.errorFd };
-  }
-  return {
-    pid: spawn({
-      path: plan.path,
-      argv: plan.argv,
-      env: plan.env,
-      cwd: plan.cwd,
-      umask: plan.umask,
-      newSession: true,
-      fds: plan.fds,
-    }),
-  };
-}
+import type { StartOptions, StartResult } from "./options.ts";
+import { lockPidfile } from "./precheck.ts";
+import { callerEnvironment, launchSpec } from "./spec.ts";
+import { normalPath } from "./values.ts";
 
 /**
  * Start a command as a daemon that holds the pid file's lock, and wait until
@@ -93,79 +52,194 @@ export function launchDaemon(plan: DaemonPlan): LaunchedDaemon {
  * @throws {UsageError} for an empty command
  */
 export async function start(options: StartOptions): Promise<StartResult> {
-  const prepared = prepareStart(options);
-  await checkLockOf(options);
-  return await withGuard(options, () => startLocked(options, prepared), options.signal);
+  const spec = launchSpec(options, "start");
+  await checkLockOf(spec);
+  return await withGuard(options, () => startLocked(spec, options), options.signal);
 }
 
 /**
  * The cluster lock's checks, made before anything is created (they load the
  * cluster code, so only when a lock is asked for).
  *
- * @param options a start's options
+ * @param spec the launch
  * @throws {UsageError} for a bad lock URL or a TTL too short
  */
-export async function checkLockOf(options: StartOptions): Promise<void> {
-  const lock = clusterLock(options);
-  if (!lock) return;
+export async function checkLockOf(spec: LaunchSpec): Promise<void> {
+  if (!spec.lock) return;
   const { checkClusterLock } = await import("./cluster.ts");
-  await checkClusterLock(lock, options.supervise?.stopSchedule ?? options.stopSchedule);
+  await checkClusterLock(spec.lock, spec.stopSchedule);
 }
 
 /**
- * The checks of a start, made before anything is created.
+ * Start, with the guard held: lock, then the one path of the spec's holder.
  *
- * @param options what to start
- * @returns what the launch needs
- */
-export function prepareStart(options: StartOptions): Prepared {
-  return prepareLaunch(options, { cwd: DEFAULT_CHDIR, keepNotify: false });
-}
-
-/**
- * Start, with the guard held: lock, launch, wait, hand over.
- *
- * @param options what to start and how
- * @param prepared the checked command, user and directory
+ * @param spec what to start, and who holds the lock
+ * @param options where the pid file is, the abort signal, where warnings go
  * @returns the daemon's pid
  */
-export async function startLocked(
-  options: StartOptions,
-  prepared: Prepared,
-): Promise<StartResult> {
+export async function startLocked(spec: LaunchSpec, options: StartOptions): Promise<StartResult> {
   using lock = await lockPidfile(options);
   if (options.signal?.aborted) {
     throw new InterruptedError(
       `interrupted (${String(options.signal.reason)}) before the daemon was started`,
     );
   }
-  using readiness = Readiness.prepare(
-    readinessMode(options),
-    prepared.user ? { owner: prepared.user.user } : {},
-  );
-  await using daemon = await launchWithOutput(options, prepared, lock, readiness);
-  const result = await waitUntilReady(daemon, readiness, options);
-  const keeper = await keepIfDropped(daemon, lock, options);
-  return handOver(daemon, result, options, keeper);
+  switch (spec.holder.kind) {
+    case "self":
+      return await startProgram(spec, lock, options);
+    case "keeper":
+      return await startKept(spec, lock, options);
+    case "supervisor":
+      return await startSupervised(spec, lock, options);
+  }
+}
+
+/**
+ * The program holds the lock itself: it is launched with the locked
+ * descriptor in a new session, followed when it forks away, handed to a
+ * keeper when it drops the lock, and named in the pid file.
+ */
+async function startProgram(
+  spec: LaunchSpec,
+  lock: PidFile,
+  options: StartOptions,
+): Promise<StartResult> {
+  using readiness = Readiness.prepare(spec.readiness, spec.user ? { owner: spec.user } : {});
+  await using daemon = await launchWithOutput(spec, lock, options, (stdio) => {
+    const fds: Record<number, number | "null"> = {
+      0: "null",
+      1: stdio,
+      2: stdio,
+      [lockFdFor(spec)]: lock.fd, // read-only: the daemon holds the lock, cannot write the file
+      ...readiness.childFds,
+    };
+    return launchProgram(spec, { ...programEnvironment(spec), ...readiness.env }, fds);
+  });
+  readiness.spawned();
+  const result = await waitUntilReady(daemon, readiness, spec, options);
+  const keeper = await keepIfDropped(daemon, lock, spec, options);
+  if (result.mainPid !== undefined && result.mainPid !== daemon.pid) {
+    const named = fileIdentity(options.pidfile);
+    if (named && holdsLockInFdinfo(result.mainPid, named) === true) {
+      return handedOver(daemon, result.mainPid, result, keeper);
+    }
+    options.onWarning?.(
+      `warning: ignoring MAINPID=${result.mainPid}: that process does not hold the pid file`,
+    );
+  }
+  return handedOver(daemon, daemon.pid, result, keeper);
+}
+
+/**
+ * A keeper holds the lock (and a cluster lock): it runs the program once
+ * and names its main process, which the pid file names.
+ */
+async function startKept(
+  spec: LaunchSpec,
+  lock: PidFile,
+  options: StartOptions,
+): Promise<StartResult> {
+  const { daemon, result } = await startStage(spec, lock, options);
+  await using _daemon = daemon;
+  return handedOver(daemon, result.mainPid ?? daemon.pid, result, daemon.pid);
+}
+
+/** A supervisor holds the lock, runs the program and restarts it: the pid file names it. */
+async function startSupervised(
+  spec: LaunchSpec,
+  lock: PidFile,
+  options: StartOptions,
+): Promise<StartResult> {
+  const { daemon, result } = await startStage(spec, lock, options);
+  await using _daemon = daemon;
+  return handedOver(daemon, daemon.pid, result, undefined);
+}
+
+/**
+ * Launch the supervisor or keeper stage with the locked descriptors and
+ * wait until it says the program's first run is ready.
+ */
+async function startStage(
+  spec: LaunchSpec,
+  lock: PidFile,
+  options: StartOptions,
+): Promise<{ daemon: StartingDaemon; result: Ready }> {
+  using readiness = Readiness.prepare({ kind: "fd", fd: SUPERVISOR_READY_FD });
+  const daemon = await launchWithOutput(spec, lock, options, (stdio) => ({
+    pid: spawnStageProcess({
+      spec,
+      pidfile: normalPath(options.pidfile),
+      lockFd: STAGE_LOCK_FD,
+      writeFd: SUPERVISOR_WRITE_FD,
+      readyFd: SUPERVISOR_READY_FD,
+    }, {
+      env: programEnvironment(spec),
+      ...(spec.umask === null ? {} : { umask: spec.umask }),
+      fds: {
+        0: "null",
+        1: stdio,
+        2: stdio,
+        [STAGE_LOCK_FD]: lock.fd,
+        [SUPERVISOR_WRITE_FD]: lock.writeFd,
+        ...readiness.childFds,
+      },
+    }),
+  }));
+  try {
+    readiness.spawned();
+    return { daemon, result: await waitUntilReady(daemon, readiness, spec, options) };
+  } catch (err) {
+    await daemon[Symbol.asyncDispose]();
+    throw err;
+  }
+}
+
+/** Where the stage inherits the lock. */
+const STAGE_LOCK_FD = 3;
+
+/** The program's whole environment: the caller's (less its readiness channels) and the spec's. */
+function programEnvironment(spec: LaunchSpec): Record<string, string> {
+  return environmentFor(spec, callerEnvironment("start"));
+}
+
+/**
+ * The step that makes the daemon process: a new session leader with exactly
+ * these descriptors. With a user, it is this program re-executed as the
+ * privilege stage, which drops privileges and then execs the command (same pid).
+ */
+function launchProgram(
+  spec: LaunchSpec,
+  env: Record<string, string>,
+  fds: Record<number, number | "null">,
+): LaunchedDaemon {
+  const umask = spec.umask ?? undefined;
+  if (spec.user) {
+    const stage = spawnStage({ spec, env }, {
+      fds,
+      session: "new",
+      ...(umask === undefined ? {} : { umask }),
+    });
+    return { pid: stage.pid, stageErrorFd: stage.errorFd };
+  }
+  return {
+    pid: spawn({
+      path: spec.path,
+      argv: spec.command,
+      env,
+      cwd: spec.cwd,
+      ...(umask === undefined ? {} : { umask }),
+      newSession: true,
+      fds,
+    }),
+  };
 }
 
 /** A readiness wait that ended with the daemon ready. */
 type Ready = Extract<ReadyResult, { ready: true }>;
 
-/** How the daemon says it is ready: the supervisor's pipe, --notify-fd, sd_notify, or staying alive. */
-function readinessMode(options: StartOptions): ReadinessMode {
-  // The supervisor (or keeper) says so after its child's readiness.
-  if (options.supervise || options.keeper || clusterLock(options)) {
-    return { kind: "fd", fd: SUPERVISOR_READY_FD };
-  }
-  if (options.notifyFd !== undefined) return { kind: "fd", fd: options.notifyFd };
-  if (options.notifySocket) return { kind: "socket" };
-  return { kind: "alive", afterMs: options.readyAfter ?? DEFAULT_READY_AFTER_MS };
-}
-
 /** The daemon's descriptor number for the pid file lock: 3, or 4 when the notification fd is 3. */
-function lockFdFor(options: StartOptions): number {
-  return options.notifyFd === 3 ? 4 : 3;
+function lockFdFor(spec: LaunchSpec): number {
+  return spec.readiness.kind === "fd" && spec.readiness.fd === 3 ? 4 : 3;
 }
 
 /**
@@ -173,96 +247,28 @@ function lockFdFor(options: StartOptions): number {
  * stdout and stderr, and close our copy.
  */
 async function launchWithOutput(
-  options: StartOptions,
-  prepared: Prepared,
+  spec: LaunchSpec,
   lock: PidFile,
-  readiness: Readiness,
+  options: StartOptions,
+  launch: (stdio: number | "null") => LaunchedDaemon,
 ): Promise<StartingDaemon> {
-  const output = options.output === undefined
-    ? -1
-    : openOutputFile(options.output, prepared.user?.user.uid);
+  const file = spec.output?.kind === "file" ? spec.output.path : undefined;
+  const output = file === undefined ? -1 : openOutputFile(file, spec.user?.uid);
   try {
     // Where this run's output begins: a failure quotes only what was written since.
-    const mark = output >= 0 ? outputMark(output, options.output!) : undefined;
-    const plan = daemonPlan(options, prepared, lock, readiness, output);
-    const launch = chooseLauncher(options);
-    const daemon = await StartingDaemon.launch(lock, () => launch(plan));
-    if (mark) outputMarks.set(daemon, mark);
-    readiness.spawned();
+    const mark = output >= 0 ? outputMark(output, file!) : undefined;
+    const daemon = await StartingDaemon.launch(lock, () => launch(output >= 0 ? output : "null"));
+    if (mark) outputMarks.set(daemon, { ...mark, path: file!, given: outputGiven(options) });
     return daemon;
   } finally {
     if (output >= 0) close(output);
   }
 }
 
-/** What the daemon is: the command, its environment and descriptors. */
-function daemonPlan(
-  options: StartOptions,
-  prepared: Prepared,
-  lock: PidFile,
-  readiness: Readiness,
-  output: number,
-): DaemonPlan {
-  const stdio = output >= 0 ? output : "null";
-  const fds: Record<number, number | "null"> = {
-    0: "null",
-    1: stdio,
-    2: stdio,
-    [lockFdFor(options)]: lock.fd, // read-only: the daemon holds the lock, cannot write the file
-    ...readiness.childFds,
-  };
-  // The supervisor or keeper (singleton-run's own) writes the file; never the program.
-  if (stagedIn(options)) fds[SUPERVISOR_WRITE_FD] = lock.writeFd;
-  return {
-    path: prepared.path,
-    argv: prepared.argv,
-    env: { ...prepared.env, ...readiness.env },
-    cwd: prepared.cwd,
-    umask: options.umask ?? DEFAULT_UMASK,
-    fds,
-    ...(prepared.user ? { user: prepared.user.user, gid: prepared.user.gid } : {}),
-  };
-}
-
-/** The supervisor, or the command itself. */
-function chooseLauncher(options: StartOptions): (plan: DaemonPlan) => LaunchedDaemon {
-  const lock = clusterLock(options);
-  if (options.supervise) {
-    return superviseLauncher({ ...options.supervise, ...(lock ? { lock } : {}) }, {
-      pidfile: options.pidfile,
-      lockFd: lockFdFor(options),
-      launch: launchDaemon,
-    });
-  }
-  if (!options.keeper && !lock) return launchDaemon;
-  // The keeper runs COMMAND once, with COMMAND's own readiness and output (and holds a cluster lock).
-  return superviseLauncher({
-    restart: "never",
-    readiness: childReadiness(options),
-    readyTimeout: options.readyTimeout ?? DEFAULT_READY_TIMEOUT_MS,
-    ...(options.output === undefined ? {} : { output: options.output }),
-    ...(options.daemonPidfile === undefined ? {} : { daemonPidfile: options.daemonPidfile }),
-    ...(lock ? { lock } : {}),
-    ...(options.stopSchedule === undefined ? {} : { stopSchedule: options.stopSchedule }),
-  }, { pidfile: options.pidfile, lockFd: lockFdFor(options), launch: launchDaemon, keep: true });
-}
-
-/** Whether COMMAND runs under a supervisor or a keeper (this program's own stage). */
-function stagedIn(options: StartOptions): boolean {
-  return options.supervise !== undefined || options.keeper === true ||
-    clusterLock(options) !== undefined;
-}
-
-/** The cluster lock asked for, in start's options or in its supervise settings. */
-function clusterLock(options: StartOptions): ClusterLockSettings | undefined {
-  return options.lock ?? options.supervise?.lock;
-}
-
-/** COMMAND's readiness, as start's options give it, for the keeper to wait on. */
-function childReadiness(options: StartOptions): ChildReadiness {
-  if (options.notifyFd !== undefined) return { kind: "fd", fd: options.notifyFd };
-  if (options.notifySocket) return { kind: "socket" };
-  return { kind: "alive", afterMs: options.readyAfter ?? DEFAULT_READY_AFTER_MS };
+/** The output file as the caller wrote it, for messages. */
+function outputGiven(options: StartOptions): string | undefined {
+  const given = options.supervise?.output ?? options.output;
+  return typeof given === "string" ? given : given?.kind === "file" ? given.path : undefined;
 }
 
 /**
@@ -275,9 +281,9 @@ function childReadiness(options: StartOptions): ChildReadiness {
 async function keepIfDropped(
   daemon: StartingDaemon,
   lock: PidFile,
+  spec: LaunchSpec,
   options: StartOptions,
 ): Promise<number | undefined> {
-  if (options.supervise || options.keeper || clusterLock(options)) return undefined;
   const st = fileIdentity(options.pidfile);
   // The usual case first, and the cheap one: the main process holds it; else any process.
   if (!st || holdsLockInFdinfo(daemon.pid, st) === true || lockHolders(st).length > 0) {
@@ -288,8 +294,8 @@ async function keepIfDropped(
   let keeper: number;
   let keeperFd: number | undefined;
   try {
-    keeper = spawnKeeper({
-      pidfile: options.pidfile,
+    keeper = spawnKeeper(spec, {
+      pidfile: normalPath(options.pidfile),
       lockFd: lock.fd,
       writeFd: lock.writeFd,
       pid: daemon.pid,
@@ -340,10 +346,11 @@ const KEEPER_START_TIMEOUT_MS = 10_000;
 async function waitUntilReady(
   daemon: StartingDaemon,
   readiness: Readiness,
+  spec: LaunchSpec,
   options: StartOptions,
 ): Promise<Ready> {
   const started = performance.now();
-  const timeout = options.readyTimeout ?? DEFAULT_READY_TIMEOUT_MS;
+  const timeout = options.readyTimeout ?? spec.readyTimeoutMs;
   if (daemon.stageErrorFd !== undefined) {
     const message = await daemon.unlessAborted(
       awaitStage(daemon.stageErrorFd, daemon.pidfd ?? -1, timeout),
@@ -359,13 +366,14 @@ async function waitUntilReady(
     ? { ready: false, reason: "exited", waitedMs: 0 }
     : await daemon.unlessAborted(readiness.wait(daemon.pidfd, left()), options.signal);
   // A program that forks away: follow its main process, and wait for readiness again.
-  const follows = !options.supervise && !options.keeper && !clusterLock(options);
+  const follows = spec.holder.kind === "self";
+  const daemonPidfile = spec.daemonPidfile ?? undefined;
   for (;;) {
     if (result instanceof Aborted) throw await interrupted(daemon, result, options);
     if (result.ready) {
-      if (!follows || options.daemonPidfile === undefined) return result;
+      if (!follows || daemonPidfile === undefined) return result;
       const named = await daemon.unlessAborted(
-        daemon.awaitDaemonPidfile(deadline, options.daemonPidfile),
+        daemon.awaitDaemonPidfile(deadline, daemonPidfile),
         options.signal,
       );
       if (named instanceof Aborted) throw await interrupted(daemon, named, options);
@@ -374,7 +382,7 @@ async function waitUntilReady(
         throw await notReadyInTime(
           daemon,
           timeout,
-          `; --daemon-pidfile ${quote(options.daemonPidfile)} named no process it started`,
+          `; --daemon-pidfile ${quote(daemonPidfile)} named no process it started`,
           options,
         );
       }
@@ -382,7 +390,7 @@ async function waitUntilReady(
     }
     if (!follows || result.reason !== "exited") break;
     const fork = await daemon.unlessAborted(
-      daemon.followFork(deadline, options.daemonPidfile),
+      daemon.followFork(deadline, daemonPidfile),
       options.signal,
     );
     if (fork instanceof Aborted) throw await interrupted(daemon, fork, options);
@@ -403,17 +411,17 @@ async function waitUntilReady(
     case "timeout":
       throw await notReadyInTime(daemon, timeout, extra, options);
     case "closed":
-      if (options.supervise || options.keeper || clusterLock(options)) {
+      if (spec.holder.kind !== "self") {
         // Its fd closes as it exits (let it finish); 3 is its word for a cluster lock held
         // elsewhere.
         await daemon.exited(2000);
         const { exit } = await daemon.abandon();
-        if (clusterLock(options) && exit?.exited && exit.code === 3) {
+        if (spec.lock && exit?.exited && exit.code === 3) {
           throw new HeldElsewhereError(result.status ?? "already running elsewhere");
         }
         throw await fail(
           daemon,
-          options.supervise
+          spec.holder.kind === "supervisor"
             ? "the supervisor ended before its first child was ready"
             : "the keeper ended before the daemon was ready",
           false,
@@ -423,7 +431,9 @@ async function waitUntilReady(
       }
       throw await fail(
         daemon,
-        `the daemon closed its notification descriptor ${options.notifyFd} ` +
+        `the daemon closed its notification descriptor ${
+          spec.readiness.kind === "fd" ? spec.readiness.fd : ""
+        } ` +
           `without writing a newline`,
         false,
         options,
@@ -473,19 +483,18 @@ async function fail(
   daemon: StartingDaemon,
   why: string,
   killedByUs: boolean,
-  options: StartOptions,
+  _options: StartOptions,
   extra = "",
 ): Promise<StartFailedError> {
   const { wasRunning, exit } = await daemon.abandon();
   const how = killedByUs ? "" : wasRunning ? "; killed it" : exitText(exit);
   const mark = outputMarks.get(daemon);
-  const tail = options.output === undefined || !mark ? [] : linesSince(options.output, mark, 10);
   return new StartFailedError(
     `${why}${how}${extra}`,
     daemon.pid,
     killedByUs ? undefined : exit,
-    options.output,
-    tail,
+    mark?.given,
+    mark ? linesSince(mark, 10) : [],
   );
 }
 
@@ -493,34 +502,7 @@ function exitText(exit: ExitReason | undefined): string {
   return exit ? ` (${describeExit(exit)})` : "";
 }
 
-/**
- * The daemon is ready: hand the lock over to it, or to the MAINPID it named
- * when that process holds the lock.
- */
-function handOver(
-  daemon: StartingDaemon,
-  result: Ready,
-  options: StartOptions,
-  keeper: number | undefined,
-): StartResult {
-  let pid = daemon.pid;
-  if ((options.keeper || clusterLock(options)) && result.mainPid !== undefined) {
-    // Our keeper named its program's main process (and wrote it in the file).
-    return handedOver(daemon, result.mainPid, result, daemon.pid);
-  }
-  if (result.mainPid !== undefined && result.mainPid !== pid) {
-    const named = fileIdentity(options.pidfile);
-    if (named && holdsLockInFdinfo(result.mainPid, named) === true) {
-      pid = result.mainPid;
-    } else {
-      options.onWarning?.(
-        `warning: ignoring MAINPID=${result.mainPid}: that process does not hold the pid file`,
-      );
-    }
-  }
-  return handedOver(daemon, pid, result, keeper);
-}
-
+/** The daemon is ready: it keeps the lock alone, and the file names `pid`. */
 function handedOver(
   daemon: StartingDaemon,
   pid: number,
@@ -543,12 +525,16 @@ interface OutputMark {
   readonly dev: bigint;
   readonly ino: bigint;
   readonly size: number;
+  /** The file, absolute. */
+  readonly path: string;
+  /** The file as the caller named it, for the message. */
+  readonly given: string | undefined;
 }
 
 /** Where each starting daemon's output began. */
 const outputMarks = new WeakMap<StartingDaemon, OutputMark>();
 
-function outputMark(fd: number, path: string): OutputMark {
+function outputMark(fd: number, path: string): Omit<OutputMark, "path" | "given"> {
   const st = fstat(fd, path);
   return { dev: st.dev, ino: st.ino, size: Number(st.size) };
 }
@@ -560,7 +546,8 @@ function outputMark(fd: number, path: string): OutputMark {
  * pid file; a file replaced or cut since then shows nothing rather than
  * another file's content.
  */
-function linesSince(path: string, mark: OutputMark, count: number): string[] {
+function linesSince(mark: OutputMark, count: number): string[] {
+  const path = mark.path;
   let fd: number;
   let stat;
   try {

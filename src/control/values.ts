@@ -15,8 +15,11 @@ import { UsageError } from "../errors.ts";
 import { quote } from "../ffi/errors.ts";
 import { parseSignal, SIGRTMAX, SIGRTMIN } from "../ffi/signals.ts";
 import { parseSchedule, type Schedule } from "../launch/schedule.ts";
-import { FACILITIES, isFacility, type SyslogFacility } from "../syslog/codes.ts";
+import { FACILITIES, isFacility } from "../syslog/codes.ts";
 import { DEFAULT_SYSLOG_FACILITY } from "../supervisor/defaults.ts";
+import type { OutputTarget, RestartPolicy } from "../launch/spec.ts";
+
+export type { OutputTarget, RestartPolicy };
 
 export { parseSignal, quote, SIGRTMAX, SIGRTMIN };
 
@@ -147,9 +150,6 @@ export function parseEnvEntry(text: string, option = "--env"): [string, string] 
   return [text.slice(0, eq), text.slice(eq + 1)];
 }
 
-/** When the supervisor starts its command again. */
-export type RestartPolicy = "on-failure" | "always" | "never";
-
 const POLICIES: readonly RestartPolicy[] = ["on-failure", "always", "never"];
 
 /**
@@ -204,11 +204,6 @@ export function parseStopSchedule(text: string, option = "--retry"): Schedule {
   }
   return schedule;
 }
-
-/** Where a daemon's output goes. */
-export type OutputTarget =
-  | { readonly kind: "file"; readonly path: string }
-  | { readonly kind: "syslog"; readonly facility: SyslogFacility };
 
 /**
  * `--output`: `syslog`, `syslog:FACILITY` (the supervisor's default facility

@@ -866,6 +866,20 @@ export function becomeSubreaper(): void {
 }
 
 /**
+ * prctl(PR_SET_PDEATHSIG): the signal this process gets when its parent
+ * (the thread that started it) exits. Kept across execve, cleared by a
+ * change of user: set it after dropping privileges.
+ *
+ * @param signal the signal number, 0 for none
+ */
+export function setParentDeathSignal(signal: number): void {
+  check(
+    libc().prctl(linux.PR_SET_PDEATHSIG, BigInt(signal), 0n, 0n, 0n),
+    "prctl(PR_SET_PDEATHSIG)",
+  );
+}
+
+/**
  * prctl(PR_SET_CHILD_SUBREAPER): turn the child subreaper attribute on or
  * off. Orphans already reparented stay this process's children.
  *

@@ -45,3 +45,41 @@ export function processRole(pid: number): InternalRole | undefined {
   const role = argv![at + 1];
   return role === "privilege" || role === "supervisor" || role === "keeper" ? role : undefined;
 }
+
+/**
+ * The argv that starts an internal stage: this program again (the bundle,
+ * the compiled binary) with the internal flag, the role and its arguments;
+ * from source, the stage module itself under `deno run` (so a stage loads
+ * nothing of the command line, and a program that imports the control API
+ * is not run again in its place), with the permission flags this process
+ * was given under `deno run`, or all of them under another subcommand
+ * (`deno test`).
+ *
+ * @param role the stage
+ * @param args its arguments
+ * @returns the argv; `[0]` is an absolute path
+ */
+export function stageCommand(role: InternalRole, args: readonly string[]): string[] {
+  const self = selfCommand();
+  const tail = internalArgs(role, args);
+  if (!import.meta.url.endsWith("/launch/internal.ts")) return [...self, ...tail]; // bundled
+  const url = new URL("../supervisor/stage.ts", import.meta.url);
+  const entry = url.protocol === "file:" ? url.pathname : url.href;
+  if (self.length >= 3 && self[1] === "run") return [...self.slice(0, -1), entry, ...tail];
+  return [self[0]!, "run", "-A", entry, ...tail];
+}
+
+/**
+ * The command line that runs this program again: the compiled binary alone,
+ * or `deno run <flags> <script>` as this process was started, permission
+ * flags included. Arguments given to this program are not part of it.
+ *
+ * @returns the argv prefix; `[0]` is an absolute path
+ */
+export function selfCommand(): string[] {
+  const argv = cmdlineOf("self");
+  if (!argv) throw new Error("cannot read /proc/self/cmdline");
+  const prefix = argv.slice(0, argv.length - Deno.args.length);
+  prefix[0] = Deno.execPath();
+  return prefix;
+}

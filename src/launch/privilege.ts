@@ -28,36 +28,29 @@ import {
   read,
   resetSignals,
   setCloexec,
+  setParentDeathSignal,
   writeAll,
 } from "../ffi/mod.ts";
-import { internalArgs } from "./internal.ts";
-import { type FdSource, selfCommand, spawn } from "./spawn.ts";
+import type { LaunchSpec } from "./spec.ts";
+import { stageCommand } from "./internal.ts";
+import { type FdSource, spawn } from "./spawn.ts";
 
-/** What the stage does before the exec. */
-export interface StageSpec {
-  /** The program, an absolute path. */
-  readonly path: string;
-  /** Its argv, `argv[0]` included. */
-  readonly argv: readonly string[];
-  /** Its whole environment. */
+/** What the stage is told: the launch, the program's whole environment, and the death signal. */
+export interface StageRequest {
+  /** The launch: its program, command, directory and user. */
+  readonly spec: LaunchSpec;
+  /** The program's whole environment. */
   readonly env: Readonly<Record<string, string>>;
-  /** The directory to change to, after dropping privileges. */
-  readonly cwd: string;
-  /** The account to become (initgroups with `gid`, setgid, setuid). */
-  readonly user?: {
-    readonly name: string;
-    readonly uid: number;
-    readonly gid: number;
-    readonly home: string;
-  };
-  /** The primary group to take. */
-  readonly gid?: number;
+  /** SIGKILL the program when the process that started the stage dies. */
+  readonly dieWithParent?: boolean;
 }
 
-/** Options of {@link spawnStage}: what {@link spawn} would get for the daemon itself. */
-export interface StageSpawnOptions {
+/** How the stage process is made: what {@link spawn} would get for the program itself. */
+export interface StageSpawn {
   readonly umask?: number;
   readonly fds: Readonly<Record<number, FdSource>>;
+  /** A new session (a daemon), a new process group (`killGroup`), or neither. */
+  readonly session: "new" | "group" | "same";
 }
 
 /** A stage that was started. */
@@ -69,15 +62,15 @@ export interface StartedStage {
 }
 
 /**
- * Start the stage as a new session leader with the daemon's descriptors and
- * hand it the spec.
+ * Start the stage with the program's descriptors (a daemon: as a new
+ * session leader) and hand it the request.
  *
- * @param spec what to run and as whom
- * @param options the umask and descriptors of the daemon
+ * @param request what to run and as whom
+ * @param options the umask, descriptors and session of the program
  * @returns the stage's pid and the error pipe to wait on
  * @throws {SystemError} when this program cannot be started again
  */
-export function spawnStage(spec: StageSpec, options: StageSpawnOptions): StartedStage {
+export function spawnStage(request: StageRequest, options: StageSpawn): StartedStage {
   const used = Object.keys(options.fds).map(Number);
   const specFd = Math.max(3, ...used) + 1;
   const errFd = specFd + 1;
@@ -85,13 +78,14 @@ export function spawnStage(spec: StageSpec, options: StageSpawnOptions): Started
   let errRead = -1, errWrite = -1;
   try {
     [errRead, errWrite] = pipe(C.O_CLOEXEC);
-    const argv = [...selfCommand(), ...internalArgs("privilege", [String(specFd), String(errFd)])];
+    const argv = stageCommand("privilege", [String(specFd), String(errFd)]);
     const pid = spawn({
       path: argv[0]!,
       argv,
       env: Deno.env.toObject(),
       cwd: Deno.cwd(),
-      newSession: true,
+      newSession: options.session === "new",
+      newProcessGroup: options.session === "group",
       ...(options.umask === undefined ? {} : { umask: options.umask }),
       fds: { ...options.fds, [specFd]: specRead, [errFd]: errWrite },
     });
@@ -99,7 +93,7 @@ export function spawnStage(spec: StageSpec, options: StageSpawnOptions): Started
     close(errWrite);
     errWrite = -1;
     try {
-      writeAll(specWrite, new TextEncoder().encode(JSON.stringify(spec)), "stage pipe");
+      writeAll(specWrite, new TextEncoder().encode(JSON.stringify(request)), "stage pipe");
     } catch {
       // The stage died before reading; its exit is reported by the caller.
     }
@@ -155,8 +149,8 @@ export async function awaitStage(
 }
 
 /**
- * The stage itself: read the spec, drop privileges, change directory, reset
- * signals, exec. Called by cli.ts for `--singleton-run-internal privilege`.
+ * The stage itself: read the request, drop privileges, change directory,
+ * reset signals, exec. Called by cli.ts for `--singleton-run-internal privilege`.
  *
  * @param args the arguments after the role: spec fd, error fd
  * @returns never: it execs or exits 127 after writing the reason
@@ -175,10 +169,10 @@ export function runStage(args: readonly string[]): never {
       raw += new TextDecoder().decode(chunk);
     }
     close(specFd);
-    const spec = JSON.parse(raw) as StageSpec;
+    const { spec, env, dieWithParent } = JSON.parse(raw) as StageRequest;
     if (spec.user) {
       try {
-        becomeUser(spec.user, spec.gid ?? spec.user.gid);
+        becomeUser(spec.user, spec.user.gid);
       } catch (err) {
         throw new Error(
           `cannot become user ${quote(spec.user.name)}: ${
@@ -198,8 +192,10 @@ export function runStage(args: readonly string[]): never {
         : String(err);
       throw new Error(`cannot change directory to ${quote(spec.cwd)}${who}: ${why}`);
     }
+    // After the change of user, which clears a parent-death signal.
+    if (dieWithParent) setParentDeathSignal(9);
     resetSignals();
-    execve(spec.path, spec.argv, { ...spec.env });
+    execve(spec.path, spec.command, { ...env });
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     try {

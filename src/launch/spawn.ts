@@ -22,7 +22,6 @@ import {
   readSmallFile,
   SystemError,
 } from "../ffi/mod.ts";
-import { cmdlineOf } from "../ffi/proc.ts";
 
 /** Where a child's descriptor comes from: a descriptor of ours, or /dev/null. */
 export type FdSource = number | "null";
@@ -297,19 +296,4 @@ function checkProgram(path: string, command: string, named: boolean): void {
         message: `cannot run ${quote(path)}: not an executable file (permission denied)`,
       });
   }
-}
-
-/**
- * The command line that runs this program again: the compiled binary alone,
- * or `deno run <flags> <script>` as this process was started, permission
- * flags included. Arguments given to this program are not part of it.
- *
- * @returns the argv prefix; `[0]` is an absolute path
- */
-export function selfCommand(): string[] {
-  const argv = cmdlineOf("self");
-  if (!argv) throw new Error("cannot read /proc/self/cmdline");
-  const prefix = argv.slice(0, argv.length - Deno.args.length);
-  prefix[0] = Deno.execPath();
-  return prefix;
 }

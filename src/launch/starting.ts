@@ -36,7 +36,6 @@ import { childrenOf, descendsFrom, procStat } from "../ffi/proc.ts";
 import { PidFile } from "../lock/pidfile.ts";
 import { fileIdentity, openHolders } from "../lock/holders.ts";
 import { findMain, namedByDaemonPidfile, severalMessage } from "./forked.ts";
-import type { LaunchedDaemon } from "./plan.ts";
 
 /** What {@link StartingDaemon.unlessAborted} returns when the caller aborted first. */
 export class Aborted {
@@ -48,6 +47,14 @@ export class Aborted {
   constructor(reason: string) {
     this.reason = reason;
   }
+}
+
+/** The process launched to become the daemon. */
+export interface LaunchedDaemon {
+  /** Its pid: the pid file names it. */
+  readonly pid: number;
+  /** With a user: the privilege stage's error pipe, end of file once it has exec'd the command. */
+  readonly stageErrorFd?: number;
 }
 
 /** How an abandoned daemon ended. */

@@ -37,7 +37,8 @@ import {
 import { AlreadyRunningError, PidFile } from "../lock/pidfile.ts";
 import { openOutputFile } from "../lock/output.ts";
 import { describeExit } from "../launch/exit.ts";
-import { selfCommand, spawn } from "../launch/spawn.ts";
+import { spawn } from "../launch/spawn.ts";
+import { selfCommand } from "../launch/internal.ts";
 import { Aborted, StartingDaemon } from "../launch/starting.ts";
 import { notifyReady } from "./notify.ts";
 import { shutdown } from "./shutdown.ts";

@@ -1,18 +1,19 @@
 /**
- * Starting one child: its output pipes (when the output is captured), its
- * readiness channel, the pid file's lock on {@link CHILD_LOCK_FD}, and the
- * spawn itself.
+ * Starting one run of the program: its output pipes (when the output is
+ * captured), its readiness channel, the pid file's lock on
+ * {@link CHILD_LOCK_FD}, and the spawn itself, as the launch spec says
+ * (with `user`, through the privilege stage, so the program alone drops
+ * privileges, never the supervisor or keeper).
  *
  * @module
  */
 
 import { C, close, getrlimit, pipe, recvNow, setNonblocking } from "../ffi/mod.ts";
 import type { NotifySocket } from "../launch/readiness.ts";
+import type { LaunchSpec, Readiness } from "../launch/spec.ts";
+import { spawnStage } from "../launch/privilege.ts";
 import { spawn } from "../launch/spawn.ts";
 import { LineReader } from "./output.ts";
-import type { StopWalk } from "./stopping.ts";
-
-import type { ChildReadiness } from "./settings.ts";
 
 /**
  * The descriptor on which each child inherits the pid file's lock (a
@@ -29,7 +30,7 @@ export const CHILD_LOCK_FD = 63;
  * @param readiness how the child shows it is ready
  * @returns the descriptor number
  */
-export function childLockFd(readiness: ChildReadiness): number {
+export function childLockFd(readiness: Readiness): number {
   return readiness.kind === "fd" && readiness.fd === CHILD_LOCK_FD
     ? CHILD_LOCK_FD - 1
     : CHILD_LOCK_FD;
@@ -50,8 +51,8 @@ export function descriptorFits(fd: number): boolean {
   }
 }
 
-/** A running child, as the supervisor follows it. */
-export interface Child {
+/** One run of the program, as the supervisor follows it: its main process. */
+export interface Run {
   readonly pid: number;
   /** Its process group, when the whole group is signalled (`killGroup`). */
   readonly pgid: number | undefined;
@@ -66,24 +67,18 @@ export interface Child {
   readyFd: number;
   /**
    * A pidfd that tells when it ends, for a process that is not our child
-   * (the keeper's adopted daemon); our children are reaped instead.
+   * (the keeper's adopted daemon, a process a program forked away to); our
+   * children are reaped instead.
    */
   readonly pidfd?: number;
-  /** Set while it is being stopped: the schedule's walk and why. */
-  stop?: { readonly walk: StopWalk; readonly why: string };
+  /** With `user`: the privilege stage's error pipe, until the program is exec'd; -1 after. */
+  stageErrorFd: number;
 }
 
-/** What {@link startChild} needs. */
-export interface ChildSpec {
-  readonly path: string;
-  readonly argv: readonly string[];
+/** How a run is wired to the supervisor (what the spec does not say). */
+export interface RunWiring {
+  /** The program's whole environment. */
   readonly env: Readonly<Record<string, string>>;
-  readonly cwd?: string;
-  readonly umask?: number;
-  readonly killGroup: boolean;
-  readonly readiness: ChildReadiness;
-  /** How long a notifying child may take, in ms. */
-  readonly readyTimeout: number;
   /** Capture stdout and stderr (a sink exists), or share ours. */
   readonly capture: boolean;
   /** The lock's descriptor and where the child gets it, when it gets it. */
@@ -91,31 +86,31 @@ export interface ChildSpec {
   /** The NOTIFY_SOCKET the child reports to (`readiness.kind === "socket"`). */
   readonly notify?: NotifySocket;
   /**
-   * SIGKILL the child when the supervisor dies (a parent-death signal, set
-   * by util-linux's `setpriv --pdeathsig` just before it execs the program):
+   * SIGKILL the program when the supervisor dies (a parent-death signal):
    * a keeper that holds a cluster lock must not leave its program running
    * once it cannot fence it any more.
    */
-  readonly dieWithParent?: boolean;
+  readonly dieWithParent: boolean;
 }
 
 /** util-linux's setpriv: sets the parent-death signal, then execs the program. */
 export const SETPRIV = "/usr/bin/setpriv";
 
 /**
- * Start a child.
+ * Start a run.
  *
- * @param spec what to run and how to connect it
- * @returns the child and the readers of its output pipes
+ * @param spec what to run
+ * @param how its environment and descriptors
+ * @returns the run and the readers of its output pipes
  * @throws {SystemError} when it cannot be started (every descriptor made here is closed)
  */
-export function startChild(spec: ChildSpec): { child: Child; readers: LineReader[] } {
+export function startRun(spec: LaunchSpec, how: RunWiring): { run: Run; readers: LineReader[] } {
   const fds: Record<number, number | "null"> = {};
   const theirs: number[] = []; // the child's ends: closed here once it has them
   const ours: [number, "info" | "err"][] = [];
   let readyFd = -1;
   try {
-    if (spec.capture) {
+    if (how.capture) {
       for (const [target, level] of [[1, "info"], [2, "err"]] as const) {
         const [r, w] = childPipe();
         fds[target] = w;
@@ -126,7 +121,7 @@ export function startChild(spec: ChildSpec): { child: Child; readers: LineReader
       fds[1] = 1;
       fds[2] = 2;
     }
-    const env = { ...spec.env };
+    const env = { ...how.env };
     if (spec.readiness.kind === "fd") {
       const [r, w] = childPipe();
       fds[spec.readiness.fd] = w;
@@ -135,34 +130,48 @@ export function startChild(spec: ChildSpec): { child: Child; readers: LineReader
       env.NOTIFY_FD = String(spec.readiness.fd);
     }
     if (spec.readiness.kind === "socket") {
-      env.NOTIFY_SOCKET = spec.notify!.path;
-      while (recvNow(spec.notify!.fd, 4096) !== undefined) { /* drop stale messages */ }
+      env.NOTIFY_SOCKET = how.notify!.path;
+      while (recvNow(how.notify!.fd, 4096) !== undefined) { /* drop stale messages */ }
     }
-    if (spec.lock) fds[spec.lock.target] = spec.lock.fd;
-    const pid = spawn({
-      ...(spec.dieWithParent
-        ? {
-          path: SETPRIV,
-          argv: ["setpriv", "--pdeathsig", "KILL", "--", spec.path, ...spec.argv.slice(1)],
-        }
-        : { path: spec.path, argv: spec.argv }),
-      env,
-      fds,
-      ...(spec.cwd === undefined ? {} : { cwd: spec.cwd }),
-      ...(spec.umask === undefined ? {} : { umask: spec.umask }),
-      newProcessGroup: spec.killGroup,
-    });
+    if (how.lock) fds[how.lock.target] = how.lock.fd;
+    const umask = spec.umask ?? undefined;
+    let pid: number;
+    let stageErrorFd = -1;
+    if (spec.user) {
+      const stage = spawnStage({ spec, env, dieWithParent: how.dieWithParent }, {
+        fds,
+        session: spec.killGroup ? "group" : "same",
+        ...(umask === undefined ? {} : { umask }),
+      });
+      pid = stage.pid;
+      stageErrorFd = stage.errorFd;
+    } else {
+      pid = spawn({
+        ...(how.dieWithParent
+          ? {
+            path: SETPRIV,
+            argv: ["setpriv", "--pdeathsig", "KILL", "--", spec.path, ...spec.command.slice(1)],
+          }
+          : { path: spec.path, argv: spec.command }),
+        env,
+        fds,
+        cwd: spec.cwd,
+        ...(umask === undefined ? {} : { umask }),
+        newProcessGroup: spec.killGroup,
+      });
+    }
     const now = performance.now();
     return {
-      child: {
+      run: {
         pid,
         pgid: spec.killGroup ? pid : undefined,
         startedAt: now,
         startedWall: new Date(),
         ready: false,
         readyDeadline: now +
-          (spec.readiness.kind === "alive" ? spec.readiness.afterMs : spec.readyTimeout),
+          (spec.readiness.kind === "alive" ? spec.readiness.afterMs : spec.readyTimeoutMs),
         readyFd,
+        stageErrorFd,
       },
       readers: ours.map(([fd, level]) => new LineReader(fd, level, pid)),
     };

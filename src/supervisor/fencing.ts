@@ -13,13 +13,9 @@
  * @module
  */
 
-import { firstWaitMs, parseSchedule } from "../launch/schedule.ts";
-import {
-  DEFAULT_CHILD_STOP_SCHEDULE,
-  DEFAULT_LOCK_TIMEOUT_MS,
-  DEFAULT_LOCK_TTL_MS,
-} from "./defaults.ts";
-import type { ClusterLockSettings } from "./settings.ts";
+import { firstWaitMs } from "../launch/schedule.ts";
+import type { LaunchSpec } from "../launch/spec.ts";
+import { DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_LOCK_TTL_MS } from "./defaults.ts";
 import type { ClusterLockState } from "./state.ts";
 import type { Supervisor } from "./supervisor.ts";
 
@@ -31,8 +27,7 @@ export interface EpochChannel {
 /**
  * Supervise under the cluster lock until done.
  *
- * @param settings the lock
- * @param stopSchedule the child's stop schedule (its first wait is the fence's grace)
+ * @param spec the launch: its lock, and its stop schedule (whose first wait is the fence's grace)
  * @param waitAgain after a lost lock, wait for it again and start a new epoch
  * @param make a supervisor for one epoch, with the lock's environment and state
  * @param start where a failure to take the lock is told
@@ -40,8 +35,7 @@ export interface EpochChannel {
  *   be taken or was lost, else the supervisor's
  */
 export async function superviseLocked(
-  settings: ClusterLockSettings,
-  stopSchedule: string | undefined,
+  spec: LaunchSpec,
   waitAgain: boolean,
   make: (env: Record<string, string>, state: () => ClusterLockState) => Supervisor,
   start: EpochChannel,
@@ -49,6 +43,7 @@ export async function superviseLocked(
   const { backendFor, ClusterUnreachableError, LockHeldElsewhereError, parseLockUrl } =
     await import("../cluster/lock.ts");
   const { Fence } = await import("../cluster/fence.ts");
+  const settings = spec.lock!;
   const target = parseLockUrl(settings.url);
   const backend = await backendFor(target);
   const options = {
@@ -58,9 +53,7 @@ export async function superviseLocked(
     ...(settings.tls ? { tls: settings.tls } : {}),
     holder: { host: Deno.hostname(), pid: Deno.pid },
   };
-  const graceMs = firstWaitMs(
-    parseSchedule(stopSchedule ?? DEFAULT_CHILD_STOP_SCHEDULE, "--stop-schedule"),
-  );
+  const graceMs = firstWaitMs(spec.stopSchedule);
   for (let epoch = 0;; epoch++) {
     let held;
     let said = "";
@@ -104,7 +97,7 @@ export async function superviseLocked(
     });
     fence.start();
     // The state file shows when the lease may expire: rewritten as keepalives move it.
-    const refresh = setInterval(() => supervisor.writeState(supervisor.phase), lock.ttlMs / 3);
+    const refresh = setInterval(() => supervisor.writeState(), lock.ttlMs / 3);
     let lost: string | undefined;
     let done = false;
     lock.lost.then((why: string) => {

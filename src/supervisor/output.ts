@@ -24,40 +24,12 @@ import {
   unixDatagramSocket,
   writeAll,
 } from "../ffi/mod.ts";
-import { UsageError } from "../errors.ts";
 import { openOutputFile } from "../lock/output.ts";
-import { FACILITIES, isFacility, priority, type SyslogFacility } from "../syslog/codes.ts";
-import { DEFAULT_SYSLOG_FACILITY } from "./defaults.ts";
-
-/** Where the child's stdout and stderr go. */
-export type OutputTarget =
-  | { readonly kind: "inherit" }
-  | { readonly kind: "file"; readonly path: string }
-  | { readonly kind: "syslog"; readonly facility: SyslogFacility; readonly socket?: string };
+import { priority, type SyslogFacility } from "../syslog/codes.ts";
+import type { OutputTarget } from "../launch/spec.ts";
 
 /** The level of a line: stdout lines are `info`, stderr lines `err`. */
 export type LineLevel = "info" | "err";
-
-/**
- * Parse `--output`: `syslog`, `syslog:FACILITY`, or a file path.
- *
- * @param text the option's value
- * @returns the target
- * @throws {UsageError} for an unknown facility or an empty value
- */
-export function parseOutput(text: string): OutputTarget {
-  if (text === "syslog" || text.startsWith("syslog:")) {
-    const name = text === "syslog" ? DEFAULT_SYSLOG_FACILITY : text.slice(7).toLowerCase();
-    if (!isFacility(name)) {
-      throw new UsageError(
-        `unknown syslog facility ${quote(name)} (one of ${FACILITIES.join(", ")})`,
-      );
-    }
-    return { kind: "syslog", facility: name };
-  }
-  if (text === "") throw new UsageError("empty --output");
-  return { kind: "file", path: text };
-}
 
 /** The longest line copied as one record; a longer line is cut into pieces of this size. */
 export const MAX_LINE = 8192;
@@ -89,7 +61,7 @@ export class FileSink implements Sink {
   readonly #buf = new Uint8Array(2 * READ_CHUNK);
   #len = 0;
   readonly dropped = 0;
-  constructor(readonly path: string) {
+  constructor(readonly path: string, readonly programUid?: number) {
     try {
       this.reopen();
     } catch (err) {
@@ -101,7 +73,7 @@ export class FileSink implements Sink {
   }
   reopen(): void {
     this.flush();
-    const fd = openOutputFile(this.path);
+    const fd = openOutputFile(this.path, this.programUid);
     if (this.#fd >= 0) close(this.#fd);
     this.#fd = fd;
   }
@@ -231,23 +203,25 @@ export class SyslogSink implements Sink {
 /**
  * The sink of a target, or undefined when the child inherits our output.
  *
- * @param target where the output goes
+ * @param target where the output goes; null: the child shares ours
  * @param ident the syslog ident (the command's name)
  * @param onFirstDrop told once when syslog output starts being dropped
+ * @param programUid the program's user (`user`), whose own output file is fine too
  * @returns the sink
  * @throws {SystemError} when the file or the socket cannot be opened
  */
 export function openSink(
-  target: OutputTarget,
+  target: OutputTarget | null,
   ident: string,
   onFirstDrop: (why: string) => void,
+  programUid?: number,
 ): Sink | undefined {
-  switch (target.kind) {
+  switch (target?.kind) {
     case "file":
-      return new FileSink(target.path);
+      return new FileSink(target.path, programUid);
     case "syslog":
-      return new SyslogSink(target.facility, ident, target.socket, onFirstDrop);
-    case "inherit":
+      return new SyslogSink(target.facility, ident, undefined, onFirstDrop);
+    case undefined:
       return undefined;
   }
 }

@@ -6,24 +6,7 @@
  */
 
 import type { ExitReason } from "../ffi/mod.ts";
-import {
-  DEFAULT_MAX_RESTARTS,
-  DEFAULT_MIN_UPTIME_MS,
-  DEFAULT_RESTART_DELAY_MAX_MS,
-  DEFAULT_RESTART_DELAY_MS,
-  DEFAULT_RESTART_WINDOW_MS,
-} from "./defaults.ts";
-
-import type { RestartPolicy } from "./settings.ts";
-
-/** The knobs of {@link Backoff}, in ms. */
-export interface BackoffOptions {
-  readonly restartDelay?: number;
-  readonly restartDelayMax?: number;
-  readonly minUptime?: number;
-  readonly maxRestarts?: number;
-  readonly restartWindow?: number;
-}
+import type { RestartPolicy, RestartSpec } from "../launch/spec.ts";
 
 /**
  * Whether the policy asks for another start after this exit.
@@ -47,12 +30,12 @@ export class Backoff {
   readonly minUptime: number;
   readonly max: number;
   readonly window: number;
-  constructor(o: BackoffOptions) {
-    this.delay = o.restartDelay ?? DEFAULT_RESTART_DELAY_MS;
-    this.delayMax = o.restartDelayMax ?? DEFAULT_RESTART_DELAY_MAX_MS;
-    this.minUptime = o.minUptime ?? DEFAULT_MIN_UPTIME_MS;
-    this.max = o.maxRestarts ?? DEFAULT_MAX_RESTARTS;
-    this.window = o.restartWindow ?? DEFAULT_RESTART_WINDOW_MS;
+  constructor(o: RestartSpec) {
+    this.delay = o.delayMs;
+    this.delayMax = o.delayMaxMs;
+    this.minUptime = o.minUptimeMs;
+    this.max = o.maxRestarts;
+    this.window = o.windowMs;
   }
 
   /**

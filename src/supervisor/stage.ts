@@ -1,14 +1,19 @@
 /**
- * The supervisor as a process: `start --supervise` spawns this program again
- * as `--singleton-run-internal supervisor <json>` (in argv, never in the
- * environment, so nothing leaks to the child), handing it the locked pid
- * file on a descriptor and a descriptor to announce readiness on. `run
- * --supervise` calls {@link runSupervisor} in the foreground process, which
- * already holds the lock.
+ * The supervisor and the keeper as a process: `start` spawns this program
+ * again as `--singleton-run-internal supervisor|keeper FD`, handing it the
+ * locked pid file on a descriptor, a descriptor to announce readiness on,
+ * and its orders (the launch spec and where its descriptors are) through a
+ * pipe on descriptor FD, never in argv (which any user can read in /proc)
+ * and never in the environment (which the program inherits). `run
+ * --supervise` and `run --lock` call {@link runSupervisor} in the
+ * foreground process, which already holds the lock.
  *
- * The child's environment is the supervisor's own environment: the
- * controller spawns the supervisor with exactly the environment COMMAND
- * should get, so no environment travels in argv.
+ * The stage runs as the caller: with `user`, only the program drops its
+ * privileges (see `child.ts`), so what the stage needs (the cluster lock's
+ * client, its files) is loaded and opened with the caller's rights.
+ *
+ * The child's environment is the stage's own environment: the controller
+ * spawns the stage with exactly the environment COMMAND should get.
  *
  * This module and what it imports are the whole supervisor: no npm package,
  * no CLI code, so it starts from source as any user and its memory stays
@@ -17,52 +22,37 @@
  * @module
  */
 
-import { close, ERRNO, quote, SystemError, writeAll } from "../ffi/mod.ts";
+import { C, close, ERRNO, pipe, read, SystemError, writeAll } from "../ffi/mod.ts";
 import { PidFile } from "../lock/pidfile.ts";
-import { cmdlineOf } from "../ffi/proc.ts";
-import { selfCommand, spawn } from "../launch/spawn.ts";
-import { INTERNAL_FLAG, internalArgs } from "../launch/internal.ts";
-import type { DaemonPlan, LaunchedDaemon } from "../launch/plan.ts";
-import { parseSchedule } from "../launch/schedule.ts";
-import { parseOutput } from "./output.ts";
+import { spawn } from "../launch/spawn.ts";
+import { INTERNAL_FLAG, stageCommand } from "../launch/internal.ts";
+import { runStage } from "../launch/privilege.ts";
+import type { LaunchSpec } from "../launch/spec.ts";
 import { type ClusterLockState, statePath } from "./state.ts";
-import type { SuperviseSettings } from "./settings.ts";
-import { type SuperviseOptions, Supervisor } from "./supervisor.ts";
+import { Supervisor } from "./supervisor.ts";
 
 /**
- * The supervisor's configuration, as it travels in argv (JSON): the
- * {@link SuperviseSettings}, and what the controller adds: the command, the
- * pid file and the inherited descriptors.
+ * What a stage is told besides the spec: the pid file, and the descriptors
+ * it inherited.
  */
-export interface SuperviseConfig extends SuperviseSettings {
-  /** The pid file the supervisor holds. */
+export interface StageOrders {
+  /** The launch: what to run, how, and in which holder's role. */
+  readonly spec: LaunchSpec;
+  /** The pid file the stage holds (absolute: the stage runs in COMMAND's directory). */
   readonly pidfile: string;
-  /** An inherited descriptor that holds the pid file's lock (start); absent: acquire it here. */
+  /** An inherited descriptor that holds the pid file's lock; absent: acquire it here. */
   readonly lockFd?: number;
   /** An inherited read-write descriptor on the pid file (the lock's is read-only). */
   readonly writeFd?: number;
-  /** An inherited descriptor to write a newline to once the first child is ready. */
+  /** An inherited descriptor to write a newline to once the first run is ready. */
   readonly readyFd?: number;
-  /** The program, an absolute path. */
-  readonly path: string;
-  /** Its argv, `argv[0]` included. */
-  readonly argv: readonly string[];
-  /** Its working directory. */
-  readonly cwd?: string;
-  /** Its umask. */
-  readonly umask?: number;
+  /** A keeper for a daemon already running: its pid, and an inherited pidfd on it. */
+  readonly adopt?: { readonly pid: number; readonly pidfd: number };
   /**
-   * Environment variables meant for the supervisor only (see
+   * Environment variables meant for the stage only (see
    * {@link SUPERVISOR_ENV}), removed from the child's environment.
    */
   readonly unsetEnv?: readonly string[];
-  /**
-   * The keeper (`--singleton-run-internal keeper`): no restart, and the pid
-   * file names the program's main process, not this process.
-   */
-  readonly keep?: boolean;
-  /** The keeper of a running daemon: its pid, and an inherited pidfd on it. */
-  readonly adopt?: { readonly pid: number; readonly pidfd: number };
 }
 
 /**
@@ -78,80 +68,41 @@ export const SUPERVISOR_ENV: Readonly<Record<string, string>> = {
 };
 
 /**
- * Check a configuration and turn it into {@link SuperviseOptions}.
+ * Supervise (or keep) in this process, which holds `lock`, until done; then
+ * release the lock.
  *
- * @param config the configuration
- * @param env the child's environment
- * @returns the options, without `onReady`
- * @throws {TypeError} for a malformed restart policy or number
- * @throws {UsageError} for a malformed stop schedule or output
- */
-export function superviseOptions(
-  config: SuperviseConfig,
-  env: Record<string, string>,
-): SuperviseOptions {
-  if (config.restart && !["on-failure", "always", "never"].includes(config.restart)) {
-    throw new TypeError(`bad --restart ${quote(config.restart)} (on-failure, always or never)`);
-  }
-  for (const [key, value] of Object.entries(config)) {
-    if (typeof value === "number" && (!Number.isFinite(value) || value < 0)) {
-      throw new TypeError(`bad ${key}: ${value}`);
-    }
-  }
-  // What only the stage uses stays here; the rest are the supervisor's own options.
-  const {
-    pidfile,
-    lockFd: _lock,
-    writeFd: _write,
-    readyFd: _ready,
-    unsetEnv: _unset,
-    ...rest
-  } = config;
-  const { stopSchedule, output, ...settings } = rest;
-  return {
-    ...settings,
-    env,
-    ...(stopSchedule === undefined
-      ? {}
-      : { stopSchedule: parseSchedule(stopSchedule, "--stop-schedule") }),
-    ...(output === undefined ? {} : { output: parseOutput(output) }),
-    statePath: statePath(pidfile),
-    pidfile,
-  };
-}
-
-/**
- * Supervise in this process, which holds `lock`, until the supervisor is done;
- * then release the lock.
- *
- * @param config what to run
+ * @param orders the spec and the inherited descriptors
  * @param lock the held pid file lock (released here at the end)
  * @param env the child's environment
  * @returns the exit code
  */
 export async function runSupervisor(
-  config: SuperviseConfig,
+  orders: StageOrders,
   lock: PidFile,
   env: Record<string, string> = Deno.env.toObject(),
 ): Promise<number> {
-  for (const name of config.unsetEnv ?? []) delete env[name];
-  const start = new StartChannel(config.readyFd);
+  for (const name of orders.unsetEnv ?? []) delete env[name];
+  const { spec } = orders;
+  const keep = spec.holder.kind === "keeper";
+  const start = new StartChannel(orders.readyFd);
   const make = (extraEnv: Record<string, string>, lockState?: () => ClusterLockState) =>
-    new Supervisor({
-      ...superviseOptions(config, { ...env, ...extraEnv }),
+    new Supervisor(spec, {
+      env: { ...env, ...extraEnv },
+      pidfile: orders.pidfile,
+      statePath: statePath(orders.pidfile),
       lockFd: lock.fd, // every child holds the lock too (CHILD_LOCK_FD)
       // The keeper names the program's main process in the pid file, and tells start which it is.
-      onReady: (pid) => start.ready(config.keep ? pid : undefined),
-      ...(config.keep ? { onMain: (pid: number) => lock.writePid(pid) } : {}),
+      onReady: (pid) => start.ready(keep ? pid : undefined),
+      ...(keep ? { onMain: (pid: number) => lock.writePid(pid) } : {}),
       ...(lockState ? { lockState } : {}),
+      ...(orders.adopt ? { adopt: orders.adopt } : {}),
     });
   try {
-    if (config.lock) {
+    if (spec.lock) {
       // Loaded only here: nothing of the cluster code runs, or loads, without a lock.
       const { superviseLocked } = await import("./fencing.ts");
-      const waitAgain = !config.keep && config.lock.waitMs !== undefined &&
-        config.lock.waitMs !== 0;
-      return await superviseLocked(config.lock, config.stopSchedule, waitAgain, make, start);
+      const waitAgain = !keep && spec.lock.waitMs !== undefined && spec.lock.waitMs !== 0;
+      return await superviseLocked(spec, waitAgain, make, start);
     }
     const supervisor = make({});
     const code = await supervisor.run();
@@ -196,35 +147,64 @@ class StartChannel {
   }
 }
 
+/** The most a stage reads of its orders. */
+const MAX_ORDERS_BYTES = 1 << 20;
+
 /**
- * The stage's entry: `--singleton-run-internal supervisor <json>`.
+ * Read a stage's orders from a descriptor, to its end.
  *
- * @param args the arguments after the role: the configuration as JSON
+ * @param fd the descriptor (a pipe, or a test's stdin)
+ * @returns the orders
+ * @throws {Error} when they are not there or not JSON
+ */
+function readOrders(fd: number): StageOrders {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (let chunk = read(fd, 65536); chunk.length > 0; chunk = read(fd, 65536)) {
+    chunks.push(chunk);
+    size += chunk.length;
+    if (size > MAX_ORDERS_BYTES) throw new Error("the stage's orders are too long");
+  }
+  if (fd > 2) close(fd);
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.length;
+  }
+  return JSON.parse(new TextDecoder().decode(all)) as StageOrders;
+}
+
+/**
+ * The stage's entry: `--singleton-run-internal supervisor|keeper FD`.
+ *
+ * @param args the arguments after the role: the descriptor of the orders
  * @returns the exit code
  */
 export async function superviseStage(args: readonly string[]): Promise<number> {
-  if (args.length !== 1) {
-    writeErr(`usage: ${INTERNAL_FLAG} supervisor <json> (internal)`);
+  const fd = Number(args[0]);
+  if (args.length !== 1 || !Number.isInteger(fd) || fd < 0) {
+    writeErr(`usage: ${INTERNAL_FLAG} supervisor|keeper FD (internal)`);
     return 2;
   }
-  let config: SuperviseConfig;
+  let orders: StageOrders;
   try {
-    config = JSON.parse(args[0]!);
+    orders = readOrders(fd);
   } catch (err) {
-    writeErr(`bad supervisor configuration: ${(err as Error).message}`);
+    writeErr(`bad stage orders: ${(err as Error).message}`);
     return 2;
   }
   let lock: PidFile;
   try {
-    lock = config.lockFd === undefined
-      ? await PidFile.acquire(config.pidfile)
-      : PidFile.adopt(config.lockFd, config.pidfile, config.adopt?.pid, config.writeFd);
+    lock = orders.lockFd === undefined
+      ? await PidFile.acquire(orders.pidfile)
+      : PidFile.adopt(orders.lockFd, orders.pidfile, orders.adopt?.pid, orders.writeFd);
   } catch (err) {
     writeErr((err as Error).message);
     return err instanceof SystemError && err.errno !== ERRNO.EAGAIN ? 1 : 3;
   }
   try {
-    return await runSupervisor(config, lock);
+    return await runSupervisor(orders, lock);
   } catch (err) {
     writeErr((err as Error).message);
     return 1;
@@ -237,87 +217,58 @@ export const SUPERVISOR_READY_FD = 5;
 /** The descriptor on which the supervisor (or keeper) gets the pid file to write. */
 export const SUPERVISOR_WRITE_FD = 6;
 
-/**
- * The argv that starts the supervisor: this stage module itself under
- * `deno run` from source (so the supervisor loads nothing of the CLI), or
- * this program again (the bundle, the compiled binary), with the internal
- * flag and role either way.
- */
-function stageArgv(role: "supervisor" | "keeper", json: string): string[] {
-  const self = selfCommand();
-  const here = new URL(import.meta.url);
-  const fromSource = here.protocol === "file:" && here.pathname.endsWith("/supervisor/stage.ts");
-  if (self.length >= 3 && self[1] === "run") {
-    const script = fromSource ? here.pathname : self[self.length - 1]!;
-    const absolute = script.startsWith("/") || /^[a-z]+:/.test(script)
-      ? script
-      : `${Deno.cwd()}/${script}`;
-    return [...self.slice(0, -1), absolute, ...internalArgs(role, [json])];
-  }
-  return [...self, ...internalArgs(role, [json])];
-}
+/** The descriptor on which the stage reads its orders. */
+const ORDERS_FD = 7;
 
 /**
- * What `start --supervise` passes as `StartOptions.launch`: instead of
- * COMMAND, the daemon is the supervisor (this program in the supervise
- * stage), which inherits the locked pid file and the readiness descriptor
- * and runs COMMAND itself.
+ * Start the supervisor or keeper stage for a spec: a new session leader
+ * with the locked pid file (and any other descriptor `fds` names), whose
+ * orders go through a pipe.
  *
- * @param settings the supervise options
- * @param where the pid file, the lock's descriptor number in the daemon, and
- *   the launcher that makes the daemon process (session, user, descriptors)
- * @returns the launcher
+ * @param orders what the stage is told (its descriptor numbers are the ones in `fds`)
+ * @param how the stage's environment (the program's, which the stage passes
+ *   on), its umask and descriptors
+ * @returns the stage's pid
+ * @throws {SystemError} when it cannot be spawned
  */
-export function superviseLauncher(
-  settings: SuperviseSettings,
-  where: {
-    readonly pidfile: string;
-    readonly lockFd: number;
-    readonly launch: (plan: DaemonPlan) => LaunchedDaemon;
-    /** Launch the keeper (`start --keeper`) instead of the supervisor. */
-    readonly keep?: boolean;
+export function spawnStageProcess(
+  orders: StageOrders,
+  how: {
+    readonly env: Readonly<Record<string, string>>;
+    readonly umask?: number;
+    readonly fds: Readonly<Record<number, number | "null">>;
   },
-): (plan: DaemonPlan) => LaunchedDaemon {
-  return (plan) => {
-    const added = Object.keys(SUPERVISOR_ENV).filter((k) => plan.env[k] === undefined);
-    const config: SuperviseConfig = {
-      ...settings,
-      // The stage runs in COMMAND's directory (/ by default): paths given relative to ours.
-      ...(settings.output === undefined || parseOutput(settings.output).kind !== "file"
-        ? {}
-        : { output: fromHere(settings.output) }),
-      ...(settings.daemonPidfile === undefined
-        ? {}
-        : { daemonPidfile: fromHere(settings.daemonPidfile) }),
-      ...(settings.lock?.tls === undefined ? {} : {
-        lock: {
-          ...settings.lock,
-          tls: Object.fromEntries(
-            Object.entries(settings.lock.tls).map(([k, v]) => [k, fromHere(v as string)]),
-          ),
-        },
-      }),
-      pidfile: fromHere(where.pidfile),
-      lockFd: where.lockFd,
-      writeFd: SUPERVISOR_WRITE_FD,
-      readyFd: SUPERVISOR_READY_FD,
-      path: plan.path,
-      argv: plan.argv,
-      cwd: plan.cwd,
-      umask: plan.umask,
-      unsetEnv: ["NOTIFY_FD", "NOTIFY_SOCKET", ...added],
-      ...(where.keep ? { keep: true } : {}),
-    };
-    const argv = stageArgv(where.keep ? "keeper" : "supervisor", JSON.stringify(config));
-    const env: Record<string, string> = { ...plan.env };
-    for (const k of added) env[k] = SUPERVISOR_ENV[k]!;
-    return where.launch({ ...plan, path: argv[0]!, argv, env });
-  };
-}
-
-/** A path made absolute against this process's directory (the stage's may differ). */
-function fromHere(path: string): string {
-  return path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+): number {
+  const role = orders.spec.holder.kind === "supervisor" ? "supervisor" : "keeper";
+  const added = Object.keys(SUPERVISOR_ENV).filter((k) => how.env[k] === undefined);
+  const env: Record<string, string> = { ...how.env };
+  for (const k of added) env[k] = SUPERVISOR_ENV[k]!;
+  const argv = stageCommand(role, [String(ORDERS_FD)]);
+  const [r, w] = pipe(C.O_CLOEXEC);
+  try {
+    const pid = spawn({
+      path: argv[0]!,
+      argv,
+      env,
+      cwd: orders.spec.cwd,
+      newSession: true,
+      ...(how.umask === undefined ? {} : { umask: how.umask }),
+      fds: { ...how.fds, [ORDERS_FD]: r },
+    });
+    close(r);
+    const text = JSON.stringify({ ...orders, unsetEnv: [...(orders.unsetEnv ?? []), ...added] });
+    try {
+      writeAll(w, new TextEncoder().encode(text), "stage pipe");
+    } catch {
+      // The stage died before reading; its exit is reported by the caller.
+    }
+    return pid;
+  } catch (err) {
+    close(r);
+    throw err;
+  } finally {
+    close(w);
+  }
 }
 
 /** The keeper's descriptors when it adopts a running daemon: the lock, the daemon's pidfd. */
@@ -327,14 +278,15 @@ const KEEPER_FDS = { lock: 3, pidfd: 4 } as const;
  * Start a keeper for a daemon that runs already but no longer holds the
  * lock (it closed the descriptor): the keeper inherits this process's locked
  * descriptor and a pidfd on the daemon, holds the lock until the daemon
- * exits, and writes a newline to `readyFd` once it runs.
+ * exits, and writes a newline to `ready.target` once it runs.
  *
- * @param where the pid file, our locked descriptor, the daemon, and the
- *   readiness pipe's write end (the keeper's fd `readyFd.target`)
+ * @param spec the daemon's launch (the keeper's record of it)
+ * @param where the pid file, our locked descriptors, the daemon, and the
+ *   readiness pipe's write end (the keeper's fd `ready.target`)
  * @returns the keeper's pid
  * @throws {SystemError} when it cannot be spawned
  */
-export function spawnKeeper(where: {
+export function spawnKeeper(spec: LaunchSpec, where: {
   readonly pidfile: string;
   readonly lockFd: number;
   readonly writeFd: number;
@@ -342,26 +294,15 @@ export function spawnKeeper(where: {
   readonly pidfd: number;
   readonly ready: { readonly fd: number; readonly target: number };
 }): number {
-  const main = cmdlineOf(where.pid) ?? [];
-  const config: SuperviseConfig = {
-    pidfile: fromHere(where.pidfile),
+  return spawnStageProcess({
+    spec: { ...spec, holder: { kind: "keeper" } },
+    pidfile: where.pidfile,
     lockFd: KEEPER_FDS.lock,
     writeFd: SUPERVISOR_WRITE_FD,
     readyFd: where.ready.target,
-    path: main[0] ?? `pid ${where.pid}`,
-    argv: main,
-    keep: true,
     adopt: { pid: where.pid, pidfd: KEEPER_FDS.pidfd },
-    unsetEnv: [],
-  };
-  const argv = stageArgv("keeper", JSON.stringify(config));
-  const env: Record<string, string> = { ...Deno.env.toObject(), ...SUPERVISOR_ENV };
-  return spawn({
-    path: argv[0]!,
-    argv,
-    env,
-    cwd: "/",
-    newSession: true,
+  }, {
+    env: Deno.env.toObject(),
     fds: {
       0: "null",
       1: "null",
@@ -384,8 +325,10 @@ function writeErr(message: string): void {
 
 if (import.meta.main) {
   const [flag, role, ...rest] = Deno.args;
+  // From source, the supervisor starts its program's privilege stage (`user`) from here too.
+  if (flag === INTERNAL_FLAG && role === "privilege") runStage(rest);
   if (flag !== INTERNAL_FLAG || (role !== "supervisor" && role !== "keeper")) {
-    writeErr(`usage: ${INTERNAL_FLAG} supervisor <json> (internal)`);
+    writeErr(`usage: ${INTERNAL_FLAG} supervisor|keeper FD (internal)`);
     Deno.exit(2);
   }
   Deno.exit(await superviseStage(rest));

@@ -41,6 +41,8 @@ export interface SupervisorState {
   readonly command: readonly string[];
   /** Output lines that could not be delivered (syslog unreachable) and were dropped. */
   readonly dropped: number;
+  /** The output file the supervisor (or keeper) writes, absolute; null for none or syslog. */
+  readonly output: string | null;
   /** The cluster lock held for the program, when there is one. */
   readonly lock?: ClusterLockState;
 }
@@ -139,6 +141,8 @@ export interface SupervisorStatus {
   readonly childUptimeSeconds: number | null;
   /** Output lines dropped because they could not be delivered. */
   readonly dropped: number;
+  /** The output file it writes (what `reopen` reopens); null for none or syslog. */
+  readonly output: string | null;
   /** The cluster lock held for the program, with the seconds left on its lease, if any. */
   readonly lock?: ClusterLockState & { readonly secondsLeft: number };
 }
@@ -181,6 +185,7 @@ export function readSupervisorStatus(pidfile: string, pid: number): SupervisorSt
       ? Math.max(0, Math.round((Date.now() - started) / 10) / 100)
       : null,
     dropped: typeof state.dropped === "number" ? state.dropped : 0,
+    output: typeof state.output === "string" && state.output.startsWith("/") ? state.output : null,
     ...lockStatus(state.lock),
   };
 }

@@ -14,6 +14,8 @@ export class StopWalk {
   #index = -1;
   /** When the current wait ends (`performance.now()` time); Infinity to wait without end. */
   until = 0;
+  /** The signal sent last, undefined before the first. */
+  lastSignal: number | undefined;
   constructor(readonly schedule: Schedule) {}
 
   /**
@@ -35,8 +37,10 @@ export class StopWalk {
       }
       this.#index = next;
       const step = this.schedule.steps[next]!;
-      if ("signal" in step) send(step.signal);
-      else {
+      if ("signal" in step) {
+        this.lastSignal = step.signal;
+        send(step.signal);
+      } else {
         this.until = performance.now() + step.waitMs;
         return true;
       }

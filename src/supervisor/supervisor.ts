@@ -5,18 +5,25 @@
  * with `killGroup` its whole process group) before it exits itself, copies
  * the child's output line by line to a file or to syslog (`output.ts`), and
  * reaps every orphan that is reparented to it (it is a child subreaper, or
- * PID 1 in a container).
+ * PID 1 in a container). The keeper is the same loop with no restart.
  *
- * Everything runs in one loop around one `poll(2)`: a wake-up pipe that the
- * signal listeners write to, the child's output pipes and its readiness
- * channel, with the nearest deadline (backoff, stop schedule, readiness) as
- * the timeout. A single `waitpid(-1, WNOHANG)` reaper serves both the child
- * and adopted orphans, so an orphan reaper never steals the child's status.
+ * The loop is driven by one {@link Phase}: every event (a signal, the main
+ * process's exit, its readiness, a deadline) is handled by what the phase
+ * says, and every transition is made in one place. After every run, one
+ * owner ({@link Supervisor} in its `clearing` phase) stops what is left of
+ * it (its process group, processes reparented here, other holders of the
+ * lock) by the stop schedule, before the next run or the exit.
+ *
+ * Everything runs around one `poll(2)`: a wake-up pipe that the signal
+ * listeners write to, the child's output pipes and its readiness channel,
+ * with the phase's deadline as the timeout. A single `waitpid(-1, WNOHANG)`
+ * reaper serves both the child and adopted orphans, so an orphan reaper
+ * never steals the child's status.
  *
  * Its own messages go where the child's output goes (the file, syslog, or
  * its stderr). Not through LogTape: the supervisor imports no npm package,
- * so it starts from source as any user (`--user`, whose npm cache may be
- * unreadable) and stays close to an empty Deno process in memory.
+ * so it starts from source as any user and stays close to an empty Deno
+ * process in memory.
  *
  * @module
  */
@@ -43,7 +50,7 @@ import {
   signalName,
   writeNow,
 } from "../ffi/mod.ts";
-import { childrenOf, procStat } from "../ffi/proc.ts";
+import { childrenOf, descendsFrom, procStat } from "../ffi/proc.ts";
 import { describeExit } from "../launch/exit.ts";
 import {
   findMain,
@@ -51,23 +58,15 @@ import {
   namedByDaemonPidfile,
   severalMessage,
 } from "../launch/forked.ts";
+import type { LaunchSpec, RestartSpec } from "../launch/spec.ts";
 import { fileIdentity, liveTargets, openHolders, type Target } from "../lock/holders.ts";
 import { type NotifySocket, openNotifySocket, parseNotify } from "../launch/readiness.ts";
-import { parseSchedule, type Schedule } from "../launch/schedule.ts";
-import { type Child, childLockFd, descriptorFits, startChild } from "./child.ts";
-import type { ChildReadiness, RestartPolicy, SuperviseSettings } from "./settings.ts";
-import {
-  DEFAULT_CHILD_READY_AFTER_MS,
-  DEFAULT_CHILD_READY_TIMEOUT_MS,
-  DEFAULT_CHILD_STOP_SCHEDULE,
-  DEFAULT_RESTART_POLICY,
-  REOPEN_SIGNAL,
-} from "./defaults.ts";
+import { childLockFd, descriptorFits, type Run, startRun } from "./child.ts";
+import { REOPEN_SIGNAL } from "./defaults.ts";
 import {
   type LineLevel,
   type LineReader,
   openSink,
-  type OutputTarget,
   sayOwn,
   type Sink,
   writeStderr,
@@ -77,32 +76,64 @@ import { type ClusterLockState, type SupervisorState, writeStateFile } from "./s
 import { StopWalk } from "./stopping.ts";
 
 export { CHILD_LOCK_FD, childLockFd } from "./child.ts";
-export type { OutputTarget } from "./output.ts";
-export type { ChildReadiness, RestartPolicy } from "./settings.ts";
 
 /** How a run ends whose program forked away to processes nobody can tell apart. */
 const FORK_FAILED: ExitReason = { exited: true, code: 1 };
 /** How the state file records a child that could not be spawned. */
 const SPAWN_FAILED = "spawn failed: ";
+
+/** What happens once what is left of a run is stopped. */
+type Next =
+  | { readonly kind: "restart"; readonly at: number }
+  | { readonly kind: "exit"; readonly code: number };
+
+/** What is left of a run, being stopped by the schedule. */
+interface Leftovers {
+  /** The run's process group, while it has members (`killGroup`). */
+  pgid: number | undefined;
+  /** Processes reparented here and other holders of the lock, each named by a pidfd. */
+  readonly targets: Target[];
+  readonly walk: StopWalk;
+  /** SIGKILL was sent after the schedule ran out: the last wait. */
+  final: boolean;
+}
+
 /**
- * Options of {@link Supervisor}: the {@link SuperviseSettings}, with the stop
- * schedule and the output parsed, and the command to run.
+ * Where the supervisor is. The phase is the loop's driver: what each event
+ * does depends on it, and only the transitions below change it.
  */
-export interface SuperviseOptions extends Omit<SuperviseSettings, "stopSchedule" | "output"> {
-  /** The program, an absolute path. */
-  readonly path: string;
-  /** Its argv, `argv[0]` included. */
-  readonly argv: readonly string[];
-  /** Its environment. */
+type Phase =
+  /** A run's main process was started and is not ready yet. */
+  | { readonly name: "starting"; readonly run: Run }
+  /** A run's main process is ready. */
+  | { readonly name: "running"; readonly run: Run }
+  /**
+   * The main process exited 0 while processes it started run on: it forked
+   * away; the process it forked away to is being looked for.
+   */
+  | {
+    readonly name: "following";
+    readonly run: Run;
+    readonly exit: ExitReason;
+    readonly until: number;
+    readonly why: string;
+    readonly quiet: number;
+  }
+  /** The main process is being stopped by the schedule. */
+  | { readonly name: "stopping"; readonly run: Run; readonly walk: StopWalk }
+  /** The main process ended: what is left of the run is being stopped, then `next`. */
+  | { readonly name: "clearing"; readonly left: Leftovers; next: Next }
+  /** Waiting to start the next run. */
+  | { readonly name: "backoff"; readonly until: number }
+  /** Finished: the supervisor exits with `code`. */
+  | { readonly name: "done"; readonly code: number };
+
+/** How the supervisor is wired into its process (what the spec does not say). */
+export interface SupervisorWiring {
+  /** The program's environment. */
   readonly env: Readonly<Record<string, string>>;
-  /** Its working directory. */
-  readonly cwd?: string;
-  /** Its umask. */
-  readonly umask?: number;
-  /** How to stop the child; @default {DEFAULT_CHILD_STOP_SCHEDULE} */
-  readonly stopSchedule?: Schedule;
-  /** Where the child's output goes; @default {{kind: "inherit"}} */
-  readonly output?: OutputTarget;
+  /** The pid file: its other lock holders are part of what a run leaves. */
+  readonly pidfile?: string;
   /** Where to keep the JSON state (replaced on each change). */
   readonly statePath?: string;
   /**
@@ -111,27 +142,17 @@ export interface SuperviseOptions extends Omit<SuperviseSettings, "stopSchedule"
    * while any child lives, even if the supervisor is SIGKILLed.
    */
   readonly lockFd?: number;
-  /** Called once, when the first child is ready (e.g. to release `start`). */
-  readonly onReady?: (childPid: number) => void;
-  /**
-   * Keep mode (the keeper): no restart; the run ends when the main process
-   * exits, and `onMain` names it in the pid file.
-   */
-  readonly keep?: boolean;
-  /**
-   * Keep mode only: follow this running process (started before the keeper)
-   * as the main process instead of starting COMMAND. The pidfd names it.
-   */
-  readonly adopt?: { readonly pid: number; readonly pidfd: number };
-  /** Called with the main process's pid each time it changes (a child, or a process it forked away to). */
+  /** Called once, when the first run is ready (e.g. to release `start`). */
+  readonly onReady?: (pid: number) => void;
+  /** Called with the main process's pid each time it changes (the keeper names it in the file). */
   readonly onMain?: (pid: number) => void;
   /** The cluster lock's state, recorded in the state file (for `status --json`). */
   readonly lockState?: () => ClusterLockState | undefined;
   /**
-   * The pid file: before a restart, any process still holding its lock
-   * (what is left of the previous run) is stopped first.
+   * A keeper's first run: this running process (started before the keeper)
+   * instead of a new one. The pidfd names it.
    */
-  readonly pidfile?: string;
+  readonly adopt?: { readonly pid: number; readonly pidfd: number };
 }
 
 const FORWARDED = ["SIGHUP", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGQUIT", "SIGWINCH"] as const;
@@ -139,27 +160,24 @@ const FORWARDED = ["SIGHUP", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGQUIT", "SIGWINC
 /** The most often the state file is rewritten only because the dropped-line count moved. */
 const DROPPED_STATE_INTERVAL_MS = 1000;
 
-/**
- * Run COMMAND under supervision until it is stopped (SIGTERM), exits for good
- * under the restart policy, or crash-loops past the limit.
- *
- * @param options what to run and how to supervise it
- * @returns the exit code the supervisor should exit with: 0 after a stop or a
- *   successful last exit, 1 after giving up (crash loop, first child never
- *   ready), the child's status under `restart: "never"`
- * @throws {SystemError} when the output file or the syslog socket cannot be opened
- */
-export function supervise(options: SuperviseOptions): Promise<number> {
-  return new Supervisor(options).run();
-}
+/** A keeper never restarts: its program runs once. */
+const KEEP: RestartSpec = {
+  policy: "never",
+  delayMs: 0,
+  delayMaxMs: 0,
+  minUptimeMs: 0,
+  maxRestarts: 0,
+  windowMs: 0,
+};
 
-/** The supervisor's state and loop; {@link supervise} runs one. */
+/** The supervisor's loop; {@link Supervisor.run} runs it to its end. */
 export class Supervisor {
-  readonly o: SuperviseOptions;
+  readonly spec: LaunchSpec;
+  readonly wiring: SupervisorWiring;
   readonly name: string;
-  readonly policy: RestartPolicy;
-  readonly schedule: Schedule;
-  readonly readiness: ChildReadiness;
+  readonly restart: RestartSpec;
+  /** Keep mode: one run, and the pid file names the program. */
+  readonly keep: boolean;
   /** Where the child's output goes; undefined when the child shares ours. */
   readonly sink: Sink | undefined;
   readonly backoff: Backoff;
@@ -170,53 +188,43 @@ export class Supervisor {
   readonly signals: number[] = [];
   readonly listeners: [Deno.Signal, () => void][] = [];
   notify: NotifySocket | undefined;
-  child: Child | undefined;
+  phase: Phase = { name: "backoff", until: 0 };
+  /**
+   * Set once the supervisor is to exit after the current run (a stop, a
+   * fence, giving up): the code it exits with. No restart after that.
+   */
+  ending: number | undefined;
   readers: LineReader[] = [];
   restarts = 0;
-  restartAt: number | undefined;
+  everReady = false;
   lastExit: string | null = null;
   lastExitAt: string | null = null;
-  stopping = false;
-  everReady = false;
-  exitCode: number | undefined;
-  /** Set when a child will not die even after the stop schedule: exit without it. */
-  abandon = false;
   sinkRetryAt: number | undefined;
-  /** The phase last written to the state file, and when, and with how many dropped lines. */
-  phase = "starting";
+  /** The phase name last written to the state file, and when, and with how many dropped lines. */
   stateWrittenAt = -Infinity;
   stateDropped = 0;
   stateWarned = false;
+  stateFenced = false;
   /** The last error the supervisor said, for `start` when the first child fails. */
   lastError: string | undefined;
   /** When SIGINT was last forwarded: a child that dies of it soon after was interrupted, not crashed. */
   interruptedAt = -Infinity;
-  /** The leader's process group, stopped by the rest of the schedule after the leader is gone. */
-  groupWatch: { pgid: number; walk: StopWalk; final: boolean } | undefined;
-  /** What is left of a run (its other processes, lock holders), stopped before the next start. */
-  leftovers: { targets: Target[]; walk: StopWalk; final: boolean } | undefined;
-  /** Whether the leftovers were looked for since the last exit. */
-  leftoversChecked = false;
   /** Why the program was fenced (the cluster lock is lost or about to expire); no restart after. */
   fenced: string | undefined;
-  /** A child that exited 0 leaving processes, while the daemon's pid file names none yet. */
-  forkWait:
-    | { child: Child; reason: ExitReason; until: number; why: string; quiet: number }
-    | undefined;
 
-  constructor(o: SuperviseOptions) {
-    this.o = o;
-    this.name = o.name ?? o.path.slice(o.path.lastIndexOf("/") + 1);
-    this.policy = o.keep ? "never" : o.restart ?? DEFAULT_RESTART_POLICY;
-    this.schedule = o.stopSchedule ?? parseSchedule(DEFAULT_CHILD_STOP_SCHEDULE);
-    this.readiness = o.readiness ?? { kind: "alive", afterMs: DEFAULT_CHILD_READY_AFTER_MS };
-    this.backoff = new Backoff(o);
-    this.sink = openSink(o.output ?? { kind: "inherit" }, this.name, (why) => {
+  constructor(spec: LaunchSpec, wiring: SupervisorWiring) {
+    this.spec = spec;
+    this.wiring = wiring;
+    this.name = spec.name;
+    this.keep = spec.holder.kind === "keeper";
+    this.restart = spec.holder.kind === "supervisor" ? spec.holder.restart : KEEP;
+    this.backoff = new Backoff(this.restart);
+    this.sink = openSink(spec.output, this.name, (why) => {
       this.say("err", why);
-      this.writeState(this.phase);
-    });
+      this.writeState();
+    }, spec.user?.uid);
     this.wake = pipe(C.O_CLOEXEC | C.O_NONBLOCK);
-    let lockTarget = o.lockFd === undefined ? undefined : childLockFd(this.readiness);
+    let lockTarget = wiring.lockFd === undefined ? undefined : childLockFd(spec.readiness);
     if (lockTarget !== undefined && !descriptorFits(lockTarget + 8)) {
       writeStderr(
         `the descriptor limit (RLIMIT_NOFILE) is too low to hand the lock to ${this.name} ` +
@@ -225,6 +233,12 @@ export class Supervisor {
       lockTarget = undefined;
     }
     this.lockTarget = lockTarget;
+  }
+
+  /** The current run's main process, in the phases that have one. */
+  get current(): Run | undefined {
+    const p = this.phase;
+    return "run" in p ? p.run : undefined;
   }
 
   /**
@@ -236,7 +250,7 @@ export class Supervisor {
   say(level: LineLevel, message: string): void {
     if (level === "err") this.lastError = message;
     // A keeper stays quiet but for trouble: its program's output is the program's.
-    if (level === "info" && this.o.keep) return;
+    if (level === "info" && this.keep) return;
     sayOwn(this.sink, level, message);
   }
 
@@ -255,19 +269,22 @@ export class Supervisor {
       this.fenced = why;
       this.say("err", `fencing ${this.name}: ${why}`);
     }
-    this.stopping = true;
-    this.restartAt = undefined;
-    this.exitCode ??= 1;
-    const c = this.child;
-    if (c && sig === 9) this.#signalChild(c, 9);
-    else if (c) this.#stopChild(c, why);
+    this.ending ??= 1;
+    this.stateFenced = true;
+    const p = this.phase;
     if (sig === 9) {
-      for (const t of leftoverTargets(this.o.pidfile)) {
+      const run = this.current;
+      if (run) this.#signal(run, 9);
+      for (const t of leftoverTargets(this.wiring.pidfile)) {
         signalTarget(t, 9);
         close(t.pidfd);
       }
     }
-    this.writeState("fencing");
+    if (p.name === "starting" || p.name === "running") this.#stop(p.run);
+    else if (p.name === "following") this.#clear(p.run, { kind: "exit", code: 1 });
+    else if (p.name === "clearing") p.next = { kind: "exit", code: this.ending };
+    else if (p.name === "backoff") this.#to({ name: "done", code: this.ending });
+    this.writeState();
     this.#poke();
   }
 
@@ -280,28 +297,50 @@ export class Supervisor {
     }
   }
 
-  writeState(phase: string): void {
-    this.phase = phase;
-    if (!this.o.statePath) return;
-    const c = this.child;
+  /** The phase's name in the state file: starting, running, backoff, stopping, fencing, exited. */
+  phaseName(): string {
+    const p = this.phase;
+    if (p.name === "done") return "exited";
+    if (this.stateFenced) return "fencing";
+    switch (p.name) {
+      case "starting":
+        return "starting";
+      case "running":
+        return "running";
+      case "following":
+        return p.run.ready ? "running" : "starting";
+      case "stopping":
+        return "stopping";
+      case "clearing":
+        return p.next.kind === "restart" ? "backoff" : "stopping";
+      case "backoff":
+        return "backoff";
+    }
+  }
+
+  /** Record the state for `status --json`. */
+  writeState(): void {
+    if (!this.wiring.statePath) return;
+    const run = this.current;
     const dropped = this.sink?.dropped ?? 0;
     const state: SupervisorState = {
       supervisorPid: ids.pid(),
-      childPid: c?.pid ?? null,
-      phase,
+      childPid: run?.pid ?? null,
+      phase: this.phaseName(),
       restarts: this.restarts,
       lastExit: this.lastExit,
       lastExitAt: this.lastExitAt,
-      childStartedAt: c ? c.startedWall.toISOString() : null,
+      childStartedAt: run ? run.startedWall.toISOString() : null,
       supervisorStartedAt: this.startedWall.toISOString(),
-      command: this.o.argv,
+      command: this.spec.command,
       dropped,
-      ...(this.o.lockState ? { lock: this.o.lockState() } : {}),
+      output: this.spec.output?.kind === "file" ? this.spec.output.path : null,
+      ...(this.wiring.lockState ? { lock: this.wiring.lockState() } : {}),
     };
     this.stateWrittenAt = performance.now();
     this.stateDropped = dropped;
     try {
-      writeStateFile(this.o.statePath, state);
+      writeStateFile(this.wiring.statePath, state);
     } catch (err) {
       if (this.stateWarned) return;
       this.stateWarned = true; // once: status --json then shows no child, the rest works
@@ -314,7 +353,7 @@ export class Supervisor {
     const dropped = this.sink?.dropped ?? 0;
     if (dropped === this.stateDropped) return;
     if (performance.now() - this.stateWrittenAt < DROPPED_STATE_INTERVAL_MS) return;
-    this.writeState(this.phase);
+    this.writeState();
   }
 
   #listen(): void {
@@ -337,22 +376,27 @@ export class Supervisor {
   /**
    * Supervise until done.
    *
-   * @returns the exit code (see {@link supervise})
+   * @returns the exit code: 0 after a stop or a successful last exit, 1
+   *   after giving up (crash loop, first child never ready) or a fence, the
+   *   child's status under `restart: "never"`, 130 after an interrupt
    */
   async run(): Promise<number> {
     becomeSubreaperQuietly();
-    if (this.readiness.kind === "socket") this.notify = openNotifySocket();
+    if (this.spec.readiness.kind === "socket") {
+      this.notify = openNotifySocket(this.spec.user ?? undefined);
+    }
     this.#listen();
     try {
-      if (!this.#start()) return 1;
-      while (!this.#finished()) await this.#turn();
-      return this.exitCode ?? 1;
+      if (this.wiring.adopt) this.#adopt(this.wiring.adopt);
+      else this.#startRun();
+      while (this.phase.name !== "done") await this.#turn();
+      return this.phase.code;
     } finally {
       this.#unlisten();
       await this.#drainAll(1000);
       for (const r of this.readers) r.close();
       this.readers = [];
-      if (this.sink?.dropped !== this.stateDropped) this.writeState(this.phase);
+      if (this.sink?.dropped !== this.stateDropped) this.writeState();
       this.sink?.close();
       close(this.wake[0]);
       close(this.wake[1]);
@@ -360,79 +404,78 @@ export class Supervisor {
     }
   }
 
-  #finished(): boolean {
-    if (this.exitCode === undefined) return false;
-    return this.abandon ||
-      (this.child === undefined && this.groupWatch === undefined && this.leftovers === undefined &&
-        this.forkWait === undefined);
+  /** Change phase, and record it. */
+  #to(phase: Phase): void {
+    this.phase = phase;
+    this.writeState();
   }
 
-  /** Spawn a child; false (with exitCode set) when even the first spawn fails. */
-  #start(): boolean {
-    if (this.o.adopt && this.restarts === 0) return this.#adoptGiven(this.o.adopt);
+  /** Start a run; when even that fails, decide as after an exit. */
+  #startRun(): void {
     let started;
     try {
-      started = startChild({
-        path: this.o.path,
-        argv: this.o.argv,
-        env: this.o.env,
-        ...(this.o.cwd === undefined ? {} : { cwd: this.o.cwd }),
-        ...(this.o.umask === undefined ? {} : { umask: this.o.umask }),
-        // Under a cluster lock the program is fenced as a group, and dies with its keeper.
-        killGroup: (this.o.killGroup ?? false) || this.o.lock !== undefined,
-        dieWithParent: this.o.lock !== undefined,
-        readiness: this.readiness,
-        readyTimeout: this.o.readyTimeout ?? DEFAULT_CHILD_READY_TIMEOUT_MS,
+      started = startRun(this.spec, {
+        env: this.wiring.env,
         capture: this.sink !== undefined,
+        // Under a cluster lock the program dies with its keeper.
+        dieWithParent: this.spec.lock !== null,
         ...(this.lockTarget === undefined
           ? {}
-          : { lock: { fd: this.o.lockFd!, target: this.lockTarget } }),
+          : { lock: { fd: this.wiring.lockFd!, target: this.lockTarget } }),
         ...(this.notify === undefined ? {} : { notify: this.notify }),
       });
     } catch (err) {
       this.say("err", `cannot start ${this.name}: ${(err as Error).message}`);
       this.lastExit = `${SPAWN_FAILED}${(err as Error).message}`;
       this.lastExitAt = new Date().toISOString();
-      return this.#afterExit(undefined);
+      return this.#decide(undefined, undefined);
     }
     this.readers.push(...started.readers);
-    this.child = started.child;
-    this.restartAt = undefined;
-    this.o.onMain?.(started.child.pid);
-    if (this.readiness.kind === "alive" && this.readiness.afterMs <= 0) {
-      this.#becameReady(this.child);
-    } else this.writeState("starting");
-    return true;
+    const run = started.run;
+    this.wiring.onMain?.(run.pid);
+    const alive = this.spec.readiness.kind === "alive";
+    if (alive && this.spec.readiness.afterMs <= 0 && run.stageErrorFd < 0) {
+      this.#becameReady(run);
+    } else this.#to({ name: "starting", run });
+  }
+
+  /** The keeper's first run: the process `start` launched, followed through its pidfd. */
+  #adopt(adopt: { readonly pid: number; readonly pidfd: number }): void {
+    const now = performance.now();
+    this.#becameReady({
+      pid: adopt.pid,
+      pgid: undefined,
+      startedAt: now,
+      startedWall: new Date(),
+      ready: false,
+      readyDeadline: now,
+      readyFd: -1,
+      pidfd: adopt.pidfd,
+      stageErrorFd: -1,
+    }); // start saw it ready before it handed it over
   }
 
   /** One poll and what follows from it. */
   async #turn(): Promise<void> {
     const now = performance.now();
-    const c = this.child;
-    const deadlines: number[] = [];
-    if (this.restartAt !== undefined) deadlines.push(this.restartAt);
-    if (c && !c.ready && !c.stop) deadlines.push(c.readyDeadline);
-    if (c?.stop) deadlines.push(c.stop.walk.until);
-    if (this.groupWatch) deadlines.push(Math.min(this.groupWatch.walk.until, now + 50));
-    if (this.leftovers) deadlines.push(Math.min(this.leftovers.walk.until, now + 50));
-    if (this.forkWait) deadlines.push(now + 10);
-    if (this.sinkRetryAt !== undefined) deadlines.push(this.sinkRetryAt);
-    if (this.sink && this.sink.dropped !== this.stateDropped) {
-      deadlines.push(this.stateWrittenAt + DROPPED_STATE_INTERVAL_MS);
-    }
-    const timeout = deadlines.length ? Math.max(0, Math.min(...deadlines) - now) : 5000;
+    const run = this.current;
+    const timeout = Math.max(0, Math.min(this.#deadline(now), now + 5000) - now);
 
     const fds: PollFd[] = [{ fd: this.wake[0], events: C.POLLIN }];
     const readers = this.sinkRetryAt === undefined ? this.readers.filter((r) => !r.eof) : [];
     for (const r of readers) fds.push({ fd: r.fd, events: C.POLLIN });
     const readyIndex = fds.length;
-    if (c && !c.ready && c.readyFd >= 0) fds.push({ fd: c.readyFd, events: C.POLLIN });
-    if (c && !c.ready && this.notify) {
-      fds.push({ fd: this.notify.fd, events: C.POLLIN });
-    }
+    const waitingReady = run && !run.ready && this.phase.name === "starting";
+    if (waitingReady && run.stageErrorFd >= 0) {
+      fds.push({ fd: run.stageErrorFd, events: C.POLLIN });
+    } else if (waitingReady && run.readyFd >= 0) {
+      fds.push({ fd: run.readyFd, events: C.POLLIN });
+    } else if (waitingReady && this.notify) fds.push({ fd: this.notify.fd, events: C.POLLIN });
     const watchIndex = fds.length;
-    if (c?.pidfd !== undefined) fds.push({ fd: c.pidfd, events: C.POLLIN });
-    const revents = await pollWait(fds, Math.min(timeout, 5000));
+    // The main process's pidfd, while it is the one followed (not once it has exited).
+    const watched = this.phase.name === "following" ? undefined : run?.pidfd;
+    if (watched !== undefined) fds.push({ fd: watched, events: C.POLLIN });
+    const revents = await pollWait(fds, timeout);
 
     if (revents[0]) drain(this.wake[0]);
     // Output first, so a child's last lines come before the news of its exit.
@@ -440,15 +483,44 @@ export class Supervisor {
       if (revents[i + 1]) r.readOnce(this.sink!);
     });
     this.#flushReaders();
-    if (revents[readyIndex]) this.#readyInput();
+    if (revents[readyIndex] && this.current === run) this.#readyInput();
     for (const sig of this.signals.splice(0)) this.#onSignal(sig);
     this.#reap();
-    if (revents[watchIndex] && c?.pidfd !== undefined && this.child === c) {
-      // An adopted process that is not our child ended: no status to read.
-      this.#childExited(c, reap(c.pid) ?? { exited: true, code: 0 });
+    if (revents[watchIndex] && run && watched !== undefined && this.current === run) {
+      // A process that is not our child ended: no status to read.
+      this.#mainExited(run, reap(run.pid) ?? { exited: true, code: 0 });
     }
     this.#timers();
     this.#noteDropped();
+  }
+
+  /** The nearest deadline of the phase (and of the output and state), as a `performance.now()` time. */
+  #deadline(now: number): number {
+    const p = this.phase;
+    const times: number[] = [];
+    switch (p.name) {
+      case "starting":
+        times.push(p.run.readyDeadline);
+        break;
+      case "following":
+        times.push(now + 10);
+        break;
+      case "stopping":
+        times.push(p.walk.until);
+        break;
+      case "clearing":
+        times.push(Math.min(p.left.walk.until, now + 50));
+        if (p.next.kind === "restart") times.push(p.next.at);
+        break;
+      case "backoff":
+        times.push(p.until);
+        break;
+    }
+    if (this.sinkRetryAt !== undefined) times.push(this.sinkRetryAt);
+    if (this.sink && this.sink.dropped !== this.stateDropped) {
+      times.push(this.stateWrittenAt + DROPPED_STATE_INTERVAL_MS);
+    }
+    return times.length ? Math.min(...times) : now + 5000;
   }
 
   #flushReaders(): void {
@@ -494,80 +566,119 @@ export class Supervisor {
     }
   }
 
+  /** Something arrived on the starting run's channel: the stage's word, or readiness. */
   #readyInput(): void {
-    const c = this.child;
-    if (!c || c.ready) return;
-    if (c.readyFd >= 0) {
+    const p = this.phase;
+    if (p.name !== "starting") return;
+    const run = p.run;
+    if (run.stageErrorFd >= 0) return this.#stageInput(run);
+    if (run.readyFd >= 0) {
       let bytes: Uint8Array;
       try {
-        bytes = read(c.readyFd, 512);
+        bytes = read(run.readyFd, 512);
       } catch {
         return;
       }
       if (bytes.length === 0) {
-        close(c.readyFd);
-        c.readyFd = -1;
-        this.say("err", `${this.name} (pid ${c.pid}) closed its notification fd before ready`);
-        this.#failReadiness(c, "closed its notification fd without writing a newline");
+        close(run.readyFd);
+        run.readyFd = -1;
+        this.say("err", `${this.name} (pid ${run.pid}) closed its notification fd before ready`);
+        this.#failReadiness(run, "closed its notification fd without writing a newline");
         return;
       }
-      if (bytes.includes(10)) this.#becameReady(c);
+      if (bytes.includes(10)) this.#becameReady(run);
       return;
     }
     for (;;) {
       const msg = recvNow(this.notify!.fd, 4096);
       if (msg === undefined) return;
-      if (parseNotify(new TextDecoder().decode(msg), {}).ready) return this.#becameReady(c);
+      if (parseNotify(new TextDecoder().decode(msg), {}).ready) return this.#becameReady(run);
     }
   }
 
-  #becameReady(c: Child): void {
-    c.ready = true;
-    if (c.readyFd >= 0) {
-      close(c.readyFd);
-      c.readyFd = -1;
+  /**
+   * The privilege stage's pipe (`user`): its error before the exec, or end
+   * of file once the program runs, from when its readiness is counted.
+   */
+  #stageInput(run: Run): void {
+    let bytes: Uint8Array;
+    try {
+      bytes = read(run.stageErrorFd, 4096);
+    } catch {
+      return;
     }
-    this.writeState("running");
+    if (bytes.length > 0) {
+      this.say("err", `cannot start ${this.name}: ${new TextDecoder().decode(bytes).trim()}`);
+      return;
+    }
+    close(run.stageErrorFd);
+    run.stageErrorFd = -1;
+    const readiness = this.spec.readiness;
+    if (readiness.kind !== "alive") return;
+    if (readiness.afterMs <= 0) return this.#becameReady(run);
+    run.readyDeadline = performance.now() + readiness.afterMs;
+  }
+
+  #becameReady(run: Run): void {
+    run.ready = true;
+    if (run.readyFd >= 0) {
+      close(run.readyFd);
+      run.readyFd = -1;
+    }
+    this.#to({ name: "running", run });
     if (!this.everReady) {
       this.everReady = true;
-      this.say("info", `${this.name} started (pid ${c.pid}) and is ready`);
-      this.o.onReady?.(c.pid);
+      this.say("info", `${this.name} started (pid ${run.pid}) and is ready`);
+      this.wiring.onReady?.(run.pid);
     } else {
-      this.say("info", `${this.name} restarted (pid ${c.pid}) and is ready`);
+      this.say("info", `${this.name} restarted (pid ${run.pid}) and is ready`);
     }
   }
 
-  #failReadiness(c: Child, why: string): void {
+  /** The run is not ready as it should be: stop it (and give up when no run ever was). */
+  #failReadiness(run: Run, why: string): void {
     if (!this.everReady) {
-      this.say("err", `giving up: ${this.name} (pid ${c.pid}) ${why} on its first start`);
-      this.exitCode = 1;
-      this.stopping = true;
+      this.say("err", `giving up: ${this.name} (pid ${run.pid}) ${why} on its first start`);
+      this.ending ??= 1;
     }
-    this.#stopChild(c, `${why}; stopping it`);
+    this.#stop(run);
   }
 
   #onSignal(sig: number): void {
     if (sig === 17) return; // SIGCHLD: the reaper runs after every turn
     if (sig === REOPEN_SIGNAL) return this.#reopen();
-    if (sig === 15) {
-      if (this.stopping) return;
-      this.stopping = true;
-      this.restartAt = undefined;
-      const c = this.child;
-      if (c) {
-        this.say("info", `SIGTERM received: stopping ${this.name} (pid ${c.pid})`);
-        this.#stopChild(c, "stop requested");
-      } else {
-        this.say("info", "SIGTERM received: exiting");
-        this.exitCode = 0;
-      }
-      this.writeState("stopping");
-      return;
-    }
+    if (sig === 15) return this.#terminate();
     if (sig === 2) this.interruptedAt = performance.now();
     if (sig === 1 || sig === 10) this.#reopen();
-    const c = this.child;
-    if (c) this.#signalChild(c, sig);
+    const run = this.current;
+    if (run && this.phase.name !== "following") this.#signal(run, sig);
+  }
+
+  /** SIGTERM: stop the run, then exit 0 (or with the code an earlier end gave). */
+  #terminate(): void {
+    if (this.ending !== undefined) return;
+    this.ending = 0;
+    const p = this.phase;
+    switch (p.name) {
+      case "starting":
+      case "running":
+        this.say("info", `SIGTERM received: stopping ${this.name} (pid ${p.run.pid})`);
+        this.#stop(p.run);
+        return;
+      case "following":
+        this.say("info", `SIGTERM received: stopping what ${this.name} left`);
+        this.#clear(p.run, { kind: "exit", code: 0 });
+        return;
+      case "clearing":
+        this.say("info", "SIGTERM received: exiting once what is left is stopped");
+        p.next = { kind: "exit", code: 0 };
+        this.writeState();
+        return;
+      case "backoff":
+        this.say("info", "SIGTERM received: exiting");
+        this.#to({ name: "done", code: 0 });
+        return;
+    }
   }
 
   /** Reopen the output file (after a rotation renamed it away). */
@@ -584,106 +695,222 @@ export class Supervisor {
     }
   }
 
-  #signalChild(c: Child, sig: number): void {
+  #signal(run: Run, sig: number): void {
     try {
-      if (c.pgid !== undefined) kill(-c.pgid, sig);
-      else if (c.pidfd !== undefined) pidfdSendSignal(c.pidfd, sig); // not our child: its pid may be reused
-      else kill(c.pid, sig);
+      if (run.pgid !== undefined) kill(-run.pgid, sig);
+      else if (run.pidfd !== undefined) pidfdSendSignal(run.pidfd, sig); // not our child: its pid may be reused
+      else kill(run.pid, sig);
     } catch (err) {
-      writeStderr(`cannot send ${signalName(sig)} to ${c.pid}: ${(err as Error).message}`);
+      writeStderr(`cannot send ${signalName(sig)} to ${run.pid}: ${(err as Error).message}`);
     }
   }
 
-  #stopChild(c: Child, why: string): void {
-    if (c.stop) return;
-    c.stop = { walk: new StopWalk(this.schedule), why };
-    this.#advanceStop(c);
+  /** Stop the run's main process by the schedule. */
+  #stop(run: Run): void {
+    if (this.phase.name === "stopping") return;
+    const walk = new StopWalk(this.spec.stopSchedule);
+    this.#to({ name: "stopping", run, walk });
+    this.#advanceStop(run, walk);
   }
 
   /** Run schedule steps until one is a wait. */
-  #advanceStop(c: Child): void {
-    if (c.stop!.walk.advance((sig) => this.#signalChild(c, sig))) return;
-    this.say("err", `${this.name} (pid ${c.pid}) is still running after the stop schedule`);
-    if (this.stopping) {
-      this.exitCode = 1;
-      this.abandon = true;
-    }
+  #advanceStop(run: Run, walk: StopWalk): void {
+    if (walk.advance((sig) => this.#signal(run, sig))) return;
+    this.say("err", `${this.name} (pid ${run.pid}) is still running after the stop schedule`);
+    if (this.ending !== undefined) this.#to({ name: "done", code: 1 }); // exit without it
   }
 
   #reap(): void {
     for (;;) {
       const ended = reapAny();
       if (!ended) return;
-      const c = this.child;
-      if (c && ended.pid === c.pid) this.#childExited(c, ended.reason);
+      const run = this.current;
+      if (run && ended.pid === run.pid) this.#mainExited(run, ended.reason);
       // Any other pid: an orphan reparented to us (subreaper or PID 1); reaped, nothing else to do.
     }
   }
 
-  #childExited(c: Child, reason: ExitReason): void {
-    this.child = undefined;
-    const fork = this.#followFork(c, reason);
-    if (fork === "following") return;
-    this.#ended(c, fork === "failed" ? FORK_FAILED : reason);
-  }
-
-  /** The run's main process ended for good: decide what comes next. */
-  #ended(c: Child, reason: ExitReason): void {
-    if (c.readyFd >= 0) close(c.readyFd);
-    if (c.pidfd !== undefined) close(c.pidfd);
-    const uptime = performance.now() - c.startedAt;
-    this.lastExit = describeExit(reason);
-    this.lastExitAt = new Date().toISOString();
-    if (c.pgid !== undefined && groupExists(c.pgid)) {
-      // The leader is gone but its workers remain: they go with it, by the
-      // rest of the stop schedule (mid-stop: the rest of the current wait
-      // first), or all of it, before any restart.
-      const walk = c.stop?.walk ?? new StopWalk(this.schedule);
-      this.groupWatch = { pgid: c.pgid, walk, final: false };
-      if (!c.stop) this.#advanceGroup();
+  /** The run's main process exited. */
+  #mainExited(run: Run, reason: ExitReason): void {
+    if (run.readyFd >= 0) {
+      close(run.readyFd);
+      run.readyFd = -1;
     }
-    const who = `${this.name} (pid ${c.pid})`;
-    if (!this.stopping && performance.now() - this.interruptedAt < 10_000) {
-      // Ctrl-C in `run --supervise` (or `signal INT`): the child ended on an interrupt; so do we.
-      this.say("info", `${who} ${this.lastExit} after SIGINT: not restarting`);
-      this.stopping = true;
-      return this.#exit(130);
+    if (run.stageErrorFd >= 0) {
+      this.#stageInput(run); // its last word, if it could not exec
+      if (run.stageErrorFd >= 0) close(run.stageErrorFd);
+      run.stageErrorFd = -1;
     }
-    if (this.stopping) {
-      this.say("info", `${who} stopped: ${this.lastExit}`);
-      return this.#exit(this.exitCode ?? 0);
+    const p = this.phase;
+    const stopped = p.name === "stopping";
+    if (!stopped && this.ending === undefined && reason.exited && reason.code === 0) {
+      this.#to({
+        name: "following",
+        run,
+        exit: reason,
+        until: performance.now() + this.spec.readyTimeoutMs,
+        why: "",
+        quiet: 0,
+      });
+      return this.#follow();
     }
-    if (!c.ready && !this.everReady && !c.stop) {
-      this.say("err", `giving up: ${who} ${this.lastExit} before it was ready`);
-      return this.#exit(1);
-    }
-    if (!wantsRestart(this.policy, reason, c.stop !== undefined)) {
-      this.say("info", `${who} ${this.lastExit}: not restarting`);
-      const code = reason.exited ? reason.code : 128 + reason.signal;
-      return this.#exit(this.policy === "never" ? code : 0);
-    }
-    this.#afterExit(uptime, c.pid);
-  }
-
-  #exit(code: number): void {
-    this.exitCode = code;
-    this.writeState("exited");
+    this.#ended(run, reason, stopped);
   }
 
   /**
-   * Decide the next start after an exit, or a failed spawn (`uptime` undefined).
-   *
-   * @returns false when giving up
+   * The main process exited 0 while processes it started may run on: follow
+   * the main process it forked away to (the daemon's pid file names it, or
+   * it is the one process left) as the run's main process, and name it.
    */
-  #afterExit(uptime: number | undefined, pid?: number): boolean {
-    const who = pid === undefined ? this.name : `${this.name} (pid ${pid})`;
-    if (!this.everReady && pid === undefined) {
+  #follow(): void {
+    const p = this.phase;
+    if (p.name !== "following") return;
+    let found: MainSearch;
+    try {
+      found = findMain({
+        parent: ids.pid(),
+        ...(this.spec.daemonPidfile === null ? {} : { daemonPidfile: this.spec.daemonPidfile }),
+      });
+    } catch (err) {
+      this.say("err", `${this.name}: ${(err as Error).message}`);
+      return this.#ended(p.run, FORK_FAILED, false);
+    }
+    switch (found.kind) {
+      case "none":
+        // A scan of /proc can miss a child forked just after its listing by a
+        // parent that exited just before its look: believe "none" three times.
+        if (p.quiet + 1 < 3) {
+          this.phase = { ...p, quiet: p.quiet + 1 };
+          return;
+        }
+        return this.#ended(p.run, p.exit, false);
+      case "several":
+        this.say("err", `${this.name}: ${severalMessage(found.pids)}; stopping them`);
+        return this.#ended(p.run, FORK_FAILED, false);
+      case "waiting":
+        if (performance.now() >= p.until) {
+          this.say("err", `${this.name}: ${found.why}; stopping what it left`);
+          return this.#ended(p.run, FORK_FAILED, false);
+        }
+        this.phase = { ...p, why: found.why, quiet: 0 };
+        return;
+      case "found":
+        break;
+    }
+    const pidfd = watchDescendant(found.pid);
+    if (pidfd === undefined) return; // gone, or not ours, by then: look again
+    const now = performance.now();
+    const old = p.run;
+    if (old.pidfd !== undefined) close(old.pidfd);
+    const next: Run = {
+      ...old,
+      pid: found.pid,
+      // Signalled as a group only when it leads one (a daemon that called setsid does).
+      pgid: old.pgid === undefined
+        ? undefined
+        : procStat(found.pid)?.pgid === found.pid
+        ? found.pid
+        : undefined,
+      readyDeadline: this.spec.readiness.kind === "alive"
+        ? now + this.spec.readiness.afterMs
+        : old.readyDeadline,
+      pidfd,
+    };
+    this.say(
+      "info",
+      `${this.name} (pid ${old.pid}) forked away: following its main process (pid ${found.pid})`,
+    );
+    this.wiring.onMain?.(found.pid);
+    this.#to(next.ready ? { name: "running", run: next } : { name: "starting", run: next });
+  }
+
+  /**
+   * A child alive for `afterMs` is ready; with the program's own pid file,
+   * only once that file names a process of this run (a forking daemon that
+   * takes longer to fork is not taken for its parent), which then is the
+   * run's main process. A file that names nothing of ours by the ready
+   * timeout fails the run.
+   */
+  #aliveLongEnough(run: Run, now: number): void {
+    if (this.spec.daemonPidfile === null) return this.#becameReady(run);
+    let named: number | undefined;
+    try {
+      named = namedByDaemonPidfile({ parent: ids.pid(), daemonPidfile: this.spec.daemonPidfile });
+    } catch (err) {
+      this.say("err", `${this.name}: ${(err as Error).message}`);
+      return this.#failReadiness(run, "has a --daemon-pidfile that cannot be read");
+    }
+    if (named === undefined) {
+      run.namedBy ??= now + this.spec.readyTimeoutMs;
+      if (now < run.namedBy) {
+        run.readyDeadline = now + 10;
+        return;
+      }
+      return this.#failReadiness(
+        run,
+        `was not named by --daemon-pidfile ${
+          quote(this.spec.daemonPidfile)
+        } within the ready timeout`,
+      );
+    }
+    if (named === run.pid) return this.#becameReady(run);
+    // Followed through a pidfd: it may be a grandchild whose parent lives on, never reaped here.
+    const pidfd = watchDescendant(named);
+    if (pidfd === undefined) {
+      run.readyDeadline = now + 10;
+      return;
+    }
+    if (run.pidfd !== undefined) close(run.pidfd);
+    const next: Run = { ...run, pid: named, pidfd };
+    this.wiring.onMain?.(named);
+    this.#becameReady(next);
+  }
+
+  /**
+   * The run's main process ended for good: decide what comes next, then
+   * stop what is left of the run first.
+   *
+   * @param stopped it was being stopped by the schedule
+   */
+  #ended(run: Run, reason: ExitReason, stopped: boolean): void {
+    if (run.pidfd !== undefined) close(run.pidfd);
+    const uptime = performance.now() - run.startedAt;
+    this.lastExit = describeExit(reason);
+    this.lastExitAt = new Date().toISOString();
+    const who = `${this.name} (pid ${run.pid})`;
+    if (this.ending === undefined && performance.now() - this.interruptedAt < 10_000) {
+      // Ctrl-C in `run --supervise` (or `signal INT`): the child ended on an interrupt; so do we.
+      this.say("info", `${who} ${this.lastExit} after SIGINT: not restarting`);
+      this.ending = 130;
+    }
+    if (this.ending !== undefined) {
+      if (this.ending !== 130) this.say("info", `${who} stopped: ${this.lastExit}`);
+      return this.#clear(run, { kind: "exit", code: this.ending });
+    }
+    if (!run.ready && !this.everReady && !stopped) {
+      this.say("err", `giving up: ${who} ${this.lastExit} before it was ready`);
+      return this.#clear(run, { kind: "exit", code: 1 });
+    }
+    if (!wantsRestart(this.restart.policy, reason, stopped)) {
+      this.say("info", `${who} ${this.lastExit}: not restarting`);
+      const code = reason.exited ? reason.code : 128 + reason.signal;
+      return this.#clear(run, { kind: "exit", code: this.restart.policy === "never" ? code : 0 });
+    }
+    this.#decide(uptime, run);
+  }
+
+  /**
+   * After an exit (or a spawn that failed: `run` undefined), restart after
+   * the backoff, or give up at the crash-loop limit.
+   */
+  #decide(uptime: number | undefined, run: Run | undefined): void {
+    const who = run === undefined ? this.name : `${this.name} (pid ${run.pid})`;
+    if (!this.everReady && run === undefined) {
       const why = this.lastExit?.startsWith(SPAWN_FAILED)
         ? `: ${this.lastExit.slice(SPAWN_FAILED.length)}`
         : "";
       this.say("err", `giving up: ${this.name} could not be started${why}`);
-      this.#exit(1);
-      return false;
+      return this.#clear(undefined, { kind: "exit", code: 1 });
     }
     const next = this.backoff.next(uptime);
     if ("limit" in next) {
@@ -693,240 +920,106 @@ export class Supervisor {
         `giving up: ${who} ${this.lastExit}; it was restarted ${next.limit} times within ` +
           `${window} s (--max-restarts ${this.backoff.max} --restart-window ${window}s)`,
       );
-      this.#exit(1);
-      return false;
+      return this.#clear(run, { kind: "exit", code: 1 });
     }
-    this.restartAt = performance.now() + next.delay;
     this.say("err", `${who} ${this.lastExit}; restarting in ${round(next.delay / 1000)} s`);
-    this.writeState("backoff");
-    return true;
+    this.#clear(run, { kind: "restart", at: performance.now() + next.delay });
   }
 
-  #advanceGroup(): void {
-    const g = this.groupWatch!;
-    if (g.walk.advance((sig) => kill(-g.pgid, sig))) return;
-    // Nothing left in the schedule: make sure, then stop watching.
-    kill(-g.pgid, 9);
-    g.walk.until = performance.now() + 1000;
-    g.final = true;
+  /**
+   * The one owner of what a run leaves: its process group, the processes
+   * reparented here, and other holders of the pid file's lock are stopped by
+   * the schedule (mid-stop: the rest of the current wait first), then
+   * `next`: the next run (no sooner than its time) or the exit.
+   */
+  #clear(run: Run | undefined, next: Next): void {
+    const p = this.phase;
+    const walk = p.name === "stopping" ? p.walk : new StopWalk(this.spec.stopSchedule);
+    const pgid = run?.pgid !== undefined && groupExists(run.pgid) ? run.pgid : undefined;
+    const left: Leftovers = {
+      pgid,
+      targets: leftoverTargets(this.wiring.pidfile),
+      walk,
+      final: false,
+    };
+    if (left.pgid === undefined && liveTargets(left.targets).length === 0) {
+      closeTargets(left.targets);
+      return this.#next(next);
+    }
+    if (left.targets.length > 0) {
+      this.say(
+        "info",
+        `stopping what is left of the last run: pids ${left.targets.map((t) => t.pid).join(", ")}`,
+      );
+    }
+    this.#to({ name: "clearing", left, next });
+    if (p.name !== "stopping") return this.#advanceClearing(left);
+    // Mid-stop: the rest of the current wait first; what was not signalled yet gets its signal.
+    const sig = walk.lastSignal;
+    if (sig !== undefined) { for (const t of liveTargets(left.targets)) signalTarget(t, sig); }
+  }
+
+  /** Signal what is left up to the schedule's next wait; SIGKILL when it has run out. */
+  #advanceClearing(left: Leftovers): void {
+    const send = (sig: number) => {
+      if (left.pgid !== undefined) killQuietly(-left.pgid, sig);
+      for (const t of liveTargets(left.targets)) signalTarget(t, sig);
+    };
+    if (left.walk.advance(send)) return;
+    send(9);
+    left.walk.until = performance.now() + 1000;
+    left.final = true;
+  }
+
+  /** What is left is gone (or survived SIGKILL): the next run, or the exit. */
+  #next(next: Next): void {
+    if (next.kind === "exit") return this.#to({ name: "done", code: next.code });
+    if (performance.now() < next.at) return this.#to({ name: "backoff", until: next.at });
+    this.restarts++;
+    this.#startRun();
   }
 
   #timers(): void {
     const now = performance.now();
-    const c = this.child;
-    const g = this.groupWatch;
-    if (g) {
-      if (!groupExists(g.pgid)) {
-        this.groupWatch = undefined;
-      } else if (now >= g.walk.until) {
-        if (g.final) {
-          this.say("err", `process group ${g.pgid} survived SIGKILL`);
-          this.groupWatch = undefined;
-        } else this.#advanceGroup();
+    const p = this.phase;
+    switch (p.name) {
+      case "starting": {
+        const run = p.run;
+        if (now < run.readyDeadline || run.stageErrorFd >= 0) return;
+        if (this.spec.readiness.kind === "alive") return this.#aliveLongEnough(run, now);
+        this.say("err", `${this.name} (pid ${run.pid}) was not ready within the ready timeout`);
+        return this.#failReadiness(run, "was not ready in time");
       }
-    }
-    const l = this.leftovers;
-    if (l) {
-      if (liveTargets(l.targets).length === 0) {
-        this.#endLeftovers();
-      } else if (now >= l.walk.until) {
-        if (l.final) {
-          this.say(
-            "err",
-            `pids ${liveTargets(l.targets).map((t) => t.pid).join(", ")} survived SIGKILL`,
-          );
-          this.#endLeftovers();
-        } else this.#advanceLeftovers();
-      }
-    }
-    const f = this.forkWait;
-    if (f) {
-      if (now >= f.until) {
-        this.forkWait = undefined;
-        this.say("err", `${this.name}: ${f.why}; stopping what it left`);
-        this.#stopLeftovers();
-        this.#ended(f.child, FORK_FAILED);
-      } else {
-        const fork = this.#followFork(f.child, f.reason);
-        if (fork !== "following") this.#ended(f.child, fork === "failed" ? FORK_FAILED : f.reason);
-      }
-    }
-    if (c?.stop && now >= c.stop.walk.until) this.#advanceStop(c);
-    if (c && !c.ready && !c.stop && now >= c.readyDeadline) {
-      if (this.readiness.kind === "alive") this.#aliveLongEnough(c, now);
-      else {
-        this.say("err", `${this.name} (pid ${c.pid}) was not ready within the ready timeout`);
-        this.#failReadiness(c, "was not ready in time");
-      }
-    }
-    const waiting = this.restartAt !== undefined && now >= this.restartAt;
-    if (waiting && !this.stopping && !this.groupWatch) {
-      // What is left of the previous run goes first, or the new run would fight it.
-      if (!this.leftoversChecked) this.#stopLeftovers();
-      if (this.leftovers) return;
-      this.leftoversChecked = false;
-      this.restarts++;
-      this.#start();
-    }
-  }
-  /**
-   * A child alive for `afterMs` is ready; with the program's own pid file,
-   * only once that file names a process of this run (a forking daemon that
-   * takes longer to fork is not taken for its parent), which then is the
-   * run's main process. A file that names nothing of ours by the ready
-   * timeout fails the run.
-   */
-  #aliveLongEnough(c: Child, now: number): void {
-    if (this.o.daemonPidfile === undefined) return this.#becameReady(c);
-    let named: number | undefined;
-    try {
-      named = namedByDaemonPidfile({ parent: ids.pid(), daemonPidfile: this.o.daemonPidfile });
-    } catch (err) {
-      this.say("err", `${this.name}: ${(err as Error).message}`);
-      return this.#failReadiness(c, "has a --daemon-pidfile that cannot be read");
-    }
-    if (named === undefined) {
-      c.namedBy ??= now + (this.o.readyTimeout ?? DEFAULT_CHILD_READY_TIMEOUT_MS);
-      if (now < c.namedBy) {
-        c.readyDeadline = now + 10;
+      case "following":
+        return this.#follow();
+      case "stopping":
+        if (now >= p.walk.until) this.#advanceStop(p.run, p.walk);
         return;
+      case "clearing": {
+        const left = p.left;
+        if (left.pgid !== undefined && !groupExists(left.pgid)) left.pgid = undefined;
+        const live = liveTargets(left.targets);
+        if (left.pgid === undefined && live.length === 0) {
+          closeTargets(left.targets);
+          return this.#next(p.next);
+        }
+        if (now < left.walk.until) return;
+        if (!left.final) return this.#advanceClearing(left);
+        const who = [
+          ...(left.pgid === undefined ? [] : [`process group ${left.pgid}`]),
+          ...(live.length ? [`pids ${live.map((t) => t.pid).join(", ")}`] : []),
+        ].join(" and ");
+        this.say("err", `${who} survived SIGKILL`);
+        closeTargets(left.targets);
+        return this.#next(p.next);
       }
-      return this.#failReadiness(
-        c,
-        `was not named by --daemon-pidfile ${quote(this.o.daemonPidfile)} within the ready timeout`,
-      );
+      case "backoff":
+        if (now >= p.until) {
+          this.restarts++;
+          this.#startRun();
+        }
+        return;
     }
-    if (named === c.pid) return this.#becameReady(c);
-    const next: Child = { ...c, pid: named, pidfd: undefined };
-    this.child = next;
-    this.o.onMain?.(named);
-    this.#becameReady(next);
-  }
-
-  /** The keeper's first run: the process `start` launched, followed through its pidfd. */
-  #adoptGiven(adopt: { readonly pid: number; readonly pidfd: number }): boolean {
-    const now = performance.now();
-    const c: Child = {
-      pid: adopt.pid,
-      pgid: undefined,
-      startedAt: now,
-      startedWall: new Date(),
-      ready: false,
-      readyDeadline: now,
-      readyFd: -1,
-      pidfd: adopt.pidfd,
-    };
-    this.child = c;
-    this.#becameReady(c); // start saw it ready before it handed it over
-    return true;
-  }
-
-  /**
-   * A child that exits 0 while processes it started run on has forked away:
-   * follow its main process (the daemon's pid file names it, or it is the
-   * one process left) as the run's child, and name it (`onMain`).
-   *
-   * @returns following (a main process is followed, or the daemon's pid
-   *   file is awaited), ended (nothing left), or failed (it left processes
-   *   but no main process can be told: they are being stopped)
-   */
-  #followFork(c: Child, reason: ExitReason): "following" | "ended" | "failed" {
-    const previous = this.forkWait;
-    this.forkWait = undefined;
-    if (this.stopping || c.stop || !reason.exited || reason.code !== 0) return "ended";
-    let found: MainSearch;
-    try {
-      found = findMain({
-        parent: ids.pid(),
-        ...(this.o.daemonPidfile === undefined ? {} : { daemonPidfile: this.o.daemonPidfile }),
-      });
-    } catch (err) {
-      this.say("err", `${this.name}: ${(err as Error).message}`);
-      this.#stopLeftovers();
-      return "failed";
-    }
-    const wait = (why: string, quiet: number): "following" => {
-      this.forkWait = {
-        child: c,
-        reason,
-        until: previous?.until ??
-          performance.now() + (this.o.readyTimeout ?? DEFAULT_CHILD_READY_TIMEOUT_MS),
-        why,
-        quiet,
-      };
-      return "following";
-    };
-    switch (found.kind) {
-      case "none": {
-        // A scan of /proc can miss a child forked just after its listing by a
-        // parent that exited just before its look: believe "none" three times.
-        const quiet = (previous?.quiet ?? 0) + 1;
-        return quiet < 3 ? wait("", quiet) : "ended";
-      }
-      case "several":
-        this.say("err", `${this.name}: ${severalMessage(found.pids)}; stopping them`);
-        this.#stopLeftovers();
-        return "failed";
-      case "waiting":
-        return wait(found.why, 0);
-      case "found":
-        break;
-    }
-    const now = performance.now();
-    const next: Child = {
-      ...c,
-      pid: found.pid,
-      // Signalled as a group only when it leads one (a daemon that called setsid does).
-      pgid: c.pgid === undefined
-        ? undefined
-        : procStat(found.pid)?.pgid === found.pid
-        ? found.pid
-        : undefined,
-      readyDeadline: this.readiness.kind === "alive"
-        ? now + this.readiness.afterMs
-        : c.readyDeadline,
-      pidfd: undefined,
-    };
-    this.child = next;
-    this.say(
-      "info",
-      `${this.name} (pid ${c.pid}) forked away: following its main process (pid ${found.pid})`,
-    );
-    this.o.onMain?.(found.pid);
-    this.writeState(next.ready ? "running" : "starting");
-    return "following";
-  }
-
-  /**
-   * Look for what is left of the last run (processes reparented to us, and
-   * any process holding the pid file's lock) and stop it by the stop schedule.
-   */
-  #stopLeftovers(): void {
-    this.leftoversChecked = true;
-    const targets = leftoverTargets(this.o.pidfile);
-    if (targets.length === 0) return;
-    this.say(
-      "info",
-      `stopping what is left of the last run first: pids ${targets.map((t) => t.pid).join(", ")}`,
-    );
-    this.leftovers = { targets, walk: new StopWalk(this.schedule), final: false };
-    this.#advanceLeftovers();
-  }
-
-  #advanceLeftovers(): void {
-    const l = this.leftovers!;
-    const send = (sig: number) => {
-      for (const t of liveTargets(l.targets)) signalTarget(t, sig);
-    };
-    if (l.walk.advance(send)) return;
-    send(9);
-    l.walk.until = performance.now() + 1000;
-    l.final = true;
-  }
-
-  #endLeftovers(): void {
-    for (const t of this.leftovers?.targets ?? []) close(t.pidfd);
-    this.leftovers = undefined;
   }
 }
 
@@ -959,17 +1052,45 @@ function leftoverTargets(pidfile: string | undefined): Target[] {
   return out;
 }
 
+/**
+ * A pidfd on a process this one started (directly or not), checked to
+ * descend from this process once the pidfd names it: a pid reused meanwhile
+ * is never followed.
+ *
+ * @returns the pidfd, or undefined when it is gone or not ours
+ */
+function watchDescendant(pid: number): number | undefined {
+  let pidfd: number | undefined;
+  try {
+    pidfd = pidfdOpen(pid);
+  } catch {
+    return undefined;
+  }
+  if (pidfd === undefined) return undefined;
+  if (descendsFrom(pid, ids.pid())) return pidfd;
+  close(pidfd);
+  return undefined;
+}
+
+function closeTargets(targets: readonly Target[]): void {
+  for (const t of targets) close(t.pidfd);
+}
+
 /** Signal a leftover through its pidfd, and its group when it leads one of its own. */
 function signalTarget(t: Target, sig: number): void {
-  try {
-    if (t.group) kill(-t.pid, sig);
-  } catch {
-    // EPERM for a member: the leader still gets it below.
-  }
+  if (t.group) killQuietly(-t.pid, sig); // EPERM for a member: the leader still gets it below
   try {
     pidfdSendSignal(t.pidfd, sig);
   } catch {
     // Gone meanwhile.
+  }
+}
+
+function killQuietly(pid: number, sig: number): void {
+  try {
+    kill(pid, sig);
+  } catch {
+    // Gone, or not ours to signal.
   }
 }
 

@@ -239,7 +239,10 @@ Deno.test("--supervise stops what is left of a run (a worker holding the lock) b
     5000,
     "the next run",
   );
+  // Stopped before the next run began: gone by the time its main process runs.
   assert.ok(!findProcesses(["sleep", worker]).includes(oldWorker!), "the old worker runs on");
+  // The new run's worker is forked before its main process execs, but may exec after it.
+  await waitFor(() => sleeps(sb, worker).length > 0, 5000, "the new run's worker");
   assert.equal(sleeps(sb, worker).length, 1, "exactly the new run's worker");
   await stopAndCheck(sb, main, worker);
 });

@@ -59,9 +59,7 @@ export function superviseSettings(v: Values): NonNullable<StartOptions["supervis
     ...(v.killGroup ? { killGroup: true } : {}),
     ...defined("stopSchedule", v.stopSchedule),
     ...defined("name", v.name),
-    ...(v.output === undefined
-      ? {}
-      : { output: v.output.kind === "file" ? v.output.path : `syslog:${v.output.facility}` }),
+    ...defined("output", v.output),
     ...defined("readiness", readiness),
     ...defined("readyTimeout", v.readyTimeout),
     ...defined("daemonPidfile", v.daemonPidfile),
@@ -112,11 +110,9 @@ export function lockSettings(v: Values): ClusterLockSettings | undefined {
 /** start's and restart's options, but the guard's. */
 export function startOptions(inv: Invocation): Omit<StartOptions, keyof GuardOptions> {
   const v = inv.values;
-  const file = v.output?.kind === "file" ? v.output.path : undefined;
   if (v.supervise) {
     return {
       ...launchOptions(inv),
-      ...defined("output", file),
       ...defined("readyTimeout", v.readyTimeout),
       supervise: superviseSettings(v),
       ...defined("lock", lockSettings(v)),
@@ -125,7 +121,7 @@ export function startOptions(inv: Invocation): Omit<StartOptions, keyof GuardOpt
   }
   return {
     ...launchOptions(inv),
-    ...defined("output", file),
+    ...defined("output", v.output),
     ...defined("readyTimeout", v.readyTimeout),
     ...defined("readyAfter", v.readyAfter),
     ...defined("notifyFd", v.notifyFd),

@@ -1,0 +1,167 @@
+/**
+ * The one model of a launch: what to run, how, and who holds the pid file's
+ * lock while it runs. It is made once, by the control layer, from what a
+ * caller gave (the command line, or the control API's options), with every
+ * value parsed, checked and every default applied; everything after reads
+ * it and nothing parses a value again: `start`, `run` and `restart`, the
+ * supervisor and the keeper stage, and the record kept beside the pid file.
+ *
+ * It is plain data, safe to turn into JSON and back: the supervisor and the
+ * keeper get it through a pipe when they are started (never in argv, which
+ * any user can read in /proc), and the record keeps it for a `restart`
+ * without the command. It holds no secret: a cluster lock's password is read
+ * again by whoever takes the lock (see `src/cluster/`).
+ *
+ * @module
+ */
+
+import type { SyslogFacility } from "../syslog/codes.ts";
+import type { Schedule } from "./schedule.ts";
+
+/** How the program says it is ready. */
+export type Readiness =
+  /** Alive `afterMs` after a successful exec. */
+  | { readonly kind: "alive"; readonly afterMs: number }
+  /** Writes a newline to descriptor `fd` (s6 style, `NOTIFY_FD`). */
+  | { readonly kind: "fd"; readonly fd: number }
+  /** Sends `READY=1` to `NOTIFY_SOCKET` (sd_notify). */
+  | { readonly kind: "socket" };
+
+/** Where the program's output goes. */
+export type OutputTarget =
+  /** Appended to a file (an absolute path, once the spec is made). */
+  | { readonly kind: "file"; readonly path: string }
+  /** To syslog, a line each, with the program's pid (the supervisor only). */
+  | { readonly kind: "syslog"; readonly facility: SyslogFacility };
+
+/** When the supervisor starts the program again. */
+export type RestartPolicy = "on-failure" | "always" | "never";
+
+/** The supervisor's restart policy, every value given. */
+export interface RestartSpec {
+  /** When to start the program again. */
+  readonly policy: RestartPolicy;
+  /** The first restart delay, in ms; it doubles with each quick failure. */
+  readonly delayMs: number;
+  /** The longest restart delay, in ms. */
+  readonly delayMaxMs: number;
+  /** A run this long (ms) resets the backoff. */
+  readonly minUptimeMs: number;
+  /** Give up after this many restarts within `windowMs`; 0 for never. */
+  readonly maxRestarts: number;
+  /** The crash-loop window, in ms. */
+  readonly windowMs: number;
+}
+
+/**
+ * An outer lock on a cluster (etcd, PostgreSQL) held for the program: taken
+ * before each run, kept alive, and the program fenced (stopped) before the
+ * lock can pass to another host.
+ */
+export interface ClusterLockSettings {
+  /** `etcd://HOST:PORT[,HOST:PORT...]/NAME`, `etcds://...`, `postgres://USER@HOST:PORT/DB?name=NAME`. */
+  readonly url: string;
+  /**
+   * The lease's time to live, in ms.
+   * @default {10000}
+   */
+  readonly ttlMs?: number;
+  /**
+   * How long to wait for a lock held elsewhere, in ms, or "forever".
+   * @default {0} fail at once
+   */
+  readonly waitMs?: number | "forever";
+  /**
+   * The bound on every connect and request, in ms.
+   * @default {5000}
+   */
+  readonly timeoutMs?: number;
+  /** TLS files for `etcds://`. */
+  readonly tls?: { readonly cacert?: string; readonly cert?: string; readonly key?: string };
+}
+
+/**
+ * Who holds the pid file's lock while the program runs, and so which
+ * process the pid file names and what `start` hands the lock over to.
+ */
+export type Holder =
+  /** The program itself: it inherits the locked descriptor, and the file names it. */
+  | { readonly kind: "self" }
+  /**
+   * A keeper: a small process of ours that runs the program once and holds
+   * the lock (and a cluster lock) until the program's main process exits;
+   * the file names the program.
+   */
+  | { readonly kind: "keeper" }
+  /** A supervisor: it holds the lock, restarts the program, and the file names it. */
+  | { readonly kind: "supervisor"; readonly restart: RestartSpec };
+
+/** What to launch, how, and who holds the lock: parsed, checked, complete. */
+export interface LaunchSpec {
+  /** The command as given: `command[0]` as written, then its arguments. */
+  readonly command: readonly string[];
+  /** The program `command[0]` names, as an absolute path. */
+  readonly path: string;
+  /**
+   * The variables given for the program (`--env`), over the caller's own
+   * environment, which is not part of the spec.
+   */
+  readonly env: Readonly<Record<string, string>>;
+  /** Its working directory, absolute. */
+  readonly cwd: string;
+  /** Its umask; null to keep the caller's (`run`). */
+  readonly umask: number | null;
+  /** The account it runs as (the pid file's holder stays the caller's), or null. */
+  readonly user: {
+    readonly name: string;
+    readonly uid: number;
+    /** The primary group to take. */
+    readonly gid: number;
+    readonly home: string;
+  } | null;
+  /**
+   * Its output: a file or syslog; null for /dev/null (a daemon) or the
+   * caller's own stdout and stderr (in the foreground).
+   */
+  readonly output: OutputTarget | null;
+  /** How it says it is ready. */
+  readonly readiness: Readiness;
+  /** The bound on every wait for readiness, in ms. */
+  readonly readyTimeoutMs: number;
+  /** How it is stopped (a keeper's fence, a supervisor's stop, its group's end). */
+  readonly stopSchedule: Schedule;
+  /** Signal its whole process group (it is started as a group leader). */
+  readonly killGroup: boolean;
+  /**
+   * The program's own pid file, absolute, for a program that forks away: it
+   * names the main process (read, never written); null without one.
+   */
+  readonly daemonPidfile: string | null;
+  /** An outer lock on a cluster (TLS paths absolute), or null. */
+  readonly lock: ClusterLockSettings | null;
+  /** The name in messages and the syslog ident. */
+  readonly name: string;
+  /** Who holds the pid file's lock. */
+  readonly holder: Holder;
+}
+
+/**
+ * The variables a program gets on top of the caller's environment: what
+ * the spec gives, and the account's own when it runs as another user.
+ *
+ * @param spec the launch
+ * @param base the caller's environment (its readiness channels already removed)
+ * @returns the program's whole environment
+ */
+export function environmentFor(
+  spec: LaunchSpec,
+  base: Readonly<Record<string, string>>,
+): Record<string, string> {
+  const env: Record<string, string> = { ...base };
+  if (spec.user) {
+    env.HOME = spec.user.home;
+    env.USER = spec.user.name;
+    env.LOGNAME = spec.user.name;
+  }
+  return { ...env, ...spec.env };
+}
