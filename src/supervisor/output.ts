@@ -9,12 +9,11 @@
  */
 
 import {
-  C,
   close,
-  dupCloexec,
+  ERRNO,
   fstat,
+  ftruncate,
   ids,
-  lstat,
   quote,
   readNow,
   sendDatagram,
@@ -23,6 +22,7 @@ import {
   type UnixAddress,
   unixDatagramSocket,
   writeAll,
+  writeNow,
 } from "../ffi/mod.ts";
 import { openOutputFile } from "../lock/output.ts";
 import { priority, type SyslogFacility } from "../syslog/codes.ts";
@@ -54,28 +54,40 @@ export interface Sink {
  * Lines appended to a file. The file is opened like every file beside the
  * pid file: never through a symbolic link, never a FIFO or device, never a
  * file with a second name.
+ *
+ * A write that fails (a full disk, a quota, an I/O error) never costs the
+ * service: the lines are dropped and counted, `onFirstDrop` is told once,
+ * and every later flush tries again. The first write that succeeds after a
+ * gap begins with one line of the supervisor's own saying how many lines
+ * were dropped and why, so a reader of the file sees where the gap is.
  */
 export class FileSink implements Sink {
   #fd = -1;
   /** Lines waiting for one write(2); flushed at the end of every loop turn. */
   readonly #buf = new Uint8Array(2 * READ_CHUNK);
   #len = 0;
-  readonly dropped = 0;
-  constructor(readonly path: string, readonly programUid?: number) {
-    try {
-      this.reopen();
-    } catch (err) {
-      // start --user: root opened the file for us as stderr; use that descriptor if it is this file.
-      const inherited = sameFileAs(2, path);
-      if (inherited === undefined) throw err;
-      this.#fd = inherited;
-    }
+  #dropped = 0;
+  #told = false;
+  /** The gap being dropped now: how many lines, and why; undefined while writes succeed. */
+  #gap: { lines: number; why: string } | undefined;
+  /** A write cut short inside a line that could not be taken back: the next write ends it first. */
+  #midLine = false;
+  constructor(
+    readonly path: string,
+    readonly programUid?: number,
+    readonly onFirstDrop: (why: string) => void = () => {},
+  ) {
+    this.reopen();
+  }
+  get dropped(): number {
+    return this.#dropped;
   }
   reopen(): void {
     this.flush();
     const fd = openOutputFile(this.path, this.programUid);
     if (this.#fd >= 0) close(this.#fd);
     this.#fd = fd;
+    this.#midLine = false; // the cut line stays in the old file
   }
   line(text: Uint8Array): boolean {
     if (this.#len + text.length + 1 > this.#buf.length) this.flush();
@@ -88,27 +100,113 @@ export class FileSink implements Sink {
     if (this.#len === 0 || this.#fd < 0) return;
     const len = this.#len;
     this.#len = 0;
-    writeAll(this.#fd, this.#buf.subarray(0, len), this.path);
+    this.#write(this.#buf.subarray(0, len));
+  }
+  /**
+   * One of the supervisor's own lines, written at once and never counted as
+   * dropped output.
+   *
+   * @returns whether it reached the file
+   */
+  own(text: Uint8Array): boolean {
+    this.flush();
+    if (this.#fd < 0) return false;
+    const line = new Uint8Array(text.length + 1);
+    line.set(text);
+    line[text.length] = 10;
+    return this.#write(line, false);
   }
   close(): void {
     this.flush();
     if (this.#fd >= 0) close(this.#fd);
     this.#fd = -1;
   }
-}
 
-/**
- * A close-on-exec duplicate of `fd` when it is open on `path`, a regular
- * file reached without a symbolic link (same device and inode).
- */
-function sameFileAs(fd: number, path: string): number | undefined {
-  try {
-    const a = fstat(fd);
-    const b = lstat(path);
-    if ((b.mode & C.S_IFMT) !== C.S_IFREG || b.dev !== a.dev || b.ino !== a.ino) return undefined;
-    return dupCloexec(fd, 3);
-  } catch {
-    return undefined;
+  /** Whether the supervisor's stderr is this very file (where `start --output` points it). */
+  sharesStderr(): boolean {
+    try {
+      const mine = fstat(this.#fd);
+      const err = fstat(2);
+      return mine.dev === err.dev && mine.ino === err.ino;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Write whole lines, after the news of a gap if there was one; on failure,
+   * drop what was not written and count it when `counted`.
+   */
+  #write(lines: Uint8Array, counted = true): boolean {
+    const gap = this.#gap;
+    if (gap || this.#midLine) {
+      const news = gap
+        ? `singleton-run[${ids.pid()}]: ${gap.lines} line(s) of output dropped: ${gap.why}\n`
+        : "";
+      const failed = this.#append(encoder.encode(`${this.#midLine ? "\n" : ""}${news}`));
+      if (failed) {
+        this.#lost(lines, 0, failed.err, counted);
+        return false;
+      }
+      this.#gap = undefined;
+    }
+    const failed = this.#append(lines);
+    if (!failed) return true;
+    this.#lost(lines, failed.written, failed.err, counted);
+    return false;
+  }
+
+  /**
+   * write(2) until all is written. On failure, the start of a line it left
+   * at the end of the file is cut off again, so the file holds whole lines
+   * only (this process is the file's one writer); when that cannot be done,
+   * the next write ends the line first.
+   *
+   * @returns undefined once all is written, else how much was and why not
+   */
+  #append(bytes: Uint8Array): { written: number; err: SystemError } | undefined {
+    let off = 0;
+    try {
+      while (off < bytes.length) {
+        const n = writeNow(this.#fd, bytes.subarray(off) as Uint8Array<ArrayBuffer>);
+        if (n === undefined) throw new SystemError("write", ERRNO.EAGAIN, { path: this.path });
+        off += n;
+      }
+      if (off > 0) this.#midLine = false;
+      return undefined;
+    } catch (err) {
+      if (!(err instanceof SystemError)) throw err;
+      const cut = off === 0 ? 0 : off - (bytes.lastIndexOf(10, off - 1) + 1);
+      if (cut > 0) {
+        try {
+          const size = Number(fstat(this.#fd, this.path).size);
+          ftruncate(this.#fd, size - cut, this.path);
+          off -= cut;
+        } catch {
+          this.#midLine = true;
+        }
+      }
+      return { written: off, err };
+    }
+  }
+
+  /** Count the lines from `from` on as dropped, and say so the first time. */
+  #lost(lines: Uint8Array, from: number, err: SystemError, counted: boolean): void {
+    let n = 0;
+    if (counted) {
+      for (let i = lines.indexOf(10, from); i >= 0; i = lines.indexOf(10, i + 1)) n++;
+    }
+    if (n === 0 && !this.#gap) return;
+    this.#dropped += n;
+    const why = `cannot write ${quote(this.path)}: ${err.message}`;
+    this.#gap = { lines: (this.#gap?.lines ?? 0) + n, why };
+    if (n > 0 && !this.#told) {
+      this.#told = true;
+      this.onFirstDrop(
+        `output is being dropped: ${why} (status --json counts the lines dropped; ` +
+          `writing resumes when it can)`,
+      );
+    }
   }
 }
 
@@ -205,7 +303,8 @@ export class SyslogSink implements Sink {
  *
  * @param target where the output goes; null: the child shares ours
  * @param ident the syslog ident (the command's name)
- * @param onFirstDrop told once when syslog output starts being dropped
+ * @param onFirstDrop told once when output starts being dropped (no syslog
+ *   daemon, a full disk)
  * @param programUid the program's user (`user`), whose own output file is fine too
  * @returns the sink
  * @throws {SystemError} when the file or the socket cannot be opened
@@ -218,7 +317,7 @@ export function openSink(
 ): Sink | undefined {
   switch (target?.kind) {
     case "file":
-      return new FileSink(target.path, programUid);
+      return new FileSink(target.path, programUid, onFirstDrop);
     case "syslog":
       return new SyslogSink(target.facility, ident, undefined, onFirstDrop);
     case undefined:
@@ -236,13 +335,9 @@ export function openSink(
  */
 export function sayOwn(sink: Sink | undefined, level: LineLevel, message: string): void {
   if (sink instanceof FileSink) {
-    try {
-      sink.line(encoder.encode(`singleton-run[${ids.pid()}]: ${message}`));
-      sink.flush();
-      return;
-    } catch {
-      // A full disk: stderr may still reach somebody.
-    }
+    if (sink.own(encoder.encode(`singleton-run[${ids.pid()}]: ${message}`))) return;
+    // A full disk: stderr may still reach somebody, unless it is that file.
+    if (sink.sharesStderr()) return;
   }
   writeStderr(message);
   if (sink instanceof SyslogSink) sink.own(encoder.encode(`singleton-run: ${message}`), level);
