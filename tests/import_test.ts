@@ -9,16 +9,7 @@
 import assert from "node:assert/strict";
 import { freePort } from "../testing/cluster.ts";
 import { ROOT, Sandbox, sr, type Variant } from "./cli/harness.ts";
-
-/** The command's permissions (the `compile` task's), as a user would grant them. */
-const PERMISSIONS = [
-  "--allow-ffi",
-  "--allow-read",
-  "--allow-write",
-  "--allow-env",
-  "--allow-sys",
-  "--allow-net",
-];
+import { PERMISSIONS } from "../tools/permissions.ts";
 
 /** A project of a user's: a temporary directory with no deno.json, and its own Deno cache. */
 async function project(): Promise<{ dir: string; env: Record<string, string> } & AsyncDisposable> {
