@@ -7,7 +7,7 @@
  * @module
  */
 
-import { getLogger, type Logger } from "@logtape/logtape";
+import { getLogger, type Logger } from "./deps/logtape.ts";
 
 /** The root category of every logger of this library. */
 export const LOG_CATEGORY = "singleton-run";

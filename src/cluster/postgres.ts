@@ -18,7 +18,7 @@
  * @module
  */
 
-import type Postgres from "npm:postgres@^3.4.5";
+import { POSTGRES_CLIENT, type PostgresClient } from "../deps/postgres.ts";
 import {
   type ClusterLockOptions,
   ClusterUnreachableError,
@@ -50,15 +50,10 @@ function lockIds(key: bigint): [string, string] {
   return [String(unsigned >> 32n), String(unsigned & 0xffffffffn)];
 }
 
-type Sql = ReturnType<typeof Postgres>;
+type Sql = ReturnType<PostgresClient>;
 
-/**
- * The client package, loaded on first use. Its specifier is a value, not a
- * literal, so the bundle does not inline it: inlined, its Node built-ins
- * (net, tls, crypto, ...) would load at every start, lock or not.
- */
-const CLIENT = "npm:postgres@^3.4.5";
-let client: typeof Postgres | undefined;
+/** The client package, loaded on first use (see {@link POSTGRES_CLIENT}). */
+let client: PostgresClient | undefined;
 
 /**
  * One connection, settings that free a lost holder's session within the TTL.
@@ -72,7 +67,7 @@ async function connect(
   options: ClusterLockOptions,
   onClose: () => void = () => {},
 ): Promise<Sql> {
-  client ??= (await import(CLIENT)).default as typeof Postgres;
+  client ??= (await import(POSTGRES_CLIENT)).default as PostgresClient;
   const seconds = Math.max(1, Math.ceil(options.timeoutMs / 1000));
   return client(target.endpoints[0]!, {
     max: 1,

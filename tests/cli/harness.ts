@@ -8,6 +8,7 @@
  */
 
 import assert from "node:assert/strict";
+import { PERMISSIONS } from "../../tools/permissions.ts";
 import {
   argvOf,
   eventually,
@@ -64,15 +65,9 @@ export function bundleVariant(): Promise<Variant> {
   return bundleBuilt;
 }
 
-/**
- * The permission flags the compiled binary gets: read from the `compile` task
- * in deno.json, so the tests and the build cannot drift apart.
- */
+/** The permission flags the compiled binary and the single file get (tools/permissions.ts). */
 export function compilePermissions(): string[] {
-  const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
-  const flags: string[] = String(config.tasks.compile).match(/--allow-[a-z-]+(=\S+)?/g) ?? [];
-  assert(flags.length > 0, "the compile task names no permissions");
-  return flags;
+  return [...PERMISSIONS];
 }
 
 /**
@@ -88,13 +83,13 @@ export async function narrowVariant(): Promise<Variant> {
 let compiled: Promise<Variant | undefined> | undefined;
 
 /**
- * The compiled binary `dist/singleton-run`: used when it exists and is newer
- * than cli.ts, else built with `deno compile` (which needs the denort runtime:
+ * The compiled binary `dist/compiled/singleton-run`: used when it exists and is newer
+ * than cli.ts, else built by `deno task compile` (which needs the denort runtime:
  * `DENORT_BIN` or a cached download). Prints one "skipped" line when it cannot.
  */
 export function compiledVariant(): Promise<Variant | undefined> {
   compiled ??= (async () => {
-    const path = `${ROOT}dist/singleton-run`;
+    const path = `${ROOT}dist/compiled/singleton-run`;
     const fresh = (() => {
       try {
         return Deno.statSync(path).mtime! >= Deno.statSync(`${ROOT}cli.ts`).mtime!;
@@ -103,15 +98,10 @@ export function compiledVariant(): Promise<Variant | undefined> {
       }
     })();
     if (!fresh) {
+      // The task itself, so the tests run the binary exactly as it ships.
       const r = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "compile",
-          "--quiet",
-          ...compilePermissions(),
-          "-o",
-          path,
-          `${ROOT}cli.ts`,
-        ],
+        args: ["task", "--quiet", "compile"],
+        cwd: ROOT,
         stdout: "null",
         stderr: "null",
         signal: AbortSignal.timeout(60_000),
@@ -214,7 +204,7 @@ export function assertCleanError(r: Result, code: number, pattern?: RegExp): voi
 }
 
 /** The newest modification time among cli.ts and src/**.ts. */
-function newestSource(): Date {
+export function newestSource(): Date {
   let newest = Deno.statSync(`${ROOT}cli.ts`).mtime!;
   const walk = (dir: string) => {
     for (const e of Deno.readDirSync(dir)) {

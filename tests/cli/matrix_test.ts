@@ -1,7 +1,7 @@
 /**
  * The representative subset of the contract, run against every packaging of
  * the command: `deno run -A cli.ts`, `deno run -A dist/singleton-run.js`, and
- * the compiled `dist/singleton-run` when it can be built here.
+ * the compiled `dist/compiled/singleton-run` when it can be built here.
  */
 
 import assert from "node:assert/strict";
