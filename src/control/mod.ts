@@ -219,8 +219,10 @@ export async function lockStatus(lock: ClusterLockSettings): Promise<LockStatusR
  * cannot tell).
  *
  * @param pidfile the pid file
- * @param options `exec`: trust a process no lock covers when it runs this file
+ * @param options `exec`: trust a process no lock covers when it runs this file;
+ *   `user`: only a process of this user
  * @returns the state and, for a running daemon, facts from /proc
+ * @throws {UsageError} when `user` names no user
  * @example
  * ```ts
  * import { status } from "./mod.ts";

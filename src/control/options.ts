@@ -48,9 +48,17 @@ export interface TrustOptions {
    * pid file names is acted on only when it runs this file, and then even
    * when no lock covers it (a daemon singleton-run did not start, named by
    * its own pid file). A file replaced since the process started (a package
-   * upgrade) still matches by its path.
+   * upgrade) still matches by its path. Such a process must also run as
+   * root, the pid file's owner or the caller (or as `user`).
    */
   readonly exec?: string;
+  /**
+   * Act only on a process whose real uid is this user's (a name or a uid;
+   * start-stop-daemon's `--user`); with `exec`, it replaces the default
+   * rule for a process no lock covers (root, the pid file's owner or the
+   * caller).
+   */
+  readonly user?: string;
 }
 
 /** What is started and how. */

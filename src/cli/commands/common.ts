@@ -24,6 +24,7 @@ export function guardOptions(v: Values): GuardOptions & TrustOptions {
     ...defined("guard", v.guard),
     ...defined("guardTimeout", v.guardTimeout),
     ...defined("exec", v.exec),
+    ...defined("user", v.user),
     onWarning: say,
   };
 }

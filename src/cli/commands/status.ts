@@ -15,10 +15,11 @@ import type { Invocation } from "../parse.ts";
 /** Run `status`. */
 export function statusCommand(inv: Invocation): number | Promise<number> {
   if (inv.values.lock !== undefined && inv.values.pidfile === undefined) return lockCommand(inv);
-  const r = status(
-    inv.values.pidfile!,
-    inv.values.exec === undefined ? {} : { exec: inv.values.exec },
-  );
+  const { exec, user } = inv.values;
+  const r = status(inv.values.pidfile!, {
+    ...(exec === undefined ? {} : { exec }),
+    ...(user === undefined ? {} : { user }),
+  });
   if (inv.values.json) out(JSON.stringify(r));
   else if (r.state === "unknown") say(`cannot tell: ${r.error}`);
   else out(describe(r));
