@@ -67,6 +67,7 @@ export interface Values {
   lockCacert?: string;
   lockCert?: string;
   lockKey?: string;
+  lockPasswordFile?: string;
   oknodo: boolean;
   conflictExitCode?: number;
   json: boolean;
@@ -355,6 +356,16 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     arg: "FILE",
     commands: ["start", "run", "restart", "status"],
     help: "client key for etcds://",
+    parse: parsePath,
+  },
+  lockPasswordFile: {
+    name: "lock-password-file",
+    kind: "value",
+    arg: "FILE",
+    commands: ["start", "run", "restart", "status"],
+    help: "the PostgreSQL lock's password: FILE's first line; FILE is yours or root's (with " +
+      "--user, that user's), mode 0600. Else PGPASSWORD; never in the URL, which every user " +
+      "can read",
     parse: parsePath,
   },
   oknodo: {

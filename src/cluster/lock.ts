@@ -40,6 +40,8 @@ export interface ClusterLockOptions {
   readonly timeoutMs: number;
   /** TLS files for `etcds://`. */
   readonly tls?: { readonly cacert?: string; readonly cert?: string; readonly key?: string };
+  /** PostgreSQL: the file that holds the password (else `PGPASSWORD`). */
+  readonly passwordFile?: string;
   /** Who holds it: written where other contenders read it. */
   readonly holder: { readonly host: string; readonly pid: number };
   /** Abort a wait for the lock. */

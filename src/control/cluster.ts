@@ -7,6 +7,9 @@
  */
 
 import { UsageError } from "../errors.ts";
+import { quote } from "../ffi/errors.ts";
+import { ids, lookupUser } from "../ffi/sys.ts";
+import { checkPathTrusted } from "./trust.ts";
 import { firstWaitMs, parseSchedule } from "../launch/schedule.ts";
 import {
   DEFAULT_CHILD_STOP_SCHEDULE,
@@ -16,21 +19,25 @@ import {
 import type { ClusterLockSettings } from "../supervisor/settings.ts";
 
 /**
- * Check a cluster lock's settings before anything is created: the URL, and
- * a TTL long enough for a keepalive interval, the program's grace between
- * SIGTERM and SIGKILL (the first wait of its stop schedule) and the margin.
+ * Check a cluster lock's settings before anything is created: the URL, the
+ * TLS and password files, and a TTL long enough for a keepalive interval,
+ * the program's grace between SIGTERM and SIGKILL (the first wait of its
+ * stop schedule) and the margin.
  *
  * @param lock the settings
  * @param stopSchedule the program's stop schedule, if not the default
+ * @param user the user the keeper will run as (`--user USER[:GROUP]`), if another
  * @throws {UsageError} naming what is wrong
  */
 export async function checkClusterLock(
   lock: ClusterLockSettings,
   stopSchedule: string | undefined,
+  user?: string,
 ): Promise<void> {
   const { checkTtl, parseLockUrl } = await import("../cluster/lock.ts");
   parseLockUrl(lock.url);
   checkLockTls(lock);
+  await checkLockPassword(lock, user);
   const schedule = parseSchedule(stopSchedule ?? DEFAULT_CHILD_STOP_SCHEDULE, "--stop-schedule");
   checkTtl(lock.ttlMs ?? DEFAULT_LOCK_TTL_MS, firstWaitMs(schedule));
 }
@@ -81,6 +88,40 @@ function checkLockTls(lock: ClusterLockSettings): void {
   }
 }
 
+/**
+ * Check the password file now, where a mistake is one line and exit 2: it
+ * goes with a `postgres://` URL only, its path must be one no other user can
+ * redirect (as root), and it must be a regular file of one name, owned by
+ * this user, root or the keeper's `--user`, that no group or other user can
+ * read. With `--user`, the keeper runs as that user and opens the file
+ * itself, so the file must be that user's (or `--user` is root).
+ *
+ * @param lock the settings
+ * @param user the keeper's user, if another
+ * @throws {UsageError} naming the file and what is wrong, never its content
+ */
+async function checkLockPassword(lock: ClusterLockSettings, user?: string): Promise<void> {
+  if (lock.passwordFile === undefined) return;
+  if (!/^postgres(ql)?:\/\//.test(lock.url)) {
+    throw new UsageError("--lock-password-file needs a postgres:// --lock URL");
+  }
+  const path = lock.passwordFile;
+  try {
+    checkPathTrusted(path);
+  } catch (err) {
+    throw new UsageError(`--lock-password-file: ${(err as Error).message}`);
+  }
+  const keeper = user === undefined ? undefined : lookupUser(user.split(":")[0]!);
+  const { readPasswordFile } = await import("../cluster/password.ts");
+  const { uid } = readPasswordFile(path, [ids.euid(), ...(keeper ? [keeper.uid] : [])]);
+  if (keeper !== undefined && keeper.uid !== 0 && uid !== keeper.uid) {
+    throw new UsageError(
+      `--lock-password-file ${quote(path)} must be owned by ${quote(keeper.name)}: with ` +
+        "--user, the keeper runs as that user and reads the file itself",
+    );
+  }
+}
+
 /** Who holds a cluster lock, as `status --lock` reports it. */
 export interface LockStatusReport {
   /** held (0), free (3), or unknown (4: cannot tell). */
@@ -114,6 +155,7 @@ export async function lockStatus(lock: ClusterLockSettings): Promise<LockStatusR
   const { backendFor, parseLockUrl } = await import("../cluster/lock.ts");
   const target = parseLockUrl(lock.url);
   checkLockTls(lock);
+  await checkLockPassword(lock);
   try {
     const backend = await backendFor(target);
     const found = await backend.holder(target, {
@@ -121,6 +163,7 @@ export async function lockStatus(lock: ClusterLockSettings): Promise<LockStatusR
       waitMs: 0,
       timeoutMs: lock.timeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS,
       ...(lock.tls ? { tls: lock.tls } : {}),
+      ...(lock.passwordFile ? { passwordFile: lock.passwordFile } : {}),
       holder: { host: Deno.hostname(), pid: Deno.pid },
     });
     if (found.state === "free") return { state: "free", code: 3, url: lock.url };

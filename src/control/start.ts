@@ -109,7 +109,11 @@ export async function checkLockOf(options: StartOptions): Promise<void> {
   const lock = clusterLock(options);
   if (!lock) return;
   const { checkClusterLock } = await import("./cluster.ts");
-  await checkClusterLock(lock, options.supervise?.stopSchedule ?? options.stopSchedule);
+  await checkClusterLock(
+    lock,
+    options.supervise?.stopSchedule ?? options.stopSchedule,
+    options.user,
+  );
 }
 
 /**

@@ -43,6 +43,12 @@ export interface ClusterLockSettings {
   readonly timeoutMs?: number;
   /** TLS files for `etcds://`. */
   readonly tls?: { readonly cacert?: string; readonly cert?: string; readonly key?: string };
+  /**
+   * PostgreSQL: a file whose first line is the password (owned by the
+   * keeper's user or root, mode 0600); without it, `PGPASSWORD`. The URL
+   * holds none.
+   */
+  readonly passwordFile?: string;
 }
 
 /** How to supervise the command. */

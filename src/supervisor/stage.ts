@@ -26,7 +26,7 @@ import type { DaemonPlan, LaunchedDaemon } from "../launch/plan.ts";
 import { parseSchedule } from "../launch/schedule.ts";
 import { parseOutput } from "./output.ts";
 import { type ClusterLockState, statePath } from "./state.ts";
-import type { SuperviseSettings } from "./settings.ts";
+import type { ClusterLockSettings, SuperviseSettings } from "./settings.ts";
 import { type SuperviseOptions, Supervisor } from "./supervisor.ts";
 
 /**
@@ -289,14 +289,7 @@ export function superviseLauncher(
       ...(settings.daemonPidfile === undefined
         ? {}
         : { daemonPidfile: fromHere(settings.daemonPidfile) }),
-      ...(settings.lock?.tls === undefined ? {} : {
-        lock: {
-          ...settings.lock,
-          tls: Object.fromEntries(
-            Object.entries(settings.lock.tls).map(([k, v]) => [k, fromHere(v as string)]),
-          ),
-        },
-      }),
+      ...(settings.lock === undefined ? {} : { lock: lockFromHere(settings.lock) }),
       pidfile: fromHere(where.pidfile),
       lockFd: where.lockFd,
       writeFd: SUPERVISOR_WRITE_FD,
@@ -312,6 +305,17 @@ export function superviseLauncher(
     const env: Record<string, string> = { ...plan.env };
     for (const k of added) env[k] = SUPERVISOR_ENV[k]!;
     return where.launch({ ...plan, path: argv[0]!, argv, env });
+  };
+}
+
+/** The lock's files (TLS, password) made absolute against this process's directory. */
+function lockFromHere(lock: ClusterLockSettings): ClusterLockSettings {
+  return {
+    ...lock,
+    ...(lock.tls === undefined ? {} : {
+      tls: Object.fromEntries(Object.entries(lock.tls).map(([k, v]) => [k, fromHere(v)])),
+    }),
+    ...(lock.passwordFile === undefined ? {} : { passwordFile: fromHere(lock.passwordFile) }),
   };
 }
 
