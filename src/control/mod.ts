@@ -86,7 +86,7 @@ export type {
   RestartPolicy,
   SuperviseSettings,
 } from "../supervisor/settings.ts";
-export type { ClusterLockState, SupervisorStatus } from "../supervisor/state.ts";
+export type { ClusterLockState, ClusterLockStatus, SupervisorStatus } from "../supervisor/state.ts";
 export {
   DEFAULT_CHILD_READY_AFTER_MS,
   DEFAULT_CHILD_READY_TIMEOUT_MS,

@@ -197,7 +197,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "etcd: a holder SIGSTOPed past its TTL is fenced the moment it runs again; tokens differ and grow",
+    "etcd: a holder SIGSTOPed past its TTL is fenced the moment it runs again, and its status says the lease expired meanwhile; tokens differ and grow",
   ignore: !ETCD,
   async fn() {
     await using etcd = await Etcd.start();
@@ -208,6 +208,15 @@ Deno.test({
     try {
       const b = await contend(sb, "b", url, marker(), 20);
       assert.equal(b.code, 0, b.stderr);
+      // Another host holds the lock now: the paused keeper's status must not claim the lease.
+      const text = await sr(SOURCE, ["status", "--pidfile", sb.path("a.pid")]);
+      assert.match(text.stdout, /held etcd:\/\/\S+ \(token \d+\) until its lease expired \d/);
+      assert.doesNotMatch(text.stdout, /s left on its lease/);
+      const json = await sr(SOURCE, ["status", "--json", "--pidfile", sb.path("a.pid")]);
+      const lock = JSON.parse(json.stdout).lock;
+      assert.equal(lock.expired, true, json.stdout);
+      assert.equal(lock.secondsLeft, 0);
+      assert.ok(lock.expiredSecondsAgo > 0, json.stdout);
     } finally {
       Deno.kill(a.keeper, "SIGCONT");
     }
