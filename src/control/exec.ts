@@ -73,15 +73,15 @@ export function trustedUid(user: string): number {
  * - never this process or one of its ancestors (a pid file naming the shell
  *   that runs the stop, or init);
  * - with `exec`, only a process that runs that file ({@link checkExec});
- * - with `user`, only a process whose real uid is that user's (as
+ * - with `runsAs`, only a process whose real uid is that user's (as
  *   start-stop-daemon's `--user` matches);
  * - `unlocked` (no lock covers the pid file, so `exec` is the only proof)
- *   and no `user`: only a process whose real uid is root's, the pid file
+ *   and no `runsAs`: only a process whose real uid is root's, the pid file
  *   owner's or this caller's, so that another user's copy of the same
  *   binary, under a pid the file names, is never taken for the daemon.
  *
  * @param pid the process
- * @param rule `exec`, `user`, the pid file, and whether a lock proves anything
+ * @param rule `exec`, `runsAs`, the pid file, and whether a lock proves anything
  * @returns ok, or why not in words
  */
 export function checkTrusted(
@@ -95,13 +95,13 @@ export function checkTrusted(
     const check = checkExec(pid, rule.exec);
     if (!check.ok) return check;
   }
-  if (rule.user === undefined && !rule.unlocked) return { ok: true };
+  if (rule.runsAs === undefined && !rule.unlocked) return { ok: true };
   const uid = processUids(pid)?.[0];
   if (uid === undefined) return { ok: false, why: `the user of pid ${pid} cannot be read` };
-  if (rule.user !== undefined) {
-    const wanted = trustedUid(rule.user);
+  if (rule.runsAs !== undefined) {
+    const wanted = trustedUid(rule.runsAs);
     if (uid === wanted) return { ok: true };
-    return { ok: false, why: `pid ${pid} runs as ${describeUid(uid)}, not ${quote(rule.user)}` };
+    return { ok: false, why: `pid ${pid} runs as ${describeUid(uid)}, not ${quote(rule.runsAs)}` };
   }
   let owner: number | undefined;
   try {

@@ -220,9 +220,9 @@ export async function lockStatus(lock: ClusterLockSettings): Promise<LockStatusR
  *
  * @param pidfile the pid file
  * @param options `exec`: trust a process no lock covers when it runs this file;
- *   `user`: only a process of this user
+ *   `runsAs`: only a process of this user
  * @returns the state and, for a running daemon, facts from /proc
- * @throws {UsageError} when `user` names no user
+ * @throws {UsageError} when `runsAs` names no user
  * @example
  * ```ts
  * import { status } from "./mod.ts";

@@ -26,12 +26,12 @@ import { checkPathTrusted } from "./trust.ts";
  * What the pid file says, without waiting for anything (no guard, no lock).
  *
  * @param pidfile the pid file
- * @param options `exec` and `user`: see {@link TrustOptions}
+ * @param options `exec` and `runsAs`: see {@link TrustOptions}
  * @returns the state, LSB code and, for a running daemon, facts from /proc
- * @throws {UsageError} when `user` names no user
+ * @throws {UsageError} when `runsAs` names no user
  */
 export function status(pidfile: string, options: TrustOptions = {}): StatusReport {
-  if (options.user !== undefined) trustedUid(options.user);
+  if (options.runsAs !== undefined) trustedUid(options.runsAs);
   // The identity of the file whose lock the probe saw: what /proc's
   // descriptors are compared with.
   let found;
@@ -154,7 +154,7 @@ export function unlockedMessage(pid: number): string {
  */
 function withTrust(report: StatusReport, options: TrustOptions, unlocked = false): StatusReport {
   if (report.pid === null) return report;
-  if (options.exec === undefined && options.user === undefined && !unlocked) return report;
+  if (options.exec === undefined && options.runsAs === undefined && !unlocked) return report;
   const check = checkTrusted(report.pid, { ...options, pidfile: report.pidfile, unlocked });
   if (check.ok) return report;
   return { state: "unknown", code: 4, pid: report.pid, pidfile: report.pidfile, error: check.why };

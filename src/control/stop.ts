@@ -86,7 +86,7 @@ interface Targets {
  */
 async function findTargets(pidfile: string, trust: TrustOptions): Promise<Targets> {
   const found = await findTargetsUnchecked(pidfile, trust);
-  if ((trust.exec !== undefined || trust.user !== undefined) && !found.foreign) {
+  if ((trust.exec !== undefined || trust.runsAs !== undefined) && !found.foreign) {
     for (const t of found.list) {
       const check = checkTrusted(t.pid, { ...trust, pidfile, unlocked: false });
       if (check.ok) continue;
@@ -251,7 +251,7 @@ export function stop(options: StopOptions): Promise<StopResult> {
  * @throws {NotRunningError} when the pid file's directory does not exist
  */
 export function precheckSignal(options: GuardOptions & TrustOptions): void {
-  if (options.user !== undefined) trustedUid(options.user);
+  if (options.runsAs !== undefined) trustedUid(options.runsAs);
   checkPathsDiffer(options);
   checkWaits(options);
   checkDirectoriesTrusted(options);

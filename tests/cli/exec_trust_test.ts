@@ -127,3 +127,32 @@ Deno.test({
     assert.equal(ours.code, 0, ours.stderr);
   },
 });
+
+Deno.test({
+  name: "restart --user names whom the new daemon runs as, not whose old daemon it may stop",
+  ignore: !ROOT,
+  async fn() {
+    await using sb = await Sandbox.create();
+    Deno.chmodSync(sb.dir, 0o755);
+    const first = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", marker()]);
+    assert.equal(first.code, 0, first.stderr);
+    sb.track(Number(first.stdout.trim()));
+    const again = await sr(SOURCE, [
+      "restart",
+      "--pidfile",
+      sb.pidfile,
+      "--user",
+      "nobody",
+      "--",
+      "sleep",
+      marker(),
+    ]);
+    assert.equal(again.code, 0, again.stderr);
+    const second = Number(again.stdout.trim());
+    sb.track(second);
+    await waitFor(() => !alive(Number(first.stdout.trim())));
+    const st = await sr(SOURCE, ["status", "--pidfile", sb.pidfile, "--user", "nobody"]);
+    assert.equal(st.code, 0, st.stdout + st.stderr);
+    assert.equal((await sr(SOURCE, ["stop", "--pidfile", sb.pidfile])).code, 0);
+  },
+});

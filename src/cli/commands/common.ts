@@ -24,7 +24,6 @@ export function guardOptions(v: Values): GuardOptions & TrustOptions {
     ...defined("guard", v.guard),
     ...defined("guardTimeout", v.guardTimeout),
     ...defined("exec", v.exec),
-    ...defined("user", v.user),
     onWarning: say,
   };
 }

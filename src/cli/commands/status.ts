@@ -18,7 +18,7 @@ export function statusCommand(inv: Invocation): number | Promise<number> {
   const { exec, user } = inv.values;
   const r = status(inv.values.pidfile!, {
     ...(exec === undefined ? {} : { exec }),
-    ...(user === undefined ? {} : { user }),
+    ...(user === undefined ? {} : { runsAs: user }),
   });
   if (inv.values.json) out(JSON.stringify(r));
   else if (r.state === "unknown") say(`cannot tell: ${r.error}`);
