@@ -48,6 +48,7 @@ Deno.test("parseLockUrl() reads etcd, etcds and postgres URLs", () => {
   assert.equal(e.name, "jobs.nightly run");
   const s = parseLockUrl("etcds://a:2379/x");
   assert.deepEqual(s.endpoints, ["https://a:2379"]);
+  assert.equal(parseLockUrl("postgres://app@my_db,db-2:5433/main?name=x").backend, "postgres");
   const p = parseLockUrl("postgres://app@db:5432/main?name=import&sslmode=require");
   assert.equal(p.backend, "postgres");
   assert.equal(p.name, "import");

@@ -189,9 +189,10 @@ export function parseLockUrl(text: string, option = "--lock"): LockTarget {
     redactUrl(text) === text ? JSON.stringify(part) : "the host part";
   const hostPorts = (portRequired: boolean) =>
     authority.split(",").map((hp) => {
-      // etcd's port is required; PostgreSQL's host may be percent-encoded (a socket's directory).
+      // etcd's port is required; PostgreSQL's host may be percent-encoded (a socket's
+      // directory) or hold "_" (a container's service name).
       const [chars, port] = portRequired ? ["A-Za-z0-9.-", ":[0-9]{1,5}"] : [
-        "A-Za-z0-9.%-",
+        "A-Za-z0-9._%-",
         "(:[0-9]{1,5})?",
       ];
       if (!new RegExp(`^(\\[[0-9a-fA-F:.]+\\]|[${chars}]+)${port}$`).test(hp)) {

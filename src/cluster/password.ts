@@ -13,7 +13,7 @@
 
 import { UsageError } from "../errors.ts";
 import { openBeside, readBounded } from "../ffi/files.ts";
-import { quote, SystemError } from "../ffi/errors.ts";
+import { ERRNO, quote, SystemError } from "../ffi/errors.ts";
 import { close, describeUid, ids } from "../ffi/sys.ts";
 
 /** The longest password file read: a password, not a document. */
@@ -48,6 +48,9 @@ export function readPasswordFile(
   try {
     opened = openBeside(path, { what: OPTION, access: "read" });
   } catch (err) {
+    if (err instanceof SystemError && err.errno === ERRNO.ENOENT) {
+      throw new UsageError(`${OPTION} ${quote(path)} does not exist`);
+    }
     if (err instanceof SystemError) throw new UsageError(err.message);
     throw err;
   }
