@@ -93,13 +93,7 @@ async function hold(
   const keeper = JSON.parse(st.stdout).keeper as number;
   assert.ok(keeper > 0, `${tag}: no keeper in ${st.stdout}`);
   sb.track(keeper);
-  await waitFor(() => {
-    try {
-      return Deno.readTextFileSync(sb.path(`${tag}.started`)).trim() !== "";
-    } catch {
-      return false;
-    }
-  });
+  await wrote(sb, tag);
   return { program: program_, keeper };
 }
 
@@ -135,10 +129,25 @@ function contend(sb: Sandbox, tag: string, url: string, m: string, waitSecs: num
     "--",
     ...program(sb, tag, m),
   ]);
-  return child.output().then((o) => {
+  return child.output().then(async (o) => {
     const pid = Number(new TextDecoder().decode(o.stdout).trim());
     if (pid > 0) sb.track(pid);
+    if (o.code === 0) await wrote(sb, tag);
     return { code: o.code, pid, stderr: new TextDecoder().decode(o.stderr) };
+  });
+}
+
+/**
+ * Wait until the program `tag` wrote its token, its last file: start returns once the program
+ * is ready (alive a moment after its exec), which a loaded machine can reach before bash ran.
+ */
+async function wrote(sb: Sandbox, tag: string): Promise<void> {
+  await waitFor(() => {
+    try {
+      return Deno.readTextFileSync(sb.path(`${tag}.token`)).trim() !== "";
+    } catch {
+      return false;
+    }
   });
 }
 
