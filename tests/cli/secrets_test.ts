@@ -193,7 +193,10 @@ Deno.test({
     const refused = await sr(SOURCE, startArgs("none", []));
     assertCleanError(refused, 1, /password/);
 
-    const a = await sr(SOURCE, startArgs("a", ["--lock-password-file", file]));
+    // Relative to the caller's directory, though the keeper runs in /.
+    const a = await sr(SOURCE, startArgs("a", ["--lock-password-file", "password"]), {
+      cwd: sb.dir,
+    });
     assert.equal(a.code, 0, a.stderr);
     sb.track(Number(a.stdout.trim()));
     const status = await sr(SOURCE, ["status", "--json", "--pidfile", sb.path("a.pid")]);
