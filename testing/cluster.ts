@@ -269,9 +269,65 @@ export class Postgres implements AsyncDisposable {
     return pg;
   }
 
-  /** The lock URL for a name, through `host` (127.0.0.1 by default). */
-  url(name: string, host = "127.0.0.1"): string {
-    return `postgres://postgres@${host}:${this.port}/postgres?name=${name}`;
+  /** The lock URL for a name, through `host` (127.0.0.1 by default), as `user`. */
+  url(name: string, host = "127.0.0.1", user = "postgres"): string {
+    return `postgres://${user}@${host}:${this.port}/postgres?name=${name}`;
+  }
+
+  /**
+   * One statement through the server's own psql, as the superuser over the
+   * socket in its directory (trusted).
+   *
+   * @returns what it printed, trimmed
+   */
+  async psql(query: string): Promise<string> {
+    const out = await new Deno.Command(`${Postgres.bin()}/psql`, {
+      args: ["-h", `${this.dir}/data`, "-p", String(this.port), "-U", "postgres", "-XAtc", query],
+      stdout: "piped",
+      stderr: "piped",
+      stdin: "null",
+    }).output();
+    if (!out.success) throw new Error(`psql: ${new TextDecoder().decode(out.stderr)}`);
+    return new TextDecoder().decode(out.stdout).trim();
+  }
+
+  /**
+   * A login role with a password that the server asks for (SCRAM) on
+   * loopback, ahead of the trust rules initdb wrote.
+   *
+   * @param role the role's name
+   * @param password its password
+   */
+  async passwordRole(role: string, password: string): Promise<void> {
+    await this.psql(`create role ${role} login password '${password.replaceAll("'", "''")}'`);
+    const hba = `${this.dir}/data/pg_hba.conf`;
+    const rules = await Deno.readTextFile(hba);
+    await Deno.writeTextFile(hba, `host all ${role} 127.0.0.1/32 scram-sha-256\n${rules}`);
+    await this.psql("select pg_reload_conf()");
+    // The reload is asynchronous: wait until a login without the password is refused.
+    await until(
+      async () =>
+        !(await new Deno.Command(`${Postgres.bin()}/psql`, {
+          args: [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            String(this.port),
+            "-U",
+            role,
+            "-d",
+            "postgres",
+            "-wXc",
+            "select 1",
+          ],
+          env: { PGCONNECT_TIMEOUT: "2" },
+          stdin: "null",
+          stdout: "null",
+          stderr: "null",
+        }).output()).success,
+      10_000,
+      "PostgreSQL to ask for the password",
+    );
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -13,6 +13,7 @@ import {
   fenceMarginMs,
   LockHeldElsewhereError,
   parseLockUrl,
+  redactUrl,
 } from "../src/cluster/lock.ts";
 import { Fence } from "../src/cluster/fence.ts";
 import { etcdBackend } from "../src/cluster/etcd.ts";
@@ -37,20 +38,41 @@ Deno.test("start, run, restart and the supervisor and keeper stage load no clust
 });
 
 Deno.test("parseLockUrl() reads etcd, etcds and postgres URLs", () => {
-  const e = parseLockUrl("etcd://10.0.0.1:2379,node-2:2379,[::1]:2379/jobs/nightly");
+  const e = parseLockUrl("etcd://10.0.0.1:2379,node-2:2379,[::1]:2379/jobs.nightly%20run");
   assert.equal(e.backend, "etcd");
   assert.deepEqual(e.endpoints, [
     "http://10.0.0.1:2379",
     "http://node-2:2379",
     "http://[::1]:2379",
   ]);
-  assert.equal(e.name, "jobs/nightly");
+  assert.equal(e.name, "jobs.nightly run");
   const s = parseLockUrl("etcds://a:2379/x");
   assert.deepEqual(s.endpoints, ["https://a:2379"]);
+  assert.equal(parseLockUrl("postgres://app@my_db,db-2:5433/main?name=x").backend, "postgres");
   const p = parseLockUrl("postgres://app@db:5432/main?name=import&sslmode=require");
   assert.equal(p.backend, "postgres");
   assert.equal(p.name, "import");
   assert.deepEqual(p.endpoints, ["postgres://app@db:5432/main?sslmode=require"]);
+});
+
+Deno.test("parseLockUrl() refuses a password in the URL without showing it; etcd takes no user", () => {
+  const cases: [string, string, RegExp][] = [
+    ["postgres://app:s3cret@db/main?name=x", "postgres://app:***@db/main?name=x", /PGPASSWORD/],
+    ["postgres://app:s3/cr@et@db/main?name=x", "postgres://app:***@db/main?name=x", /./],
+    ["etcd://root:s3cret@a:2379/x", "etcd://root:***@a:2379/x", /takes no USER/],
+    ["etcd://root@a:2379/x", "etcd://root@a:2379/x", /takes no USER/],
+  ];
+  for (const [url, shown, why] of cases) {
+    assert.throws(() => parseLockUrl(url), (err: unknown) => {
+      assert.ok(err instanceof UsageError, `${url}: ${err}`);
+      assert.ok(err.message.startsWith(`bad --lock ${JSON.stringify(shown)}: `), err.message);
+      assert.match(err.message, why);
+      assert.ok(!/s3|cr|et@/.test(err.message.replace(shown, "")), err.message);
+      return true;
+    });
+  }
+  assert.equal(redactUrl("postgres://app:pw@db/x"), "postgres://app:***@db/x");
+  assert.equal(redactUrl("etcd://a:2379/x"), "etcd://a:2379/x");
 });
 
 Deno.test("parseLockUrl() refuses a bad URL with one line naming the option and what is wrong", () => {
@@ -65,6 +87,9 @@ Deno.test("parseLockUrl() refuses a bad URL with one line naming the option and 
     ["etcd://a:2379/x?y=1", /takes no query/],
     ["postgres://u@db:5432/main", /no \?name=NAME/],
     ["postgres://u@db:5432/main?name=", /no \?name=NAME/],
+    ["etcd://a:2379/x/y", /the lock NAME "x\/y" holds "\/"/],
+    ["etcd://a:2379/%zz", /not valid percent-encoding/],
+    ["postgres://u@db:5432:1/main?name=x", /"db:5432:1" is not HOST\[:PORT\]/],
     ["consul://a:8500/x", /unknown scheme "consul"/],
     ["nightly", /expected etcd:\/\/HOST:PORT\/NAME/],
   ];

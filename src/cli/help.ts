@@ -116,7 +116,8 @@ export function commandHelp(cmd: Command, defaults: Defaults): string {
   ];
   for (const [, spec] of OPTION_LIST) {
     if (!spec.commands.includes(cmd)) continue;
-    const left = `  --${spec.name}${spec.arg ? ` ${spec.arg}` : ""}`;
+    const arg = typeof spec.arg === "function" ? spec.arg(cmd) : spec.arg;
+    const left = `  --${spec.name}${arg ? ` ${arg}` : ""}`;
     const shown = spec.shown?.(defaults, cmd);
     const text = (spec.supervisedIn?.includes(cmd) ? "with --supervise: " : "") +
       (typeof spec.help === "string" ? spec.help : spec.help(cmd)) +

@@ -67,6 +67,7 @@ export interface Values {
   lockCacert?: string;
   lockCert?: string;
   lockKey?: string;
+  lockPasswordFile?: string;
   oknodo: boolean;
   conflictExitCode?: number;
   json: boolean;
@@ -89,8 +90,8 @@ interface Base {
   readonly name: string;
   /** The commands that take it. */
   readonly commands: readonly Command[];
-  /** The placeholder for its value in the help. */
-  readonly arg?: string;
+  /** The placeholder for its value in the help (per command where that differs). */
+  readonly arg?: string | ((cmd: Command) => string);
   /** What it does, for the help (per command where that differs). */
   readonly help: string | ((cmd: Command) => string);
   /** The default the help shows, from the control layer's constants; undefined for none. */
@@ -196,9 +197,14 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
   user: {
     name: "user",
     kind: "value",
-    arg: "USER[:GROUP]",
-    commands: LAUNCH,
-    help: "run as that user with its groups (root only)",
+    arg: (cmd) => LAUNCH.includes(cmd) ? "USER[:GROUP]" : "USER",
+    commands: [...LAUNCH, "stop", "status", "reload", "signal"],
+    help: (cmd) =>
+      LAUNCH.includes(cmd)
+        ? "run as that user with its groups (root only)"
+        : "act only on a process whose real uid is USER's (a name or uid; start-stop-daemon's " +
+          "--user); with --exec, it names whose process no lock covers may be trusted " +
+          "(default: root, the pid file's owner or you)",
     parse: parseName,
   },
   output: {
@@ -350,6 +356,16 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     arg: "FILE",
     commands: ["start", "run", "restart", "status"],
     help: "client key for etcds://",
+    parse: parsePath,
+  },
+  lockPasswordFile: {
+    name: "lock-password-file",
+    kind: "value",
+    arg: "FILE",
+    commands: ["start", "run", "restart", "status"],
+    help: "the PostgreSQL lock's password: FILE's first line; FILE is yours or root's (with " +
+      "--user, that user's), mode 0600. Else PGPASSWORD; never in the URL, which every user " +
+      "can read",
     parse: parsePath,
   },
   oknodo: {

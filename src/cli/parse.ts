@@ -117,7 +117,15 @@ function check(
     throw new UsageError("missing --pidfile PATH");
   }
   if (v.lock === undefined) {
-    const stray = ["lockTtl", "lockWait", "lockTimeout", "lockCacert", "lockCert", "lockKey"]
+    const stray = [
+      "lockTtl",
+      "lockWait",
+      "lockTimeout",
+      "lockCacert",
+      "lockCert",
+      "lockKey",
+      "lockPasswordFile",
+    ]
       .find((k) => (v as unknown as Record<string, unknown>)[k] !== undefined);
     if (stray) {
       throw new UsageError(

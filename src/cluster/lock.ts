@@ -40,6 +40,8 @@ export interface ClusterLockOptions {
   readonly timeoutMs: number;
   /** TLS files for `etcds://`. */
   readonly tls?: { readonly cacert?: string; readonly cert?: string; readonly key?: string };
+  /** PostgreSQL: the file that holds the password (else `PGPASSWORD`). */
+  readonly passwordFile?: string;
   /** Who holds it: written where other contenders read it. */
   readonly holder: { readonly host: string; readonly pid: number };
   /** Abort a wait for the lock. */
@@ -130,33 +132,97 @@ export class ClusterUnreachableError extends Error {
 }
 
 /**
+ * A URL with its password masked, for every message that quotes a lock URL
+ * (`postgres://app:***@db/...`). Whatever lies between the first `:` after
+ * `//` and the last `@` is masked, so a password holding `/`, `?` or `@`
+ * (not percent-encoded) is masked whole too.
+ *
+ * @param text a URL, well formed or not
+ * @returns the same text, the password replaced by `***`
+ */
+export function redactUrl(text: string): string {
+  const start = text.indexOf("//");
+  const at = text.lastIndexOf("@");
+  if (start < 0 || at < start) return text;
+  const colon = text.indexOf(":", start + 2);
+  if (colon < 0 || colon > at || text.slice(start + 2, colon).includes("/")) return text;
+  return `${text.slice(0, colon)}:***${text.slice(at)}`;
+}
+
+/**
  * Parse a lock URL: `etcd://HOST:PORT[,HOST:PORT...]/NAME`,
  * `etcds://...` (TLS), or `postgres://USER@HOST:PORT/DB?name=NAME` (also
  * `postgresql://`).
  *
+ * A password in the URL is refused: the URL is in the command's argv, which
+ * every user on the host can read (`ps`). PostgreSQL's comes from
+ * `PGPASSWORD` or a password file instead; the etcd client takes no user. An
+ * etcd NAME is percent-decoded and may not hold `/`: etcd's lock is the key
+ * prefix `NAME/`, so a NAME with `/` would nest under another (holding `a/b`
+ * would block `a`).
+ *
  * @param text the URL
  * @param option the option's name, for the message
  * @returns the target
- * @throws {UsageError} for anything else
+ * @throws {UsageError} for anything else; the message never shows a password
  */
 export function parseLockUrl(text: string, option = "--lock"): LockTarget {
-  const bad = (why: string) => new UsageError(`bad ${option} ${JSON.stringify(text)}: ${why}`);
+  const bad = (why: string) =>
+    new UsageError(`bad ${option} ${JSON.stringify(redactUrl(text))}: ${why}`);
   const m = /^([a-z]+):\/\/([^/?#]*)(\/[^?#]*)?(\?[^#]*)?$/.exec(text);
   if (!m) throw bad("expected etcd://HOST:PORT/NAME or postgres://USER@HOST:PORT/DB?name=NAME");
-  const [, scheme, authority, path = "", query = ""] = m;
-  if (scheme === "etcd" || scheme === "etcds") {
-    if (authority === "") throw bad("no HOST:PORT");
-    const endpoints = authority!.split(",").map((hp) => {
-      if (!/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/.test(hp)) {
-        throw bad(`${JSON.stringify(hp)} is not HOST:PORT`);
+  const [, scheme, whole = "", path = "", query = ""] = m;
+  const at = whole.lastIndexOf("@");
+  const userinfo = at < 0 ? undefined : whole.slice(0, at);
+  const authority = whole.slice(at + 1);
+  const etcd = scheme === "etcd" || scheme === "etcds";
+  if (userinfo !== undefined && (etcd || userinfo.includes(":"))) {
+    throw bad(
+      etcd
+        ? "etcd's client here takes no USER[:PASSWORD]@ (use etcds:// with a client certificate)"
+        : "a password in the URL can be read by every user (ps); give it in PGPASSWORD or " +
+          "--lock-password-file FILE",
+    );
+  }
+  // A part of the URL is quoted only when nothing in the URL could be a password.
+  const quoted = (part: string) =>
+    redactUrl(text) === text ? JSON.stringify(part) : "the host part";
+  const hostPorts = (portRequired: boolean) =>
+    authority.split(",").map((hp) => {
+      // etcd's port is required; PostgreSQL's host may be percent-encoded (a socket's
+      // directory) or hold "_" (a container's service name).
+      const [chars, port] = portRequired ? ["A-Za-z0-9.-", ":[0-9]{1,5}"] : [
+        "A-Za-z0-9._%-",
+        "(:[0-9]{1,5})?",
+      ];
+      if (!new RegExp(`^(\\[[0-9a-fA-F:.]+\\]|[${chars}]+)${port}$`).test(hp)) {
+        throw bad(`${quoted(hp)} is not HOST${portRequired ? ":PORT" : "[:PORT]"}`);
       }
-      const port = Number(hp.slice(hp.lastIndexOf(":") + 1));
-      if (port < 1 || port > 65535) throw bad(`port ${port} is out of range`);
-      return `${scheme === "etcds" ? "https" : "http"}://${hp}`;
+      const colon = hp.lastIndexOf(":");
+      const number = hp.endsWith("]") || colon < 0 ? undefined : Number(hp.slice(colon + 1));
+      if (number !== undefined && (number < 1 || number > 65535)) {
+        throw bad(`port ${number} is out of range`);
+      }
+      return hp;
     });
-    const name = decodeURIComponent(path.replace(/^\//, ""));
-    if (name === "" || name.endsWith("/")) throw bad("no lock NAME after the hosts");
+  if (etcd) {
+    if (authority === "") throw bad("no HOST:PORT");
+    const endpoints = hostPorts(true).map((hp) =>
+      `${scheme === "etcds" ? "https" : "http"}://${hp}`
+    );
+    const raw = path.replace(/^\//, "");
+    if (raw === "" || raw.endsWith("/")) throw bad("no lock NAME after the hosts");
     if (query !== "") throw bad("an etcd lock URL takes no query");
+    const name = percentDecoded(raw);
+    if (name === undefined) {
+      throw bad("the lock NAME is not valid percent-encoding (write % as %25)");
+    }
+    if (name.includes("/")) {
+      throw bad(
+        `the lock NAME ${JSON.stringify(name)} holds "/": on etcd a lock is the key prefix ` +
+          `NAME/, so it would nest under another lock's; use another character`,
+      );
+    }
     return { url: text, backend: "etcd", endpoints, name };
   }
   if (scheme === "postgres" || scheme === "postgresql") {
@@ -164,16 +230,26 @@ export function parseLockUrl(text: string, option = "--lock"): LockTarget {
     const name = params.get("name");
     if (name === null || name === "") throw bad("no ?name=NAME for the lock");
     if (authority === "") throw bad("no HOST");
+    hostPorts(false);
     params.delete("name");
     const rest = params.toString();
     return {
       url: text,
       backend: "postgres",
-      endpoints: [`${scheme}://${authority}${path}${rest === "" ? "" : `?${rest}`}`],
+      endpoints: [`${scheme}://${whole}${path}${rest === "" ? "" : `?${rest}`}`],
       name,
     };
   }
   throw bad(`unknown scheme ${JSON.stringify(scheme)} (etcd, etcds, postgres)`);
+}
+
+/** `decodeURIComponent`, or undefined for a malformed `%` sequence. */
+function percentDecoded(text: string): string | undefined {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /**

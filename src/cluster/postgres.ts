@@ -28,7 +28,9 @@ import {
   LockHeldElsewhereError,
   type LockHolderReport,
   type LockTarget,
+  redactUrl,
 } from "./lock.ts";
+import { lockPassword } from "./password.ts";
 
 /**
  * The advisory lock's key for a name: the first 8 bytes of SHA-256(name),
@@ -57,6 +59,7 @@ let client: PostgresClient | undefined;
 
 /**
  * One connection, settings that free a lost holder's session within the TTL.
+ * The password is the file's or `PGPASSWORD`'s (never the URL's: refused).
  * `max_lifetime: null`: the package otherwise ends a connection after a
  * random 30 to 60 minutes and opens another on the next query, which frees a
  * session lock while the program still runs. `onClose` is called when the
@@ -67,9 +70,11 @@ async function connect(
   options: ClusterLockOptions,
   onClose: () => void = () => {},
 ): Promise<Sql> {
+  const pass = lockPassword(options.passwordFile);
   client ??= (await import(POSTGRES_CLIENT)).default as PostgresClient;
   const seconds = Math.max(1, Math.ceil(options.timeoutMs / 1000));
   return client(target.endpoints[0]!, {
+    ...(pass === undefined ? {} : { pass }),
     max: 1,
     idle_timeout: 0,
     max_lifetime: null,
@@ -137,7 +142,7 @@ async function acquire(target: LockTarget, options: ClusterLockOptions): Promise
   };
   const sql = await connect(target, options, () => closed());
   try {
-    const where = `PostgreSQL at ${redact(target.endpoints[0]!)}`;
+    const where = `PostgreSQL at ${redactUrl(target.endpoints[0]!)}`;
     const waitUntil = options.waitMs === "forever" ? Infinity : performance.now() + options.waitMs;
     for (;;) {
       const sent = performance.now();
@@ -175,11 +180,6 @@ async function acquire(target: LockTarget, options: ClusterLockOptions): Promise
     await sql.end({ timeout: 1 }).catch(() => {});
     throw err;
   }
-}
-
-/** The URL without its password, for messages. */
-function redact(url: string): string {
-  return url.replace(/\/\/([^:@/]*):[^@/]*@/, "//$1:***@");
 }
 
 /** The lock, held: pings the session and says when it is lost. */

@@ -7,14 +7,17 @@
  */
 
 import { UsageError } from "../errors.ts";
+import { ids } from "../ffi/sys.ts";
+import { checkPathTrusted } from "./trust.ts";
 import { firstWaitMs, type Schedule } from "../launch/schedule.ts";
 import type { ClusterLockSettings } from "../launch/spec.ts";
 import { DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_LOCK_TTL_MS } from "../supervisor/defaults.ts";
 
 /**
- * Check a cluster lock's settings before anything is created: the URL, and
- * a TTL long enough for a keepalive interval, the program's grace between
- * SIGTERM and SIGKILL (the first wait of its stop schedule) and the margin.
+ * Check a cluster lock's settings before anything is created: the URL, the
+ * TLS and password files, and a TTL long enough for a keepalive interval,
+ * the program's grace between SIGTERM and SIGKILL (the first wait of its
+ * stop schedule) and the margin.
  *
  * @param lock the settings
  * @param stopSchedule the program's stop schedule
@@ -27,6 +30,7 @@ export async function checkClusterLock(
   const { checkTtl, parseLockUrl } = await import("../cluster/lock.ts");
   parseLockUrl(lock.url);
   checkLockTls(lock);
+  await checkLockPassword(lock);
   checkTtl(lock.ttlMs ?? DEFAULT_LOCK_TTL_MS, firstWaitMs(stopSchedule));
 }
 
@@ -76,6 +80,32 @@ function checkLockTls(lock: ClusterLockSettings): void {
   }
 }
 
+/**
+ * Check the password file now, where a mistake is one line and exit 2: it
+ * goes with a `postgres://` URL only, its path must be one no other user can
+ * redirect (as root), and it must be a regular file of one name, owned by
+ * this user or root, that no group or other user can read. The keeper runs
+ * as this user (with `user`, only the program drops privileges) and reads
+ * the file again itself.
+ *
+ * @param lock the settings
+ * @throws {UsageError} naming the file and what is wrong, never its content
+ */
+async function checkLockPassword(lock: ClusterLockSettings): Promise<void> {
+  if (lock.passwordFile === undefined) return;
+  if (!/^postgres(ql)?:\/\//.test(lock.url)) {
+    throw new UsageError("--lock-password-file needs a postgres:// --lock URL");
+  }
+  const path = lock.passwordFile;
+  try {
+    checkPathTrusted(path);
+  } catch (err) {
+    throw new UsageError(`--lock-password-file: ${(err as Error).message}`);
+  }
+  const { readPasswordFile } = await import("../cluster/password.ts");
+  readPasswordFile(path, [ids.euid()]);
+}
+
 /** Who holds a cluster lock, as `status --lock` reports it. */
 export interface LockStatusReport {
   /** held (0), free (3), or unknown (4: cannot tell). */
@@ -109,6 +139,7 @@ export async function lockStatus(lock: ClusterLockSettings): Promise<LockStatusR
   const { backendFor, parseLockUrl } = await import("../cluster/lock.ts");
   const target = parseLockUrl(lock.url);
   checkLockTls(lock);
+  await checkLockPassword(lock);
   try {
     const backend = await backendFor(target);
     const found = await backend.holder(target, {
@@ -116,6 +147,7 @@ export async function lockStatus(lock: ClusterLockSettings): Promise<LockStatusR
       waitMs: 0,
       timeoutMs: lock.timeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS,
       ...(lock.tls ? { tls: lock.tls } : {}),
+      ...(lock.passwordFile ? { passwordFile: lock.passwordFile } : {}),
       holder: { host: Deno.hostname(), pid: Deno.pid },
     });
     if (found.state === "free") return { state: "free", code: 3, url: lock.url };

@@ -96,7 +96,7 @@ export type {
  * @deprecated Use {@link Readiness}, the same type.
  */
 export type ChildReadiness = import("../launch/spec.ts").Readiness;
-export type { ClusterLockState, SupervisorStatus } from "../supervisor/state.ts";
+export type { ClusterLockState, ClusterLockStatus, SupervisorStatus } from "../supervisor/state.ts";
 export {
   DEFAULT_CHILD_READY_AFTER_MS,
   DEFAULT_CHILD_READY_TIMEOUT_MS,
@@ -229,8 +229,10 @@ export async function lockStatus(lock: ClusterLockSettings): Promise<LockStatusR
  * cannot tell).
  *
  * @param pidfile the pid file
- * @param options `exec`: trust a process no lock covers when it runs this file
+ * @param options `exec`: trust a process no lock covers when it runs this file;
+ *   `runsAs`: only a process of this user
  * @returns the state and, for a running daemon, facts from /proc
+ * @throws {UsageError} when `runsAs` names no user
  * @example
  * ```ts
  * import { status } from "./mod.ts";

@@ -53,9 +53,19 @@ export interface TrustOptions {
    * pid file names is acted on only when it runs this file, and then even
    * when no lock covers it (a daemon singleton-run did not start, named by
    * its own pid file). A file replaced since the process started (a package
-   * upgrade) still matches by its path.
+   * upgrade) still matches by its path. Such a process must also run as
+   * root, the pid file's owner or the caller (or as `runsAs`).
    */
   readonly exec?: string;
+  /**
+   * Act only on a process whose real uid is this user's (a name or a uid;
+   * start-stop-daemon's `--user`, the command line's `--user` of stop,
+   * status, signal and reload); with `exec`, it replaces the default rule
+   * for a process no lock covers (root, the pid file's owner or the
+   * caller). Not `user`, which names whom a start runs as: a restart takes
+   * both.
+   */
+  readonly runsAs?: string;
 }
 
 /** What is started and how. */

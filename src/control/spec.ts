@@ -95,6 +95,7 @@ export function launchSpec(options: StartOptions | RunOptions, context: LaunchCo
     // Under a cluster lock the program is fenced as a group.
     killGroup: (supervise?.killGroup ?? false) || lock !== undefined,
     daemonPidfile: daemonPidfile === undefined ? null : normalPath(daemonPidfile),
+    // Its files relative to the caller: the stage runs in COMMAND's directory.
     lock: lock === undefined ? null : {
       ...lock,
       ...(lock.tls === undefined ? {} : {
@@ -102,6 +103,7 @@ export function launchSpec(options: StartOptions | RunOptions, context: LaunchCo
           Object.entries(lock.tls).map(([k, v]) => [k, normalPath(v as string)]),
         ),
       }),
+      ...(lock.passwordFile === undefined ? {} : { passwordFile: normalPath(lock.passwordFile) }),
     },
     name: supervise?.name ?? path.slice(path.lastIndexOf("/") + 1),
     holder,

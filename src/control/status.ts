@@ -17,7 +17,7 @@ import {
   topHolders,
 } from "../lock/holders.ts";
 import { readSupervisorStatus } from "../supervisor/state.ts";
-import { checkExec } from "./exec.ts";
+import { checkTrusted, trustedUid } from "./exec.ts";
 import { keeperOf, parentKeeper } from "./kept.ts";
 import type { StatusReport, TrustOptions } from "./options.ts";
 import { checkPathTrusted } from "./trust.ts";
@@ -26,9 +26,12 @@ import { checkPathTrusted } from "./trust.ts";
  * What the pid file says, without waiting for anything (no guard, no lock).
  *
  * @param pidfile the pid file
+ * @param options `exec` and `runsAs`: see {@link TrustOptions}
  * @returns the state, LSB code and, for a running daemon, facts from /proc
+ * @throws {UsageError} when `runsAs` names no user
  */
 export function status(pidfile: string, options: TrustOptions = {}): StatusReport {
+  if (options.runsAs !== undefined) trustedUid(options.runsAs);
   // The identity of the file whose lock the probe saw: what /proc's
   // descriptors are compared with.
   let found;
@@ -45,7 +48,7 @@ export function status(pidfile: string, options: TrustOptions = {}): StatusRepor
   if (found.state === "absent") return { state: "stopped", code: 3, pid: null, pidfile };
   if (found.state === "stale") {
     // A live process no lock covers: someone else's daemon, or a pid reused since ours died.
-    if (processRuns(found.pid)) return unlocked(pidfile, found.pid, options.exec);
+    if (processRuns(found.pid)) return unlocked(pidfile, found.pid, options);
     return { state: "stale", code: 1, pid: found.pid, pidfile };
   }
   const named = found.pid;
@@ -60,7 +63,7 @@ export function status(pidfile: string, options: TrustOptions = {}): StatusRepor
   if (keeper !== undefined) {
     // A keeper holds the lock for the daemon the file names (it closed its descriptors).
     const kept = readSupervisorStatus(pidfile, keeper);
-    return withExec({
+    return withTrust({
       state: "running",
       code: 0,
       pid: named!,
@@ -68,7 +71,7 @@ export function status(pidfile: string, options: TrustOptions = {}): StatusRepor
       keeper,
       ...procFacts(named!),
       ...(kept?.lock ? { lock: kept.lock } : {}),
-    }, options.exec);
+    }, options);
   }
   if (st && (named === undefined || holdsLockInFdinfo(named, st) === false)) {
     // The lock is held, but not by the pid the file names: say who holds it.
@@ -80,7 +83,7 @@ export function status(pidfile: string, options: TrustOptions = {}): StatusRepor
     }
     if (holders.length > 0) {
       const main = topHolders(holders)[0]!.pid;
-      return withExec({
+      return withTrust({
         state: "running",
         code: 0,
         pid: main,
@@ -89,7 +92,7 @@ export function status(pidfile: string, options: TrustOptions = {}): StatusRepor
         namedPid: named ?? null,
         namedPidGone: named === undefined || !processRuns(named),
         ...procFacts(main),
-      }, options.exec);
+      }, options);
     }
     // Nobody in sight: the holder may have let go just now.
     try {
@@ -103,7 +106,7 @@ export function status(pidfile: string, options: TrustOptions = {}): StatusRepor
   const pid = named ?? null;
   if (pid === null) return { state: "running", code: 0, pid, pidfile };
   const supervisor = readSupervisorStatus(pidfile, pid);
-  return withExec({
+  return withTrust({
     state: "running",
     code: 0,
     pid,
@@ -111,15 +114,16 @@ export function status(pidfile: string, options: TrustOptions = {}): StatusRepor
     ...procFacts(pid),
     ...(supervisor ? { supervisor } : {}),
     ...(supervisor?.lock ? { lock: supervisor.lock } : {}),
-  }, options.exec);
+  }, options);
 }
 
 /**
  * The pid file names a live process that holds no lock on it: running when
- * `--exec` proves it is the daemon, else cannot tell, saying why.
+ * `--exec` proves it is the daemon (and it runs as root, the pid file's
+ * owner, the caller or `--user`), else cannot tell, saying why.
  */
-function unlocked(pidfile: string, pid: number, exec: string | undefined): StatusReport {
-  if (exec === undefined) {
+function unlocked(pidfile: string, pid: number, options: TrustOptions): StatusReport {
+  if (options.exec === undefined) {
     return {
       state: "unknown",
       code: 4,
@@ -128,7 +132,8 @@ function unlocked(pidfile: string, pid: number, exec: string | undefined): Statu
       error: unlockedMessage(pid),
     };
   }
-  return withExec({ state: "running", code: 0, pid, pidfile, ...procFacts(pid) }, exec);
+  const report: StatusReport = { state: "running", code: 0, pid, pidfile, ...procFacts(pid) };
+  return withTrust(report, options, true);
 }
 
 /**
@@ -143,10 +148,14 @@ export function unlockedMessage(pid: number): string {
     `daemon ended, or a daemon that closed the lock's descriptor (start it with --keeper)`;
 }
 
-/** With `--exec`: a running daemon must run that file, else cannot tell, saying what it runs. */
-function withExec(report: StatusReport, exec: string | undefined): StatusReport {
-  if (exec === undefined || report.pid === null) return report;
-  const check = checkExec(report.pid, exec);
+/**
+ * With `--exec` or `--user`, or no lock to prove it (`unlocked`): a running
+ * daemon must pass {@link checkTrusted}, else cannot tell, saying why.
+ */
+function withTrust(report: StatusReport, options: TrustOptions, unlocked = false): StatusReport {
+  if (report.pid === null) return report;
+  if (options.exec === undefined && options.runsAs === undefined && !unlocked) return report;
+  const check = checkTrusted(report.pid, { ...options, pidfile: report.pidfile, unlocked });
   if (check.ok) return report;
   return { state: "unknown", code: 4, pid: report.pid, pidfile: report.pidfile, error: check.why };
 }

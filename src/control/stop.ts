@@ -46,7 +46,7 @@ import {
   type StopResult,
   type TrustOptions,
 } from "./options.ts";
-import { checkExec } from "./exec.ts";
+import { checkTrusted, trustedUid } from "./exec.ts";
 import { keeperOf } from "./kept.ts";
 import { processRole } from "../launch/internal.ts";
 import { unlockedMessage } from "./status.ts";
@@ -84,11 +84,11 @@ interface Targets {
  * inherited descriptor), the targets are the processes that hold it, found
  * in /proc and each re-checked after its pidfd is open.
  */
-async function findTargets(pidfile: string, exec?: string): Promise<Targets> {
-  const found = await findTargetsUnchecked(pidfile, exec);
-  if (exec !== undefined && !found.foreign) {
+async function findTargets(pidfile: string, trust: TrustOptions): Promise<Targets> {
+  const found = await findTargetsUnchecked(pidfile, trust);
+  if ((trust.exec !== undefined || trust.runsAs !== undefined) && !found.foreign) {
     for (const t of found.list) {
-      const check = checkExec(t.pid, exec);
+      const check = checkTrusted(t.pid, { ...trust, pidfile, unlocked: false });
       if (check.ok) continue;
       for (const u of found.list) close(u.pidfd);
       throw new StopFailedError(`${check.why}; not signalling it`, t.pid);
@@ -97,7 +97,7 @@ async function findTargets(pidfile: string, exec?: string): Promise<Targets> {
   return found;
 }
 
-async function findTargetsUnchecked(pidfile: string, exec?: string): Promise<Targets> {
+async function findTargetsUnchecked(pidfile: string, trust: TrustOptions): Promise<Targets> {
   for (let attempt = 0;; attempt++) {
     const retry = attempt < 20;
     const found = probeSync(pidfile);
@@ -105,7 +105,7 @@ async function findTargetsUnchecked(pidfile: string, exec?: string): Promise<Tar
     if (found.state === "stale" && processRuns(found.pid)) {
       // A live process no lock covers: never signalled, and its file never touched, unless
       // --exec proves it is the daemon.
-      const foreign = trustUnlocked(pidfile, found.pid, exec);
+      const foreign = trustUnlocked(pidfile, found.pid, trust);
       if (foreign) return foreign;
       if (retry) continue;
     }
@@ -156,18 +156,19 @@ async function findTargetsUnchecked(pidfile: string, exec?: string): Promise<Tar
 
 /**
  * A live process the pid file names while no lock covers the file: a target
- * only when `--exec` proves it runs the daemon's executable (checked once a
- * pidfd names it for good, and with the file still naming it).
+ * only when `--exec` proves it runs the daemon's executable, as root, the
+ * pid file's owner, the caller or `--user` (checked once a pidfd names it
+ * for good, and with the file still naming it).
  *
  * @returns the target, or undefined when it ended or the file changed meanwhile
- * @throws {StopFailedError} without `--exec`, or when it runs another file
+ * @throws {StopFailedError} without `--exec`, or when it is not to be trusted
  */
 function trustUnlocked(
   pidfile: string,
   pid: number,
-  exec: string | undefined,
+  trust: TrustOptions,
 ): Targets | undefined {
-  if (exec === undefined) {
+  if (trust.exec === undefined) {
     throw new StopFailedError(`${unlockedMessage(pid)}; not signalling it`, pid);
   }
   const pidfd = pidfdOpen(pid);
@@ -178,7 +179,7 @@ function trustUnlocked(
     close(pidfd);
     return undefined;
   }
-  const check = checkExec(pid, exec);
+  const check = checkTrusted(pid, { ...trust, pidfile, unlocked: true });
   if (!check.ok) {
     close(pidfd);
     throw new StopFailedError(`${check.why}; not signalling it`, pid);
@@ -249,7 +250,8 @@ export function stop(options: StopOptions): Promise<StopResult> {
  *
  * @throws {NotRunningError} when the pid file's directory does not exist
  */
-export function precheckSignal(options: GuardOptions): void {
+export function precheckSignal(options: GuardOptions & TrustOptions): void {
+  if (options.runsAs !== undefined) trustedUid(options.runsAs);
   checkPathsDiffer(options);
   checkWaits(options);
   checkDirectoriesTrusted(options);
@@ -285,7 +287,7 @@ function emptyPidfile(pidfile: string): boolean {
  */
 export async function stopLocked(options: StopOptions): Promise<StopResult> {
   const schedule = options.schedule ?? parseSchedule(DEFAULT_SCHEDULE);
-  const found = await findTargets(options.pidfile, options.exec);
+  const found = await findTargets(options.pidfile, options);
   if (!found.isNamed) {
     const pids = found.list.map((t) => t.pid);
     options.onWarning?.(
@@ -444,7 +446,7 @@ class Stopping implements Disposable {
 export function signal(options: SignalOptions): Promise<number> {
   precheckSignal(options);
   return withGuard(options, async () => {
-    const found = await findTargets(options.pidfile, options.exec);
+    const found = await findTargets(options.pidfile, options);
     try {
       if (!found.isNamed) {
         options.onWarning?.(

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { C, type FileStat, ids, lookupUser, lstat, readLink } from "../ffi/sys.ts";
+import { C, describeUid, type FileStat, ids, lstat, readLink } from "../ffi/sys.ts";
 import { ERRNO, quote, SystemError } from "../ffi/errors.ts";
 
 /** The sticky bit: in such a directory, only a file's owner may remove or rename it. */
@@ -71,7 +71,7 @@ export function checkPathTrusted(path: string): void {
       if (st.uid !== 0) {
         throw refuse(
           `${quote(at)} on its way is a symbolic link owned by ${
-            describeUser(st.uid)
+            describeUid(st.uid)
           }, who can point it elsewhere`,
         );
       }
@@ -108,18 +108,9 @@ function lstatOrUndefined(path: string): FileStat | undefined {
  */
 export function otherWriter(st: FileStat): string | undefined {
   if ((st.mode & 0o002) !== 0) return "every user";
-  if (st.uid !== 0 && (st.mode & 0o200) !== 0) return describeUser(st.uid);
+  if (st.uid !== 0 && (st.mode & 0o200) !== 0) return describeUid(st.uid);
   if (st.gid !== 0 && (st.mode & 0o020) !== 0) return `group ${st.gid}`;
   return undefined;
-}
-
-function describeUser(uid: number): string {
-  try {
-    const name = lookupUser(String(uid))?.name;
-    return name === undefined ? `uid ${uid}` : `user ${quote(name)} (uid ${uid})`;
-  } catch {
-    return `uid ${uid}`;
-  }
 }
 
 /**

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { listDirectory, readLink, readSmallFile, stat } from "./sys.ts";
+import { ids, listDirectory, readLink, readSmallFile, stat } from "./sys.ts";
 
 /** The fields of /proc/PID/stat the project uses. */
 export interface ProcStat {
@@ -183,27 +183,78 @@ export function descendsFrom(pid: number, ancestor: number): boolean {
   return false;
 }
 
+/** The executable a process runs, as /proc/PID/exe shows it. */
+export interface Executable {
+  /**
+   * The link's text: the path the file had when the process started, with
+   * " (deleted)" appended by the kernel once that file has no name left (and
+   * also part of a name that really ends so: never decide by it).
+   */
+  readonly text: string;
+  /** The file itself (the link is followed to it), when it can be looked at. */
+  readonly id?: {
+    readonly dev: bigint;
+    readonly ino: bigint;
+    /** 0 once the file was removed or replaced (renamed over) since the process started. */
+    readonly nlink: number;
+  };
+}
+
 /**
- * The executable a process runs, from /proc/PID/exe: its path, and its
- * device and inode when the file can still be looked at.
+ * The executable a process runs, from /proc/PID/exe: the link's text, and
+ * the file's device, inode and link count when it can be looked at.
  *
  * @param pid the process
- * @returns the link's text (ending in " (deleted)" once the file was
- *   replaced or removed) and the identity, or undefined when it is gone or hidden
+ * @returns what it runs, or undefined when it is gone or hidden
  */
-export function executableOf(
-  pid: number,
-): { path: string; id?: { dev: bigint; ino: bigint } } | undefined {
-  let path: string;
+export function executableOf(pid: number): Executable | undefined {
+  let text: string;
   try {
-    path = readLink(`/proc/${pid}/exe`);
+    text = readLink(`/proc/${pid}/exe`);
   } catch {
     return undefined;
   }
   try {
     const st = stat(`/proc/${pid}/exe`);
-    return { path, id: { dev: st.dev, ino: st.ino } };
+    return { text, id: { dev: st.dev, ino: st.ino, nlink: st.nlink } };
   } catch {
-    return { path };
+    return { text };
   }
+}
+
+/**
+ * The real, effective and saved user ids of a process (the `Uid:` line of
+ * /proc/PID/status).
+ *
+ * @param pid the process
+ * @returns the three ids, or undefined when it is gone
+ */
+export function processUids(pid: number): [number, number, number] | undefined {
+  let text: string;
+  try {
+    text = readSmallFile(`/proc/${pid}/status`);
+  } catch {
+    return undefined;
+  }
+  const m = /^Uid:\s+([0-9]+)\s+([0-9]+)\s+([0-9]+)/m.exec(text);
+  return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : undefined;
+}
+
+/**
+ * This process and its ancestors: its parent, and theirs, up to one whose
+ * parent is 0 (init, or the first process of this pid namespace that was
+ * entered from outside it, as `docker exec` does).
+ *
+ * @returns their pids, this process's first
+ */
+export function selfAndAncestors(): Set<number> {
+  const out = new Set([ids.pid()]);
+  let pid = ids.ppid();
+  while (pid > 0 && !out.has(pid) && out.size < 256) {
+    out.add(pid);
+    const st = procStat(pid);
+    if (!st) break;
+    pid = st.ppid;
+  }
+  return out;
 }

@@ -796,6 +796,22 @@ export function lookupUser(user: string): User | undefined {
 }
 
 /**
+ * A user as messages name it: `user "nobody" (uid 65534)`, or `uid 1234`
+ * when the account has no entry (or cannot be looked up).
+ *
+ * @param uid the user id
+ * @returns the words
+ */
+export function describeUid(uid: number): string {
+  try {
+    const name = lookupUser(String(uid))?.name;
+    return name === undefined ? `uid ${uid}` : `user ${quote(name)} (uid ${uid})`;
+  } catch {
+    return `uid ${uid}`;
+  }
+}
+
+/**
  * getgrnam(3), or getgrgid(3) for a number.
  *
  * @param group a name or a numeric gid

@@ -78,6 +78,13 @@ export interface ClusterLockSettings {
   readonly timeoutMs?: number;
   /** TLS files for `etcds://`. */
   readonly tls?: { readonly cacert?: string; readonly cert?: string; readonly key?: string };
+  /**
+   * PostgreSQL: a file whose first line is the password (owned by the
+   * caller or root, mode 0600); without it, `PGPASSWORD`. The URL holds
+   * none, and the spec holds only the file's path: whoever takes the lock
+   * reads the password itself.
+   */
+  readonly passwordFile?: string;
 }
 
 /**

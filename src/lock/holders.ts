@@ -27,7 +27,7 @@ import {
   stat,
 } from "../ffi/sys.ts";
 import { ERRNO, quote, SystemError } from "../ffi/errors.ts";
-import { processRuns, procStat } from "../ffi/proc.ts";
+import { processRuns, processUids, procStat, selfAndAncestors } from "../ffi/proc.ts";
 
 /** A file's identity: what a descriptor in /proc/PID/fd is compared with. */
 export type FileIdentity = Pick<FileStat, "dev" | "ino">;
@@ -183,31 +183,6 @@ function holderFacts(pid: number): Holder | undefined {
   };
 }
 
-/** The real, effective and saved user ids of a process, or undefined when it is gone. */
-function processUids(pid: number): [number, number, number] | undefined {
-  let text: string;
-  try {
-    text = readSmallFile(`/proc/${pid}/status`);
-  } catch {
-    return undefined;
-  }
-  const m = /^Uid:\s+([0-9]+)\s+([0-9]+)\s+([0-9]+)/m.exec(text);
-  return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : undefined;
-}
-
-/** This process's pid and its ancestors' (up to init). */
-function selfAndAncestors(): Set<number> {
-  const out = new Set([ids.pid()]);
-  let pid = ids.ppid();
-  while (pid > 1 && !out.has(pid) && out.size < 256) {
-    out.add(pid);
-    const st = procStat(pid);
-    if (!st) break;
-    pid = st.ppid;
-  }
-  return out;
-}
-
 /**
  * Every process that holds the lock on the file, found by scanning
  * /proc/*\/fd (through libc: Deno's own API would need --allow-all for
@@ -227,6 +202,8 @@ export function lockHolders(st: FileIdentity): Holder[] {
     return [];
   }
   const skip = selfAndAncestors();
+  // Init is listed unless it is this process, as it always was: in a container it may be the daemon.
+  if (ids.pid() !== 1) skip.delete(1);
   const out: Holder[] = [];
   for (const name of entries) {
     const pid = Number(name);

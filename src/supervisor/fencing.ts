@@ -51,6 +51,7 @@ export async function superviseLocked(
     waitMs: settings.waitMs ?? 0,
     timeoutMs: settings.timeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS,
     ...(settings.tls ? { tls: settings.tls } : {}),
+    ...(settings.passwordFile ? { passwordFile: settings.passwordFile } : {}),
     holder: { host: Deno.hostname(), pid: Deno.pid },
   };
   const graceMs = firstWaitMs(spec.stopSchedule);

@@ -144,7 +144,22 @@ export interface SupervisorStatus {
   /** The output file it writes (what `reopen` reopens); null for none or syslog. */
   readonly output: string | null;
   /** The cluster lock held for the program, with the seconds left on its lease, if any. */
-  readonly lock?: ClusterLockState & { readonly secondsLeft: number };
+  readonly lock?: ClusterLockStatus;
+}
+
+/**
+ * The cluster lock as `status` shows it: what the state file recorded, and
+ * how that stands now. A keeper rewrites the file well within every TTL, so
+ * a deadline already past means a keeper that was paused or is stuck: the
+ * lease has expired, and another host may hold the lock now.
+ */
+export interface ClusterLockStatus extends ClusterLockState {
+  /** The seconds left on the lease; 0 once it has expired. */
+  readonly secondsLeft: number;
+  /** The lease's deadline has passed: the lock is no longer this keeper's. */
+  readonly expired: boolean;
+  /** Once expired: how many seconds ago. */
+  readonly expiredSecondsAgo?: number;
 }
 
 /**
@@ -193,7 +208,7 @@ export function readSupervisorStatus(pidfile: string, pid: number): SupervisorSt
 /** The lock as the state file has it, checked field by field, with the time left. */
 function lockStatus(
   lock: Partial<ClusterLockState> | undefined,
-): { lock?: ClusterLockState & { readonly secondsLeft: number } } {
+): { lock?: ClusterLockStatus } {
   if (typeof lock !== "object" || lock === null) return {};
   const { url, key, token, ttlMs, expiresAt } = lock;
   if (
@@ -201,6 +216,8 @@ function lockStatus(
     typeof ttlMs !== "number" || typeof expiresAt !== "string"
   ) return {};
   const left = (Date.parse(expiresAt) - Date.now()) / 1000;
+  const tenths = (s: number) => Math.round(s * 10) / 10;
+  const expired = !(left > 0);
   return {
     lock: {
       url,
@@ -208,7 +225,9 @@ function lockStatus(
       token,
       ttlMs,
       expiresAt,
-      secondsLeft: Number.isFinite(left) ? Math.max(0, Math.round(left * 10) / 10) : 0,
+      secondsLeft: expired ? 0 : tenths(left),
+      expired,
+      ...(expired && Number.isFinite(left) ? { expiredSecondsAgo: tenths(-left) } : {}),
     },
   };
 }

@@ -93,13 +93,7 @@ async function hold(
   const keeper = JSON.parse(st.stdout).keeper as number;
   assert.ok(keeper > 0, `${tag}: no keeper in ${st.stdout}`);
   sb.track(keeper);
-  await waitFor(() => {
-    try {
-      return Deno.readTextFileSync(sb.path(`${tag}.started`)).trim() !== "";
-    } catch {
-      return false;
-    }
-  });
+  await wrote(sb, tag);
   return { program: program_, keeper };
 }
 
@@ -135,10 +129,25 @@ function contend(sb: Sandbox, tag: string, url: string, m: string, waitSecs: num
     "--",
     ...program(sb, tag, m),
   ]);
-  return child.output().then((o) => {
+  return child.output().then(async (o) => {
     const pid = Number(new TextDecoder().decode(o.stdout).trim());
     if (pid > 0) sb.track(pid);
+    if (o.code === 0) await wrote(sb, tag);
     return { code: o.code, pid, stderr: new TextDecoder().decode(o.stderr) };
+  });
+}
+
+/**
+ * Wait until the program `tag` wrote its token, its last file: start returns once the program
+ * is ready (alive a moment after its exec), which a loaded machine can reach before bash ran.
+ */
+async function wrote(sb: Sandbox, tag: string): Promise<void> {
+  await waitFor(() => {
+    try {
+      return Deno.readTextFileSync(sb.path(`${tag}.token`)).trim() !== "";
+    } catch {
+      return false;
+    }
   });
 }
 
@@ -197,7 +206,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "etcd: a holder SIGSTOPed past its TTL is fenced the moment it runs again; tokens differ and grow",
+    "etcd: a holder SIGSTOPed past its TTL is fenced the moment it runs again, and its status says the lease expired meanwhile; tokens differ and grow",
   ignore: !ETCD,
   async fn() {
     await using etcd = await Etcd.start();
@@ -208,6 +217,15 @@ Deno.test({
     try {
       const b = await contend(sb, "b", url, marker(), 20);
       assert.equal(b.code, 0, b.stderr);
+      // Another host holds the lock now: the paused keeper's status must not claim the lease.
+      const text = await sr(SOURCE, ["status", "--pidfile", sb.path("a.pid")]);
+      assert.match(text.stdout, /held etcd:\/\/\S+ \(token \d+\) until its lease expired \d/);
+      assert.doesNotMatch(text.stdout, /s left on its lease/);
+      const json = await sr(SOURCE, ["status", "--json", "--pidfile", sb.path("a.pid")]);
+      const lock = JSON.parse(json.stdout).lock;
+      assert.equal(lock.expired, true, json.stdout);
+      assert.equal(lock.secondsLeft, 0);
+      assert.ok(lock.expiredSecondsAgo > 0, json.stdout);
     } finally {
       Deno.kill(a.keeper, "SIGCONT");
     }

@@ -104,6 +104,7 @@ export function lockSettings(v: Values): ClusterLockSettings | undefined {
     ...defined("waitMs", v.lockWait),
     ...defined("timeoutMs", v.lockTimeout),
     ...(Object.keys(tls).length > 0 ? { tls } : {}),
+    ...defined("passwordFile", v.lockPasswordFile),
   };
 }
 

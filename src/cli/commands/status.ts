@@ -15,10 +15,11 @@ import type { Invocation } from "../parse.ts";
 /** Run `status`. */
 export function statusCommand(inv: Invocation): number | Promise<number> {
   if (inv.values.lock !== undefined && inv.values.pidfile === undefined) return lockCommand(inv);
-  const r = status(
-    inv.values.pidfile!,
-    inv.values.exec === undefined ? {} : { exec: inv.values.exec },
-  );
+  const { exec, user } = inv.values;
+  const r = status(inv.values.pidfile!, {
+    ...(exec === undefined ? {} : { exec }),
+    ...(user === undefined ? {} : { runsAs: user }),
+  });
   if (inv.values.json) out(JSON.stringify(r));
   else if (r.state === "unknown") say(`cannot tell: ${r.error}`);
   else out(describe(r));
@@ -50,12 +51,20 @@ function describe(r: StatusReport): string {
   if (r.state === "stopped") return "not running";
   const up = r.uptimeSeconds === undefined ? "" : `, up ${formatUptime(r.uptimeSeconds)}`;
   const kept = r.keeper === undefined ? "" : `; kept by keeper pid ${r.keeper}`;
-  const cluster = r.lock === undefined
-    ? ""
-    : `; holds ${r.lock.url} (token ${r.lock.token}, ${r.lock.secondsLeft} s left on its lease)`;
+  const cluster = r.lock === undefined ? "" : lockText(r.lock);
   return `running (pid ${r.pid ?? "unknown"}${up}${supervisorText(r)}${kept}${cluster}${
     holdersText(r)
   })`;
+}
+
+/** The cluster lock the keeper holds, or held until its lease expired (a paused keeper). */
+function lockText(lock: NonNullable<StatusReport["lock"]>): string {
+  if (!lock.expired) {
+    return `; holds ${lock.url} (token ${lock.token}, ${lock.secondsLeft} s left on its lease)`;
+  }
+  const ago = lock.expiredSecondsAgo === undefined ? "" : ` ${lock.expiredSecondsAgo} s ago`;
+  return `; held ${lock.url} (token ${lock.token}) until its lease expired${ago}: ` +
+    "the keeper renewed nothing since (paused?), and another host may hold the lock now";
 }
 
 /** For a supervisor: its child, restarts and the last exit. */

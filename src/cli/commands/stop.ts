@@ -13,7 +13,11 @@ import { defined, guardOptions } from "./common.ts";
 /** Run `stop`. */
 export async function stopCommand(inv: Invocation): Promise<number> {
   try {
-    await stop({ ...guardOptions(inv.values), ...defined("schedule", inv.values.retry) });
+    await stop({
+      ...guardOptions(inv.values),
+      ...defined("runsAs", inv.values.user),
+      ...defined("schedule", inv.values.retry),
+    });
     return EXIT.OK;
   } catch (e) {
     if (e instanceof NotRunningError && inv.values.oknodo) {
