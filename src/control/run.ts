@@ -10,14 +10,17 @@ import {
   becomeUser,
   ERRNO,
   execve,
+  ids,
   quote,
   resetSignals,
   setCloexec,
   SystemError,
   umask as setUmask,
 } from "../ffi/mod.ts";
+import { identify } from "../lock/identity.ts";
 import type { PidFile } from "../lock/pidfile.ts";
-import { environmentFor } from "../launch/spec.ts";
+import { writeRecord } from "../lock/record.ts";
+import { environmentFor, type LaunchSpec } from "../launch/spec.ts";
 import { runSupervisor } from "../supervisor/stage.ts";
 import { UsageError } from "../errors.ts";
 import { takeGuard } from "./guard.ts";
@@ -56,9 +59,15 @@ export async function run(options: RunOptions): Promise<number> {
     // supervise mode: this process is the supervisor; it keeps the lock and its pid. With a
     // cluster lock alone, it is COMMAND's keeper in the foreground: it holds both locks and
     // fences COMMAND, which an exec could not.
-    return await runSupervisor({ spec, pidfile: normalPath(options.pidfile) }, lock, env);
+    return await runSupervisor(
+      { spec, pidfile: normalPath(options.pidfile), by: "run" },
+      lock,
+      env,
+    );
   }
   try {
+    // The exec keeps this pid and start time: the record names the command from now on.
+    recordRun(spec, options);
     setCloexec(lock.fd, false);
     if (spec.umask !== null) setUmask(spec.umask);
     if (spec.user) {
@@ -78,5 +87,19 @@ export async function run(options: RunOptions): Promise<number> {
   } catch (err) {
     lock.release();
     throw err;
+  }
+}
+
+/** Record the launch and this process beside the pid file; a failure costs the run nothing. */
+function recordRun(spec: LaunchSpec, options: RunOptions): void {
+  try {
+    writeRecord(options.pidfile, {
+      by: "run",
+      spec,
+      daemon: identify(ids.pid()) ?? null,
+      holder: null,
+    });
+  } catch (err) {
+    options.onWarning?.(`warning: cannot write the service record: ${(err as Error).message}`);
   }
 }

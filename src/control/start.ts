@@ -18,6 +18,8 @@ import {
   quote,
 } from "../ffi/mod.ts";
 import { fileIdentity, holdsLockInFdinfo, lockHolders } from "../lock/holders.ts";
+import { identify } from "../lock/identity.ts";
+import { writeRecord } from "../lock/record.ts";
 import { openOutputFile } from "../lock/output.ts";
 import type { PidFile } from "../lock/pidfile.ts";
 import { describeExit } from "../launch/exit.ts";
@@ -118,16 +120,38 @@ async function startProgram(
   readiness.spawned();
   const result = await waitUntilReady(daemon, readiness, spec, options);
   const keeper = await keepIfDropped(daemon, lock, spec, options);
+  let pid = daemon.pid;
   if (result.mainPid !== undefined && result.mainPid !== daemon.pid) {
     const named = fileIdentity(options.pidfile);
     if (named && holdsLockInFdinfo(result.mainPid, named) === true) {
-      return handedOver(daemon, result.mainPid, result, keeper);
+      pid = result.mainPid;
+    } else {
+      options.onWarning?.(
+        `warning: ignoring MAINPID=${result.mainPid}: that process does not hold the pid file`,
+      );
     }
-    options.onWarning?.(
-      `warning: ignoring MAINPID=${result.mainPid}: that process does not hold the pid file`,
-    );
   }
-  return handedOver(daemon, daemon.pid, result, keeper);
+  // A keeper records the service itself, once it holds the lock; the program does not.
+  if (keeper === undefined) recordProgram(spec, options, pid);
+  return handedOver(daemon, pid, result, keeper);
+}
+
+/**
+ * Record the launch and the daemon (by pid and start time) beside the pid
+ * file, while this process still holds the lock. A record that cannot be
+ * written costs the start nothing: it is said, and the daemon runs.
+ */
+function recordProgram(spec: LaunchSpec, options: StartOptions, pid: number): void {
+  try {
+    writeRecord(options.pidfile, {
+      by: "start",
+      spec,
+      daemon: identify(pid) ?? null,
+      holder: null,
+    });
+  } catch (err) {
+    options.onWarning?.(`warning: cannot write the service record: ${(err as Error).message}`);
+  }
 }
 
 /**

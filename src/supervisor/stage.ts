@@ -22,8 +22,10 @@
  * @module
  */
 
-import { C, close, ERRNO, pipe, read, SystemError, writeAll } from "../ffi/mod.ts";
+import { C, close, ERRNO, ids, pipe, read, SystemError, writeAll } from "../ffi/mod.ts";
+import { identify, type Identity } from "../lock/identity.ts";
 import { PidFile } from "../lock/pidfile.ts";
+import { type FailedState, writeRecord } from "../lock/record.ts";
 import { spawn } from "../launch/spawn.ts";
 import { INTERNAL_FLAG, stageCommand } from "../launch/internal.ts";
 import { runStage } from "../launch/privilege.ts";
@@ -53,6 +55,8 @@ export interface StageOrders {
    * {@link SUPERVISOR_ENV}), removed from the child's environment.
    */
   readonly unsetEnv?: readonly string[];
+  /** Who launched it, for the record: `start` (by default) or `run` in the foreground. */
+  readonly by?: "start" | "run";
 }
 
 /**
@@ -85,34 +89,94 @@ export async function runSupervisor(
   const { spec } = orders;
   const keep = spec.holder.kind === "keeper";
   const start = new StartChannel(orders.readyFd);
+  const record = new Recorder(orders);
+  let last: Supervisor | undefined;
   const make = (extraEnv: Record<string, string>, lockState?: () => ClusterLockState) =>
-    new Supervisor(spec, {
+    last = new Supervisor(spec, {
       env: { ...env, ...extraEnv },
       pidfile: orders.pidfile,
       statePath: statePath(orders.pidfile),
       lockFd: lock.fd, // every child holds the lock too (CHILD_LOCK_FD)
       // The keeper names the program's main process in the pid file, and tells start which it is.
-      onReady: (pid) => start.ready(keep ? pid : undefined),
-      ...(keep ? { onMain: (pid: number) => lock.writePid(pid) } : {}),
+      onReady: (pid) => {
+        record.running(keep ? pid : ids.pid());
+        start.ready(keep ? pid : undefined);
+      },
+      ...(keep
+        ? {
+          onMain: (pid: number) => {
+            lock.writePid(pid);
+            record.following(pid);
+          },
+        }
+        : {}),
       ...(lockState ? { lockState } : {}),
       ...(orders.adopt ? { adopt: orders.adopt } : {}),
     });
   try {
+    let code: number;
     if (spec.lock) {
       // Loaded only here: nothing of the cluster code runs, or loads, without a lock.
       const { superviseLocked } = await import("./fencing.ts");
       const waitAgain = !keep && spec.lock.waitMs !== undefined && spec.lock.waitMs !== 0;
-      return await superviseLocked(spec, waitAgain, make, start);
+      code = await superviseLocked(spec, waitAgain, make, start);
+    } else {
+      const supervisor = make({});
+      code = await supervisor.run();
+      start.failed(supervisor.lastError ?? `the supervisor exited with status ${code}`);
     }
-    const supervisor = make({});
-    const code = await supervisor.run();
-    start.failed(supervisor.lastError ?? `the supervisor exited with status ${code}`);
+    if (code !== 0 && last && !last.stopRequested) record.failed(last);
     return code;
   } catch (err) {
     start.failed((err as Error).message);
     throw err;
   } finally {
     lock.release();
+  }
+}
+
+/**
+ * The service record this stage keeps (see `src/lock/record.ts`): written
+ * once the first run is ready, again when the keeper follows a new main
+ * process, and with the failed state when it gives up. A record that cannot
+ * be written (a full disk) is said once and costs the service nothing.
+ */
+class Recorder {
+  readonly #orders: StageOrders;
+  #daemon: Identity | null = null;
+  #warned = false;
+  constructor(orders: StageOrders) {
+    this.#orders = orders;
+  }
+  running(daemon: number): void {
+    this.#daemon = identify(daemon) ?? null;
+    this.#write();
+  }
+  following(daemon: number): void {
+    if (this.#daemon === null) return; // not ready yet: written then
+    this.running(daemon);
+  }
+  failed(supervisor: Supervisor): void {
+    this.#write({
+      at: new Date().toISOString(),
+      restarts: supervisor.restarts,
+      lastExit: supervisor.lastExit,
+    });
+  }
+  #write(failed?: FailedState): void {
+    try {
+      writeRecord(this.#orders.pidfile, {
+        by: this.#orders.by ?? "start",
+        spec: this.#orders.spec,
+        daemon: this.#daemon,
+        holder: identify(ids.pid()) ?? null,
+        ...(failed ? { failed } : {}),
+      });
+    } catch (err) {
+      if (this.#warned) return;
+      this.#warned = true;
+      writeErr(`cannot write the service record: ${(err as Error).message}`);
+    }
   }
 }
 

@@ -13,9 +13,9 @@
  */
 
 // The ffi modules, not their index (which also loads spawn and syslog): `status` imports this.
-import { close, ids, lstat, writeAll } from "../ffi/sys.ts";
-import { ERRNO, SystemError } from "../ffi/errors.ts";
+import { close, lstat } from "../ffi/sys.ts";
 import { openBeside, readBounded } from "../ffi/files.ts";
+import { replaceBeside } from "../lock/replace.ts";
 import { cmdlineOf } from "../ffi/proc.ts";
 import { INTERNAL_FLAG } from "../launch/internal.ts";
 
@@ -75,54 +75,15 @@ export function statePath(pidfile: string): string {
 }
 
 /**
- * Replace the state file: write a temp file beside it, created exclusively
- * without following links, then rename it into place. On any failure the
- * temp file is removed, so a full disk leaves nothing behind.
+ * Replace the state file whole (see `replaceBeside`): a reader never sees
+ * half of it, and a full disk leaves the old state and nothing else.
  *
  * @param path the state file
  * @param state what to record
  * @throws {SystemError} when it cannot be written (the old state stays)
  */
 export function writeStateFile(path: string, state: SupervisorState): void {
-  const tmp = `${path}.${ids.pid()}.tmp`;
-  const fd = createTemp(tmp);
-  let done = false;
-  try {
-    writeAll(fd, new TextEncoder().encode(JSON.stringify(state) + "\n"), tmp);
-    close(fd);
-    Deno.renameSync(tmp, path);
-    done = true;
-  } finally {
-    if (!done) {
-      try {
-        close(fd);
-      } catch {
-        // already closed
-      }
-      removeQuietly(tmp);
-    }
-  }
-}
-
-/** Create the temp file; one that is in the way (a leftover, or planted) is removed once. */
-function createTemp(tmp: string): number {
-  const open = () =>
-    openBeside(tmp, { what: "state file", access: "write", create: 0o644, exclusive: true }).fd;
-  try {
-    return open();
-  } catch (err) {
-    if (!(err instanceof SystemError) || err.errno !== ERRNO.EEXIST) throw err;
-    removeQuietly(tmp); // unlink removes a planted link itself, never its target
-    return open();
-  }
-}
-
-function removeQuietly(path: string): void {
-  try {
-    Deno.removeSync(path);
-  } catch {
-    // gone already, or nothing we can do
-  }
+  replaceBeside(path, JSON.stringify(state) + "\n", "state file", 0o644);
 }
 
 /** What `status --json` shows of a supervisor, from its state file. */

@@ -211,6 +211,8 @@ export class Supervisor {
   interruptedAt = -Infinity;
   /** Why the program was fenced (the cluster lock is lost or about to expire); no restart after. */
   fenced: string | undefined;
+  /** Asked to stop (SIGTERM, or an interrupt the program died of): an end, not a failure. */
+  stopRequested = false;
 
   constructor(spec: LaunchSpec, wiring: SupervisorWiring) {
     this.spec = spec;
@@ -656,6 +658,7 @@ export class Supervisor {
 
   /** SIGTERM: stop the run, then exit 0 (or with the code an earlier end gave). */
   #terminate(): void {
+    this.stopRequested = true;
     if (this.ending !== undefined) return;
     this.ending = 0;
     const p = this.phase;
@@ -882,6 +885,7 @@ export class Supervisor {
       // Ctrl-C in `run --supervise` (or `signal INT`): the child ended on an interrupt; so do we.
       this.say("info", `${who} ${this.lastExit} after SIGINT: not restarting`);
       this.ending = 130;
+      this.stopRequested = true;
     }
     if (this.ending !== undefined) {
       if (this.ending !== 130) this.say("info", `${who} stopped: ${this.lastExit}`);
