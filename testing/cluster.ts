@@ -261,7 +261,12 @@ export class Postgres implements AsyncDisposable {
         20_000,
         "PostgreSQL to listen",
       );
-      await new Promise((r) => setTimeout(r, 300)); // past its start-up
+      // Listening is not accepting sessions yet ("the database system is starting up").
+      await until(
+        () => pg.psql("select 1").then(() => true, () => false),
+        20_000,
+        "PostgreSQL to accept sessions",
+      );
     } catch (err) {
       await pg[Symbol.asyncDispose]();
       throw err;

@@ -135,22 +135,6 @@ Deno.test({
     const own = passwordFile(sb, "own");
     const etcd = await start(own, "etcd://127.0.0.1:1/x");
     assertCleanError(etcd, 2, /--lock-password-file needs a postgres:\/\/ --lock URL/);
-    // With --user, the keeper reads the file as that user: root's 0600 file would be unreadable.
-    const asNobody = await sr(SOURCE, [
-      "start",
-      "--pidfile",
-      sb.path("d.pid"),
-      "--user",
-      "nobody",
-      "--lock",
-      url,
-      "--lock-password-file",
-      own,
-      "--",
-      "sleep",
-      marker(),
-    ]);
-    assertCleanError(asNobody, 2, /must be owned by "nobody": with --user, the keeper runs as/);
     // Without --lock, the option is a mistake of its own.
     const stray = await sr(SOURCE, [
       "status",
