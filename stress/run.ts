@@ -30,18 +30,10 @@ import { raceFamily } from "./race.ts";
 
 /**
  * Documented bugs whose failures the run prints but does not count (tag a
- * check with the id); `--strict` counts them. The identity family's cases
- * (docs/reliability.md, "Identity under pid reuse") are here while their
- * fixes are on their way: remove each line as its fix lands.
+ * check with the id); `--strict` counts them. None today: the identity
+ * family's cases (docs/reliability.md, "Identity under pid reuse") are fixed.
  */
-export const KNOWN_BUGS: Readonly<Record<string, string>> = {
-  "identity-1": "another user's read lock on the pid file counts as running",
-  "identity-2": "a keeper is recognised by its argv",
-  "identity-3":
-    "a --daemon-pidfile main process that is not the supervisor's child is followed without a pidfd",
-  "identity-4": "the daemon of a dead keeper is not recognised by start",
-  "identity-5": "leftovers of a supervisor's last run keep the lock after it gives up",
-};
+export const KNOWN_BUGS: Readonly<Record<string, string>> = {};
 
 // The identity family runs in the full profile only: its 100 pid reuses take minutes.
 const PROFILES = {

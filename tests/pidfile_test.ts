@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { AlreadyRunningError, PidFile, SystemError } from "../mod.ts";
-import { isLockedBySyscalls, parsePid, probeSync, procLocksHold } from "../src/lock/pidfile.ts";
+import { isLockedBySyscalls, parsePid, probeSync } from "../src/lock/pidfile.ts";
+import { locksOnFile } from "../src/lock/holders.ts";
 import { C, close, fstat, kill, open, pipe, reap } from "../src/ffi/mod.ts";
 import { spawn } from "../src/launch/spawn.ts";
 import {
@@ -262,15 +263,20 @@ Deno.test("PidFile.probe() sees a held lock while /proc/locks is long and churni
   }
 });
 
-Deno.test("procLocksHold() matches the device and inode and skips waiters", () => {
+Deno.test("locksOnFile() matches the device and inode, skips waiters, and reads kind and mode", () => {
   const st = { dev: 0xfe00n, ino: 2146400n };
-  const held = "1: FLOCK  ADVISORY  WRITE 2297 fe:00:2146400 0 EOF\n";
+  const held = "1: FLOCK  ADVISORY  WRITE 2297 fe:00:2146400 0 EOF\n" +
+    "2: POSIX  ADVISORY  READ 31 fe:00:2146400 0 EOF\n3: OFDLCK ADVISORY  READ -1 fe:00:2146400 0 EOF\n";
   const waiting =
     "1: FLOCK  ADVISORY  WRITE 1 fe:00:1 0 EOF\n1: -> FLOCK  ADVISORY  WRITE 2297 fe:00:2146400 0 EOF\n";
-  assert.equal(procLocksHold(held, st.dev, st.ino), true);
-  assert.equal(procLocksHold(waiting, st.dev, st.ino), false);
-  assert.equal(procLocksHold(held, st.dev, 214640n), false);
-  assert.equal(procLocksHold("", st.dev, st.ino), false);
+  assert.deepEqual(locksOnFile(st, held), [
+    { kind: "flock", write: true, pid: 2297 },
+    { kind: "posix", write: false, pid: 31 },
+    { kind: "ofd", write: false, pid: -1 },
+  ]);
+  assert.deepEqual(locksOnFile(st, waiting), []);
+  assert.deepEqual(locksOnFile({ dev: st.dev, ino: 214640n }, held), []);
+  assert.deepEqual(locksOnFile(st, ""), []);
 });
 
 Deno.test("PidFile.probe() reads garbage, empty, huge and odd pid files as stale or absent", async () => {

@@ -16,7 +16,14 @@ import {
   quote,
   SystemError,
 } from "../ffi/mod.ts";
-import { type Holder, lockHolders, topHolders } from "../lock/holders.ts";
+import {
+  foreignLockers,
+  type Holder,
+  isOurs,
+  lockContext,
+  lockHolders,
+  topHolders,
+} from "../lock/holders.ts";
 import { lockExclusive, openLockFile } from "../lock/lockfile.ts";
 import { GuardTimeoutError, InterruptedError } from "./errors.ts";
 import { DEFAULT_GUARD_TIMEOUT_MS, type GuardOptions } from "./options.ts";
@@ -122,26 +129,33 @@ function secure(fd: number, st: FileStat, path: string): void {
  */
 function refuseForeignHolder(path: string, st: FileStat): void {
   if (ids.euid() !== 0) return;
-  const holders = topHolders(lockHolders(st));
-  if (holders.length === 0 || holders.some((h) => h.root)) return;
+  const ctx = lockContext(path, st.uid);
+  if (lockHolders(st).some((h) => isOurs(h, ctx))) return;
+  // A shared flock blocks our exclusive one as well as an exclusive one does.
+  const foreign = foreignLockers(st, ctx).find((f) => f.kind.startsWith("flock"));
+  if (!foreign) return;
   throw new SystemError("flock", ERRNO.EPERM, {
     path,
-    message: `guard file ${quote(path)} is locked by ${
-      describeHolder(holders[0])
+    message: `guard file ${quote(path)} is locked by pid ${foreign.pid} of user ${
+      userName(foreign.uid)
     }, which is not a controller of root's; not waiting for it (find out why that user holds it)`,
   });
 }
 
-/** "pid 123 of user "nobody"", or undefined when there is no holder. */
-function describeHolder(holder: Holder | undefined): string | undefined {
-  if (!holder) return undefined;
+/** A user's name, quoted, or its uid. */
+function userName(uid: number): string {
   let name: string | undefined;
   try {
-    name = lookupUser(String(holder.uid))?.name;
+    name = lookupUser(String(uid))?.name;
   } catch {
     name = undefined;
   }
-  return `pid ${holder.pid} of user ${name === undefined ? holder.uid : quote(name)}`;
+  return name === undefined ? String(uid) : quote(name);
+}
+
+/** "pid 123 of user "nobody"", or undefined when there is no holder. */
+function describeHolder(holder: Holder | undefined): string | undefined {
+  return holder ? `pid ${holder.pid} of user ${userName(holder.uid)}` : undefined;
 }
 
 /**

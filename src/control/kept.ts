@@ -1,51 +1,42 @@
 /**
  * Daemons whose lock a keeper holds: a program that closed its descriptors
- * (the lock's too) is kept by a keeper process, which holds the lock until
- * the program's main process exits, while the pid file names the program.
- * The controllers act on the program, never the keeper, once they know the
- * keeper keeps it.
+ * (the lock's too), or one under a cluster lock, runs under a keeper process
+ * that holds the lock until the program's main process exits, while the pid
+ * file names the program. The controllers act on the program, never the
+ * keeper, once they know the keeper keeps it.
+ *
+ * A keeper is known by facts another user cannot forge: the service record
+ * (owner-checked, 0600) names it and the program by pid and start time, it
+ * runs as root or the pid file's owner, and it holds an exclusive lock on
+ * the pid file's current inode. Never by its argv: anyone can run `deno`
+ * with any argv.
  *
  * @module
  */
 
-import { procStat } from "../ffi/proc.ts";
-import { processRole } from "../launch/internal.ts";
-import { type FileIdentity, lockHolders } from "../lock/holders.ts";
+import { holderFacts, holdsLockInFdinfo, type LockContext } from "../lock/holders.ts";
+import type { FileIdentity } from "../lock/holders.ts";
+import { stillRuns } from "../lock/identity.ts";
 
 /**
- * The daemon's parent, when it is a keeper (`start --keeper`, `start
- * --lock`): the keeper started it, and holds the lock with it.
+ * The keeper that holds the pid file's lock for the process the file names.
  *
- * @param pid the daemon
- * @returns the keeper's pid, or undefined
- */
-export function parentKeeper(pid: number): number | undefined {
-  const parent = procStat(pid)?.ppid;
-  return parent !== undefined && parent > 1 && processRole(parent) === "keeper"
-    ? parent
-    : undefined;
-}
-
-/**
- * The keeper that holds the pid file's lock for the process the file names:
- * a holder running the keeper stage, while the named process runs and is
- * either the keeper's child (the keeper started it, or it forked away to
- * the keeper, a child subreaper) or older than the keeper (started before
- * it, by the `start` that handed the lock over). A process that got the
- * named pid after the daemon exited is neither: the keeper let go of the
- * lock the moment the daemon exited, and a new process is younger than it.
- *
- * @param st the pid file's identity
+ * @param st the pid file's identity (the inode whose lock counts)
  * @param named the pid the file names
+ * @param ctx the pid file's owner and record
  * @returns the keeper's pid, or undefined when no keeper keeps that process
  */
-export function keeperOf(st: FileIdentity, named: number | undefined): number | undefined {
-  if (named === undefined) return undefined;
-  const daemon = procStat(named);
-  if (!daemon || daemon.state === "Z" || daemon.state === "X") return undefined;
-  for (const h of lockHolders(st)) {
-    if (h.pid === named || processRole(h.pid) !== "keeper") continue;
-    if (daemon.ppid === h.pid || daemon.startTicks <= h.startTicks) return h.pid;
-  }
-  return undefined;
+export function keeperOf(
+  st: FileIdentity,
+  named: number | undefined,
+  ctx: LockContext,
+): number | undefined {
+  const record = ctx.record();
+  if (named === undefined || !record || record.spec.holder.kind !== "keeper") return undefined;
+  const { daemon, holder } = record;
+  if (!daemon || !holder || daemon.pid !== named || !stillRuns(daemon)) return undefined;
+  const keeper = holderFacts(holder.pid);
+  if (!keeper || keeper.startTicks !== holder.start) return undefined;
+  if (!keeper.root && keeper.uid !== ctx.owner) return undefined;
+  return holdsLockInFdinfo(keeper.pid, st) === true ? keeper.pid : undefined;
 }

@@ -322,6 +322,16 @@ export interface StatusReport {
    * the daemon's.
    */
   readonly keeper?: number;
+  /**
+   * Other users' processes with a lock on the pid file: any user who can read
+   * it can lock it, so these change no decision (they are not the daemon,
+   * and a start takes its lock on a fresh file when they are in the way).
+   */
+  readonly foreignHolders?: readonly {
+    readonly pid: number;
+    readonly uid: number;
+    readonly kind: string;
+  }[];
   /** The cluster lock held for the daemon: URL, key, fencing token, TTL and time left. */
   readonly lock?: SupervisorStatus["lock"];
 }

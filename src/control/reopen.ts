@@ -21,13 +21,13 @@ import {
 } from "../ffi/mod.ts";
 import { cmdlineOf, processRuns } from "../ffi/proc.ts";
 import { processRole } from "../launch/internal.ts";
-import { fileIdentity, holdsLockInFdinfo } from "../lock/holders.ts";
-import { probeSync } from "../lock/pidfile.ts";
+import { fileIdentity, holdsLockInFdinfo, lockContext } from "../lock/holders.ts";
+import { probeIdentified } from "../lock/pidfile.ts";
 import { REOPEN_SIGNAL } from "../supervisor/defaults.ts";
 import { readSupervisorStatus } from "../supervisor/state.ts";
 import { NotRunningError, StopFailedError } from "./errors.ts";
 import { withGuard } from "./guard.ts";
-import { keeperOf, parentKeeper } from "./kept.ts";
+import { keeperOf } from "./kept.ts";
 import type { GuardOptions } from "./options.ts";
 import { precheckSignal } from "./stop.ts";
 
@@ -46,8 +46,7 @@ import { precheckSignal } from "./stop.ts";
 export function reopen(options: GuardOptions): Promise<number> {
   precheckSignal(options);
   return withGuard(options, async () => {
-    const found = probeSync(options.pidfile);
-    const st = fileIdentity(options.pidfile);
+    const { found, identity: st } = probeIdentified(options.pidfile);
     if (found.state !== "running" || !st) throw new NotRunningError(options.pidfile);
     const named = found.pid;
     if (named === undefined) {
@@ -58,7 +57,7 @@ export function reopen(options: GuardOptions): Promise<number> {
     }
     const writer = readSupervisorStatus(options.pidfile, named) !== undefined
       ? named
-      : parentKeeper(named) ?? keeperOf(st, named);
+      : keeperOf(st, named, lockContext(options.pidfile, st.uid));
     if (writer === undefined) throw new StopFailedError(writesItself(named), named);
     const role = `the ${processRole(writer) ?? "supervisor"} (pid ${writer})`;
     // What it writes, from its state file (undefined: it has not written one yet).

@@ -25,7 +25,7 @@ import { runSupervisor } from "../supervisor/stage.ts";
 import { UsageError } from "../errors.ts";
 import { takeGuard } from "./guard.ts";
 import type { RunOptions } from "./options.ts";
-import { lockPidfile } from "./precheck.ts";
+import { lockPidfile, refuseUnlockedDaemon } from "./precheck.ts";
 import { callerEnvironment, launchSpec } from "./spec.ts";
 import { normalPath } from "./values.ts";
 
@@ -52,6 +52,7 @@ export async function run(options: RunOptions): Promise<number> {
   let lock: PidFile;
   {
     using _guard = await takeGuard(options);
+    refuseUnlockedDaemon(options.pidfile);
     lock = await lockPidfile(options);
   }
   const env = environmentFor(spec, callerEnvironment("run"));

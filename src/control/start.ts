@@ -37,7 +37,7 @@ import {
 import { HeldElsewhereError, InterruptedError, seconds, StartFailedError } from "./errors.ts";
 import { withGuard } from "./guard.ts";
 import type { StartOptions, StartResult } from "./options.ts";
-import { lockPidfile } from "./precheck.ts";
+import { lockPidfile, refuseUnlockedDaemon } from "./precheck.ts";
 import { callerEnvironment, launchSpec } from "./spec.ts";
 import { normalPath } from "./values.ts";
 
@@ -80,6 +80,7 @@ export async function checkLockOf(spec: LaunchSpec): Promise<void> {
  * @returns the daemon's pid
  */
 export async function startLocked(spec: LaunchSpec, options: StartOptions): Promise<StartResult> {
+  refuseUnlockedDaemon(options.pidfile);
   using lock = await lockPidfile(options);
   if (options.signal?.aborted) {
     throw new InterruptedError(

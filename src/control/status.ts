@@ -8,60 +8,73 @@
  */
 
 import { cmdlineOf, openFdCount, processRuns, procStat, startedAt, vmRssKiB } from "../ffi/proc.ts";
-import { checkPidFileStat, probeIdentified, probeSync } from "../lock/pidfile.ts";
+import { checkPidFileStat, probeIdentified, type ProbeResult, probeSync } from "../lock/pidfile.ts";
 import {
-  ForeignHolderError,
+  type FileIdentity,
+  foreignLockers,
   holdsLockInFdinfo,
+  isOurs,
+  type LockContext,
+  lockContext,
   lockHolders,
-  mayBeDaemon,
   topHolders,
 } from "../lock/holders.ts";
+import { stillRuns } from "../lock/identity.ts";
 import { readSupervisorStatus } from "../supervisor/state.ts";
-import { checkTrusted, trustedUid } from "./exec.ts";
-import { keeperOf, parentKeeper } from "./kept.ts";
+import { checkTrusted } from "./exec.ts";
+import { keeperOf } from "./kept.ts";
 import type { StatusReport, TrustOptions } from "./options.ts";
 import { checkPathTrusted } from "./trust.ts";
 
 /**
  * What the pid file says, without waiting for anything (no guard, no lock).
+ * Only an exclusive lock held by a process of ours (root's, the pid file
+ * owner's, or the recorded daemon's) means running; other users' locks are
+ * listed (`foreignHolders`) and change nothing. A pid the file names is the
+ * daemon only while it is the process the record names (same start time):
+ * the same pid with another start time was handed to someone else.
  *
  * @param pidfile the pid file
- * @param options `exec` and `runsAs`: see {@link TrustOptions}
+ * @param options `exec` and `runsAs`: trust a process no lock covers
  * @returns the state, LSB code and, for a running daemon, facts from /proc
- * @throws {UsageError} when `runsAs` names no user
  */
 export function status(pidfile: string, options: TrustOptions = {}): StatusReport {
-  if (options.runsAs !== undefined) trustedUid(options.runsAs);
   // The identity of the file whose lock the probe saw: what /proc's
   // descriptors are compared with.
-  let found;
-  let st;
+  let probed;
   try {
     // The trust start and stop ask of the path and the file: what another
     // user controls cannot tell whether root's daemon runs.
     checkPathTrusted(pidfile);
-    ({ found, identity: st } = probeIdentified(pidfile, checkPidFileStat));
+    probed = probeIdentified(pidfile, checkPidFileStat);
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     return { state: "unknown", code: 4, pid: null, pidfile, error: message };
   }
+  const { found, identity: st, locks } = probed;
+  if (!st) return { state: "stopped", code: 3, pid: null, pidfile };
+  const ctx = lockContext(pidfile, st.uid);
+  const report = judge(pidfile, found, st, ctx, options);
+  // Another user's locks, listed when the kernel shows any lock that is not our daemon's one.
+  const odd = locks !== undefined &&
+    (locks.some((l) => !l.write) || locks.length > 1 || report.state !== "running" && locks.length);
+  const foreign = odd ? foreignLockers(st, ctx, locks) : [];
+  return foreign.length ? { ...report, foreignHolders: foreign } : report;
+}
+
+function judge(
+  pidfile: string,
+  found: ProbeResult,
+  st: FileIdentity,
+  ctx: LockContext,
+  options: TrustOptions,
+): StatusReport {
   if (found.state === "absent") return { state: "stopped", code: 3, pid: null, pidfile };
-  if (found.state === "stale") {
-    // A live process no lock covers: someone else's daemon, or a pid reused since ours died.
-    if (processRuns(found.pid)) return unlocked(pidfile, found.pid, options);
-    return { state: "stale", code: 1, pid: found.pid, pidfile };
-  }
+  if (found.state === "stale") return stale(pidfile, found.pid, ctx, options);
   const named = found.pid;
-  const holds = st && named !== undefined ? holdsLockInFdinfo(named, st) : undefined;
-  // A keeper holds the lock for the daemon: its parent (a keeper that started it), or found
-  // among the holders when the daemon holds none (it closed its descriptors).
-  const keeper = holds === true
-    ? parentKeeper(named!)
-    : holds === false
-    ? keeperOf(st!, named)
-    : undefined;
+  // A keeper holds the lock for the daemon the file names (it closed its descriptors).
+  const keeper = keeperOf(st, named, ctx);
   if (keeper !== undefined) {
-    // A keeper holds the lock for the daemon the file names (it closed its descriptors).
     const kept = readSupervisorStatus(pidfile, keeper);
     return withTrust({
       state: "running",
@@ -73,14 +86,9 @@ export function status(pidfile: string, options: TrustOptions = {}): StatusRepor
       ...(kept?.lock ? { lock: kept.lock } : {}),
     }, options);
   }
-  if (st && (named === undefined || holdsLockInFdinfo(named, st) === false)) {
+  if (named === undefined || holdsLockInFdinfo(named, st) === false) {
     // The lock is held, but not by the pid the file names: say who holds it.
-    const all = lockHolders(st);
-    const holders = all.filter((h) => mayBeDaemon(h, named));
-    if (holders.length === 0 && all.length > 0) {
-      const foreign = new ForeignHolderError(pidfile, topHolders(all)[0]!);
-      return { state: "unknown", code: 4, pid: null, pidfile, error: foreign.message };
-    }
+    const holders = lockHolders(st).filter((h) => isOurs(h, ctx));
     if (holders.length > 0) {
       const main = topHolders(holders)[0]!.pid;
       return withTrust({
@@ -98,7 +106,7 @@ export function status(pidfile: string, options: TrustOptions = {}): StatusRepor
     try {
       const again = probeSync(pidfile);
       if (again.state === "absent") return { state: "stopped", code: 3, pid: null, pidfile };
-      if (again.state === "stale") return { state: "stale", code: 1, pid: again.pid, pidfile };
+      if (again.state === "stale") return stale(pidfile, again.pid, ctx, options);
     } catch {
       // Changed under us: report what the first look found.
     }
@@ -115,6 +123,29 @@ export function status(pidfile: string, options: TrustOptions = {}): StatusRepor
     ...(supervisor ? { supervisor } : {}),
     ...(supervisor?.lock ? { lock: supervisor.lock } : {}),
   }, options);
+}
+
+/**
+ * No lock of ours, and the file names a pid. When that pid runs, it is the
+ * recorded daemon still running without its lock (its keeper died: cannot
+ * tell, unless `--exec` trusts it), a pid handed to another process since
+ * the daemon ended (the record's start time differs: stale), or a process
+ * no record speaks of (cannot tell). A job that `run` ran and that ended
+ * leaves its pid behind: not running.
+ */
+function stale(
+  pidfile: string,
+  pid: number,
+  ctx: LockContext,
+  options: TrustOptions,
+): StatusReport {
+  const record = ctx.record();
+  const recorded = record?.daemon?.pid === pid ? record.daemon : undefined;
+  if (processRuns(pid) && (recorded === undefined || stillRuns(recorded))) {
+    if (record?.by !== "run" || recorded !== undefined) return unlocked(pidfile, pid, options);
+  }
+  if (record?.by === "run") return { state: "stopped", code: 3, pid: null, pidfile };
+  return { state: "stale", code: 1, pid, pidfile };
 }
 
 /**

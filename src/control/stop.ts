@@ -11,6 +11,7 @@ import {
   C,
   close,
   ERRNO,
+  type FileStat,
   kill,
   lstat,
   pidfdOpen,
@@ -21,19 +22,23 @@ import {
   SystemError,
 } from "../ffi/mod.ts";
 import { processRuns } from "../ffi/proc.ts";
-import { PidFile, probeSync } from "../lock/pidfile.ts";
+import { PidFile, probeIdentified, probeSync } from "../lock/pidfile.ts";
 import {
   type FileIdentity,
-  fileIdentity,
   ForeignHolderError,
+  holderFacts,
   holdsLockInFdinfo,
+  isOurs,
   liveTargets,
+  type LockContext,
+  lockContext,
   lockHolders,
-  mayBeDaemon,
   onlyForeignHolder,
   openHolders,
   type Target,
 } from "../lock/holders.ts";
+import { stillRuns } from "../lock/identity.ts";
+import { readRecord } from "../lock/record.ts";
 import { nextStep, parseSchedule, type Schedule } from "../launch/schedule.ts";
 import { NotRunningError, StopFailedError } from "./errors.ts";
 import { withGuard } from "./guard.ts";
@@ -48,7 +53,6 @@ import {
 } from "./options.ts";
 import { checkTrusted, trustedUid } from "./exec.ts";
 import { keeperOf } from "./kept.ts";
-import { processRole } from "../launch/internal.ts";
 import { unlockedMessage } from "./status.ts";
 import {
   checkDirectoriesTrusted,
@@ -65,6 +69,8 @@ interface Targets {
   readonly isNamed: boolean;
   /** The pid file's device and inode. */
   readonly st: FileIdentity;
+  /** Its owner and record: who is ours. */
+  readonly ctx: LockContext;
   readonly list: Target[];
   /**
    * The named process holds no lock and was trusted by `--exec` (a daemon
@@ -102,7 +108,7 @@ async function findTargetsUnchecked(pidfile: string, trust: TrustOptions): Promi
     const retry = attempt < 20;
     const found = probeSync(pidfile);
     if (found.state === "absent") throw new NotRunningError(pidfile);
-    if (found.state === "stale" && processRuns(found.pid)) {
+    if (found.state === "stale" && processRuns(found.pid) && !reused(pidfile, found.pid)) {
       // A live process no lock covers: never signalled, and its file never touched, unless
       // --exec proves it is the daemon.
       const foreign = trustUnlocked(pidfile, found.pid, trust);
@@ -114,11 +120,14 @@ async function findTargetsUnchecked(pidfile: string, trust: TrustOptions): Promi
       if (!emptyPidfile(pidfile) && retry) continue;
       throw new NotRunningError(pidfile, found.pid);
     }
-    const st = fileIdentity(pidfile);
-    if (!st) {
+    let st: FileStat;
+    try {
+      st = lstat(pidfile);
+    } catch {
       if (retry) continue;
       throw new NotRunningError(pidfile);
     }
+    const ctx = lockContext(pidfile, st.uid);
     const named = found.pid;
     if (named !== undefined) {
       const pidfd = pidfdOpen(named);
@@ -130,15 +139,15 @@ async function findTargetsUnchecked(pidfile: string, trust: TrustOptions): Promi
           throw new StopFailedError(`pid file ${quote(pidfile)} keeps changing; try again`, named);
         }
         // The daemon holds the lock, or a keeper holds it for the daemon.
-        if (holdsLockInFdinfo(named, st) !== false || keeperOf(st, named) !== undefined) {
-          return { named, isNamed: true, st, list: [{ pid: named, pidfd, group: false }] };
+        if (namedHolds(named, st, ctx) || keeperOf(st, named, ctx) !== undefined) {
+          return { named, isNamed: true, st, ctx, list: [{ pid: named, pidfd, group: false }] };
         }
         close(pidfd);
       }
     }
-    const list = openHolders(st, (h) => mayBeDaemon(h, named));
-    if (list.length > 0) return { named, isNamed: false, st, list };
-    const foreign = onlyForeignHolder(st, named);
+    const list = openHolders(st, (h) => isOurs(h, ctx));
+    if (list.length > 0) return { named, isNamed: false, st, ctx, list };
+    const foreign = onlyForeignHolder(st, ctx);
     if (foreign) throw new ForeignHolderError(pidfile, foreign);
     // No holder in sight: it may have let go just now (look again), or /proc hides it.
     if (retry) {
@@ -173,8 +182,7 @@ function trustUnlocked(
   }
   const pidfd = pidfdOpen(pid);
   if (pidfd === undefined) return undefined;
-  const again = probeSync(pidfile);
-  const st = fileIdentity(pidfile);
+  const { found: again, identity: st } = probeIdentified(pidfile);
   if (again.state !== "stale" || again.pid !== pid || !st) {
     close(pidfd);
     return undefined;
@@ -184,7 +192,35 @@ function trustUnlocked(
     close(pidfd);
     throw new StopFailedError(`${check.why}; not signalling it`, pid);
   }
-  return { named: pid, isNamed: true, st, list: [{ pid, pidfd, group: false }], foreign: true };
+  return {
+    named: pid,
+    isNamed: true,
+    st,
+    ctx: lockContext(pidfile, st.uid),
+    list: [{ pid, pidfd, group: false }],
+    foreign: true,
+  };
+}
+
+/**
+ * Whether the named process holds the lock as ours: an exclusive lock, and
+ * a process of ours (where /proc does not let us look, the probe's word
+ * that the lock is ours stands).
+ */
+function namedHolds(named: number, st: FileIdentity, ctx: LockContext): boolean {
+  const holds = holdsLockInFdinfo(named, st);
+  if (holds === undefined) return true;
+  const facts = holds ? holderFacts(named) : undefined;
+  return facts !== undefined && isOurs(facts, ctx);
+}
+
+/**
+ * Whether the pid the file names was handed to another process since the
+ * daemon ended: the record names that pid with another start time.
+ */
+function reused(pidfile: string, pid: number): boolean {
+  const daemon = readRecord(pidfile)?.daemon;
+  return daemon?.pid === pid && !stillRuns(daemon);
 }
 
 /**
@@ -273,7 +309,9 @@ export function precheckSignal(options: GuardOptions & TrustOptions): void {
  */
 function emptyPidfile(pidfile: string): boolean {
   try {
-    return PidFile.empty(pidfile);
+    // Another user's lock (the probe found none of ours) does not keep the file from us.
+    return PidFile.empty(pidfile) ||
+      probeSync(pidfile).state !== "running" && PidFile.empty(pidfile, { evenIfLocked: true });
   } catch {
     return true;
   }
@@ -367,11 +405,12 @@ class Stopping implements Disposable {
    */
   #retarget(sig: number): boolean {
     if (this.#found.foreign || liveTargets(this.#targets).length > 0) return false;
-    const { st, named } = this.#found;
+    const { st, ctx } = this.#found;
     // A keeper lets go by itself once its daemon is gone (after it released a cluster lock).
+    const keeper = ctx.record()?.spec.holder.kind === "keeper" ? ctx.record()?.holder : undefined;
     const fresh = openHolders(
       st,
-      (h) => mayBeDaemon(h, named) && processRole(h.pid) !== "keeper",
+      (h) => isOurs(h, ctx) && !(h.pid === keeper?.pid && h.startTicks === keeper.start),
     );
     this.#targets.push(...fresh);
     for (const t of fresh) signalTarget(t, sig);
@@ -414,7 +453,8 @@ class Stopping implements Disposable {
         this.pid,
       );
     }
-    const left = lockHolders(this.#found.st).map((h) => h.pid);
+    const left = lockHolders(this.#found.st).filter((h) => isOurs(h, this.#found.ctx))
+      .map((h) => h.pid);
     const who = left.length > 0 ? left : liveTargets(this.#targets).map((t) => t.pid);
     return new StopFailedError(
       `${who.length > 0 ? pidList(who) : `pid ${this.pid}`} still hold${

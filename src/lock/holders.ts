@@ -26,6 +26,7 @@ import {
   readSmallFile,
   stat,
 } from "../ffi/sys.ts";
+import { readRecord, type ServiceRecord } from "./record.ts";
 import { ERRNO, quote, SystemError } from "../ffi/errors.ts";
 import { processRuns, processUids, procStat, selfAndAncestors } from "../ffi/proc.ts";
 
@@ -49,6 +50,75 @@ export interface Holder {
   readonly root: boolean;
   /** When it started, in clock ticks since boot (field 22 of /proc/PID/stat). */
   readonly startTicks: number;
+}
+
+/** A lock's kind, as `status --json` names it. */
+export type LockKind = "flock" | "posix" | "ofd";
+
+/** One lock on a file, as /proc/locks or a descriptor's fdinfo lists it. */
+export interface LockLine {
+  readonly kind: LockKind;
+  /** An exclusive (write) lock; false for a shared (read) one. */
+  readonly write: boolean;
+  /** The pid the kernel lists: a POSIX lock's owner; for flock, the process that took it; -1 for OFD. */
+  readonly pid: number;
+}
+
+/** A process of another user with a lock on the pid file: reported, never acted on. */
+export interface ForeignLocker {
+  readonly pid: number;
+  readonly uid: number;
+  /** `flock-read`, `posix-read`, `ofd-read`, `flock-write`... */
+  readonly kind: string;
+}
+
+/**
+ * What decides whether a lock holder is ours: the pid file's owner, and the
+ * service record (read only when needed).
+ */
+export interface LockContext {
+  /** The pid file's owner. */
+  readonly owner: number;
+  /** The service record beside the pid file, if there is one to trust. */
+  readonly record: () => ServiceRecord | undefined;
+}
+
+/**
+ * The context of a pid file's lock.
+ *
+ * @param pidfile the pid file
+ * @param owner its owner (from the fstat of the file whose lock is judged)
+ * @returns the context, reading the record at most once, when asked
+ */
+export function lockContext(pidfile: string, owner: number): LockContext {
+  let record: ServiceRecord | undefined | null = null;
+  return {
+    owner,
+    record: () => record === null ? (record = readRecord(pidfile)) : record,
+  };
+}
+
+/**
+ * Whether a holder of an exclusive lock is ours: root's process, the pid
+ * file owner's, or, for a daemon run as another user, the very process the
+ * record names (by pid and start time) or one of its session. Any user who
+ * can read a 0644 pid file can take a lock on it (flock needs only read
+ * access), so a holder's lock alone proves nothing: this is the one rule.
+ *
+ * @param holder the process
+ * @param ctx the pid file's owner and record
+ * @returns true when its lock means the daemon runs
+ */
+export function isOurs(holder: Holder, ctx: LockContext): boolean {
+  if (holder.root || holder.uid === ctx.owner) return true;
+  const record = ctx.record();
+  if (!record) return false;
+  for (const id of [record.daemon, record.holder]) {
+    if (id && id.pid === holder.pid && id.start === holder.startTicks) return true;
+  }
+  // The daemon's children keep its session (its pid is not handed out while the session lives).
+  return record.spec.user?.uid === holder.uid && record.daemon !== null &&
+    holder.sid === record.daemon.pid;
 }
 
 /**
@@ -88,23 +158,6 @@ function lookupUserName(uid: number): string | undefined {
   }
 }
 
-/**
- * Whether a holder may be the daemon, as root sees it: root's own process,
- * the pid the file names (root wrote it), or a process in that pid's session
- * (the daemon's children, which keep its session even when it is gone). Any
- * other user's process can lock a readable file (`flock -s`); that makes it
- * no daemon. As another user, /proc hides other users' descriptors, so every
- * holder found is one's own.
- *
- * @param holder the holder
- * @param named the pid the file names, if any
- * @returns true when it may be acted on
- */
-export function mayBeDaemon(holder: Holder, named: number | undefined): boolean {
-  if (ids.euid() !== 0 || holder.root) return true;
-  return named !== undefined && (holder.pid === named || holder.sid === named);
-}
-
 /** A holder to act on, named for good by a pidfd. */
 export interface Target {
   readonly pid: number;
@@ -131,10 +184,55 @@ export function fileIdentity(path: string): FileIdentity | undefined {
 }
 
 /**
- * Whether a process holds a lock on the file through one of its own
- * descriptors, from /proc/PID/fdinfo, which lists the locks held through each
- * descriptor (a dup or an inherited copy of the locking one lists the flock
- * too).
+ * The locks a process holds on the file through its own descriptors, from
+ * /proc/PID/fdinfo, which lists the locks held through each descriptor (a
+ * dup or an inherited copy of the locking one lists the flock too).
+ *
+ * @param pid the process
+ * @param st the file's device and inode
+ * @param enough stop looking once a lock satisfies this
+ * @returns the locks (none for a process that is gone or a zombie);
+ *   undefined when /proc does not let us look (another user's process)
+ */
+export function locksOf(
+  pid: number,
+  st: FileIdentity,
+  enough: (lock: LockLine) => boolean = () => false,
+): LockLine[] | undefined {
+  const out: LockLine[] = [];
+  const look = (name: string): boolean => {
+    try {
+      const target = stat(`/proc/${pid}/fd/${name}`);
+      if (target.dev !== st.dev || target.ino !== st.ino) return false;
+      for (const line of readSmallFile(`/proc/${pid}/fdinfo/${name}`).split("\n")) {
+        const lock = line.startsWith("lock:") ? parseLockLine(line.slice(5)) : undefined;
+        if (lock) out.push(lock);
+      }
+      return out.some(enough);
+    } catch {
+      return false; // not open, closed meanwhile, or not ours to look at
+    }
+  };
+  // The usual descriptors first: each look at /proc costs microseconds.
+  if (CONVENTIONAL_LOCK_FDS.some(look)) return out;
+  let names: string[];
+  try {
+    names = listDirectory(`/proc/${pid}/fd`);
+  } catch (err) {
+    // A zombie's descriptors are closed, yet as non-root its fd directory reads EACCES.
+    return err instanceof SystemError && err.code === "ENOENT" || !processRuns(pid)
+      ? []
+      : undefined;
+  }
+  for (const name of names) {
+    if (!CONVENTIONAL_LOCK_FDS.includes(name) && look(name)) break;
+  }
+  return out;
+}
+
+/**
+ * Whether a process holds an exclusive lock on the file (of any kind)
+ * through one of its own descriptors; a shared one is no hold on a pid file.
  *
  * @param pid the process
  * @param st the file's device and inode
@@ -142,31 +240,64 @@ export function fileIdentity(path: string): FileIdentity | undefined {
  *   undefined when /proc does not let us look (another user's process)
  */
 export function holdsLockInFdinfo(pid: number, st: FileIdentity): boolean | undefined {
-  const holds = (name: string): boolean => {
-    try {
-      const target = stat(`/proc/${pid}/fd/${name}`);
-      if (target.dev !== st.dev || target.ino !== st.ino) return false;
-      return /^lock:/m.test(readSmallFile(`/proc/${pid}/fdinfo/${name}`));
-    } catch {
-      return false; // not open, closed meanwhile, or not ours to look at
-    }
-  };
-  // The usual descriptors first: each look at /proc costs microseconds.
-  if (CONVENTIONAL_LOCK_FDS.some(holds)) return true;
-  let names: string[];
-  try {
-    names = listDirectory(`/proc/${pid}/fd`);
-  } catch (err) {
-    // A zombie's descriptors are closed, yet as non-root its fd directory reads EACCES.
-    return err instanceof SystemError && err.code === "ENOENT" || !processRuns(pid)
-      ? false
-      : undefined;
-  }
-  return names.some((name) => !CONVENTIONAL_LOCK_FDS.includes(name) && holds(name));
+  return locksOf(pid, st, (l) => l.write)?.some((l) => l.write);
 }
 
-/** Parent, group, session, users and start time of a running process; undefined when gone or a zombie. */
-function holderFacts(pid: number): Holder | undefined {
+/**
+ * One line of /proc/locks (or of an fdinfo's `lock:` line, without its
+ * prefix): `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`. A request
+ * still waiting (`1: -> FLOCK ...`) holds nothing and is not a lock.
+ *
+ * @param line the line
+ * @returns the lock, or undefined for a waiter or another line
+ */
+export function parseLockLine(line: string): LockLine | undefined {
+  const m = /^\s*[0-9]+:\s+(FLOCK|POSIX|OFDLCK)\s+\S+\s+(READ|WRITE)\s+(-?[0-9]+)\s/.exec(line);
+  if (!m) return undefined;
+  const kind = m[1] === "FLOCK" ? "flock" : m[1] === "POSIX" ? "posix" : "ofd";
+  return { kind, write: m[2] === "WRITE", pid: Number(m[3]) };
+}
+
+/**
+ * The locks held on a file, from /proc/locks (every user's, every kind).
+ * /proc/locks is handed out a page per read(), with the lock table free to
+ * change between two reads, so a record can slip past: callers that find
+ * none confirm it another way.
+ *
+ * @param st the file's device and inode
+ * @param text the content of /proc/locks, when already read
+ * @returns the locks; undefined when /proc/locks cannot be read
+ */
+export function locksOnFile(st: FileIdentity, text?: string): LockLine[] | undefined {
+  if (text === undefined) {
+    try {
+      text = readSmallFile("/proc/locks");
+    } catch {
+      return undefined;
+    }
+  }
+  const dev = st.dev;
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  const needle = ` ${major.toString(16).padStart(2, "0")}:${
+    minor.toString(16).padStart(2, "0")
+  }:${st.ino} `;
+  const out: LockLine[] = [];
+  for (let at = text.indexOf(needle); at >= 0; at = text.indexOf(needle, at + needle.length)) {
+    const line = text.slice(text.lastIndexOf("\n", at) + 1, at + needle.length);
+    const lock = parseLockLine(line);
+    if (lock) out.push(lock);
+  }
+  return out;
+}
+
+/**
+ * Parent, group, session, users and start time of a running process.
+ *
+ * @param pid the process
+ * @returns its facts; undefined when gone or a zombie
+ */
+export function holderFacts(pid: number): Holder | undefined {
   const st = procStat(pid);
   if (!st || st.state === "Z" || st.state === "X") return undefined;
   const uids = processUids(pid);
@@ -232,7 +363,7 @@ export function topHolders(holders: readonly Holder[]): Holder[] {
 /**
  * Who holds a locked pid file: the pid it names when that process holds it
  * (or /proc does not let us tell), else the oldest top holder found in /proc
- * that may be the daemon (the named pid again when none can be seen).
+ * that is ours (the named pid again when none can be seen).
  *
  * @param path the pid file
  * @param named the pid the file names, if any
@@ -240,29 +371,80 @@ export function topHolders(holders: readonly Holder[]): Holder[] {
  * @throws {ForeignHolderError} when only another user's processes hold it
  */
 export function lockHolder(path: string, named: number | undefined): number | undefined {
-  const st = fileIdentity(path);
-  if (!st) return named;
+  let st: FileStat;
+  try {
+    st = lstat(path);
+  } catch {
+    return named;
+  }
   if (named !== undefined && holdsLockInFdinfo(named, st) !== false) return named;
   const holders = topHolders(lockHolders(st));
-  const daemon = holders.find((h) => mayBeDaemon(h, named));
+  const ctx = lockContext(path, st.uid);
+  const daemon = holders.find((h) => isOurs(h, ctx));
   if (!daemon && holders[0]) throw new ForeignHolderError(path, holders[0]);
   return daemon?.pid ?? named;
 }
 
 /**
- * The first holder of the lock that cannot be the daemon, if every holder
- * found is one of those.
+ * The first holder of the lock that is not ours, if every holder found is
+ * one of those.
  *
  * @param st the pid file's identity
- * @param named the pid the file names, if any
+ * @param ctx its owner and record
  * @returns that holder, or undefined
  */
-export function onlyForeignHolder(
-  st: FileIdentity,
-  named: number | undefined,
-): Holder | undefined {
+export function onlyForeignHolder(st: FileIdentity, ctx: LockContext): Holder | undefined {
   const holders = topHolders(lockHolders(st));
-  return holders.some((h) => mayBeDaemon(h, named)) ? undefined : holders[0];
+  return holders.some((h) => isOurs(h, ctx)) ? undefined : holders[0];
+}
+
+/**
+ * Every other user's process with a lock of any kind on the file: what
+ * `status --json` reports as `foreignHolders` (and nothing acts on). As
+ * another user than root, /proc hides other users' descriptors: a POSIX
+ * lock is still found by its owner's pid in /proc/locks.
+ *
+ * @param st the pid file's identity
+ * @param ctx its owner and record
+ * @param locks the file's locks from /proc/locks, when already read
+ * @returns the foreign lockers, by pid
+ */
+export function foreignLockers(
+  st: FileIdentity,
+  ctx: LockContext,
+  locks: readonly LockLine[] | undefined = locksOnFile(st),
+): ForeignLocker[] {
+  const out = new Map<number, ForeignLocker>();
+  const add = (h: Holder, lock: LockLine) => {
+    if (isOurs(h, ctx) || out.has(h.pid)) return;
+    out.set(h.pid, {
+      pid: h.pid,
+      uid: h.uid,
+      kind: `${lock.kind}-${lock.write ? "write" : "read"}`,
+    });
+  };
+  const skip = selfAndAncestors();
+  let entries: string[] = [];
+  if ((locks ?? []).some((l) => l.kind !== "posix")) {
+    try {
+      entries = listDirectory("/proc");
+    } catch {
+      // Nothing to scan: the POSIX owners below are all we can name.
+    }
+  }
+  for (const name of entries) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid <= 0 || skip.has(pid)) continue;
+    const held = locksOf(pid, st)?.filter((l) => l.kind !== "posix");
+    const facts = held?.length ? holderFacts(pid) : undefined;
+    if (facts) add(facts, held![0]!);
+  }
+  for (const lock of locks ?? []) {
+    if (lock.kind !== "posix" || skip.has(lock.pid)) continue;
+    const facts = holderFacts(lock.pid);
+    if (facts) add(facts, lock);
+  }
+  return [...out.values()].sort((a, b) => a.pid - b.pid);
 }
 
 /**

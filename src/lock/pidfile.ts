@@ -13,6 +13,7 @@
 import {
   C,
   close,
+  fchmod,
   type FileStat,
   fstat,
   fsync,
@@ -24,14 +25,22 @@ import {
   pollWait,
   pread,
   read,
-  readSmallFile,
   replaceContent,
   setCloexec,
   tryFlock,
 } from "../ffi/sys.ts";
 import { ERRNO, quote, SystemError } from "../ffi/errors.ts";
 import { checkPlainFile, openBeside, reopenDescriptor } from "../ffi/files.ts";
-import { type FileIdentity, holdsLockInFdinfo } from "./holders.ts";
+import {
+  type FileIdentity,
+  holderFacts,
+  holdsLockInFdinfo,
+  isOurs,
+  lockContext,
+  lockHolders,
+  type LockLine,
+  locksOnFile,
+} from "./holders.ts";
 import { lockExclusive, openLockFile } from "./lockfile.ts";
 
 /** The largest pid Linux hands out (`pid_max` can be at most 2^22). */
@@ -235,16 +244,65 @@ export class PidFile {
   }
 
   /**
+   * Take the lock on a fresh file in the pid file's place: a new file is
+   * created beside it (owner-only until it is locked, so nobody can lock it
+   * first), locked, made 0644 and renamed over the pid file. For a pid file
+   * whose lock another user's process holds (any user who can read it can
+   * lock it): that process keeps a lock on a file that is no longer the pid
+   * file. Only under the guard: two controllers must never both do it.
+   *
+   * @param path the pid file
+   * @param options the pid to write
+   * @returns the held lock on the new file
+   * @throws {SystemError} when the new file cannot be made or renamed
+   */
+  static replace(path: string, options: { readonly pid?: number } = {}): PidFile {
+    const tmp = `${path}.${ids.pid()}.new`;
+    const create = () =>
+      openBeside(tmp, { what: "pid file", access: "readwrite", create: 0o600, exclusive: true });
+    let opened;
+    try {
+      opened = create();
+    } catch (err) {
+      if (!(err instanceof SystemError) || err.errno !== ERRNO.EEXIST) throw err;
+      Deno.removeSync(tmp); // a leftover (or planted) name: unlink removes it, never its target
+      opened = create();
+    }
+    const { fd } = opened;
+    let lockFd = -1;
+    try {
+      lockFd = reopenDescriptor(fd, "read", tmp);
+      if (!tryFlock(lockFd, C.LOCK_EX, tmp)) throw new AlreadyRunningError(path, undefined);
+      fchmod(fd, 0o644, tmp);
+      Deno.renameSync(tmp, path);
+    } catch (err) {
+      if (lockFd >= 0) close(lockFd);
+      close(fd);
+      try {
+        Deno.removeSync(tmp);
+      } catch {
+        // renamed already, or gone
+      }
+      throw err;
+    }
+    const lock = new PidFile(path, fd, lockFd, options.pid ?? ids.pid());
+    lock.writePid(lock.#pid);
+    return lock;
+  }
+
+  /**
    * Empty a pid file nobody holds: lock it (without waiting, without
    * creating it) and cut it to nothing. Nothing is written first, so no
    * reader ever sees this process's pid in the file, and a crash here leaves
    * the old (stale) pid or nothing.
    *
    * @param path the pid file
+   * @param options `evenIfLocked`: empty it though a lock is held (another
+   *   user's, which the caller judged not the daemon's; under the guard)
    * @returns true once emptied (or when there is no file), false when a holder keeps the lock
    * @throws {SystemError} for a link, another kind of file, an untrusted file, no permission
    */
-  static empty(path: string): boolean {
+  static empty(path: string, options: { readonly evenIfLocked?: boolean } = {}): boolean {
     let fd: number;
     let stat: FileStat;
     try {
@@ -255,7 +313,7 @@ export class PidFile {
     }
     try {
       checkPidFileStat(stat, path);
-      if (!tryFlock(fd, C.LOCK_EX, path)) return false;
+      if (!tryFlock(fd, C.LOCK_EX, path) && !options.evenIfLocked) return false;
       if (stat.size > 0) ftruncate(fd, 0, path);
       return true;
     } finally {
@@ -315,8 +373,11 @@ export class PidFile {
 
   /**
    * Look at a pid file without changing it: never blocks, never creates it,
-   * never takes a lock (so it cannot make a concurrent start fail). A lock of
-   * any kind (flock, POSIX `fcntl`, OFD) by any process reads as running.
+   * never takes a lock (so it cannot make a concurrent start fail). Running
+   * means an exclusive lock (flock, POSIX `fcntl` or OFD) held by root's
+   * process, the pid file owner's, or the daemon the record names; a shared
+   * lock, or another user's, does not (any user who can read the file can
+   * lock it).
    *
    * @param path the pid file
    * @returns running (with the pid it names), stale, or absent
@@ -481,13 +542,18 @@ export function probeSync(path: string): ProbeResult {
  *
  * @param path the pid file
  * @param check judges the opened file before it is read (it throws to refuse it)
- * @returns what the probe found, and the file's identity (undefined when absent)
+ * @returns what the probe found, the file's identity and owner (undefined
+ *   when absent), and the locks /proc/locks listed on it (when it was read)
  * @throws {SystemError} as {@link PidFile.probe}, or what `check` throws
  */
 export function probeIdentified(
   path: string,
   check?: (st: FileStat, path: string) => void,
-): { found: ProbeResult; identity: FileIdentity | undefined } {
+): {
+  found: ProbeResult;
+  identity: (FileIdentity & { readonly uid: number }) | undefined;
+  locks?: LockLine[];
+} {
   let fd: number;
   let st: FileStat;
   try {
@@ -499,12 +565,17 @@ export function probeIdentified(
     }
     throw err;
   }
-  const identity = { dev: st.dev, ino: st.ino };
+  const identity = { dev: st.dev, ino: st.ino, uid: st.uid };
   try {
     check?.(st, path);
     const pid = readFreshPidFd(fd, path);
-    if (isLocked(fd, st, path, pid)) return { found: { state: "running", pid }, identity };
-    return { found: pid === undefined ? { state: "absent" } : { state: "stale", pid }, identity };
+    const { held, locks } = heldByUs(fd, st, path, pid);
+    const found: ProbeResult = held
+      ? { state: "running", pid }
+      : pid === undefined
+      ? { state: "absent" }
+      : { state: "stale", pid };
+    return { found, identity, ...(locks ? { locks } : {}) };
   } finally {
     close(fd);
   }
@@ -513,33 +584,50 @@ export function probeIdentified(
 let procLocksReadable = true;
 
 /**
- * Whether any process holds a lock on the file, without taking one. First
- * the named process's fdinfo (which lists the locks held through each of its
- * descriptors), then /proc/locks (flock, POSIX and OFD locks of anyone).
- * /proc/locks is handed out a page per read(), with the lock table free to
- * change between two reads, so a record can slip past: a miss there is
- * confirmed with F_GETLK/F_OFD_GETLK and a second read (which lowers the odds
- * of a miss for a holder the file does not name; it cannot remove them).
- * Where /proc cannot be read, falls back to those calls and a shared flock
- * test.
+ * Whether the file is locked in the way that means its daemon runs: an
+ * exclusive lock held by a process of ours (see `isOurs`: root's, the pid
+ * file owner's, or the recorded daemon's), never by its shared locks or
+ * another user's (any user who can read the file can lock it). First the
+ * named process's fdinfo (which lists the locks held through each of its
+ * descriptors), then /proc/locks, then who holds each exclusive lock. A miss
+ * in /proc/locks (read a page at a time while it changes) is confirmed with
+ * F_GETLK/F_OFD_GETLK and a second read. Where /proc cannot be read, any lock
+ * counts, found by those calls and a shared flock test.
+ *
+ * @returns whether it is held, and the locks /proc/locks listed (when read)
  */
-function isLocked(fd: number, st: FileStat, path: string, pid: number | undefined): boolean {
+function heldByUs(
+  fd: number,
+  st: FileStat,
+  path: string,
+  pid: number | undefined,
+): { held: boolean; locks?: LockLine[] } {
+  const ctx = lockContext(path, st.uid);
   // The usual case first, and the cheap one: the named process holds the lock.
   // (The first read of /proc/locks in a process can cost 10-16 ms.)
-  if (pid !== undefined && holdsLockInFdinfo(pid, st) === true) return true;
-  if (procLocksReadable) {
-    let text: string | undefined;
-    try {
-      text = readSmallFile("/proc/locks");
-    } catch {
-      procLocksReadable = false;
-    }
-    if (text !== undefined) {
-      return procLocksHold(text, st.dev, st.ino) || getlk(fd, false) !== 0 ||
-        getlk(fd, true) !== 0 || procLocksHold(readSmallFile("/proc/locks"), st.dev, st.ino);
-    }
+  if (pid !== undefined && holdsLockInFdinfo(pid, st) === true) {
+    const holder = holderFacts(pid);
+    if (holder && isOurs(holder, ctx)) return { held: true };
   }
-  return isLockedBySyscalls(fd, path);
+  let locks = procLocksReadable ? locksOnFile(st) : undefined;
+  if (locks === undefined) {
+    procLocksReadable = false;
+    return { held: isLockedBySyscalls(fd, path) };
+  }
+  if (!locks.some((l) => l.write) && (getlk(fd, false) !== 0 || getlk(fd, true) !== 0)) {
+    locks = locksOnFile(st) ?? locks;
+  }
+  if (!locks.some((l) => l.write)) return { held: false, locks };
+  const holders = lockHolders(st);
+  if (holders.some((h) => isOurs(h, ctx))) return { held: true, locks };
+  if (holders.length > 0) return { held: false, locks };
+  // No holder in sight (/proc hides another user's descriptors, or it let go just now): judge
+  // each exclusive lock by the process the kernel lists for it, when it still runs.
+  const judged = locks.filter((l) => l.write).map((l) => {
+    const taker = l.pid > 0 ? holderFacts(l.pid) : undefined;
+    return taker === undefined ? undefined : isOurs(taker, ctx);
+  });
+  return { held: judged.some((ours) => ours !== false), locks };
 }
 
 /** The probe's fallback: may briefly hold a shared flock. */
@@ -547,30 +635,6 @@ export function isLockedBySyscalls(fd: number, path: string): boolean {
   if (getlk(fd, false) !== 0 || getlk(fd, true) !== 0) return true;
   if (!tryFlock(fd, C.LOCK_SH, path)) return true;
   tryFlock(fd, C.LOCK_UN, path);
-  return false;
-}
-
-/**
- * Whether /proc/locks lists a held (not awaited) lock on the file with this
- * device and inode.
- *
- * @param text the content of /proc/locks
- * @param dev `st_dev`
- * @param ino `st_ino`
- */
-export function procLocksHold(text: string, dev: bigint, ino: bigint): boolean {
-  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
-  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
-  const key = `${major.toString(16).padStart(2, "0")}:${
-    minor.toString(16).padStart(2, "0")
-  }:${ino}`;
-  const needle = ` ${key} `;
-  let at = text.indexOf(needle);
-  while (at >= 0) {
-    const lineStart = text.lastIndexOf("\n", at) + 1;
-    if (!text.slice(lineStart, at).includes("->")) return true;
-    at = text.indexOf(needle, at + needle.length);
-  }
   return false;
 }
 

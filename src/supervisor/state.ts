@@ -16,8 +16,7 @@
 import { close, lstat } from "../ffi/sys.ts";
 import { openBeside, readBounded } from "../ffi/files.ts";
 import { replaceBeside } from "../lock/replace.ts";
-import { cmdlineOf } from "../ffi/proc.ts";
-import { INTERNAL_FLAG } from "../launch/internal.ts";
+import { holderFacts, holdsLockInFdinfo } from "../lock/holders.ts";
 
 /** What the supervisor records in its state file on every change. */
 export interface SupervisorState {
@@ -125,18 +124,19 @@ export interface ClusterLockStatus extends ClusterLockState {
 
 /**
  * Read the supervisor's state file, if the pid file's holder is the
- * supervisor that wrote it: the file must be a regular file with one name,
- * owned by root, the pid file's owner or the supervisor's user, name `pid`
- * as its supervisor,
- * and `pid` must be running the supervisor stage. Never blocks, never reads
- * more than 64 KiB.
+ * supervisor that wrote it, as facts another user cannot forge say: `pid`
+ * runs as root or the pid file's owner and holds an exclusive lock on the pid
+ * file (where /proc lets us look), the state file is a regular file with one
+ * name owned by root or the pid file's owner, and it names `pid` as its
+ * supervisor. Never its argv: anyone can run a process that claims to be a
+ * supervisor. Never blocks, never reads more than 64 KiB.
  *
  * @param pidfile the pid file
  * @param pid the pid the pid file names (and that holds its lock)
  * @returns the supervisor's view, or undefined when not supervised (or not to be trusted)
  */
 export function readSupervisorStatus(pidfile: string, pid: number): SupervisorStatus | undefined {
-  if (!isSupervisorProcess(pid)) return undefined;
+  if (!supervisorOf(pidfile, pid)) return undefined;
   let state: Partial<SupervisorState>;
   try {
     const { fd, stat } = openBeside(statePath(pidfile), { what: "state file", access: "read" });
@@ -193,30 +193,28 @@ function lockStatus(
   };
 }
 
-/**
- * Whether a state file's owner may speak for the supervisor: root, the pid
- * file's owner, or the supervisor's own user (`start --supervise --user`,
- * whose supervisor writes the file; /proc/PID is owned by the process's user).
- */
-function trustedOwner(uid: number, pidfile: string, pid: number): boolean {
+/** Whether a state file's owner may speak for the supervisor: root, or the pid file's owner. */
+function trustedOwner(uid: number, pidfile: string, _pid: number): boolean {
   if (uid === 0) return true;
   try {
-    return uid === lstat(pidfile).uid || uid === lstat(`/proc/${pid}`).uid;
+    return uid === lstat(pidfile).uid;
   } catch {
     return false;
   }
 }
 
 /**
- * Whether a process is a supervisor: the supervisor or keeper stage (its
- * argv holds the internal flag and role), or `run --supervise` or `run
- * --lock` in the foreground.
+ * Whether `pid` may be the supervisor (or keeper) of this pid file: root's
+ * process or the pid file owner's, holding an exclusive lock on it.
  */
-function isSupervisorProcess(pid: number): boolean {
-  const argv = cmdlineOf(pid);
-  if (!argv) return false;
-  const at = argv.indexOf(INTERNAL_FLAG);
-  if (at >= 0) return argv[at + 1] === "supervisor" || argv[at + 1] === "keeper";
-  const options = argv.slice(0, (argv.indexOf("--") + 1 || argv.length + 1) - 1);
-  return options.includes("run") && (options.includes("--supervise") || options.includes("--lock"));
+function supervisorOf(pidfile: string, pid: number): boolean {
+  let st;
+  try {
+    st = lstat(pidfile);
+  } catch {
+    return false;
+  }
+  const facts = holderFacts(pid);
+  if (!facts || (!facts.root && facts.uid !== st.uid)) return false;
+  return holdsLockInFdinfo(pid, st) !== false;
 }

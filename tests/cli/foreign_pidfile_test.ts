@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { statOf } from "../../testing/process.ts";
+import { procStat, statOf } from "../../testing/process.ts";
 import { freePort, installed } from "../../testing/cluster.ts";
 import { alive, locked, Sandbox, SOURCE, sr, waitFor } from "./harness.ts";
 
@@ -172,15 +172,15 @@ Deno.test("a keeper holds the lock for the process the file names: status shows 
   await using sb = await Sandbox.create();
   Deno.writeTextFileSync(sb.pidfile, "");
   const ready = sb.path("ready");
-  // A stand-in for the keeper stage: its argv carries the stage's marker, it
-  // holds the flock on a read-only descriptor, starts the daemon without that
-  // descriptor, writes the daemon's pid and lets go only when the daemon exits.
+  // A stand-in for the keeper stage: it holds the flock on a read-only
+  // descriptor, starts the daemon without that descriptor, writes the
+  // daemon's pid and lets go only when the daemon exits; and, as a keeper
+  // does, records both by pid and start time (its argv proves nothing).
   const keeper = new Deno.Command("bash", {
     args: [
       "-c",
-      'exec 9<"$2"; flock -n 9 || exit 9; sleep 1000 9<&- </dev/null >/dev/null 2>&1 & ' +
-      'echo $! > "$2"; : > "$3"; wait',
-      "--singleton-run-internal",
+      'exec 9<"$1"; flock -n 9 || exit 9; sleep 1000 9<&- </dev/null >/dev/null 2>&1 & ' +
+      'echo $! > "$1"; : > "$2"; wait',
       "keeper",
       sb.pidfile,
       ready,
@@ -192,6 +192,19 @@ Deno.test("a keeper holds the lock for the process the file names: status shows 
   const daemon = Number(Deno.readTextFileSync(sb.pidfile));
   sb.track(daemon);
   assert.ok(locked(sb.pidfile));
+  const identity = (pid: number) => ({ pid, start: Number(procStat(pid)[19]) });
+  Deno.writeTextFileSync(
+    `${sb.pidfile}.record`,
+    JSON.stringify({
+      version: 1,
+      recordedAt: new Date().toISOString(),
+      by: "start",
+      spec: { command: ["sleep", "1000"], holder: { kind: "keeper" } },
+      daemon: identity(daemon),
+      holder: identity(keeper.pid),
+    }),
+    { mode: 0o600 },
+  );
 
   const st = await sr(SOURCE, ["status", "--json", "--pidfile", sb.pidfile]);
   assert.equal(st.code, 0, st.stderr);

@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import {
+  alive,
   assertCleanError,
   findProcesses,
   locked,
@@ -270,7 +271,7 @@ Deno.test("a guard left open to others is made 0600; another user's hold on it i
   }
 });
 
-Deno.test("as root, another user's lock on the pid file is not the daemon: never signalled, never running", async (t) => {
+Deno.test("as root, another user's lock on the pid file is not the daemon: never signalled, never running, never in the way", async (t) => {
   await using sb = await rootSandbox("needs root to act as nobody");
   if (!sb) return;
   Deno.writeTextFileSync(sb.pidfile, "");
@@ -285,21 +286,40 @@ Deno.test("as root, another user's lock on the pid file is not the daemon: never
     await waitFor(() => findProcesses(["sleep", m]).length === 1, 5000, "the attacker's lock");
     const sleeper = findProcesses(["sleep", m])[0]!;
     await waitFor(() => locked(sb.pidfile), 5000, "the lock");
-    await t.step("status: cannot tell (4), naming pid and user", async () => {
-      const r = await sr(SOURCE, ["status", "--pidfile", sb.pidfile]);
-      assert.equal(r.code, 4, r.stdout + r.stderr);
-      assert.match(r.stdout + r.stderr, /of user "nobody", which is not the daemon/);
+    await t.step("status: not running (3), the holder listed as foreign", async () => {
+      const r = await sr(SOURCE, ["status", "--json", "--pidfile", sb.pidfile]);
+      assert.equal(r.code, 3, r.stdout + r.stderr);
+      // flock(1) and its sleep both hold the one open file description.
+      const foreign = JSON.parse(r.stdout).foreignHolders;
+      assert.ok(
+        foreign.some((h: { pid: number; uid: number; kind: string }) =>
+          h.pid === sleeper && h.uid === 65534 && h.kind === "flock-read"
+        ),
+        r.stdout,
+      );
     });
     for (
       const args of [["signal", "--pidfile", sb.pidfile, "USR1"], ["stop", "--pidfile", sb.pidfile]]
     ) {
-      await t.step(`${args[0]}: 1, nothing signalled`, async () => {
-        assertCleanError(await sr(SOURCE, args), 1, /of user "nobody", which is not the daemon/);
+      await t.step(`${args[0]}: not running (3), nothing signalled`, async () => {
+        assertCleanError(await sr(SOURCE, args), 3, /not running/);
       });
     }
-    await t.step("start: 1, naming pid and user", async () => {
-      const r = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", m]);
-      assertCleanError(r, 1, /locked by pid \d+ of user "nobody", which is not the daemon/);
+    await t.step("start: takes its lock on a fresh file, saying so once", async () => {
+      const before = Deno.statSync(sb.pidfile).ino;
+      const r = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", marker()]);
+      assert.equal(r.code, 0, r.stderr);
+      const daemon = Number(r.stdout);
+      try {
+        assert.match(
+          r.stderr,
+          /was locked by another user \(pid \d+ of user "nobody" \(uid 65534\).*\), not by the daemon: took the lock on a fresh file/,
+        );
+        assert.notEqual(Deno.statSync(sb.pidfile).ino, before);
+        assert.equal((await sr(SOURCE, ["stop", "--pidfile", sb.pidfile])).code, 0);
+      } finally {
+        if (alive(daemon)) Deno.kill(daemon, "SIGKILL");
+      }
     });
     assert.deepEqual(
       findProcesses(["sleep", m]),
@@ -341,15 +361,19 @@ Deno.test("as root, a setuid-root program another user runs holding the lock is 
     await waitFor(() => findProcesses([suid, m]).length === 1, 5000, "the setuid program");
     const holder = findProcesses([suid, m])[0]!;
     await waitFor(() => locked(sb.pidfile), 5000, "the lock");
-    const r = await sr(SOURCE, ["status", "--pidfile", sb.pidfile]);
-    assert.equal(r.code, 4, r.stdout + r.stderr);
-    assert.match(r.stdout + r.stderr, new RegExp(`pid ${holder} of user "nobody", which is not`));
-    assertCleanError(await sr(SOURCE, ["signal", "--pidfile", sb.pidfile, "USR1"]), 1, /"nobody"/);
-    assertCleanError(
-      await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", m]),
-      1,
-      /locked by pid \d+ of user "nobody"/,
+    const r = await sr(SOURCE, ["status", "--json", "--pidfile", sb.pidfile]);
+    assert.equal(r.code, 3, r.stdout + r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout).foreignHolders?.map((h: { pid: number }) => h.pid), [
+      holder,
+    ]);
+    assertCleanError(await sr(SOURCE, ["signal", "--pidfile", sb.pidfile, "USR1"]), 3);
+    const started = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", marker()]);
+    assert.equal(started.code, 0, started.stderr);
+    assert.match(
+      started.stderr,
+      new RegExp(`locked by another user \\(pid ${holder} of user "nobody"`),
     );
+    assert.equal((await sr(SOURCE, ["stop", "--pidfile", sb.pidfile])).code, 0);
     assert.deepEqual(findProcesses([suid, m]), [holder], "the setuid program was left alone");
   } finally {
     attacker.kill("SIGKILL");

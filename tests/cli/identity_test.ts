@@ -228,7 +228,8 @@ identityTest(
             r.code === 0 && json.pid === daemon && json.keeper > 0,
             `status: want 0 naming ${daemon} and its keeper, got ${show(r)}`,
           );
-          c.foreignHolder(json, attacker, r);
+          // A flock taken first holds the old inode, no longer the pid file: nothing to report.
+          if (kind !== "flock") c.foreignHolder(json, attacker, r);
           c.code(await run(sb, cast, ["stop", "--pidfile", pidfile]), 0, "stop");
           const left = findProcesses(closerArgv(cast, m));
           c.ok(left.length === 0, `nothing left after stop, not [${left}]`);
