@@ -27,7 +27,7 @@ import {
   stat,
 } from "../ffi/sys.ts";
 import { ERRNO, quote, SystemError } from "../ffi/errors.ts";
-import { processRuns, procStat } from "../ffi/proc.ts";
+import { processRuns, procStat, procStatus } from "../ffi/proc.ts";
 
 /** A file's identity: what a descriptor in /proc/PID/fd is compared with. */
 export type FileIdentity = Pick<FileStat, "dev" | "ino">;
@@ -169,7 +169,7 @@ export function holdsLockInFdinfo(pid: number, st: FileIdentity): boolean | unde
 function holderFacts(pid: number): Holder | undefined {
   const st = procStat(pid);
   if (!st || st.state === "Z" || st.state === "X") return undefined;
-  const uids = processUids(pid);
+  const uids = procStatus(pid)?.uids;
   if (!uids) return undefined;
   const [uid, euid, suid] = uids;
   return {
@@ -181,18 +181,6 @@ function holderFacts(pid: number): Holder | undefined {
     root: uid === 0 && euid === 0 && suid === 0,
     startTicks: st.startTicks,
   };
-}
-
-/** The real, effective and saved user ids of a process, or undefined when it is gone. */
-function processUids(pid: number): [number, number, number] | undefined {
-  let text: string;
-  try {
-    text = readSmallFile(`/proc/${pid}/status`);
-  } catch {
-    return undefined;
-  }
-  const m = /^Uid:\s+([0-9]+)\s+([0-9]+)\s+([0-9]+)/m.exec(text);
-  return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : undefined;
 }
 
 /** This process's pid and its ancestors' (up to init). */
