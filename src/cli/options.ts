@@ -68,6 +68,7 @@ export interface Values {
   lockCert?: string;
   lockKey?: string;
   oknodo: boolean;
+  force: boolean;
   conflictExitCode?: number;
   json: boolean;
   guard?: string;
@@ -82,6 +83,7 @@ export interface Values {
   killGroup: boolean;
   stopSchedule?: string;
   name?: string;
+  quiet: boolean;
 }
 
 interface Base {
@@ -352,6 +354,13 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
         ? "exit 0 (and print its pid) when already running"
         : "exit 0 when not running",
   },
+  force: {
+    name: "force",
+    kind: "switch",
+    commands: ["reload"],
+    help: "send SIGHUP even when the program neither catches, ignores nor blocks it " +
+      "(SIGHUP would then end it)",
+  },
   conflictExitCode: {
     name: "conflict-exit-code",
     kind: "value",
@@ -481,6 +490,13 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     needs: "supervise",
     help: "syslog ident and log name (default COMMAND's basename)",
     parse: parseName,
+  },
+  quiet: {
+    name: "quiet",
+    kind: "switch",
+    commands: COMMANDS,
+    help: "no message on stderr but errors (exit 1 and 2): nothing for an outcome of exit 3 " +
+      "(already running, not running) or a note; stdout is unchanged",
   },
 };
 
