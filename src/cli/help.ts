@@ -151,6 +151,18 @@ export const DURATIONS = "A duration (DUR) is 500ms, 5s, 2m or 1h; a bare number
 const COLUMN = 25;
 const WIDTH = 79;
 
+/**
+ * Words as a list in a sentence: "a", "a and b", "a, b and c".
+ *
+ * @param words the words
+ * @returns the list
+ */
+export function listWords(words: readonly string[]): string {
+  return words.length < 2
+    ? words.join("")
+    : `${words.slice(0, -1).join(", ")} and ${words[words.length - 1]}`;
+}
+
 /** Words into lines of at most `width` characters. */
 function wrap(text: string, width: number): string[] {
   const lines: string[] = [];

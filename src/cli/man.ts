@@ -7,8 +7,8 @@
  * @module
  */
 
-import { type Command, COMMANDS, type Defaults, OPTION_LIST } from "./options.ts";
-import { DESCRIPTION, DURATIONS, NAME, SUMMARY, USAGE } from "./help.ts";
+import { type AnyOption, type Command, COMMANDS, type Defaults, OPTION_LIST } from "./options.ts";
+import { DESCRIPTION, DURATIONS, listWords, NAME, SUMMARY, USAGE } from "./help.ts";
 import { VERSION } from "./version.ts";
 
 /** Text for roff: backslashes and hyphens escaped, no line taken for a request. */
@@ -23,13 +23,6 @@ const italic = (text: string) => `\\fI${esc(text)}\\fR`;
 /** A paragraph of the help's text: its line breaks were only for a terminal. */
 function paragraph(text: string): string {
   return esc(text.replace(/\n/g, " "));
-}
-
-/** "start, run and restart". */
-function listed(words: readonly string[]): string {
-  return words.length < 2
-    ? words.join("")
-    : `${words.slice(0, -1).join(", ")} and ${words[words.length - 1]}`;
 }
 
 /**
@@ -50,27 +43,27 @@ function byCommand(
 }
 
 /** One option's entry: its name and value, what it does, where, and its default. */
-function optionEntry(defaults: Defaults, spec: (typeof OPTION_LIST)[number][1]): string[] {
+function optionEntry(defaults: Defaults, spec: AnyOption): string[] {
   const lines = [".TP", `${bold(`--${spec.name}`)}${spec.arg ? ` ${italic(spec.arg)}` : ""}`];
   const helps = byCommand(
     spec.commands,
     (cmd) => typeof spec.help === "string" ? spec.help : spec.help(cmd),
   );
   for (const [text, cmds] of helps) {
-    const where = helps.length > 1 ? `With ${listed(cmds)}: ` : "";
+    const where = helps.length > 1 ? `With ${listWords(cmds)}: ` : "";
     lines.push(`${esc(where)}${paragraph(text!)}.`);
     if (helps.length > 1) lines.push(".br");
   }
   if (helps.length > 1) lines.pop();
   const commands = spec.commands.length === COMMANDS.length
     ? "every command"
-    : listed(spec.commands);
+    : listWords(spec.commands);
   lines.push(".br", `${esc(`Taken by ${commands}`)}${supervised(spec)}.`);
   const shown = byCommand(spec.commands, (cmd) => spec.shown?.(defaults, cmd))
     .filter(([text]) => text !== undefined);
   for (const [text, cmds] of shown) {
     const where = shown.length > 1 || cmds.length < spec.commands.length
-      ? ` (${listed(cmds)})`
+      ? ` (${listWords(cmds)})`
       : "";
     lines.push(`Default${esc(where)}: ${esc(text!)}.`);
   }
@@ -78,9 +71,9 @@ function optionEntry(defaults: Defaults, spec: (typeof OPTION_LIST)[number][1]):
 }
 
 /** ", with --supervise" for an option that goes with it (everywhere, or in some commands). */
-function supervised(spec: (typeof OPTION_LIST)[number][1]): string {
+function supervised(spec: AnyOption): string {
   if (spec.needs === "supervise") return esc(", with --supervise");
-  if (spec.supervisedIn) return esc(` (${listed(spec.supervisedIn)}: only with --supervise)`);
+  if (spec.supervisedIn) return esc(` (${listWords(spec.supervisedIn)}: only with --supervise)`);
   return "";
 }
 

@@ -11,6 +11,7 @@
  */
 
 import {
+  formatDuration,
   type OutputTarget,
   parseDuration,
   parseEnvEntry,
@@ -24,7 +25,6 @@ import {
   type RestartPolicy,
 } from "../control/values.ts";
 import type { Schedule } from "../control/mod.ts";
-import { formatDuration } from "../launch/duration.ts";
 
 /** The commands, in the order the help lists them. */
 export const COMMANDS = [

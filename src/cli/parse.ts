@@ -8,6 +8,7 @@
 
 import { UsageError } from "../errors.ts";
 import { normalPath, parseSignalArgument, quote } from "../control/values.ts";
+import { listWords } from "./help.ts";
 import { type AnyOption, type Command, OPTION_LIST, optionsOf, type Values } from "./options.ts";
 
 /** A parsed command line. */
@@ -127,13 +128,6 @@ function unknownOption(
     ? ""
     : ` (did you mean --${near}?)`;
   return new UsageError(`unknown option for ${cmd}: ${arg}${hint}`);
-}
-
-/** "a", "a and b", "a, b and c". */
-function listWords(words: readonly string[]): string {
-  return words.length < 2
-    ? words.join("")
-    : `${words.slice(0, -1).join(", ")} and ${words[words.length - 1]}`;
 }
 
 /**

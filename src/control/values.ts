@@ -19,7 +19,7 @@ import { durationMs, type DurationUnit, formatDuration } from "../launch/duratio
 import { FACILITIES, isFacility, type SyslogFacility } from "../syslog/codes.ts";
 import { DEFAULT_SYSLOG_FACILITY } from "../supervisor/defaults.ts";
 
-export { parseSignal, quote, SIGNALS, SIGRTMAX, SIGRTMIN };
+export { formatDuration, parseSignal, quote, SIGNALS, SIGRTMAX, SIGRTMIN };
 
 /**
  * The longest wait any option may ask for, in milliseconds: what one poll(2)
