@@ -367,27 +367,35 @@ zpty -d z
   },
 });
 
-Deno.test("deno task man writes singleton-run.1, and man -l renders every option without a warning", async () => {
-  const task = await bash(`cd '${ROOT}' && '${Deno.execPath()}' task --quiet man`);
-  assert.equal(task.code, 0, task.stderr);
-  const page = `${ROOT}dist/singleton-run.1`;
-  const out = await new Deno.Command("man", {
-    args: ["--warnings=all", "-l", page],
-    env: { MANWIDTH: "100", MAN_KEEP_FORMATTING: "" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  assert.equal(new TextDecoder().decode(out.stderr), "", "troff warnings");
-  assert.match(text, /^SINGLETON-RUN\(1\)/);
-  const version = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).version;
-  assert.match(text, new RegExp(`singleton-run ${version.replaceAll(".", "\\.")}`));
-  for (const [, spec] of OPTION_LIST) {
-    assert.match(text, new RegExp(`^ {7}--${spec.name}( |$)`, "m"), `--${spec.name} has an entry`);
-  }
-  for (const cmd of COMMANDS) assert.match(text, new RegExp(`^ {7}${cmd}\\b`, "m"), cmd);
-  assert.match(text, /DURATIONS\n.*500ms, 5s, 2m or 1h/);
+Deno.test({
+  name: "deno task man writes singleton-run.1, and man -l renders every option without a warning",
+  ignore: !onPath("man"),
+  async fn() {
+    const task = await bash(`cd '${ROOT}' && '${Deno.execPath()}' task --quiet man`);
+    assert.equal(task.code, 0, task.stderr);
+    const page = `${ROOT}dist/singleton-run.1`;
+    const out = await new Deno.Command("man", {
+      args: ["--warnings=all", "-l", page],
+      env: { MANWIDTH: "100", MAN_KEEP_FORMATTING: "" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    assert.equal(new TextDecoder().decode(out.stderr), "", "troff warnings");
+    assert.match(text, /^SINGLETON-RUN\(1\)/);
+    const version = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).version;
+    assert.match(text, new RegExp(`singleton-run ${version.replaceAll(".", "\\.")}`));
+    for (const [, spec] of OPTION_LIST) {
+      assert.match(
+        text,
+        new RegExp(`^ {7}--${spec.name}( |$)`, "m"),
+        `--${spec.name} has an entry`,
+      );
+    }
+    for (const cmd of COMMANDS) assert.match(text, new RegExp(`^ {7}${cmd}\\b`, "m"), cmd);
+    assert.match(text, /DURATIONS\n.*500ms, 5s, 2m or 1h/);
+  },
 });
 
 Deno.test("a closed or broken stdout or stderr is never an internal error: the daemon starts, the code is the outcome's", async () => {
