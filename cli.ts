@@ -8,9 +8,10 @@
  * singleton-run stop    --pidfile PATH [--retry SCHEDULE] [--oknodo]
  * singleton-run status  --pidfile PATH [--json]
  * singleton-run restart --pidfile PATH [options] -- COMMAND [ARG...]
- * singleton-run reload  --pidfile PATH
+ * singleton-run reload  --pidfile PATH [--force]
  * singleton-run signal  --pidfile PATH SIGNAL
- * singleton-run --help | --version | help COMMAND
+ * singleton-run reopen  --pidfile PATH
+ * singleton-run --help | --version | help COMMAND | completion bash|zsh|fish
  * ```
  *
  * Exit codes: 0 done; 1 failed; 2 usage error; 3 nothing to do (already

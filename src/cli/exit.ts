@@ -7,7 +7,7 @@
 import { UsageError } from "../errors.ts";
 import { NAME } from "./help.ts";
 import { quote } from "../control/values.ts";
-import { err, say } from "./output.ts";
+import { complain, err, say } from "./output.ts";
 
 /** Exit codes of the command. */
 export const EXIT = {
@@ -31,12 +31,12 @@ export const EXIT = {
  */
 export async function report(e: unknown, cmd: string | undefined): Promise<number> {
   if (e instanceof UsageError) {
-    say(e.message);
+    complain(e.message);
     err(`Try '${NAME} --help'.`);
     return EXIT.USAGE;
   }
   if (e instanceof Deno.errors.NotCapable) {
-    say(`${e.message} (run with --allow-all, or use the compiled binary)`);
+    complain(`${e.message} (run with --allow-all, or use the compiled binary)`);
     return EXIT.FAILED;
   }
   // Only a command that ran can throw the control layer's errors: it is loaded by now.
@@ -54,12 +54,12 @@ export async function report(e: unknown, cmd: string | undefined): Promise<numbe
     return EXIT.NOTHING_TO_DO;
   }
   if (e instanceof control.StartFailedError) {
-    say(e.message);
+    complain(e.message);
     if (e.output !== undefined) {
       if (e.outputTail.length > 0) {
-        say(`last lines of ${quote(e.output)} since this start:`);
+        complain(`last lines of ${quote(e.output)} since this start:`);
         for (const line of e.outputTail) err(`  ${line}`);
-      } else say(`${quote(e.output)} has no output since this start`);
+      } else complain(`${quote(e.output)} has no output since this start`);
     }
     return EXIT.FAILED;
   }
@@ -67,11 +67,11 @@ export async function report(e: unknown, cmd: string | undefined): Promise<numbe
     e instanceof control.SystemError || e instanceof control.StopFailedError ||
     e instanceof control.GuardTimeoutError || e instanceof control.InterruptedError
   ) {
-    say(e.message);
+    complain(e.message);
     return EXIT.FAILED;
   }
   if (e instanceof Error && /^cannot load /.test(e.message)) {
-    say(e.message);
+    complain(e.message);
     return EXIT.FAILED;
   }
   return internal(e, cmd);
@@ -79,6 +79,6 @@ export async function report(e: unknown, cmd: string | undefined): Promise<numbe
 
 /** A bug, not a user's mistake: keep the stack. */
 function internal(e: unknown, cmd: string | undefined): number {
-  say(`internal error${cmd ? ` in ${cmd}` : ""}: ${e instanceof Error ? e.stack : e}`);
+  complain(`internal error${cmd ? ` in ${cmd}` : ""}: ${e instanceof Error ? e.stack : e}`);
   return EXIT.FAILED;
 }

@@ -5,36 +5,38 @@
  * @module
  */
 
-import { type Command, COMMANDS, type Defaults, octal, OPTION_LIST } from "./options.ts";
+import { argOf, type Command, COMMANDS, type Defaults, octal, OPTION_LIST } from "./options.ts";
+import { VERSION } from "./version.ts";
 
 /** The program's name, as messages and the help spell it. */
 export const NAME = "singleton-run";
-/** The version `--version` prints. */
-export const VERSION = "0.1.0";
 
-const USAGE: Record<Command, string> = {
+/** Each command's usage line, without the program's name. */
+export const USAGE: Record<Command, string> = {
   start: "start   --pidfile PATH [options] -- COMMAND [ARG...]",
   run: "run     --pidfile PATH [options] -- COMMAND [ARG...]",
   stop: "stop    --pidfile PATH [--retry SCHEDULE] [--oknodo]",
   status: "status  --pidfile PATH [--json]  |  status --lock URL",
   restart: "restart --pidfile PATH [options] -- COMMAND [ARG...]",
-  reload: "reload  --pidfile PATH",
+  reload: "reload  --pidfile PATH [--force]",
   signal: "signal  --pidfile PATH SIGNAL",
   reopen: "reopen  --pidfile PATH",
 };
 
-const SUMMARY: Record<Command, string> = {
+/** Each command in a line. */
+export const SUMMARY: Record<Command, string> = {
   start: "start COMMAND as a daemon; print its pid once it is ready",
   run: "take the lock and exec COMMAND in the foreground (same pid)",
   stop: "signal the daemon through a pidfd and wait until it is gone",
   status: "LSB status: 0 running, 1 stale pid file, 3 not running, 4 unknown",
   restart: "stop, then start, under one guard lock; print the new pid",
-  reload: "send SIGHUP",
+  reload: "send SIGHUP, unless it would end the program",
   signal: "send any signal (name, number, RTMIN+N; 0 only checks)",
   reopen: "make the supervisor or keeper reopen --output (after a log rotation)",
 };
 
-const DESCRIPTION: Record<Command, (d: Defaults) => string> = {
+/** What each command does, for its help and the manual page. */
+export const DESCRIPTION: Record<Command, (d: Defaults) => string> = {
   start: (d) =>
     `Start COMMAND as a daemon: new session, cwd ${d.DEFAULT_CHDIR}, umask ${
       octal(d.DEFAULT_UMASK)
@@ -62,7 +64,12 @@ permission; the reason goes to stderr).`,
   restart: () =>
     `Stop the daemon if it runs, then start COMMAND, under one hold of the guard
 lock. Prints the new pid. Takes start's options and stop's --retry.`,
-  reload: () => `Send SIGHUP to the daemon (re-read its configuration). Exit 3 if not running.`,
+  reload: () =>
+    `Send SIGHUP to the daemon (re-read its configuration). First its signal
+masks are read (/proc/PID/status; with --supervise, those of COMMAND's
+current run): a program that neither catches, ignores nor blocks SIGHUP
+would die of it, so reload refuses (exit 1) unless --force is given.
+Exit 3 if not running.`,
   signal: () =>
     `Send SIGNAL to the daemon: a name (TERM, SIGTERM), a number (15), a
 real-time signal (RTMIN+N, SIGRTMIN+N, RTMAX-N; RTMIN is 34 with glibc),
@@ -87,14 +94,17 @@ kept flock-locked for its whole life, with race-free start and stop.
 
 Usage:
 ${COMMANDS.map((c) => `  ${NAME} ${USAGE[c]}`).join("\n")}
-  ${NAME} --help | --version | help COMMAND
+  ${NAME} --help | --version | help COMMAND | completion bash|zsh|fish
 
 Commands:
 ${COMMANDS.map((c) => `  ${c.padEnd(8)} ${SUMMARY[c]}`).join("\n")}
 
 Exit codes: 0 done, 1 failed, 2 usage error, 3 nothing to do (already
 running for start/restart/run, not running for stop/reload/signal).
-Messages go to stderr; stdout carries only data (a pid, JSON, status's line).
+Messages go to stderr (with --quiet, errors only); stdout carries only data
+(a pid, JSON, status's line).
+
+${wrap(DURATIONS, WIDTH).join("\n")}
 
 Run '${NAME} help COMMAND' for a command's options.`;
 }
@@ -116,7 +126,7 @@ export function commandHelp(cmd: Command, defaults: Defaults): string {
   ];
   for (const [, spec] of OPTION_LIST) {
     if (!spec.commands.includes(cmd)) continue;
-    const arg = typeof spec.arg === "function" ? spec.arg(cmd) : spec.arg;
+    const arg = argOf(spec, cmd);
     const left = `  --${spec.name}${arg ? ` ${arg}` : ""}`;
     const shown = spec.shown?.(defaults, cmd);
     const text = (spec.supervisedIn?.includes(cmd) ? "with --supervise: " : "") +
@@ -129,11 +139,32 @@ export function commandHelp(cmd: Command, defaults: Defaults): string {
     } else lines.push(left);
     for (const line of wrapped) lines.push(" ".repeat(COLUMN) + line);
   }
+  if (
+    OPTION_LIST.some(([, spec]) => spec.commands.includes(cmd) && argOf(spec, cmd)?.includes("DUR"))
+  ) {
+    lines.push("", ...wrap(DURATIONS, WIDTH));
+  }
   return lines.join("\n");
 }
 
+/** The duration grammar, in a sentence. */
+export const DURATIONS = "A duration (DUR) is 500ms, 5s, 2m or 1h; a bare number is seconds " +
+  "(milliseconds for --ready-after).";
+
 const COLUMN = 25;
 const WIDTH = 79;
+
+/**
+ * Words as a list in a sentence: "a", "a and b", "a, b and c".
+ *
+ * @param words the words
+ * @returns the list
+ */
+export function listWords(words: readonly string[]): string {
+  return words.length < 2
+    ? words.join("")
+    : `${words.slice(0, -1).join(", ")} and ${words[words.length - 1]}`;
+}
 
 /** Words into lines of at most `width` characters. */
 function wrap(text: string, width: number): string[] {

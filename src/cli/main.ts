@@ -8,10 +8,11 @@
 import { UsageError } from "../errors.ts";
 import { quote } from "../control/values.ts";
 import { EXIT, report } from "./exit.ts";
-import { commandHelp, mainHelp, NAME, VERSION } from "./help.ts";
+import { commandHelp, mainHelp, NAME } from "./help.ts";
 import { type Command, COMMANDS } from "./options.ts";
-import { out } from "./output.ts";
-import { type Invocation, parseArgs } from "./parse.ts";
+import { out, setQuiet } from "./output.ts";
+import { type Invocation, nearest, parseArgs } from "./parse.ts";
+import { VERSION } from "./version.ts";
 
 /** Each command's handler, loaded only when that command runs. */
 const HANDLERS: Record<Command, () => Promise<(inv: Invocation) => number | Promise<number>>> = {
@@ -51,12 +52,13 @@ export async function main(args: readonly string[]): Promise<number> {
       } else out(commandHelp(topic, await import("../control/mod.ts")));
       return EXIT.OK;
     }
-    if (!isCommand(first)) {
-      throw new UsageError(
-        first.startsWith("-") ? `unknown option: ${first}` : `unknown command ${quote(first)}`,
-      );
+    if (first === "completion") {
+      const { completionCommand } = await import("./completion.ts");
+      return completionCommand(args.slice(1));
     }
+    if (!isCommand(first)) throw unknownCommand(first);
     const inv = parseArgs(first, args.slice(1));
+    setQuiet(inv.values.quiet);
     if (inv.help) {
       out(commandHelp(first, await import("../control/mod.ts")));
       return EXIT.OK;
@@ -66,6 +68,17 @@ export async function main(args: readonly string[]): Promise<number> {
   } catch (e) {
     return report(e, first);
   }
+}
+
+/** A first argument that is no command: an option before the command, or a typo. */
+function unknownCommand(first: string): UsageError {
+  if (first.startsWith("-")) {
+    return new UsageError(`unknown option: ${first} (the command comes first: start, stop, ...)`);
+  }
+  const near = nearest(first, [...COMMANDS, "help", "completion"]);
+  return new UsageError(
+    `unknown command ${quote(first)}${near === undefined ? "" : ` (did you mean ${near}?)`}`,
+  );
 }
 
 function isCommand(s: string): s is Command {

@@ -11,6 +11,7 @@
  */
 
 import {
+  formatDuration,
   type OutputTarget,
   parseDuration,
   parseEnvEntry,
@@ -19,7 +20,6 @@ import {
   parseOutput,
   parsePath,
   parseRestartPolicy,
-  parseSeconds,
   parseStopSchedule,
   parseUmask,
   type RestartPolicy,
@@ -69,6 +69,7 @@ export interface Values {
   lockKey?: string;
   lockPasswordFile?: string;
   oknodo: boolean;
+  force: boolean;
   conflictExitCode?: number;
   json: boolean;
   guard?: string;
@@ -83,6 +84,7 @@ export interface Values {
   killGroup: boolean;
   stopSchedule?: Schedule;
   name?: string;
+  quiet: boolean;
 }
 
 interface Base {
@@ -116,6 +118,18 @@ export type AnyOption =
   | Base & { readonly kind: "switch" }
   | Base & {
     readonly kind: "value" | "multi";
+
+/**
+ * The placeholder an option's value shows in a command's help (per command
+ * where that differs: `--user USER[:GROUP]` for start, `USER` for stop).
+ *
+ * @param spec the option
+ * @param cmd the command, or its first one
+ * @returns the placeholder, or undefined for a switch
+ */
+export function argOf(spec: AnyOption, cmd: Command = spec.commands[0]!): string | undefined {
+  return typeof spec.arg === "function" ? spec.arg(cmd) : spec.arg;
+}
     readonly parse: (text: string, option: string) => unknown;
   };
 
@@ -130,21 +144,9 @@ const GUARDED: readonly Command[] = [
   "reopen",
 ];
 
-/** Seconds for the help, from milliseconds. */
-function seconds(ms: number): string {
-  return String(ms / 1000);
-}
-
 /** A umask for the help: 022. */
 export function octal(mask: number): string {
   return mask.toString(8).padStart(3, "0");
-}
-
-/** A duration for the help, from milliseconds: 500ms, 10s, 2m. */
-function duration(ms: number): string {
-  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
-  if (ms % 1000 === 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
 }
 
 /** The table: every option of every command, in the order the help lists them. */
@@ -163,8 +165,8 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     kind: "value",
     arg: "SCHEDULE",
     commands: ["stop", "restart"],
-    help: "start-stop-daemon syntax: SIGNAL/SECS/SIGNAL/SECS..., a bare number N " +
-      "for TERM/N/KILL/N, 'forever' to repeat what follows it",
+    help: "start-stop-daemon syntax: SIGNAL/DUR/SIGNAL/DUR..., a bare DUR " +
+      "for TERM/DUR/KILL/DUR, 'forever' to repeat what follows it",
     shown: (d) => d.DEFAULT_SCHEDULE,
     parse: (text, option) => parseStopSchedule(text, option),
   },
@@ -223,25 +225,28 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
   readyTimeout: {
     name: "ready-timeout",
     kind: "value",
-    arg: "SECS",
+    arg: "DUR",
     commands: LAUNCH,
     supervisedIn: ["run"],
     help: "bound on every wait for readiness",
-    shown: (d) => seconds(d.DEFAULT_READY_TIMEOUT_MS),
-    parse: (text, option) => parseSeconds(text, option, { positive: true }),
+    shown: (d) => formatDuration(d.DEFAULT_READY_TIMEOUT_MS),
+    parse: (text, option) => parseDuration(text, option, { positive: true }),
   },
   readyAfter: {
     name: "ready-after",
     kind: "value",
-    arg: "MS",
+    arg: "DUR",
     commands: LAUNCH,
     supervisedIn: ["run"],
-    help: "without a notify option: ready when still alive MS milliseconds after the exec",
+    help: "without a notify option: ready when still alive this long after the exec " +
+      "(a bare number is milliseconds)",
     shown: (d, cmd) =>
       cmd === "run"
-        ? String(d.DEFAULT_CHILD_READY_AFTER_MS)
-        : `${d.DEFAULT_READY_AFTER_MS}; with --supervise ${d.DEFAULT_CHILD_READY_AFTER_MS}`,
-    parse: (text, option) => parseInteger(text, option, { min: 0, max: 3_600_000 }),
+        ? formatDuration(d.DEFAULT_CHILD_READY_AFTER_MS)
+        : `${formatDuration(d.DEFAULT_READY_AFTER_MS)}; with --supervise ${
+          formatDuration(d.DEFAULT_CHILD_READY_AFTER_MS)
+        }`,
+    parse: (text, option) => parseDuration(text, option, { bare: "ms", maxMs: 3_600_000 }),
   },
   notifyFd: {
     name: "notify-fd",
@@ -310,29 +315,29 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
   lockTtl: {
     name: "lock-ttl",
     kind: "value",
-    arg: "SECS",
+    arg: "DUR",
     commands: ["start", "run", "restart"],
     help: "the lock's lease: the longest another host waits after this one vanishes",
-    shown: (d) => seconds(d.DEFAULT_LOCK_TTL_MS),
-    parse: (text, option) => parseSeconds(text, option, { positive: true }),
+    shown: (d) => formatDuration(d.DEFAULT_LOCK_TTL_MS),
+    parse: (text, option) => parseDuration(text, option, { positive: true }),
   },
   lockWait: {
     name: "lock-wait",
     kind: "value",
-    arg: "SECS|forever",
+    arg: "DUR|forever",
     commands: ["start", "run", "restart"],
     help: "wait this long for a lock held elsewhere (default 0: fail at once, exit 3); with " +
       "--supervise, a lost lock is waited for again",
-    parse: (text, option) => text === "forever" ? "forever" : parseSeconds(text, option),
+    parse: (text, option) => text === "forever" ? "forever" : parseDuration(text, option),
   },
   lockTimeout: {
     name: "lock-timeout",
     kind: "value",
-    arg: "SECS",
+    arg: "DUR",
     commands: ["start", "run", "restart", "status"],
     help: "bound on every connect and request to the cluster",
-    shown: (d) => seconds(d.DEFAULT_LOCK_TIMEOUT_MS),
-    parse: (text, option) => parseSeconds(text, option, { positive: true }),
+    shown: (d) => formatDuration(d.DEFAULT_LOCK_TIMEOUT_MS),
+    parse: (text, option) => parseDuration(text, option, { positive: true }),
   },
   lockCacert: {
     name: "lock-cacert",
@@ -377,6 +382,13 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
         ? "exit 0 (and print its pid) when already running"
         : "exit 0 when not running",
   },
+  force: {
+    name: "force",
+    kind: "switch",
+    commands: ["reload"],
+    help: "send SIGHUP even when the program neither catches, ignores nor blocks it " +
+      "(SIGHUP would then end it)",
+  },
   conflictExitCode: {
     name: "conflict-exit-code",
     kind: "value",
@@ -403,11 +415,11 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
   guardTimeout: {
     name: "guard-timeout",
     kind: "value",
-    arg: "SECS",
+    arg: "DUR",
     commands: GUARDED,
     help: "how long to wait for another start/stop",
-    shown: (d) => seconds(d.DEFAULT_GUARD_TIMEOUT_MS),
-    parse: (text, option) => parseSeconds(text, option),
+    shown: (d) => formatDuration(d.DEFAULT_GUARD_TIMEOUT_MS),
+    parse: (text, option) => parseDuration(text, option),
   },
   supervise: {
     name: "supervise",
@@ -434,9 +446,9 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     arg: "DUR",
     commands: LAUNCH,
     needs: "supervise",
-    help: "first restart delay, doubling (500ms, 2s, 2m...)",
-    shown: (d) => duration(d.DEFAULT_RESTART_DELAY_MS),
-    parse: parseDuration,
+    help: "first restart delay, doubling",
+    shown: (d) => formatDuration(d.DEFAULT_RESTART_DELAY_MS),
+    parse: (text, option) => parseDuration(text, option),
   },
   restartDelayMax: {
     name: "restart-delay-max",
@@ -445,8 +457,8 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     commands: LAUNCH,
     needs: "supervise",
     help: "the longest delay",
-    shown: (d) => duration(d.DEFAULT_RESTART_DELAY_MAX_MS),
-    parse: parseDuration,
+    shown: (d) => formatDuration(d.DEFAULT_RESTART_DELAY_MAX_MS),
+    parse: (text, option) => parseDuration(text, option),
   },
   minUptime: {
     name: "min-uptime",
@@ -455,8 +467,8 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     commands: LAUNCH,
     needs: "supervise",
     help: "a run this long resets the delay",
-    shown: (d) => duration(d.DEFAULT_MIN_UPTIME_MS),
-    parse: parseDuration,
+    shown: (d) => formatDuration(d.DEFAULT_MIN_UPTIME_MS),
+    parse: (text, option) => parseDuration(text, option),
   },
   maxRestarts: {
     name: "max-restarts",
@@ -476,8 +488,8 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     commands: LAUNCH,
     needs: "supervise",
     help: "the window --max-restarts counts in",
-    shown: (d) => duration(d.DEFAULT_RESTART_WINDOW_MS),
-    parse: parseDuration,
+    shown: (d) => formatDuration(d.DEFAULT_RESTART_WINDOW_MS),
+    parse: (text, option) => parseDuration(text, option),
   },
   killGroup: {
     name: "kill-group",
@@ -505,6 +517,13 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     needs: "supervise",
     help: "syslog ident and log name (default COMMAND's basename)",
     parse: parseName,
+  },
+  quiet: {
+    name: "quiet",
+    kind: "switch",
+    commands: COMMANDS,
+    help: "no message on stderr but errors (exit 1 and 2): nothing for an outcome of exit 3 " +
+      "(already running, not running) or a note; stdout is unchanged",
   },
 };
 

@@ -8,7 +8,8 @@
 
 import { UsageError } from "../errors.ts";
 import { normalPath, parseSignalArgument, quote } from "../control/values.ts";
-import { type AnyOption, type Command, optionsOf, type Values } from "./options.ts";
+import { listWords } from "./help.ts";
+import { type AnyOption, type Command, OPTION_LIST, optionsOf, type Values } from "./options.ts";
 
 /** A parsed command line. */
 export interface Invocation {
@@ -44,6 +45,8 @@ export function parseArgs(cmd: Command, args: readonly string[]): Invocation {
     supervise: false,
     killGroup: false,
     keeper: false,
+    force: false,
+    quiet: false,
   };
   const store = values as unknown as Record<string, unknown>;
   const given = new Map<string, string>();
@@ -64,7 +67,7 @@ export function parseArgs(cmd: Command, args: readonly string[]): Invocation {
       const eq = arg.indexOf("=");
       const name = arg.slice(2, eq < 0 ? undefined : eq);
       const entry = table.get(name);
-      if (entry === undefined) throw new UsageError(`unknown option for ${cmd}: --${name}`);
+      if (entry === undefined) throw unknownOption(cmd, `--${name}`, table);
       const [key, spec] = entry;
       if (spec.kind === "switch") {
         if (eq >= 0) throw new UsageError(`option --${name} takes no value`);
@@ -94,7 +97,7 @@ export function parseArgs(cmd: Command, args: readonly string[]): Invocation {
       continue;
     }
     if (arg.startsWith("-") && arg !== "-" && !/^-[0-9]+$/.test(arg)) {
-      throw new UsageError(`unknown option for ${cmd}: ${arg}`);
+      throw unknownOption(cmd, arg, table);
     }
     positionals.push(arg);
   }
@@ -103,6 +106,66 @@ export function parseArgs(cmd: Command, args: readonly string[]): Invocation {
   check(invocation, table, given);
   if (cmd === "signal") return { ...invocation, signal: parseSignalArgument(positionals[0]!) };
   return invocation;
+}
+
+/**
+ * An unknown option, with the nearest one this command takes, or the
+ * commands that take it when it belongs to others.
+ */
+function unknownOption(
+  cmd: Command,
+  arg: string,
+  table: ReturnType<typeof optionsOf>,
+): UsageError {
+  const name = arg.replace(/^-+/, "").replace(/=.*$/, "");
+  const elsewhere = OPTION_LIST.find(([, spec]) => spec.name === name)?.[1].commands;
+  const near = nearest(name, [...table.keys(), "help"]);
+  const hint = table.has(name)
+    ? ` (did you mean --${name}?)`
+    : elsewhere !== undefined
+    ? ` (only ${listWords(elsewhere)} take${elsewhere.length === 1 ? "s" : ""} it)`
+    : near === undefined
+    ? ""
+    : ` (did you mean --${near}?)`;
+  return new UsageError(`unknown option for ${cmd}: ${arg}${hint}`);
+}
+
+/**
+ * The candidate a mistyped word most likely meant: the one it begins
+ * (`pid` for `pidfile`), or the closest by edits (a letter added, dropped,
+ * changed, or two swapped) when that is at most 2 and under half its length.
+ *
+ * @param word what was typed
+ * @param candidates the words it may have meant
+ * @returns the likeliest candidate, or undefined when none is close
+ */
+export function nearest(word: string, candidates: readonly string[]): string | undefined {
+  const prefixed = candidates.filter((c) => word.length >= 2 && c.startsWith(word));
+  if (prefixed.length === 1) return prefixed[0];
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(word, c);
+    if (d < bestDistance) [best, bestDistance] = [c, d];
+  }
+  return bestDistance <= 2 && bestDistance * 2 < word.length ? best : undefined;
+}
+
+/** Edits from one word to another: insertions, deletions, changes, swaps of two neighbours. */
+function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        best = Math.min(best, d[i - 2]![j - 2]! + 1);
+      }
+      d[i]![j] = best;
+    }
+  }
+  return d[a.length]![b.length]!;
 }
 
 /** The checks between options and arguments, in the order a user meets them. */

@@ -127,6 +127,23 @@ export class StopFailedError extends Error {
   }
 }
 
+/**
+ * reload sent nothing: SIGHUP would end the program, which neither catches,
+ * ignores nor blocks it (`force` sends it anyway).
+ */
+export class ReloadRefusedError extends StopFailedError {
+  /**
+   * Make the error for a reload refused.
+   *
+   * @param message why, naming the process
+   * @param pid the process SIGHUP would end
+   */
+  constructor(message: string, pid: number) {
+    super(message, pid);
+    this.name = "ReloadRefusedError";
+  }
+}
+
 /** The caller aborted the action (the CLI: SIGINT, SIGTERM or SIGHUP) while it waited. */
 export class InterruptedError extends Error {
   /**

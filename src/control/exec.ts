@@ -10,7 +10,7 @@
 import { UsageError } from "../errors.ts";
 import { quote } from "../ffi/errors.ts";
 import { describeUid, ids, lookupUser, lstat, stat } from "../ffi/sys.ts";
-import { executableOf, processUids, selfAndAncestors } from "../ffi/proc.ts";
+import { executableOf, procStatus, selfAndAncestors } from "../ffi/proc.ts";
 import type { TrustOptions } from "./options.ts";
 
 /** A process may be acted on, or why not. */
@@ -96,7 +96,7 @@ export function checkTrusted(
     if (!check.ok) return check;
   }
   if (rule.runsAs === undefined && !rule.unlocked) return { ok: true };
-  const uid = processUids(pid)?.[0];
+  const uid = procStatus(pid)?.uids[0];
   if (uid === undefined) return { ok: false, why: `the user of pid ${pid} cannot be read` };
   if (rule.runsAs !== undefined) {
     const wanted = trustedUid(rule.runsAs);

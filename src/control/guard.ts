@@ -12,10 +12,13 @@ import {
   fchmod,
   type FileStat,
   ids,
+  isWritable,
   lookupUser,
   quote,
   SystemError,
 } from "../ffi/mod.ts";
+import { maySignal, procStatus } from "../ffi/proc.ts";
+import { probeSync } from "../lock/pidfile.ts";
 import {
   foreignLockers,
   type Holder,
@@ -51,16 +54,22 @@ export class Guard implements Disposable {
    * @param path the guard file
    * @param timeoutMs the longest wait
    * @param signal gives up the wait when aborted
+   * @param accessHint advice for a guard this user may not open, found only then
    * @returns the held guard
    * @throws {GuardTimeoutError} when another controller keeps it
    * @throws {InterruptedError} when `signal` aborts the wait
    * @throws {SystemError} when it cannot be opened (or is not a regular file with one name)
    */
-  static async take(path: string, timeoutMs: number, signal?: AbortSignal): Promise<Guard> {
+  static async take(
+    path: string,
+    timeoutMs: number,
+    signal?: AbortSignal,
+    accessHint?: () => string | undefined,
+  ): Promise<Guard> {
     const { fd, stat } = openLockFile(path, {
       what: "guard file",
       mode: GUARD_MODE,
-      hints: { EACCES: "name a writable one with --guard FILE" },
+      ...(accessHint ? { hints: { EACCES: accessHint } } : {}),
     });
     try {
       secure(fd, stat, path);
@@ -159,6 +168,34 @@ function describeHolder(holder: Holder | undefined): string | undefined {
 }
 
 /**
+ * Advice for a guard file this user may not open. Another guard (`--guard`)
+ * helps only when this user may act on the daemon: signal the process the
+ * pid file names or, with none running, write the pid file. A daemon this
+ * user may not signal is another user's: that is said instead, since no
+ * option of ours would get past the kernel's refusal.
+ *
+ * @param pidfile the pid file
+ * @returns the advice, or undefined when there is none that would work
+ */
+function guardAccessHint(pidfile: string): string | undefined {
+  let found;
+  try {
+    found = probeSync(pidfile);
+  } catch {
+    return undefined; // A pid file this user cannot read: no option of ours helps.
+  }
+  const pid = found.state === "running" ? found.pid : undefined;
+  if (pid !== undefined) {
+    if (maySignal(pid)) return "name a writable one with --guard FILE";
+    const uid = procStatus(pid)?.uids[0];
+    return uid === undefined
+      ? undefined
+      : `the daemon, pid ${pid}, runs as user ${userName(uid)}, whom this user may not signal`;
+  }
+  return isWritable(pidfile) ? "name a writable one with --guard FILE" : undefined;
+}
+
+/**
  * The guard file of a pid file.
  *
  * @param options the pid file and the guard, if given
@@ -197,5 +234,6 @@ export function takeGuard(options: GuardOptions, abort?: AbortSignal): Promise<G
     guardPath(options),
     options.guardTimeout ?? DEFAULT_GUARD_TIMEOUT_MS,
     abort,
+    () => guardAccessHint(options.pidfile),
   );
 }

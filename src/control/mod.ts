@@ -44,6 +44,7 @@ import type {
 } from "./options.ts";
 import { status as statusNow } from "./status.ts";
 import type { LockStatusReport } from "./cluster.ts";
+import type { ReloadOptions } from "./reload.ts";
 import type { ClusterLockSettings } from "../launch/spec.ts";
 
 export {
@@ -51,6 +52,7 @@ export {
   HeldElsewhereError,
   InterruptedError,
   NotRunningError,
+  ReloadRefusedError,
   StartFailedError,
   StopFailedError,
 } from "./errors.ts";
@@ -81,6 +83,7 @@ export type {
 export type { ExitReason } from "../ffi/mod.ts";
 export type { LockStatusReport } from "./cluster.ts";
 export type { SuperviseSettings } from "./options.ts";
+export type { ReloadOptions } from "./reload.ts";
 export type {
   ClusterLockSettings,
   Holder,
@@ -310,11 +313,15 @@ export async function signal(options: SignalOptions): Promise<number> {
 export const sendSignal: (options: SignalOptions) => Promise<number> = signal;
 
 /**
- * Ask the daemon to re-read its configuration: SIGHUP.
+ * Ask the daemon to re-read its configuration: SIGHUP. Its signal masks are
+ * read first (/proc/PID/status; under a supervisor, those of COMMAND's
+ * current run): a program that neither catches, ignores nor blocks SIGHUP
+ * would die of it, so nothing is sent unless `force` is set.
  *
- * @param options the pid file
+ * @param options the pid file, and `force`
  * @returns the daemon's pid
  * @throws {NotRunningError} when it is not running
+ * @throws {ReloadRefusedError} when SIGHUP would end the program (nothing was sent)
  * @throws {GuardTimeoutError} when another controller keeps the guard
  * @throws {SystemError} EPERM and the like
  * @example
@@ -328,8 +335,8 @@ export const sendSignal: (options: SignalOptions) => Promise<number> = signal;
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export async function reload(options: GuardOptions & TrustOptions): Promise<number> {
-  return await (await import("./stop.ts")).reload(options);
+export async function reload(options: ReloadOptions): Promise<number> {
+  return await (await import("./reload.ts")).reload(options);
 }
 
 /**

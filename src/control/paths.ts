@@ -67,14 +67,15 @@ export function precheckPidfile(path: string): void {
  * symbolic link or another kind of file. A missing file is fine (not running).
  *
  * @param path the pid file
+ * @returns false when there is no such file (or no directory for it)
  * @throws {SystemError} for a link or a file that is not regular
  */
-export function precheckPidfileForRead(path: string): void {
+export function precheckPidfileForRead(path: string): boolean {
   let st;
   try {
     st = lstat(path);
   } catch (err) {
-    if (err instanceof SystemError && err.errno === ERRNO.ENOENT) return;
+    if (err instanceof SystemError && err.errno === ERRNO.ENOENT) return false;
     throw describePathError(err, path, "pid file");
   }
   if ((st.mode & C.S_IFMT) === C.S_IFLNK) {
@@ -91,6 +92,7 @@ export function precheckPidfileForRead(path: string): void {
       message: `pid file ${quote(path)} is a ${fileKind(st.mode)}, not a regular file`,
     });
   }
+  return true;
 }
 
 /**

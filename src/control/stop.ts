@@ -10,7 +10,6 @@
 import {
   C,
   close,
-  ERRNO,
   type FileStat,
   kill,
   lstat,
@@ -19,7 +18,6 @@ import {
   pollWait,
   quote,
   signalName,
-  SystemError,
 } from "../ffi/mod.ts";
 import { processRuns } from "../ffi/proc.ts";
 import { PidFile, probeIdentified, probeSync } from "../lock/pidfile.ts";
@@ -54,12 +52,7 @@ import {
 import { checkTrusted, trustedUid } from "./exec.ts";
 import { keeperOf } from "./kept.ts";
 import { unlockedMessage } from "./status.ts";
-import {
-  checkDirectoriesTrusted,
-  checkPathsDiffer,
-  dirname,
-  precheckPidfileForRead,
-} from "./paths.ts";
+import { checkDirectoriesTrusted, checkPathsDiffer, precheckPidfileForRead } from "./paths.ts";
 
 /** What stop and signal act on. */
 interface Targets {
@@ -280,25 +273,18 @@ export function stop(options: StopOptions): Promise<StopResult> {
 
 /**
  * The checks of stop, signal, reload and reopen before the guard is taken: the paths
- * must differ, the pid file must be readable; and with no directory for the
- * pid file (a /run cleared by a reboot), nothing can run: not running, as
- * status says, rather than a failure to create the guard.
+ * must differ, the pid file must be readable; and with no pid file (never
+ * started, or a /run cleared by a reboot), nothing can run: not running, as
+ * status says, and nothing is created to find that out (not even the guard).
  *
- * @throws {NotRunningError} when the pid file's directory does not exist
+ * @throws {NotRunningError} when there is no pid file
  */
 export function precheckSignal(options: GuardOptions & TrustOptions): void {
   if (options.runsAs !== undefined) trustedUid(options.runsAs);
   checkPathsDiffer(options);
   checkWaits(options);
   checkDirectoriesTrusted(options);
-  precheckPidfileForRead(options.pidfile);
-  try {
-    lstat(dirname(options.pidfile));
-  } catch (err) {
-    if (err instanceof SystemError && err.errno === ERRNO.ENOENT) {
-      throw new NotRunningError(options.pidfile);
-    }
-  }
+  if (!precheckPidfileForRead(options.pidfile)) throw new NotRunningError(options.pidfile);
 }
 
 /**
@@ -478,16 +464,22 @@ class Stopping implements Disposable {
  * not hold the lock, the signal goes to the processes that hold it.
  *
  * @param options the pid file and the signal
+ * @param vet looks at the processes about to be signalled, each named by
+ *   its pidfd, and throws to send nothing (reload's check)
  * @returns the daemon's pid (the first holder's, when the named one is not)
  * @throws {NotRunningError} when it is not running
  * @throws {StopFailedError} when the lock is held but no holder can be found
  * @throws {SystemError} EPERM and the like
  */
-export function signal(options: SignalOptions): Promise<number> {
+export function signal(
+  options: SignalOptions,
+  vet?: (targets: readonly Target[]) => void,
+): Promise<number> {
   precheckSignal(options);
   return withGuard(options, async () => {
     const found = await findTargets(options.pidfile, options);
     try {
+      vet?.(found.list);
       if (!found.isNamed) {
         options.onWarning?.(
           `${describeNamed(found.named)}; signalling ${
@@ -505,15 +497,4 @@ export function signal(options: SignalOptions): Promise<number> {
       for (const t of found.list) close(t.pidfd);
     }
   });
-}
-
-/**
- * Ask the daemon to re-read its configuration: SIGHUP.
- *
- * @param options the pid file
- * @returns the daemon's pid
- * @throws {NotRunningError} when it is not running
- */
-export function reload(options: GuardOptions & TrustOptions): Promise<number> {
-  return signal({ ...options, signal: 1 });
 }

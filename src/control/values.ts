@@ -1,6 +1,6 @@
 /**
  * Option values as an administrator writes them, parsed and bounded once for
- * the command line and the library alike: seconds, durations, whole numbers,
+ * the command line and the library alike: durations, whole numbers,
  * umasks, environment entries, signals, stop schedules and output targets.
  * Each parser throws {@link UsageError} naming the option and what is wrong,
  * before anything is created.
@@ -13,15 +13,16 @@
 
 import { UsageError } from "../errors.ts";
 import { quote } from "../ffi/errors.ts";
-import { parseSignal, SIGRTMAX, SIGRTMIN } from "../ffi/signals.ts";
+import { parseSignal, SIGNALS, SIGRTMAX, SIGRTMIN } from "../ffi/signals.ts";
 import { parseSchedule, type Schedule } from "../launch/schedule.ts";
+import { durationMs, type DurationUnit, formatDuration } from "../launch/duration.ts";
 import { FACILITIES, isFacility } from "../syslog/codes.ts";
 import { DEFAULT_SYSLOG_FACILITY } from "../supervisor/defaults.ts";
 import type { OutputTarget, RestartPolicy } from "../launch/spec.ts";
 
 export type { OutputTarget, RestartPolicy };
 
-export { parseSignal, quote, SIGRTMAX, SIGRTMIN };
+export { formatDuration, parseSignal, quote, SIGNALS, SIGRTMAX, SIGRTMIN };
 
 /**
  * The longest wait any option may ask for, in milliseconds: what one poll(2)
@@ -46,56 +47,52 @@ export function checkWaitMs(ms: number, name: string): number {
   return ms;
 }
 
-const DECIMAL = /^[0-9]+(\.[0-9]+)?$/;
-
 function bad(option: string, text: string, expected: string): UsageError {
   return new UsageError(`bad ${option} ${quote(text)}: expected ${expected}`);
 }
 
+/** The bounds of one duration option (see {@link parseDuration}). */
+export interface DurationBounds {
+  /** 0 is refused. */
+  readonly positive?: boolean;
+  /** The unit of a bare number: seconds unless named. */
+  readonly bare?: DurationUnit;
+  /** The longest allowed, in milliseconds. @default {MAX_WAIT_MS} */
+  readonly maxMs?: number;
+}
+
 /**
- * A number of seconds (`30`, `0.5`), as milliseconds.
+ * A duration option: `500ms`, `1.5s`, `2m`, `1h`, or a bare number (of
+ * seconds unless `bounds.bare` says otherwise), the grammar of every
+ * duration the command takes (see {@link durationMs}).
  *
  * @param text the value
  * @param option the option it came from, such as `--guard-timeout`
- * @param bounds `positive`: 0 is refused
- * @returns milliseconds, at most {@link MAX_WAIT_MS}
- * @throws {UsageError} when malformed or out of range
+ * @param bounds whether 0 is allowed, the unit of a bare number, the longest
+ * @returns milliseconds, at most `bounds.maxMs`
+ * @throws {UsageError} when malformed, 0 where refused, or too long
  */
-export function parseSeconds(
+export function parseDuration(
   text: string,
   option: string,
-  bounds: { readonly positive?: boolean } = {},
+  bounds: DurationBounds = {},
 ): number {
-  const max = Math.floor(MAX_WAIT_MS / 1000);
-  const ms = DECIMAL.test(text) ? Math.round(Number(text) * 1000) : NaN;
-  if (!(ms <= max * 1000)) {
+  const bare = bounds.bare ?? "s";
+  const max = bounds.maxMs ?? MAX_WAIT_MS;
+  const ms = durationMs(text, bare);
+  if (ms === undefined) {
     throw bad(
       option,
       text,
-      `a number of seconds from ${bounds.positive ? "0.001" : "0"} to ${max}`,
+      `a duration such as 500ms, 5s, 2m or 1h (a bare number is ${
+        bare === "ms" ? "milliseconds" : "seconds"
+      })`,
     );
   }
+  if (ms > max) throw bad(option, text, `a duration of at most ${formatDuration(max)}`);
   if (bounds.positive && ms === 0) {
     throw new UsageError(`bad ${option} ${quote(text)}: must be more than 0`);
   }
-  return ms;
-}
-
-const UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/**
- * A duration: `500ms`, `1.5s`, `2m`, `1h`, or a bare number of seconds.
- *
- * @param text the value
- * @param option the option it came from, such as `--restart-delay`
- * @returns milliseconds, at most {@link MAX_WAIT_MS}
- * @throws {UsageError} when malformed or too long
- */
-export function parseDuration(text: string, option: string): number {
-  const m = /^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$/.exec(text);
-  const ms = m ? Math.round(Number(m[1]) * UNITS[m[2] ?? "s"]!) : NaN;
-  if (!m) throw bad(option, text, "a duration such as 500ms, 2s, 1m");
-  if (!(ms <= MAX_WAIT_MS)) throw bad(option, text, `a duration of at most ${MAX_WAIT_MS}ms`);
   return ms;
 }
 
@@ -150,7 +147,8 @@ export function parseEnvEntry(text: string, option = "--env"): [string, string] 
   return [text.slice(0, eq), text.slice(eq + 1)];
 }
 
-const POLICIES: readonly RestartPolicy[] = ["on-failure", "always", "never"];
+/** Every restart policy, in the order the help names them. */
+export const RESTART_POLICIES: readonly RestartPolicy[] = ["on-failure", "always", "never"];
 
 /**
  * A restart policy.
@@ -161,7 +159,7 @@ const POLICIES: readonly RestartPolicy[] = ["on-failure", "always", "never"];
  * @throws {UsageError} for anything but on-failure, always or never
  */
 export function parseRestartPolicy(text: string, option = "--restart"): RestartPolicy {
-  if (!(POLICIES as readonly string[]).includes(text)) {
+  if (!(RESTART_POLICIES as readonly string[]).includes(text)) {
     throw bad(option, text, "on-failure, always or never");
   }
   return text as RestartPolicy;

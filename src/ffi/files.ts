@@ -25,8 +25,15 @@ export interface OpenBesideOptions {
   /** With `create`: fail with EEXIST when it exists (a temp file). */
   readonly exclusive?: boolean;
   /** Extra advice by errno name, such as `{ EACCES: "run as root" }`. */
-  readonly hints?: { readonly [code: string]: string };
+  readonly hints?: OpenHints;
 }
+
+/**
+ * Advice for a failed open by errno name: the text, or a function that
+ * finds out, only once the open failed, whether there is advice to give
+ * (undefined: none, rather than advice that would not work).
+ */
+export type OpenHints = { readonly [code: string]: string | (() => string | undefined) };
 
 /** An open descriptor and what fstat said of it. */
 export interface OpenedFile {
@@ -168,7 +175,7 @@ export function explainOpenError(
   err: SystemError,
   path: string,
   what: string,
-  hints: { readonly [code: string]: string } = {},
+  hints: OpenHints = {},
 ): SystemError {
   const reason = (() => {
     switch (err.errno) {
@@ -188,7 +195,8 @@ export function explainOpenError(
         return describeErrno(err.errno);
     }
   })();
-  const hint = hints[err.code];
+  const advice = hints[err.code];
+  const hint = typeof advice === "function" ? advice() : advice;
   return new SystemError(err.syscall, err.errno, {
     path,
     message: `cannot open ${what} ${quote(path)}: ${reason}${hint ? ` (${hint})` : ""}`,

@@ -20,6 +20,7 @@ export {
   openBeside,
   type OpenBesideOptions,
   type OpenedFile,
+  type OpenHints,
   readBounded,
   reopenDescriptor,
 } from "./files.ts";

@@ -81,6 +81,48 @@ export function startedAt(startTicks: number): { time?: Date; uptimeSeconds?: nu
   return out;
 }
 
+/** The fields of /proc/PID/status the project uses. */
+export interface ProcStatus {
+  /** Its real, effective and saved user ids (the `Uid:` line). */
+  readonly uids: readonly [real: number, effective: number, saved: number];
+  /** Its resident set size in KiB (`VmRSS:`); 0 for a process with no memory of its own. */
+  readonly rssKiB: number;
+  /** The signals its main thread blocks (`SigBlk:`), bit N-1 for signal N. */
+  readonly blocked: bigint;
+  /** The signals it ignores (`SigIgn:`). */
+  readonly ignored: bigint;
+  /** The signals it catches with a handler (`SigCgt:`). */
+  readonly caught: bigint;
+}
+
+/**
+ * /proc/PID/status, parsed.
+ *
+ * @param pid the process, or "self"
+ * @returns its fields, or undefined when it is gone or hidden
+ */
+export function procStatus(pid: number | "self"): ProcStatus | undefined {
+  let text: string;
+  try {
+    text = readSmallFile(`/proc/${pid}/status`);
+  } catch {
+    return undefined;
+  }
+  const uid = /^Uid:\s+([0-9]+)\s+([0-9]+)\s+([0-9]+)/m.exec(text);
+  if (!uid) return undefined;
+  const mask = (name: string) => {
+    const m = new RegExp(`^${name}:\\s*([0-9a-f]+)$`, "m").exec(text);
+    return m ? BigInt(`0x${m[1]}`) : 0n;
+  };
+  return {
+    uids: [Number(uid[1]), Number(uid[2]), Number(uid[3])],
+    rssKiB: Number(/^VmRSS:\s*([0-9]+)\s*kB/m.exec(text)?.[1] ?? 0),
+    blocked: mask("SigBlk"),
+    ignored: mask("SigIgn"),
+    caught: mask("SigCgt"),
+  };
+}
+
 /**
  * A process's resident set size (`VmRSS` in /proc/PID/status).
  *
@@ -89,14 +131,23 @@ export function startedAt(startTicks: number): { time?: Date; uptimeSeconds?: nu
  *   thread or a zombie); undefined when it is gone or hidden
  */
 export function vmRssKiB(pid: number | "self"): number | undefined {
-  let text: string;
-  try {
-    text = readSmallFile(`/proc/${pid}/status`);
-  } catch {
-    return undefined;
-  }
-  const m = /^VmRSS:\s*([0-9]+)\s*kB/m.exec(text);
-  return m ? Number(m[1]) : 0;
+  return procStatus(pid)?.rssKiB;
+}
+
+/**
+ * Whether kill(2) would let this process signal another, by the kernel's
+ * rule: root's effective uid may signal anyone; otherwise this process's real
+ * or effective uid must be the target's real or saved uid.
+ *
+ * @param pid the process
+ * @returns false when it may not, or when it is gone or hidden
+ */
+export function maySignal(pid: number): boolean {
+  const target = procStatus(pid);
+  if (!target) return false;
+  if (ids.euid() === 0) return true;
+  const [real, , saved] = target.uids;
+  return [ids.uid(), ids.euid()].some((u) => u === real || u === saved);
 }
 
 /**
@@ -220,24 +271,6 @@ export function executableOf(pid: number): Executable | undefined {
   } catch {
     return { text };
   }
-}
-
-/**
- * The real, effective and saved user ids of a process (the `Uid:` line of
- * /proc/PID/status).
- *
- * @param pid the process
- * @returns the three ids, or undefined when it is gone
- */
-export function processUids(pid: number): [number, number, number] | undefined {
-  let text: string;
-  try {
-    text = readSmallFile(`/proc/${pid}/status`);
-  } catch {
-    return undefined;
-  }
-  const m = /^Uid:\s+([0-9]+)\s+([0-9]+)\s+([0-9]+)/m.exec(text);
-  return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : undefined;
 }
 
 /**

@@ -749,6 +749,15 @@ export function isExecutable(path: string): boolean {
   return libc().access(cstr(path, "path"), 1) === 0;
 }
 
+/**
+ * access(2) with `W_OK`: may this process write the file?
+ *
+ * @returns true when it may
+ */
+export function isWritable(path: string): boolean {
+  return libc().access(cstr(path, "path"), 2) === 0;
+}
+
 /** umask(2): set the mask and return the old one. */
 export function umask(mask: number): number {
   return libc().umask(mask);

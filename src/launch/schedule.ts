@@ -3,10 +3,11 @@
  * that stops a process: `stop --retry` and the supervisor's
  * `--stop-schedule` alike.
  *
- * - `SIGNAL/TIMEOUT/SIGNAL/TIMEOUT...`: send, wait up to TIMEOUT seconds for
- *   the process to end, go on; a signal may be written `TERM`, `SIGTERM`,
- *   `15` or `-TERM`;
- * - a bare number N: `TERM/N/KILL/N`;
+ * - `SIGNAL/TIMEOUT/SIGNAL/TIMEOUT...`: send, wait up to TIMEOUT for the
+ *   process to end, go on; a signal may be written `TERM`, `SIGTERM`, `-15`
+ *   or `-TERM`; a TIMEOUT is a duration (`10`, `500ms`, `2m`: a bare number
+ *   is seconds, see {@link durationMs});
+ * - a bare TIMEOUT N: `TERM/N/KILL/N`;
  * - `forever`: repeat what follows it without end (at the very end: wait
  *   without limit after the last signal).
  *
@@ -19,6 +20,7 @@
 import { quote } from "../ffi/errors.ts";
 import { parseSignal } from "../ffi/signals.ts";
 import { UsageError } from "../errors.ts";
+import { durationMs } from "./duration.ts";
 
 /** One step of a stop schedule. */
 export type ScheduleStep =
@@ -33,12 +35,11 @@ export interface Schedule {
   readonly repeatAt: number;
 }
 
-const SECONDS = /^[0-9]+(\.[0-9]+)?$/;
-
 /**
  * Parse a stop schedule.
  *
- * @param text the schedule, e.g. `TERM/10/KILL/5`, `5`, `HUP/2/forever/TERM/1`
+ * @param text the schedule, e.g. `TERM/10/KILL/5`, `5`, `TERM/500ms/KILL/2s`,
+ *   `HUP/2/forever/TERM/1`
  * @param option the option it came from, for the message
  * @returns the schedule
  * @throws {UsageError} naming the option and what is wrong
@@ -53,8 +54,8 @@ export function parseSchedule(text: string, option = "--retry"): Schedule {
   const what = option === "--retry" ? `${option} schedule` : option;
   const bad = (why: string) => new UsageError(`bad ${what} ${quote(text)}: ${why}`);
   if (text === "") throw bad("it is empty");
-  if (SECONDS.test(text)) {
-    const ms = Number(text) * 1000;
+  const ms = durationMs(text);
+  if (ms !== undefined) {
     return {
       steps: [{ signal: 15 }, { waitMs: ms }, { signal: 9 }, { waitMs: ms }],
       repeatAt: -1,
@@ -69,13 +70,14 @@ export function parseSchedule(text: string, option = "--retry"): Schedule {
       repeatAt = steps.length;
       continue;
     }
-    if (SECONDS.test(item)) {
-      steps.push({ waitMs: Number(item) * 1000 });
+    const waitMs = durationMs(item);
+    if (waitMs !== undefined) {
+      steps.push({ waitMs });
       continue;
     }
     const signal = parseSignal(item.startsWith("-") ? item.slice(1) : item);
     if (signal === undefined) {
-      throw bad(`${quote(item)} is neither a signal nor a number of seconds`);
+      throw bad(`${quote(item)} is neither a signal nor a duration`);
     }
     steps.push({ signal });
   }

@@ -28,7 +28,7 @@ import {
 } from "../ffi/sys.ts";
 import { readRecord, type ServiceRecord } from "./record.ts";
 import { ERRNO, quote, SystemError } from "../ffi/errors.ts";
-import { processRuns, processUids, procStat, selfAndAncestors } from "../ffi/proc.ts";
+import { processRuns, procStat, procStatus, selfAndAncestors } from "../ffi/proc.ts";
 
 /** A file's identity: what a descriptor in /proc/PID/fd is compared with. */
 export type FileIdentity = Pick<FileStat, "dev" | "ino">;
@@ -300,7 +300,7 @@ export function locksOnFile(st: FileIdentity, text?: string): LockLine[] | undef
 export function holderFacts(pid: number): Holder | undefined {
   const st = procStat(pid);
   if (!st || st.state === "Z" || st.state === "X") return undefined;
-  const uids = processUids(pid);
+  const uids = procStatus(pid)?.uids;
   if (!uids) return undefined;
   const [uid, euid, suid] = uids;
   return {

@@ -10,7 +10,7 @@
  */
 
 import { C, tryFlock } from "../ffi/sys.ts";
-import { openBeside, type OpenedFile } from "../ffi/files.ts";
+import { openBeside, type OpenedFile, type OpenHints } from "../ffi/files.ts";
 
 /** How {@link openLockFile} opens a lock file. */
 export interface LockFileOptions {
@@ -19,7 +19,7 @@ export interface LockFileOptions {
   /** The mode of a newly created file (before the umask). */
   readonly mode: number;
   /** Extra advice by errno name, such as `{ EACCES: "..." }`. */
-  readonly hints?: { readonly [code: string]: string };
+  readonly hints?: OpenHints;
 }
 
 /**

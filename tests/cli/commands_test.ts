@@ -348,8 +348,8 @@ Deno.test("help shows each default as its mode uses it, from the control layer's
   assert.match(
     start,
     new RegExp(
-      `--ready-after MS .*?\\(default ${control.DEFAULT_READY_AFTER_MS}; ` +
-        `with --supervise ${control.DEFAULT_CHILD_READY_AFTER_MS}\\)`,
+      `--ready-after DUR .*?\\(default ${control.DEFAULT_READY_AFTER_MS}ms; ` +
+        `with --supervise ${control.DEFAULT_CHILD_READY_AFTER_MS}ms\\)`,
     ),
   );
   assert.match(
@@ -364,7 +364,7 @@ Deno.test("help shows each default as its mode uses it, from the control layer's
   assert.match(
     run,
     new RegExp(
-      `--ready-after MS with --supervise: .*?\\(default ${control.DEFAULT_CHILD_READY_AFTER_MS}\\)`,
+      `--ready-after DUR with --supervise: .*?\\(default ${control.DEFAULT_CHILD_READY_AFTER_MS}ms\\)`,
     ),
   );
   const stop = flat((await sr(SOURCE, ["help", "stop"])).stdout);

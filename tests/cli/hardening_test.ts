@@ -214,6 +214,7 @@ Deno.test("a start whose program moves a child to a group of its own, closes the
 
 Deno.test("the guard file is created readable and writable by its owner only", async () => {
   await using sb = await Sandbox.create();
+  Deno.writeTextFileSync(sb.pidfile, ""); // without a pid file, stop creates nothing at all
   const r = await sr(SOURCE, ["stop", "--pidfile", sb.pidfile]);
   assert.equal(r.code, 3, r.stderr);
   assert.equal(Deno.statSync(`${sb.pidfile}.lock`).mode! & 0o777, 0o600);
@@ -223,6 +224,7 @@ Deno.test("a guard left open to others is made 0600; another user's hold on it i
   await using sb = await rootSandbox("needs root to act as nobody");
   if (!sb) return;
   const guard = `${sb.pidfile}.lock`;
+  Deno.writeTextFileSync(sb.pidfile, ""); // a stop looks at the guard only when there is one
   Deno.writeTextFileSync(guard, "");
   Deno.chmodSync(guard, 0o644);
   const m = marker();

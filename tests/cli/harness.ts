@@ -177,6 +177,22 @@ export async function sr(
   };
 }
 
+/**
+ * `start OPTIONS --pidfile ... -- COMMAND` from source, which must succeed:
+ * the pid it printed, tracked by the sandbox.
+ */
+export async function startTracked(
+  sb: Sandbox,
+  options: readonly string[],
+  command: readonly string[],
+): Promise<number> {
+  const r = await sr(SOURCE, ["start", ...options, "--pidfile", sb.pidfile, "--", ...command]);
+  assert.equal(r.code, 0, r.stderr);
+  const pid = Number(r.stdout.trim());
+  sb.track(pid);
+  return pid;
+}
+
 /** Start `singleton-run ARGS` without waiting (to kill it halfway, or run many at once). */
 export function srSpawn(variant: Variant, args: readonly string[]): Deno.ChildProcess {
   return new Deno.Command(variant.cmd[0]!, {

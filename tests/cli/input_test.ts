@@ -199,7 +199,7 @@ const cases: Case[] = [
     name: "--ready-timeout beyond what poll(2) can wait",
     args: (sb) => ["start", "--ready-timeout", "2147484", "--pidfile", P(sb), "--", "sleep", "1"],
     code: 2,
-    message: /bad --ready-timeout "2147484": expected a number of seconds from 0\.001 to 2147483/,
+    message: /bad --ready-timeout "2147484": expected a duration of at most 2147483647ms/,
   },
   {
     name: "--guard-timeout beyond what poll(2) can wait",

@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { installed } from "../../testing/cluster.ts";
-import { alive, assertCleanError, Sandbox, SOURCE, sr, waitFor } from "./harness.ts";
+import { alive, assertCleanError, Sandbox, SOURCE, sr, startTracked, waitFor } from "./harness.ts";
 
 const LOGROTATE = installed("logrotate") ? "logrotate" : "/usr/sbin/logrotate";
 const HAVE_LOGROTATE = installed("logrotate") || (() => {
@@ -28,19 +28,6 @@ const GREETER = [
   "-c",
   'trap "echo bye; exit 0" TERM; echo hello; while :; do sleep 0.05; done',
 ];
-
-/** `start OPTIONS --pidfile ... -- COMMAND`, which must succeed: the pid it printed, tracked. */
-async function startTracked(
-  sb: Sandbox,
-  options: readonly string[],
-  command: readonly string[],
-): Promise<number> {
-  const r = await sr(SOURCE, ["start", ...options, "--pidfile", sb.pidfile, "--", ...command]);
-  assert.equal(r.code, 0, r.stderr);
-  const pid = Number(r.stdout.trim());
-  sb.track(pid);
-  return pid;
-}
 
 /** Every line of the rotated files, oldest first, then the current file. */
 function allLines(sb: Sandbox): string[] {

@@ -12,6 +12,7 @@ import {
   FIXTURE_CMD,
   locked,
   readPid,
+  ROOT,
   Sandbox,
   sr,
   waitFor,
@@ -69,7 +70,8 @@ for (const v of variants) {
     const help = await sr(v, ["--help"]);
     assert.deepEqual(help.code, 0);
     assert.match(help.stdout, /singleton-run start/);
-    assert.deepEqual((await sr(v, ["--version"])).stdout, "singleton-run 0.1.0\n");
+    const { version } = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
+    assert.deepEqual((await sr(v, ["--version"])).stdout, `singleton-run ${version}\n`);
     assert.match((await sr(v, ["help", "stop"])).stdout, /--retry SCHEDULE/);
   });
 

@@ -1,5 +1,5 @@
 /**
- * `reload`: SIGHUP to the daemon.
+ * `reload`: SIGHUP to the daemon, unless it would end it (or `--force`).
  *
  * @module
  */
@@ -11,6 +11,10 @@ import { defined, guardOptions } from "./common.ts";
 
 /** Run `reload`. */
 export async function reloadCommand(inv: Invocation): Promise<number> {
-  await reload({ ...guardOptions(inv.values), ...defined("runsAs", inv.values.user) });
+  await reload({
+    ...guardOptions(inv.values),
+    ...defined("runsAs", inv.values.user),
+    force: inv.values.force,
+  });
   return EXIT.OK;
 }

@@ -9,7 +9,7 @@
 // actions' error classes and defaults that a status never needs.
 import { status } from "../../control/status.ts";
 import type { StatusReport } from "../../control/options.ts";
-import { out, say } from "../output.ts";
+import { complain, out } from "../output.ts";
 import type { Invocation } from "../parse.ts";
 
 /** Run `status`. */
@@ -21,7 +21,7 @@ export function statusCommand(inv: Invocation): number | Promise<number> {
     ...(user === undefined ? {} : { runsAs: user }),
   });
   if (inv.values.json) out(JSON.stringify(r));
-  else if (r.state === "unknown") say(`cannot tell: ${r.error}`);
+  else if (r.state === "unknown") complain(`cannot tell: ${r.error}`);
   else out(describe(r));
   return r.code;
 }
@@ -32,7 +32,7 @@ async function lockCommand(inv: Invocation): Promise<number> {
   const { lockSettings } = await import("./common.ts");
   const r = await lockStatus(lockSettings(inv.values)!);
   if (inv.values.json) out(JSON.stringify(r));
-  else if (r.state === "unknown") say(`cannot tell: ${r.error}`);
+  else if (r.state === "unknown") complain(`cannot tell: ${r.error}`);
   else if (r.state === "free") out("free");
   else {
     const who = r.host === undefined
