@@ -127,11 +127,11 @@ function fq(text: string): string {
 function bash(): string {
   /** A case branch for the options whose value is of this kind; none when there are none. */
   const branch = (kind: ValueKind["kind"], body: string): string[] => {
-    const names = allOptions().filter((o) => o.kind !== "switch" && valueKind(o).kind === kind);
+    const names = allOptions().filter((o) => o.kind !== "switch" && valueKind(argOf(o)).kind === kind);
     return names.length === 0 ? [] : [`    ${names.map((o) => `--${o.name}`).join("|")}) ${body}`];
   };
-  const words = allOptions().filter((o) => valueKind(o).kind === "words").map((o) => {
-    const v = valueKind(o) as { words: readonly string[] };
+  const words = allOptions().filter((o) => valueKind(argOf(o)).kind === "words").map((o) => {
+    const v = valueKind(argOf(o)) as { words: readonly string[] };
     return `    --${o.name}) COMPREPLY=($(compgen -W ${
       sq(v.words.join(" "))
     } -- "$cur")); return ;;`;

@@ -118,6 +118,8 @@ export type AnyOption =
   | Base & { readonly kind: "switch" }
   | Base & {
     readonly kind: "value" | "multi";
+    readonly parse: (text: string, option: string) => unknown;
+  };
 
 /**
  * The placeholder an option's value shows in a command's help (per command
@@ -130,8 +132,6 @@ export type AnyOption =
 export function argOf(spec: AnyOption, cmd: Command = spec.commands[0]!): string | undefined {
   return typeof spec.arg === "function" ? spec.arg(cmd) : spec.arg;
 }
-    readonly parse: (text: string, option: string) => unknown;
-  };
 
 const LAUNCH: readonly Command[] = ["start", "run", "restart"];
 const GUARDED: readonly Command[] = [
