@@ -127,7 +127,9 @@ function fq(text: string): string {
 function bash(): string {
   /** A case branch for the options whose value is of this kind; none when there are none. */
   const branch = (kind: ValueKind["kind"], body: string): string[] => {
-    const names = allOptions().filter((o) => o.kind !== "switch" && valueKind(argOf(o)).kind === kind);
+    const names = allOptions().filter((o) =>
+      o.kind !== "switch" && valueKind(argOf(o)).kind === kind
+    );
     return names.length === 0 ? [] : [`    ${names.map((o) => `--${o.name}`).join("|")}) ${body}`];
   };
   const words = allOptions().filter((o) => valueKind(argOf(o)).kind === "words").map((o) => {
