@@ -704,6 +704,7 @@ export class Supervisor {
       else if (run.pidfd !== undefined) pidfdSendSignal(run.pidfd, sig); // not our child: its pid may be reused
       else kill(run.pid, sig);
     } catch (err) {
+      if (sig === 18) return; // the SIGCONT after a stop signal: it may have ended of that one
       writeStderr(`cannot send ${signalName(sig)} to ${run.pid}: ${(err as Error).message}`);
     }
   }
@@ -718,7 +719,7 @@ export class Supervisor {
 
   /** Run schedule steps until one is a wait. */
   #advanceStop(run: Run, walk: StopWalk): void {
-    if (walk.advance((sig) => this.#signal(run, sig))) return;
+    if (walk.advance((sig) => withContinue(sig, (s) => this.#signal(run, s)))) return;
     this.say("err", `${this.name} (pid ${run.pid}) is still running after the stop schedule`);
     if (this.ending !== undefined) this.#to({ name: "done", code: 1 }); // exit without it
   }
@@ -960,15 +961,20 @@ export class Supervisor {
     if (p.name !== "stopping") return this.#advanceClearing(left);
     // Mid-stop: the rest of the current wait first; what was not signalled yet gets its signal.
     const sig = walk.lastSignal;
-    if (sig !== undefined) { for (const t of liveTargets(left.targets)) signalTarget(t, sig); }
+    if (sig !== undefined) {
+      withContinue(sig, (s) => {
+        for (const t of liveTargets(left.targets)) signalTarget(t, s);
+      });
+    }
   }
 
   /** Signal what is left up to the schedule's next wait; SIGKILL when it has run out. */
   #advanceClearing(left: Leftovers): void {
-    const send = (sig: number) => {
-      if (left.pgid !== undefined) killQuietly(-left.pgid, sig);
-      for (const t of liveTargets(left.targets)) signalTarget(t, sig);
-    };
+    const send = (sig: number) =>
+      withContinue(sig, (s) => {
+        if (left.pgid !== undefined) killQuietly(-left.pgid, s);
+        for (const t of liveTargets(left.targets)) signalTarget(t, s);
+      });
     if (left.walk.advance(send)) return;
     send(9);
     left.walk.until = performance.now() + 1000;
@@ -1088,6 +1094,16 @@ function signalTarget(t: Target, sig: number): void {
   } catch {
     // Gone meanwhile.
   }
+}
+
+/**
+ * Send a stop schedule's signal, then SIGCONT (as runit and s6 do): a
+ * stopped process (SIGSTOP, a debugger) acts on its signal only once it
+ * runs again. SIGKILL needs none.
+ */
+function withContinue(sig: number, send: (sig: number) => void): void {
+  send(sig);
+  if (sig !== 9 && sig !== 18) send(18);
 }
 
 function killQuietly(pid: number, sig: number): void {
