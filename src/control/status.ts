@@ -114,6 +114,7 @@ export function status(pidfile: string, options: TrustOptions = {}): StatusRepor
     ...procFacts(pid),
     ...(supervisor ? { supervisor } : {}),
     ...(supervisor?.lock ? { lock: supervisor.lock } : {}),
+    ...(supervisor?.health ? { health: supervisor.health } : {}),
   }, options);
 }
 

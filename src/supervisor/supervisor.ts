@@ -71,6 +71,7 @@ import {
   type Sink,
   writeStderr,
 } from "./output.ts";
+import { Liveness } from "./health.ts";
 import { Backoff, wantsRestart } from "./restart.ts";
 import { type ClusterLockState, type SupervisorState, writeStateFile } from "./state.ts";
 import { StopWalk } from "./stopping.ts";
@@ -188,6 +189,8 @@ export class Supervisor {
   readonly signals: number[] = [];
   readonly listeners: [Deno.Signal, () => void][] = [];
   notify: NotifySocket | undefined;
+  /** The program's health check and watchdog, when it has either (or may ask for a watchdog). */
+  readonly liveness: Liveness | undefined;
   phase: Phase = { name: "backoff", until: 0 };
   /**
    * Set once the supervisor is to exit after the current run (a stop, a
@@ -205,6 +208,8 @@ export class Supervisor {
   stateDropped = 0;
   stateWarned = false;
   stateFenced = false;
+  /** The health check's last end as last written to the state file. */
+  stateCheck: string | null = null;
   /** The last error the supervisor said, for `start` when the first child fails. */
   lastError: string | undefined;
   /** When SIGINT was last forwarded: a child that dies of it soon after was interrupted, not crashed. */
@@ -235,6 +240,7 @@ export class Supervisor {
       lockTarget = undefined;
     }
     this.lockTarget = lockTarget;
+    this.liveness = Liveness.of(spec, wiring.env, () => this.#poke());
   }
 
   /** The current run's main process, in the phases that have one. */
@@ -338,6 +344,7 @@ export class Supervisor {
       dropped,
       output: this.spec.output?.kind === "file" ? this.spec.output.path : null,
       ...(this.wiring.lockState ? { lock: this.wiring.lockState() } : {}),
+      ...(this.liveness?.record() ? { health: this.liveness.record()! } : {}),
     };
     this.stateWrittenAt = performance.now();
     this.stateDropped = dropped;
@@ -394,6 +401,7 @@ export class Supervisor {
       while (this.phase.name !== "done") await this.#turn();
       return this.phase.code;
     } finally {
+      this.liveness?.end();
       this.#unlisten();
       await this.#drainAll(1000);
       for (const r of this.readers) r.close();
@@ -406,14 +414,16 @@ export class Supervisor {
     }
   }
 
-  /** Change phase, and record it. */
+  /** Change phase, and record it. Checks run only while the run is ready. */
   #to(phase: Phase): void {
     this.phase = phase;
+    if (phase.name !== "running" && phase.name !== "following") this.liveness?.end();
     this.writeState();
   }
 
   /** Start a run; when even that fails, decide as after an exit. */
   #startRun(): void {
+    this.liveness?.reset();
     let started;
     try {
       started = startRun(this.spec, {
@@ -477,6 +487,13 @@ export class Supervisor {
     // The main process's pidfd, while it is the one followed (not once it has exited).
     const watched = this.phase.name === "following" ? undefined : run?.pidfd;
     if (watched !== undefined) fds.push({ fd: watched, events: C.POLLIN });
+    // Once ready: the notify socket (the watchdog) and a command check's output.
+    const notifyIndex = fds.length;
+    const listening = this.notify !== undefined && this.phase.name === "running";
+    if (listening) fds.push({ fd: this.notify!.fd, events: C.POLLIN });
+    const healthIndex = fds.length;
+    const healthFds = this.liveness?.fds() ?? [];
+    for (const fd of healthFds) fds.push({ fd, events: C.POLLIN });
     const revents = await pollWait(fds, timeout);
 
     if (revents[0]) drain(this.wake[0]);
@@ -486,6 +503,10 @@ export class Supervisor {
     });
     this.#flushReaders();
     if (revents[readyIndex] && this.current === run) this.#readyInput();
+    if (listening && revents[notifyIndex]) this.#notifyInput();
+    healthFds.forEach((fd, i) => {
+      if (revents[healthIndex + i]) this.liveness!.readOutput(fd);
+    });
     for (const sig of this.signals.splice(0)) this.#onSignal(sig);
     this.#reap();
     if (revents[watchIndex] && run && watched !== undefined && this.current === run) {
@@ -493,6 +514,7 @@ export class Supervisor {
       this.#mainExited(run, reap(run.pid) ?? { exited: true, code: 0 });
     }
     this.#timers();
+    this.#checkLiveness();
     this.#noteDropped();
   }
 
@@ -518,6 +540,7 @@ export class Supervisor {
         times.push(p.until);
         break;
     }
+    if (p.name === "running" && this.liveness) times.push(this.liveness.deadline());
     if (this.sinkRetryAt !== undefined) times.push(this.sinkRetryAt);
     if (this.sink && this.sink.dropped !== this.stateDropped) {
       times.push(this.stateWrittenAt + DROPPED_STATE_INTERVAL_MS);
@@ -594,7 +617,40 @@ export class Supervisor {
     for (;;) {
       const msg = recvNow(this.notify!.fd, 4096);
       if (msg === undefined) return;
-      if (parseNotify(new TextDecoder().decode(msg), {}).ready) return this.#becameReady(run);
+      const request = parseNotify(new TextDecoder().decode(msg), {});
+      this.liveness?.notified(request, performance.now());
+      if (request.ready) return this.#becameReady(run);
+    }
+  }
+
+  /** Datagrams on the notify socket once the run is ready: its watchdog. */
+  #notifyInput(): void {
+    for (;;) {
+      const msg = recvNow(this.notify!.fd, 4096);
+      if (msg === undefined) return;
+      this.liveness?.notified(parseNotify(new TextDecoder().decode(msg), {}), performance.now());
+    }
+  }
+
+  /**
+   * While the run is ready: what its health check and watchdog say. An
+   * unhealthy run is stopped by the stop schedule, then restarted under the
+   * restart policy (a stop counts as a failure) with the same backoff.
+   */
+  #checkLiveness(): void {
+    const p = this.phase;
+    if (p.name !== "running" || !this.liveness) return;
+    const before = this.liveness.state;
+    const why = this.liveness.tick(performance.now());
+    const who = `${this.name} (pid ${p.run.pid})`;
+    if (why !== undefined) {
+      this.say("err", `${who} is unhealthy: ${why}; stopping it`);
+      return this.#stop(p.run);
+    }
+    const checked = this.liveness.record()?.lastCheck ?? null;
+    if (this.liveness.state !== before || checked !== this.stateCheck) {
+      this.stateCheck = checked;
+      this.writeState();
     }
   }
 
@@ -627,6 +683,7 @@ export class Supervisor {
       close(run.readyFd);
       run.readyFd = -1;
     }
+    this.liveness?.begin(run.pid, performance.now());
     this.#to({ name: "running", run });
     if (!this.everReady) {
       this.everReady = true;
@@ -728,6 +785,7 @@ export class Supervisor {
     for (;;) {
       const ended = reapAny();
       if (!ended) return;
+      if (this.liveness?.reaped(ended.pid, ended.reason)) continue;
       const run = this.current;
       if (run && ended.pid === run.pid) this.#mainExited(run, ended.reason);
       // Any other pid: an orphan reparented to us (subreaper or PID 1); reaped, nothing else to do.
@@ -825,6 +883,7 @@ export class Supervisor {
       `${this.name} (pid ${old.pid}) forked away: following its main process (pid ${found.pid})`,
     );
     this.wiring.onMain?.(found.pid);
+    this.liveness?.follow(found.pid);
     this.#to(next.ready ? { name: "running", run: next } : { name: "starting", run: next });
   }
 
