@@ -11,7 +11,12 @@
 
 import { ERRNO, ids, lookupGroup, lookupUser, quote, SystemError } from "../ffi/mod.ts";
 import { resolveCommand } from "../launch/spawn.ts";
-import { NOTIFY_FD_ENV, NOTIFY_SOCKET_ENV } from "../launch/readiness.ts";
+import {
+  NOTIFY_FD_ENV,
+  NOTIFY_SOCKET_ENV,
+  WATCHDOG_PID_ENV,
+  WATCHDOG_USEC_ENV,
+} from "../launch/readiness.ts";
 import { parseSchedule, type Schedule } from "../launch/schedule.ts";
 import {
   environmentFor,
@@ -128,8 +133,9 @@ export function launchSpec(options: StartOptions | RunOptions, context: LaunchCo
 
 /**
  * The environment a program starts from: the caller's, less the readiness
- * channels the caller was given by its own manager (a daemon gets its own;
- * `run` leaves them to COMMAND, which replaces it).
+ * channels and the watchdog the caller was given by its own manager (a
+ * daemon gets its own; `run` leaves them to COMMAND, which replaces it; a
+ * supervisor in the foreground takes them for itself).
  *
  * @param context `start` or `run`
  * @returns the environment
@@ -139,6 +145,8 @@ export function callerEnvironment(context: LaunchContext): Record<string, string
   if (context === "start") {
     delete env[NOTIFY_SOCKET_ENV];
     delete env[NOTIFY_FD_ENV];
+    delete env[WATCHDOG_USEC_ENV];
+    delete env[WATCHDOG_PID_ENV];
   }
   return env;
 }

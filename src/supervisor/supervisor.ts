@@ -72,6 +72,7 @@ import {
   writeStderr,
 } from "./output.ts";
 import { Liveness } from "./health.ts";
+import { ManagerLink, type ManagerOrders } from "./manager.ts";
 import { Backoff, wantsRestart } from "./restart.ts";
 import { type ClusterLockState, type SupervisorState, writeStateFile } from "./state.ts";
 import { StopWalk } from "./stopping.ts";
@@ -154,6 +155,8 @@ export interface SupervisorWiring {
    * instead of a new one. The pidfd names it.
    */
   readonly adopt?: { readonly pid: number; readonly pidfd: number };
+  /** The service manager above the supervisor (an outer `NOTIFY_SOCKET`), told how COMMAND goes. */
+  readonly manager?: ManagerOrders;
 }
 
 const FORWARDED = ["SIGHUP", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGQUIT", "SIGWINCH"] as const;
@@ -191,6 +194,8 @@ export class Supervisor {
   notify: NotifySocket | undefined;
   /** The program's health check and watchdog, when it has either (or may ask for a watchdog). */
   readonly liveness: Liveness | undefined;
+  /** The outer service manager, when there is one. */
+  readonly manager: ManagerLink | undefined;
   phase: Phase = { name: "backoff", until: 0 };
   /**
    * Set once the supervisor is to exit after the current run (a stop, a
@@ -241,6 +246,9 @@ export class Supervisor {
     }
     this.lockTarget = lockTarget;
     this.liveness = Liveness.of(spec, wiring.env, () => this.#poke());
+    this.manager = wiring.manager
+      ? new ManagerLink(wiring.manager, (why) => this.say("err", why))
+      : undefined;
   }
 
   /** The current run's main process, in the phases that have one. */
@@ -402,6 +410,7 @@ export class Supervisor {
       return this.phase.code;
     } finally {
       this.liveness?.end();
+      this.manager?.stopping(`${this.name}: the supervisor exits`);
       this.#unlisten();
       await this.#drainAll(1000);
       for (const r of this.readers) r.close();
@@ -515,6 +524,7 @@ export class Supervisor {
     }
     this.#timers();
     this.#checkLiveness();
+    this.manager?.tick(performance.now());
     this.#noteDropped();
   }
 
@@ -541,6 +551,7 @@ export class Supervisor {
         break;
     }
     if (p.name === "running" && this.liveness) times.push(this.liveness.deadline());
+    if (this.manager) times.push(this.manager.deadline());
     if (this.sinkRetryAt !== undefined) times.push(this.sinkRetryAt);
     if (this.sink && this.sink.dropped !== this.stateDropped) {
       times.push(this.stateWrittenAt + DROPPED_STATE_INTERVAL_MS);
@@ -645,8 +656,10 @@ export class Supervisor {
     const who = `${this.name} (pid ${p.run.pid})`;
     if (why !== undefined) {
       this.say("err", `${who} is unhealthy: ${why}; stopping it`);
+      this.manager?.status(`${who} is unhealthy: ${why}; restarting it`);
       return this.#stop(p.run);
     }
+    if (this.liveness.state !== before) this.manager?.status(`${who} is ${this.liveness.state}`);
     const checked = this.liveness.record()?.lastCheck ?? null;
     if (this.liveness.state !== before || checked !== this.stateCheck) {
       this.stateCheck = checked;
@@ -685,12 +698,13 @@ export class Supervisor {
     }
     this.liveness?.begin(run.pid, performance.now());
     this.#to({ name: "running", run });
-    if (!this.everReady) {
+    const first = !this.everReady;
+    const line = `${this.name} ${first ? "started" : "restarted"} (pid ${run.pid}) and is ready`;
+    this.say("info", line);
+    this.manager?.ready(first, line);
+    if (first) {
       this.everReady = true;
-      this.say("info", `${this.name} started (pid ${run.pid}) and is ready`);
       this.wiring.onReady?.(run.pid);
-    } else {
-      this.say("info", `${this.name} restarted (pid ${run.pid}) and is ready`);
     }
   }
 
@@ -718,6 +732,7 @@ export class Supervisor {
     this.stopRequested = true;
     if (this.ending !== undefined) return;
     this.ending = 0;
+    this.manager?.stopping(`${this.name}: stopping`);
     const p = this.phase;
     switch (p.name) {
       case "starting":
@@ -986,7 +1001,9 @@ export class Supervisor {
       );
       return this.#clear(run, { kind: "exit", code: 1 });
     }
-    this.say("err", `${who} ${this.lastExit}; restarting in ${round(next.delay / 1000)} s`);
+    const line = `${who} ${this.lastExit}; restarting in ${round(next.delay / 1000)} s`;
+    this.say("err", line);
+    this.manager?.status(line);
     this.#clear(run, { kind: "restart", at: performance.now() + next.delay });
   }
 
