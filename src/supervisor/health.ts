@@ -86,6 +86,8 @@ const TAIL_CHARS = 2048;
 export class Liveness {
   readonly #spec: LaunchSpec;
   readonly #health: HealthSpec | null;
+  /** The HTTP check's URL, parsed once. */
+  readonly #url: URL | undefined;
   readonly #env: Readonly<Record<string, string>>;
   readonly #wake: () => void;
   /** The watchdog's period for this run: the spec's, or what the program asked for. */
@@ -109,6 +111,7 @@ export class Liveness {
   private constructor(spec: LaunchSpec, env: Readonly<Record<string, string>>, wake: () => void) {
     this.#spec = spec;
     this.#health = spec.health;
+    this.#url = spec.health?.kind === "http" ? new URL(spec.health.url) : undefined;
     this.#env = env;
     this.#wake = wake;
     this.#watchdogMs = spec.watchdogMs;
@@ -373,7 +376,7 @@ export class Liveness {
     const abort = new AbortController();
     const check: NetCheck = { kind: "net", started: now, deadline, abort };
     const probe = health.kind === "http"
-      ? probeHttp(new URL(health.url), abort.signal)
+      ? probeHttp(this.#url!, abort.signal)
       : probeTcp(health.host, health.port, abort.signal);
     probe.then((outcome) => {
       if (abort.signal.aborted) return; // judged (timed out) or abandoned already
@@ -426,12 +429,13 @@ export class Liveness {
 
   /**
    * A command check is over (it exited, timed out, or its run ended): what
-   * it started is killed (its process group, what left the group below it,
-   * and what was orphaned to us, which carries its run's pid), its output
-   * read to here.
+   * is left in its process group is killed, and when it did not end by
+   * itself, what left the group too (below it, or orphaned to us, carrying
+   * its run's pid); its output is read to here.
    */
   #finish(check: CmdCheck): void {
-    const left = checkLeftovers(check);
+    // What a check that ended by itself left outside its group is a run's leftover like any other.
+    const left = check.exit === undefined ? checkLeftovers(check) : [];
     // Not reaped yet (or reaped just now, its group still named by its members): the number is ours.
     quietly(() => kill(-check.pid, 9));
     if (check.exit === undefined) quietly(() => kill(check.pid, 9));
