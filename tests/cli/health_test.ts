@@ -336,6 +336,23 @@ Deno.test("a program that asks for a watchdog itself (WATCHDOG_USEC=) and then n
   await stopService(sb);
 });
 
+Deno.test("WATCHDOG=trigger: a program that says it is stuck is replaced at once", async () => {
+  await using sb = await Sandbox.create();
+  await startSupervised(sb, ["--notify-socket", "--watchdog", "1h"], [
+    PYTHON,
+    NOTIFY_PROGRAM,
+    "--ping-for",
+    "1",
+    "--trigger",
+    "yes",
+  ]);
+  const first = state(sb).childPid!;
+  sb.track(first);
+  await nextChild(sb, first);
+  assert.match(state(sb).health?.lastError ?? "", /it sent WATCHDOG=trigger/);
+  await stopService(sb);
+});
+
 Deno.test("a service that keeps going unhealthy gives up like a crash loop (--max-restarts)", async () => {
   await using sb = await Sandbox.create();
   const supervisor = await startSupervised(
