@@ -12,13 +12,18 @@
 
 import {
   formatDuration,
+  type HostPort,
   type OutputTarget,
   parseDuration,
   parseEnvEntry,
+  parseHealthCommand,
+  parseHealthUrl,
+  parseHostPort,
   parseInteger,
   parseName,
   parseOutput,
   parsePath,
+  parsePositiveDuration,
   parseRestartPolicy,
   parseStopSchedule,
   parseUmask,
@@ -85,6 +90,14 @@ export interface Values {
   stopSchedule?: Schedule;
   name?: string;
   quiet: boolean;
+  healthCmd?: string;
+  healthHttp?: string;
+  healthTcp?: HostPort;
+  healthInterval?: number;
+  healthTimeout?: number;
+  healthRetries?: number;
+  healthStartPeriod?: number;
+  watchdog?: number;
 }
 
 interface Base {
@@ -524,6 +537,87 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     commands: COMMANDS,
     help: "no message on stderr but errors (exit 1 and 2): nothing for an outcome of exit 3 " +
       "(already running, not running) or a note; stdout is unchanged",
+  },
+  healthCmd: {
+    name: "health-cmd",
+    kind: "value",
+    arg: "CMD",
+    commands: LAUNCH,
+    needs: "supervise",
+    help: "health check: CMD run by /bin/sh -c as COMMAND runs (its directory, user and " +
+      "environment, plus SINGLETON_RUN_PID), healthy on exit 0. An unhealthy COMMAND is " +
+      "stopped by --stop-schedule and restarted (each such restart counts toward --max-restarts)",
+    parse: parseHealthCommand,
+  },
+  healthHttp: {
+    name: "health-http",
+    kind: "value",
+    arg: "URL",
+    commands: LAUNCH,
+    needs: "supervise",
+    help: "health check: an http:// or https:// GET, healthy on a 2xx or 3xx answer " +
+      "(needs Deno's --allow-net)",
+    parse: parseHealthUrl,
+  },
+  healthTcp: {
+    name: "health-tcp",
+    kind: "value",
+    arg: "HOST:PORT",
+    commands: LAUNCH,
+    needs: "supervise",
+    help: "health check: healthy when a TCP connection opens (a stopped program whose " +
+      "accept queue has room still passes: the kernel answers; needs Deno's --allow-net)",
+    parse: parseHostPort,
+  },
+  healthInterval: {
+    name: "health-interval",
+    kind: "value",
+    arg: "DUR",
+    commands: LAUNCH,
+    needs: "supervise",
+    help: "from readiness to the first check, and from each check's end to the next",
+    shown: (d) => formatDuration(d.DEFAULT_HEALTH_INTERVAL_MS),
+    parse: parsePositiveDuration,
+  },
+  healthTimeout: {
+    name: "health-timeout",
+    kind: "value",
+    arg: "DUR",
+    commands: LAUNCH,
+    needs: "supervise",
+    help: "a check that takes longer failed, and everything it started is killed",
+    shown: (d) => formatDuration(d.DEFAULT_HEALTH_TIMEOUT_MS),
+    parse: parsePositiveDuration,
+  },
+  healthRetries: {
+    name: "health-retries",
+    kind: "value",
+    arg: "N",
+    commands: LAUNCH,
+    needs: "supervise",
+    help: "failed checks in a row that make COMMAND unhealthy",
+    shown: (d) => String(d.DEFAULT_HEALTH_RETRIES),
+    parse: (text, option) => parseInteger(text, option, { min: 1, max: 1_000_000 }),
+  },
+  healthStartPeriod: {
+    name: "health-start-period",
+    kind: "value",
+    arg: "DUR",
+    commands: LAUNCH,
+    needs: "supervise",
+    help: "from readiness: failed checks in this time do not count (it ends at the first success)",
+    shown: (d) => formatDuration(d.DEFAULT_HEALTH_START_PERIOD_MS),
+    parse: parseDuration,
+  },
+  watchdog: {
+    name: "watchdog",
+    kind: "value",
+    arg: "DUR",
+    commands: LAUNCH,
+    needs: "supervise",
+    help: "with --notify-socket: COMMAND gets WATCHDOG_USEC and must send WATCHDOG=1 at least " +
+      "every DUR; a missed one (or WATCHDOG=trigger) is handled as unhealthy",
+    parse: parsePositiveDuration,
   },
 };
 

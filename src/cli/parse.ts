@@ -204,6 +204,7 @@ function check(
   if (v.notifyFd !== undefined && v.notifySocket) {
     throw new UsageError("--notify-fd and --notify-socket exclude each other");
   }
+  checkHealth(v);
   if (v.keeper && v.supervise) {
     throw new UsageError(
       "--keeper and --supervise exclude each other (the supervisor holds the lock)",
@@ -259,6 +260,32 @@ function checkWithoutSupervise(
       } needs --supervise (without it, output goes to a file)`,
     );
   }
+}
+
+/** One kind of health check; its timing only with one; the watchdog on the notify socket. */
+function checkHealth(v: Values): void {
+  const kinds = (["healthCmd", "healthHttp", "healthTcp"] as const).filter((k) =>
+    v[k] !== undefined
+  );
+  if (kinds.length > 1) {
+    throw new UsageError(`${kinds.map(flag).join(" and ")} exclude each other: give one check`);
+  }
+  if (kinds.length === 0) {
+    const timing =
+      (["healthInterval", "healthTimeout", "healthRetries", "healthStartPeriod"] as const)
+        .find((k) => v[k] !== undefined);
+    if (timing) {
+      throw new UsageError(`${flag(timing)} needs --health-cmd, --health-http or --health-tcp`);
+    }
+  }
+  if (v.watchdog !== undefined && !v.notifySocket) {
+    throw new UsageError("--watchdog needs --notify-socket (WATCHDOG=1 comes through it)");
+  }
+}
+
+/** An option's flag from its key: `healthCmd` is `--health-cmd`. */
+function flag(key: string): string {
+  return `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 }
 
 /** Two of the files singleton-run keeps beside each other must not be one file. */

@@ -82,10 +82,13 @@ export type {
 } from "./options.ts";
 export type { ExitReason } from "../ffi/mod.ts";
 export type { LockStatusReport } from "./cluster.ts";
-export type { SuperviseSettings } from "./options.ts";
+export type { HealthSettings, LivenessOptions, SuperviseSettings } from "./options.ts";
 export type { ReloadOptions } from "./reload.ts";
 export type {
   ClusterLockSettings,
+  HealthCheck,
+  HealthSpec,
+  HealthTiming,
   Holder,
   LaunchSpec,
   OutputTarget,
@@ -99,11 +102,20 @@ export type {
  * @deprecated Use {@link Readiness}, the same type.
  */
 export type ChildReadiness = import("../launch/spec.ts").Readiness;
-export type { ClusterLockState, ClusterLockStatus, SupervisorStatus } from "../supervisor/state.ts";
+export type {
+  ClusterLockState,
+  ClusterLockStatus,
+  HealthState,
+  SupervisorStatus,
+} from "../supervisor/state.ts";
 export {
   DEFAULT_CHILD_READY_AFTER_MS,
   DEFAULT_CHILD_READY_TIMEOUT_MS,
   DEFAULT_CHILD_STOP_SCHEDULE,
+  DEFAULT_HEALTH_INTERVAL_MS,
+  DEFAULT_HEALTH_RETRIES,
+  DEFAULT_HEALTH_START_PERIOD_MS,
+  DEFAULT_HEALTH_TIMEOUT_MS,
   DEFAULT_LOCK_TIMEOUT_MS,
   DEFAULT_LOCK_TTL_MS,
   DEFAULT_MAX_RESTARTS,

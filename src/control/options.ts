@@ -8,6 +8,7 @@
 import type { Schedule } from "../launch/schedule.ts";
 import type {
   ClusterLockSettings,
+  HealthCheck,
   OutputTarget,
   Readiness,
   RestartPolicy,
@@ -157,8 +158,52 @@ export interface SuperviseSettings {
   readonly lock?: ClusterLockSettings;
 }
 
+/**
+ * A supervisor's health check as a caller gives it: what to check (Docker's
+ * HEALTHCHECK, one kind), and when; each time in ms, defaults applied by the
+ * launch spec.
+ */
+export type HealthSettings = HealthCheck & {
+  /**
+   * From readiness to the first check, and from each check's end to the next.
+   * @default {10000}
+   */
+  readonly interval?: number;
+  /**
+   * A check that takes longer failed, and everything it started is killed.
+   * @default {5000}
+   */
+  readonly timeout?: number;
+  /**
+   * Failures in a row that make COMMAND unhealthy.
+   * @default {3}
+   */
+  readonly retries?: number;
+  /**
+   * From readiness: failures in this time do not count (it ends at the first success).
+   * @default {0}
+   */
+  readonly startPeriod?: number;
+};
+
+/** The liveness of a supervised COMMAND: a health check and a watchdog (with `supervise` only). */
+export interface LivenessOptions {
+  /**
+   * With `supervise`: check COMMAND's health; an unhealthy COMMAND is
+   * stopped by the stop schedule and started again under the restart
+   * policy, and every such restart counts toward `maxRestarts`.
+   */
+  readonly health?: HealthSettings;
+  /**
+   * With `supervise` and socket readiness: COMMAND gets `WATCHDOG_USEC` and
+   * must send `WATCHDOG=1` at least this often (ms); a missed deadline (or
+   * `WATCHDOG=trigger`) is handled as unhealthy.
+   */
+  readonly watchdog?: number;
+}
+
 /** Options of {@link start}. */
-export interface StartOptions extends GuardOptions, LaunchOptions {
+export interface StartOptions extends GuardOptions, LaunchOptions, LivenessOptions {
   /** Append the daemon's stdout and stderr to this file (mode 0640) instead of /dev/null. */
   readonly output?: string | OutputTarget;
   /**
@@ -257,7 +302,7 @@ export interface StopResult {
 export interface RestartOptions extends StartOptions, StopOptions {}
 
 /** Options of {@link run}. */
-export interface RunOptions extends GuardOptions, LaunchOptions {
+export interface RunOptions extends GuardOptions, LaunchOptions, LivenessOptions {
   /** Supervise COMMAND in the foreground instead of exec'ing it. */
   readonly supervise?: SuperviseSettings;
   /**
@@ -334,6 +379,12 @@ export interface StatusReport {
   }[];
   /** The cluster lock held for the daemon: URL, key, fencing token, TTL and time left. */
   readonly lock?: SupervisorStatus["lock"];
+  /**
+   * For a supervisor with a health check or a watchdog: the program's health
+   * (`starting`, `healthy`, `unhealthy`), failures in a row, the last check
+   * and error, and the restarts it caused. The daemon runs (code 0) either way.
+   */
+  readonly health?: SupervisorStatus["health"];
 }
 
 /**

@@ -20,6 +20,7 @@ import {
 import { identify } from "../lock/identity.ts";
 import type { PidFile } from "../lock/pidfile.ts";
 import { writeRecord } from "../lock/record.ts";
+import { takeOuterManager } from "../launch/readiness.ts";
 import { environmentFor, type LaunchSpec } from "../launch/spec.ts";
 import { runSupervisor } from "../supervisor/stage.ts";
 import { UsageError } from "../errors.ts";
@@ -57,11 +58,20 @@ export async function run(options: RunOptions): Promise<number> {
   }
   const env = environmentFor(spec, callerEnvironment("run"));
   if (spec.holder.kind !== "self") {
-    // supervise mode: this process is the supervisor; it keeps the lock and its pid. With a
-    // cluster lock alone, it is COMMAND's keeper in the foreground: it holds both locks and
-    // fences COMMAND, which an exec could not.
+    // supervise mode: this process is the supervisor; it keeps the lock and its pid, and takes
+    // the caller's service manager (NOTIFY_SOCKET, WATCHDOG_*) for itself: it says when COMMAND
+    // is ready. With a cluster lock alone, it is COMMAND's keeper in the foreground: it holds
+    // both locks and fences COMMAND, which an exec could not.
+    const manager = spec.holder.kind === "supervisor"
+      ? takeOuterManager(env, ids.pid())
+      : undefined;
     return await runSupervisor(
-      { spec, pidfile: normalPath(options.pidfile), by: "run" },
+      {
+        spec,
+        pidfile: normalPath(options.pidfile),
+        by: "run",
+        ...(manager ? { manager: { ...manager, sendsReady: true } } : {}),
+      },
       lock,
       env,
     );

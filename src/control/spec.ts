@@ -11,10 +11,16 @@
 
 import { ERRNO, ids, lookupGroup, lookupUser, quote, SystemError } from "../ffi/mod.ts";
 import { resolveCommand } from "../launch/spawn.ts";
-import { NOTIFY_FD_ENV, NOTIFY_SOCKET_ENV } from "../launch/readiness.ts";
+import {
+  NOTIFY_FD_ENV,
+  NOTIFY_SOCKET_ENV,
+  WATCHDOG_PID_ENV,
+  WATCHDOG_USEC_ENV,
+} from "../launch/readiness.ts";
 import { parseSchedule, type Schedule } from "../launch/schedule.ts";
 import {
   environmentFor,
+  type HealthSpec,
   type Holder,
   type LaunchSpec,
   type OutputTarget,
@@ -25,6 +31,10 @@ import {
   DEFAULT_CHILD_READY_AFTER_MS,
   DEFAULT_CHILD_READY_TIMEOUT_MS,
   DEFAULT_CHILD_STOP_SCHEDULE,
+  DEFAULT_HEALTH_INTERVAL_MS,
+  DEFAULT_HEALTH_RETRIES,
+  DEFAULT_HEALTH_START_PERIOD_MS,
+  DEFAULT_HEALTH_TIMEOUT_MS,
   DEFAULT_MAX_RESTARTS,
   DEFAULT_MIN_UPTIME_MS,
   DEFAULT_RESTART_DELAY_MAX_MS,
@@ -32,7 +42,13 @@ import {
   DEFAULT_RESTART_POLICY,
   DEFAULT_RESTART_WINDOW_MS,
 } from "../supervisor/defaults.ts";
-import { checkWaitMs, normalPath, parseOutput } from "./values.ts";
+import {
+  checkWaitMs,
+  normalPath,
+  parseHealthCommand,
+  parseHealthUrl,
+  parseOutput,
+} from "./values.ts";
 import {
   checkWaits,
   DEFAULT_CHDIR,
@@ -64,6 +80,9 @@ export function launchSpec(options: StartOptions | RunOptions, context: LaunchCo
   const supervise = options.supervise;
   const user = options.user === undefined ? null : resolveUser(options.user);
   const holder = holderOf(options, context);
+  const readiness = readinessOf(options, holder, context);
+  const health = healthOf(options, holder);
+  const watchdogMs = watchdogOf(options, holder, readiness);
   const output = outputOf(options);
   const dir = options.chdir ?? (context === "start" ? DEFAULT_CHDIR : Deno.cwd());
   const env = { ...options.env };
@@ -88,7 +107,7 @@ export function launchSpec(options: StartOptions | RunOptions, context: LaunchCo
     umask: options.umask ?? (context === "start" ? DEFAULT_UMASK : null),
     user,
     output: output?.kind === "file" ? { kind: "file", path: normalPath(output.path) } : output,
-    readiness: readinessOf(options, holder, context),
+    readiness,
     readyTimeoutMs: supervise?.readyTimeout ?? (options as StartOptions).readyTimeout ??
       readyTimeoutDefault(holder),
     stopSchedule: scheduleOf(supervise?.stopSchedule ?? options.stopSchedule),
@@ -107,13 +126,16 @@ export function launchSpec(options: StartOptions | RunOptions, context: LaunchCo
     },
     name: supervise?.name ?? path.slice(path.lastIndexOf("/") + 1),
     holder,
+    health,
+    watchdogMs,
   };
 }
 
 /**
  * The environment a program starts from: the caller's, less the readiness
- * channels the caller was given by its own manager (a daemon gets its own;
- * `run` leaves them to COMMAND, which replaces it).
+ * channels and the watchdog the caller was given by its own manager (a
+ * daemon gets its own; `run` leaves them to COMMAND, which replaces it; a
+ * supervisor in the foreground takes them for itself).
  *
  * @param context `start` or `run`
  * @returns the environment
@@ -123,6 +145,8 @@ export function callerEnvironment(context: LaunchContext): Record<string, string
   if (context === "start") {
     delete env[NOTIFY_SOCKET_ENV];
     delete env[NOTIFY_FD_ENV];
+    delete env[WATCHDOG_USEC_ENV];
+    delete env[WATCHDOG_PID_ENV];
   }
   return env;
 }
@@ -149,6 +173,93 @@ function holderOf(options: StartOptions | RunOptions, context: LaunchContext): H
   }
   const keeper = context === "start" && (options as StartOptions).keeper === true;
   return keeper || options.lock !== undefined ? { kind: "keeper" } : { kind: "self" };
+}
+
+/**
+ * The health check, every value checked and every default applied: one
+ * kind, times more than 0 (the start period from 0), retries from 1, a
+ * URL or address Deno may connect to (checked now, not at the first check).
+ */
+function healthOf(options: StartOptions | RunOptions, holder: Holder): HealthSpec | null {
+  const h = options.health;
+  if (h === undefined) return null;
+  if (holder.kind !== "supervisor") throw new UsageError("a health check needs supervise");
+  const timing = {
+    intervalMs: positive(h.interval, DEFAULT_HEALTH_INTERVAL_MS, "health.interval"),
+    timeoutMs: positive(h.timeout, DEFAULT_HEALTH_TIMEOUT_MS, "health.timeout"),
+    retries: h.retries ?? DEFAULT_HEALTH_RETRIES,
+    startPeriodMs: wait(h.startPeriod, DEFAULT_HEALTH_START_PERIOD_MS, "health.startPeriod"),
+  };
+  if (!(Number.isInteger(timing.retries) && timing.retries >= 1 && timing.retries <= 1_000_000)) {
+    throw new UsageError(`bad health.retries ${timing.retries}: expected 1 to 1000000`);
+  }
+  switch (h.kind) {
+    case "cmd":
+      return { kind: "cmd", command: parseHealthCommand(h.command, "--health-cmd"), ...timing };
+    case "http": {
+      const url = parseHealthUrl(h.url, "--health-http");
+      const u = new URL(url);
+      checkNetAllowed("--health-http", u.hostname, Number(u.port || defaultPort(u.protocol)));
+      return { kind: "http", url, ...timing };
+    }
+    case "tcp": {
+      const { host, port } = h;
+      if (typeof host !== "string" || !/^[^\s/[\]]+$/.test(host)) {
+        throw new UsageError(`bad health host ${quote(String(host))}: expected a name or address`);
+      }
+      if (!(Number.isInteger(port) && port >= 1 && port <= 65535)) {
+        throw new UsageError(`bad health port ${port}: expected 1 to 65535`);
+      }
+      checkNetAllowed("--health-tcp", host, port);
+      return { kind: "tcp", host, port, ...timing };
+    }
+    default:
+      throw new UsageError(
+        `bad health check kind ${quote(String((h as { kind: unknown }).kind))}: ` +
+          "expected cmd, http or tcp",
+      );
+  }
+}
+
+function defaultPort(protocol: string): number {
+  return protocol === "https:" ? 443 : 80;
+}
+
+/**
+ * An HTTP or TCP health check connects from the supervisor, which runs with
+ * this process's permissions: without Deno's net permission for that host
+ * and port, every check would fail, so the launch is refused now.
+ */
+function checkNetAllowed(option: string, host: string, port: number): void {
+  const name = host.includes(":") ? `[${host}]` : host;
+  const state = Deno.permissions.querySync({ name: "net", host: `${name}:${port}` }).state;
+  if (state !== "granted") {
+    throw new UsageError(
+      `${option} needs --allow-net (Deno's permission to connect to ${name}:${port})`,
+    );
+  }
+}
+
+/** The watchdog: with a supervisor whose program reports on the notify socket. */
+function watchdogOf(
+  options: StartOptions | RunOptions,
+  holder: Holder,
+  readiness: Readiness,
+): number | null {
+  const ms = options.watchdog;
+  if (ms === undefined) return null;
+  if (holder.kind !== "supervisor") throw new UsageError("a watchdog needs supervise");
+  if (readiness.kind !== "socket") {
+    throw new UsageError("--watchdog needs --notify-socket (WATCHDOG=1 comes through it)");
+  }
+  return positive(ms, 0, "watchdog");
+}
+
+/** A wait that must be more than 0. */
+function positive(value: number | undefined, fallback: number, name: string): number {
+  const ms = wait(value, fallback, name);
+  if (ms === 0) throw new UsageError(`bad ${name} 0: must be more than 0`);
+  return ms;
 }
 
 function wait(value: number | undefined, fallback: number, name: string): number {

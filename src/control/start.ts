@@ -12,6 +12,7 @@ import {
   describeErrno,
   type ExitReason,
   fstat,
+  ids,
   openBeside,
   pidfdOpen,
   pread,
@@ -24,10 +25,11 @@ import { openOutputFile } from "../lock/output.ts";
 import type { PidFile } from "../lock/pidfile.ts";
 import { describeExit } from "../launch/exit.ts";
 import { awaitStage, spawnStage } from "../launch/privilege.ts";
-import { Readiness, type ReadyResult } from "../launch/readiness.ts";
+import { Readiness, type ReadyResult, sendNotify, takeOuterManager } from "../launch/readiness.ts";
 import { spawn } from "../launch/spawn.ts";
 import { environmentFor, type LaunchSpec } from "../launch/spec.ts";
 import { Aborted, type LaunchedDaemon, StartingDaemon } from "../launch/starting.ts";
+import type { ManagerOrders } from "../supervisor/manager.ts";
 import {
   spawnKeeper,
   spawnStageProcess,
@@ -169,15 +171,34 @@ async function startKept(
   return handedOver(daemon, result.mainPid ?? daemon.pid, result, daemon.pid);
 }
 
-/** A supervisor holds the lock, runs the program and restarts it: the pid file names it. */
+/**
+ * A supervisor holds the lock, runs the program and restarts it: the pid
+ * file names it. Under a service manager (`NOTIFY_SOCKET`: systemd's
+ * `Type=notify`), the supervisor reports to it from then on, and this start
+ * tells it, once the supervisor is ready, to follow the supervisor
+ * (`MAINPID=`) and that the service is ready, in one datagram: this process
+ * is still the manager's main process when it arrives.
+ */
 async function startSupervised(
   spec: LaunchSpec,
   lock: PidFile,
   options: StartOptions,
 ): Promise<StartResult> {
-  const { daemon, result } = await startStage(spec, lock, options);
+  const outer = takeOuterManager(Deno.env.toObject(), ids.pid());
+  const manager = outer && { ...outer, sendsReady: false };
+  const { daemon, result } = await startStage(spec, lock, options, manager);
   await using _daemon = daemon;
-  return handedOver(daemon, daemon.pid, result, undefined);
+  const started = handedOver(daemon, daemon.pid, result, undefined);
+  if (manager) {
+    try {
+      sendNotify(manager.socket, `MAINPID=${daemon.pid}\nREADY=1`);
+    } catch (err) {
+      options.onWarning?.(
+        `warning: cannot notify the service manager: ${(err as Error).message}`,
+      );
+    }
+  }
+  return started;
 }
 
 /**
@@ -188,6 +209,7 @@ async function startStage(
   spec: LaunchSpec,
   lock: PidFile,
   options: StartOptions,
+  manager?: ManagerOrders,
 ): Promise<{ daemon: StartingDaemon; result: Ready }> {
   using readiness = Readiness.prepare({ kind: "fd", fd: SUPERVISOR_READY_FD });
   const daemon = await launchWithOutput(spec, lock, options, (stdio) => ({
@@ -197,6 +219,7 @@ async function startStage(
       lockFd: STAGE_LOCK_FD,
       writeFd: SUPERVISOR_WRITE_FD,
       readyFd: SUPERVISOR_READY_FD,
+      ...(manager ? { manager } : {}),
     }, {
       env: programEnvironment(spec),
       ...(spec.umask === null ? {} : { umask: spec.umask }),

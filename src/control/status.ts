@@ -122,6 +122,7 @@ function judge(
     ...procFacts(pid),
     ...(supervisor ? { supervisor } : {}),
     ...(supervisor?.lock ? { lock: supervisor.lock } : {}),
+    ...(supervisor?.health ? { health: supervisor.health } : {}),
   }, options);
 }
 

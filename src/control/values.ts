@@ -273,3 +273,95 @@ export function normalPath(path: string): string {
   }
   return `/${parts.join("/")}`;
 }
+
+/**
+ * A duration that must be more than 0 (a health check's interval and
+ * timeout, a watchdog): {@link parseDuration}, then that bound.
+ *
+ * @param text the value
+ * @param option the option it came from
+ * @returns milliseconds, from 1 to {@link MAX_WAIT_MS}
+ * @throws {UsageError} when malformed, 0 or too long
+ */
+export function parsePositiveDuration(text: string, option: string): number {
+  const ms = parseDuration(text, option);
+  if (ms === 0) throw new UsageError(`bad ${option} ${quote(text)}: must be more than 0`);
+  return ms;
+}
+
+/**
+ * A health check's shell command: any text `/bin/sh -c` runs, but blank.
+ *
+ * @param text the value
+ * @param option the option it came from
+ * @returns the command
+ * @throws {UsageError} when blank
+ */
+export function parseHealthCommand(text: string, option: string): string {
+  if (typeof text !== "string" || text.trim() === "") {
+    throw new UsageError(`bad ${option} ${quote(String(text))}: expected a shell command`);
+  }
+  return text;
+}
+
+/** A host and a TCP port. */
+export interface HostPort {
+  /** A name or an address (an IPv6 address without its brackets). */
+  readonly host: string;
+  /** From 1 to 65535. */
+  readonly port: number;
+}
+
+/** Where the port of a URL's authority is, for a message about it before URL's own. */
+const URL_PORT = /^[a-z][a-z0-9+.-]*:\/\/(?:[^@/?#]*@)?(?:\[[^\]/?#]*\]|[^:/?#]*):([0-9]+)/i;
+
+/**
+ * An HTTP health check's URL: `http://` or `https://`, a host, a port (when
+ * given) from 1 to 65535, and no user or password (the launch spec, which
+ * holds no secret, is recorded beside the pid file).
+ *
+ * @param text the value
+ * @param option the option it came from
+ * @returns the URL, normalized
+ * @throws {UsageError} for another scheme, a bad port, credentials, or no URL
+ */
+export function parseHealthUrl(text: string, option: string): string {
+  const port = URL_PORT.exec(text)?.[1];
+  if (port !== undefined && !(Number(port) >= 1 && Number(port) <= 65535)) {
+    throw bad(option, text, "a URL whose port is from 1 to 65535");
+  }
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw bad(option, text, "an http:// or https:// URL");
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw bad(option, text, "an http:// or https:// URL");
+  }
+  if (url.hostname === "") throw bad(option, text, "a URL with a host");
+  if (url.username !== "" || url.password !== "") {
+    throw new UsageError(
+      `bad ${option} ${quote(text)}: a user or password in the URL is not supported`,
+    );
+  }
+  return url.href;
+}
+
+/**
+ * `HOST:PORT` (an IPv6 address in brackets: `[::1]:8080`), the port from 1
+ * to 65535.
+ *
+ * @param text the value
+ * @param option the option it came from
+ * @returns the host and the port
+ * @throws {UsageError} when malformed or the port is out of range
+ */
+export function parseHostPort(text: string, option: string): HostPort {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]\s/]+)):([0-9]{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !(port >= 1 && port <= 65535)) {
+    throw bad(option, text, "HOST:PORT with a port from 1 to 65535");
+  }
+  return { host: m[1] ?? m[2]!, port };
+}

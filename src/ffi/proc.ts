@@ -169,6 +169,23 @@ export function cmdlineOf(pid: number | "self"): string[] | undefined {
 }
 
 /**
+ * Whether a process's environment (as it was at its exec, from
+ * /proc/PID/environ) holds this exact `KEY=VALUE` entry. Readable for one's
+ * own user's processes, or by root.
+ *
+ * @param pid the process
+ * @param entry the whole entry
+ * @returns false when it does not, or when the process is gone or hidden
+ */
+export function environHas(pid: number, entry: string): boolean {
+  try {
+    return readSmallFile(`/proc/${pid}/environ`, 1 << 20).split("\0").includes(entry);
+  } catch {
+    return false;
+  }
+}
+
+/**
  * How many descriptors a process has open. The size /proc reports for its
  * fd directory is that count (Linux 6.2 and later), which a single stat(2)
  * reads; elsewhere the directory is listed. Statting `fd/.` rather than

@@ -21,6 +21,7 @@ import {
   C,
   close,
   execve,
+  ids,
   pipe,
   pollNow,
   pollWait,
@@ -195,7 +196,12 @@ export function runStage(args: readonly string[]): never {
     // After the change of user, which clears a parent-death signal.
     if (dieWithParent) setParentDeathSignal(9);
     resetSignals();
-    execve(spec.path, spec.command, { ...env });
+    // A supervisor's watchdog: the program keeps this pid, so it may be named (sd_watchdog_enabled).
+    const watchdog = spec.watchdogMs != null && env.WATCHDOG_USEC !== undefined;
+    execve(spec.path, spec.command, {
+      ...env,
+      ...(watchdog ? { WATCHDOG_PID: String(ids.pid()) } : {}),
+    });
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     try {

@@ -20,17 +20,25 @@ import {
   C,
   chown,
   close,
+  ERRNO,
   pipe,
   pollNow,
   pollWait,
+  quote,
   read,
   recvNow,
+  sendUnixDatagram,
+  SystemError,
 } from "../ffi/mod.ts";
 
 /** The environment variable that names the notification descriptor (`--notify-fd N`). */
 export const NOTIFY_FD_ENV = "NOTIFY_FD";
 /** The environment variable that names the notification socket (sd_notify). */
 export const NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET";
+/** The watchdog's period a service manager gives, in microseconds (sd_watchdog_enabled). */
+export const WATCHDOG_USEC_ENV = "WATCHDOG_USEC";
+/** The process whose watchdog `WATCHDOG_USEC` is (absent: whoever reads it). */
+export const WATCHDOG_PID_ENV = "WATCHDOG_PID";
 
 /** How readiness is signalled. */
 export type ReadinessMode =
@@ -276,19 +284,34 @@ function pick<T extends object, K extends keyof T>(obj: T, ...keys: K[]): Partia
   return out;
 }
 
+/** What one sd_notify datagram asks of whoever reads it, besides what it leaves in the state. */
+export interface NotifyRequest {
+  /** It said `READY=1`. */
+  readonly ready: boolean;
+  /** `EXTEND_TIMEOUT_USEC=`, in milliseconds. */
+  readonly extendMs?: number;
+  /** `WATCHDOG=1` (a ping) or `WATCHDOG=trigger` (fail now). */
+  readonly watchdog?: "ping" | "trigger";
+  /** `WATCHDOG_USEC=`: the watchdog's new period, in milliseconds (0: none). */
+  readonly watchdogMs?: number;
+}
+
 /**
  * Read one sd_notify datagram (`KEY=VALUE` lines) into `state`.
  *
  * @param text the datagram
  * @param state where STATUS, MAINPID and ERRNO are kept
- * @returns whether it said READY=1, and any EXTEND_TIMEOUT_USEC in milliseconds
+ * @returns whether it said READY=1, any EXTEND_TIMEOUT_USEC in milliseconds,
+ *   and what it said of the watchdog
  */
 export function parseNotify(
   text: string,
   state: { status?: string; mainPid?: number; errno?: number },
-): { ready: boolean; extendMs?: number } {
+): NotifyRequest {
   let ready = false;
   let extendMs: number | undefined;
+  let watchdog: "ping" | "trigger" | undefined;
+  let watchdogMs: number | undefined;
   for (const line of text.split("\n")) {
     const eq = line.indexOf("=");
     if (eq <= 0) continue;
@@ -310,7 +333,75 @@ export function parseNotify(
       case "EXTEND_TIMEOUT_USEC":
         if (/^[0-9]{1,15}$/.test(value)) extendMs = Number(value) / 1000;
         break;
+      case "WATCHDOG":
+        if (value === "1") watchdog ??= "ping";
+        if (value === "trigger") watchdog = "trigger";
+        break;
+      case "WATCHDOG_USEC":
+        if (/^[0-9]{1,15}$/.test(value)) watchdogMs = Number(value) / 1000;
+        break;
     }
   }
-  return extendMs === undefined ? { ready } : { ready, extendMs };
+  return {
+    ready,
+    ...(extendMs === undefined ? {} : { extendMs }),
+    ...(watchdog === undefined ? {} : { watchdog }),
+    ...(watchdogMs === undefined ? {} : { watchdogMs }),
+  };
+}
+
+/**
+ * Send `KEY=VALUE` lines to a service manager's notification socket: the
+ * one sending side of sd_notify, for a service (`notify.ts`) and for a
+ * supervisor that passes its program's readiness on.
+ *
+ * @param address the `NOTIFY_SOCKET` value: an absolute path or `@abstract`
+ * @param state the lines, such as `READY=1\nSTATUS=up`
+ * @throws {SystemError} when the address is neither, or the send fails
+ */
+export function sendNotify(address: string, state: string): void {
+  if (!address.startsWith("/") && !address.startsWith("@")) {
+    throw new SystemError("sendto", ERRNO.EINVAL, {
+      path: address,
+      message: `NOTIFY_SOCKET=${quote(address)} is neither an absolute path nor an @abstract name`,
+    });
+  }
+  sendUnixDatagram(address, new TextEncoder().encode(state));
+}
+
+/**
+ * The service manager above this process (systemd's `Type=notify`, or
+ * anything that speaks sd_notify), as its environment names it.
+ */
+export interface OuterManager {
+  /** Its `NOTIFY_SOCKET`. */
+  readonly socket: string;
+  /** The watchdog it keeps on this process (`WATCHDOG_USEC`), in ms; absent for none. */
+  readonly watchdogMs?: number;
+}
+
+/**
+ * Take the service manager's variables out of an environment, for a
+ * supervisor that reports to the manager itself: its program never sees
+ * them. The watchdog is this process's only when `WATCHDOG_PID` is absent
+ * or names `self`.
+ *
+ * @param env the environment (the variables are deleted from it)
+ * @param self the pid the manager knows this process by
+ * @returns the manager, or undefined when none is named
+ */
+export function takeOuterManager(
+  env: Record<string, string>,
+  self: number,
+): OuterManager | undefined {
+  const socket = env[NOTIFY_SOCKET_ENV];
+  const usec = env[WATCHDOG_USEC_ENV];
+  const pid = env[WATCHDOG_PID_ENV];
+  delete env[NOTIFY_SOCKET_ENV];
+  delete env[WATCHDOG_USEC_ENV];
+  delete env[WATCHDOG_PID_ENV];
+  if (socket === undefined || socket === "") return undefined;
+  const ours = pid === undefined || pid === String(self);
+  const ms = usec !== undefined && /^[0-9]{1,15}$/.test(usec) ? Number(usec) / 1000 : 0;
+  return ours && ms >= 1 ? { socket, watchdogMs: ms } : { socket };
 }

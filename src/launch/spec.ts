@@ -87,6 +87,30 @@ export interface ClusterLockSettings {
   readonly passwordFile?: string;
 }
 
+/** What a health check asks of the program. */
+export type HealthCheck =
+  /** A shell command (`/bin/sh -c`), in the program's directory, as its user: healthy on exit 0. */
+  | { readonly kind: "cmd"; readonly command: string }
+  /** An HTTP GET of `url` (`http://` or `https://`): healthy on a 2xx or 3xx answer. */
+  | { readonly kind: "http"; readonly url: string }
+  /** A TCP connection to `host`:`port`: healthy when it opens. */
+  | { readonly kind: "tcp"; readonly host: string; readonly port: number };
+
+/** When a supervisor's health checks run and what counts, every value given. */
+export interface HealthTiming {
+  /** From readiness to the first check, and from the end of each check to the next, in ms. */
+  readonly intervalMs: number;
+  /** A check that takes longer failed, and everything it started is killed, in ms. */
+  readonly timeoutMs: number;
+  /** Failures in a row that make the program unhealthy. */
+  readonly retries: number;
+  /** From readiness: failures in this time do not count, until the first success, in ms. */
+  readonly startPeriodMs: number;
+}
+
+/** A supervisor's health check: what it asks and when. */
+export type HealthSpec = HealthCheck & HealthTiming;
+
 /**
  * Who holds the pid file's lock while the program runs, and so which
  * process the pid file names and what `start` hands the lock over to.
@@ -150,6 +174,17 @@ export interface LaunchSpec {
   readonly name: string;
   /** Who holds the pid file's lock. */
   readonly holder: Holder;
+  /**
+   * The supervisor's health check (a program found unhealthy is stopped and
+   * started again), or null.
+   */
+  readonly health: HealthSpec | null;
+  /**
+   * The supervisor's watchdog: the program (with `readiness` `socket`) gets
+   * `WATCHDOG_USEC` and must send `WATCHDOG=1` at least this often, in ms;
+   * null for none (unless the program asks for one with `WATCHDOG_USEC=`).
+   */
+  readonly watchdogMs: number | null;
 }
 
 /**

@@ -28,10 +28,10 @@ import {
   getCloexec,
   monotonicMicros,
   quote,
-  sendUnixDatagram,
   SystemError,
   writeAll,
 } from "../ffi/mod.ts";
+import { sendNotify } from "../launch/readiness.ts";
 
 const encoder = new TextEncoder();
 
@@ -53,13 +53,7 @@ function env(name: string): string | undefined {
 function sendState(state: string): boolean {
   const address = env("NOTIFY_SOCKET");
   if (address === undefined) return false;
-  if (!address.startsWith("/") && !address.startsWith("@")) {
-    throw new SystemError("sendto", ERRNO.EINVAL, {
-      path: address,
-      message: `NOTIFY_SOCKET=${quote(address)} is neither an absolute path nor an @abstract name`,
-    });
-  }
-  sendUnixDatagram(address, encoder.encode(state));
+  sendNotify(address, state);
   return true;
 }
 

@@ -132,6 +132,8 @@ export function startRun(spec: LaunchSpec, how: RunWiring): { run: Run; readers:
     if (spec.readiness.kind === "socket") {
       env.NOTIFY_SOCKET = how.notify!.path;
       while (recvNow(how.notify!.fd, 4096) !== undefined) { /* drop stale messages */ }
+      // Its pid is not known before the spawn: WATCHDOG_PID only where it is (the privilege stage).
+      if (spec.watchdogMs !== null) env.WATCHDOG_USEC = String(Math.round(spec.watchdogMs * 1000));
     }
     if (how.lock) fds[how.lock.target] = how.lock.fd;
     const umask = spec.umask ?? undefined;

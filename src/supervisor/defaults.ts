@@ -36,3 +36,11 @@ export const DEFAULT_LOCK_TIMEOUT_MS = 5_000;
  * be ignored, so sent to a wrong process it does no harm.
  */
 export const REOPEN_SIGNAL = 23; // SIGURG
+/** From readiness to the first health check, and between checks, in ms (Docker's HEALTHCHECK). */
+export const DEFAULT_HEALTH_INTERVAL_MS = 10_000;
+/** A health check that takes longer (ms) failed. */
+export const DEFAULT_HEALTH_TIMEOUT_MS = 5_000;
+/** Failed health checks in a row that make the program unhealthy. */
+export const DEFAULT_HEALTH_RETRIES = 3;
+/** From readiness: failed health checks in this time (ms) do not count. */
+export const DEFAULT_HEALTH_START_PERIOD_MS = 0;

@@ -30,6 +30,7 @@ import { spawn } from "../launch/spawn.ts";
 import { INTERNAL_FLAG, stageCommand } from "../launch/internal.ts";
 import { runStage } from "../launch/privilege.ts";
 import type { LaunchSpec } from "../launch/spec.ts";
+import type { ManagerOrders } from "./manager.ts";
 import { type ClusterLockState, statePath } from "./state.ts";
 import { Supervisor } from "./supervisor.ts";
 
@@ -57,6 +58,8 @@ export interface StageOrders {
   readonly unsetEnv?: readonly string[];
   /** Who launched it, for the record: `start` (by default) or `run` in the foreground. */
   readonly by?: "start" | "run";
+  /** A supervisor's service manager (the caller's `NOTIFY_SOCKET`), told how COMMAND goes. */
+  readonly manager?: ManagerOrders;
 }
 
 /**
@@ -112,6 +115,7 @@ export async function runSupervisor(
         : {}),
       ...(lockState ? { lockState } : {}),
       ...(orders.adopt ? { adopt: orders.adopt } : {}),
+      ...(orders.manager ? { manager: orders.manager } : {}),
     });
   try {
     let code: number;

@@ -44,6 +44,26 @@ export interface SupervisorState {
   readonly output: string | null;
   /** The cluster lock held for the program, when there is one. */
   readonly lock?: ClusterLockState;
+  /** The program's health, with a health check or a watchdog. */
+  readonly health?: HealthState;
+}
+
+/** A supervised program's health, as its health check and watchdog found it. */
+export interface HealthState {
+  /**
+   * `starting` from readiness to the first success, `healthy` after it,
+   * `unhealthy` once it failed too often (or missed its watchdog), until the
+   * next run is ready.
+   */
+  readonly state: "starting" | "healthy" | "unhealthy";
+  /** Failures in a row that counted. */
+  readonly failures: number;
+  /** When the last check ended, or the last `WATCHDOG=1` came (ISO 8601); null before. */
+  readonly lastCheck: string | null;
+  /** Why the last failed check failed, or null when none has. */
+  readonly lastError: string | null;
+  /** How many times the program was restarted for being unhealthy. */
+  readonly restarts: number;
 }
 
 /** The cluster lock as the state file records it. */
@@ -105,6 +125,8 @@ export interface SupervisorStatus {
   readonly output: string | null;
   /** The cluster lock held for the program, with the seconds left on its lease, if any. */
   readonly lock?: ClusterLockStatus;
+  /** The program's health, with a health check or a watchdog. */
+  readonly health?: HealthState;
 }
 
 /**
@@ -163,6 +185,25 @@ export function readSupervisorStatus(pidfile: string, pid: number): SupervisorSt
     dropped: typeof state.dropped === "number" ? state.dropped : 0,
     output: typeof state.output === "string" && state.output.startsWith("/") ? state.output : null,
     ...lockStatus(state.lock),
+    ...healthStatus(state.health),
+  };
+}
+
+/** The health as the state file has it, checked field by field. */
+function healthStatus(health: Partial<HealthState> | undefined): { health?: HealthState } {
+  if (typeof health !== "object" || health === null) return {};
+  const { state, failures, lastCheck, lastError, restarts } = health;
+  if (state !== "starting" && state !== "healthy" && state !== "unhealthy") return {};
+  const text = (v: unknown) => typeof v === "string" ? v : null;
+  const count = (v: unknown) => typeof v === "number" && v >= 0 ? v : 0;
+  return {
+    health: {
+      state,
+      failures: count(failures),
+      lastCheck: text(lastCheck),
+      lastError: text(lastError),
+      restarts: count(restarts),
+    },
   };
 }
 

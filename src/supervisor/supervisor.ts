@@ -71,6 +71,8 @@ import {
   type Sink,
   writeStderr,
 } from "./output.ts";
+import { Liveness } from "./health.ts";
+import { ManagerLink, type ManagerOrders } from "./manager.ts";
 import { Backoff, wantsRestart } from "./restart.ts";
 import { type ClusterLockState, type SupervisorState, writeStateFile } from "./state.ts";
 import { StopWalk } from "./stopping.ts";
@@ -153,6 +155,8 @@ export interface SupervisorWiring {
    * instead of a new one. The pidfd names it.
    */
   readonly adopt?: { readonly pid: number; readonly pidfd: number };
+  /** The service manager above the supervisor (an outer `NOTIFY_SOCKET`), told how COMMAND goes. */
+  readonly manager?: ManagerOrders;
 }
 
 const FORWARDED = ["SIGHUP", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGQUIT", "SIGWINCH"] as const;
@@ -188,6 +192,10 @@ export class Supervisor {
   readonly signals: number[] = [];
   readonly listeners: [Deno.Signal, () => void][] = [];
   notify: NotifySocket | undefined;
+  /** The program's health check and watchdog, when it has either (or may ask for a watchdog). */
+  readonly liveness: Liveness | undefined;
+  /** The outer service manager, when there is one. */
+  readonly manager: ManagerLink | undefined;
   phase: Phase = { name: "backoff", until: 0 };
   /**
    * Set once the supervisor is to exit after the current run (a stop, a
@@ -205,6 +213,8 @@ export class Supervisor {
   stateDropped = 0;
   stateWarned = false;
   stateFenced = false;
+  /** The health check's last end as last written to the state file. */
+  stateCheck: string | null = null;
   /** The last error the supervisor said, for `start` when the first child fails. */
   lastError: string | undefined;
   /** When SIGINT was last forwarded: a child that dies of it soon after was interrupted, not crashed. */
@@ -235,6 +245,10 @@ export class Supervisor {
       lockTarget = undefined;
     }
     this.lockTarget = lockTarget;
+    this.liveness = Liveness.of(spec, wiring.env, () => this.#poke());
+    this.manager = wiring.manager
+      ? new ManagerLink(wiring.manager, (why) => this.say("err", why))
+      : undefined;
   }
 
   /** The current run's main process, in the phases that have one. */
@@ -338,6 +352,7 @@ export class Supervisor {
       dropped,
       output: this.spec.output?.kind === "file" ? this.spec.output.path : null,
       ...(this.wiring.lockState ? { lock: this.wiring.lockState() } : {}),
+      ...(this.liveness?.record() ? { health: this.liveness.record()! } : {}),
     };
     this.stateWrittenAt = performance.now();
     this.stateDropped = dropped;
@@ -394,6 +409,8 @@ export class Supervisor {
       while (this.phase.name !== "done") await this.#turn();
       return this.phase.code;
     } finally {
+      this.liveness?.end();
+      this.manager?.stopping(`${this.name}: the supervisor exits`);
       this.#unlisten();
       await this.#drainAll(1000);
       for (const r of this.readers) r.close();
@@ -406,14 +423,16 @@ export class Supervisor {
     }
   }
 
-  /** Change phase, and record it. */
+  /** Change phase, and record it. Checks run only while the run is ready. */
   #to(phase: Phase): void {
     this.phase = phase;
+    if (phase.name !== "running" && phase.name !== "following") this.liveness?.end();
     this.writeState();
   }
 
   /** Start a run; when even that fails, decide as after an exit. */
   #startRun(): void {
+    this.liveness?.reset();
     let started;
     try {
       started = startRun(this.spec, {
@@ -477,6 +496,13 @@ export class Supervisor {
     // The main process's pidfd, while it is the one followed (not once it has exited).
     const watched = this.phase.name === "following" ? undefined : run?.pidfd;
     if (watched !== undefined) fds.push({ fd: watched, events: C.POLLIN });
+    // Once ready: the notify socket (the watchdog) and a command check's output.
+    const notifyIndex = fds.length;
+    const listening = this.notify !== undefined && this.phase.name === "running";
+    if (listening) fds.push({ fd: this.notify!.fd, events: C.POLLIN });
+    const healthIndex = fds.length;
+    const healthFds = this.liveness?.fds() ?? [];
+    for (const fd of healthFds) fds.push({ fd, events: C.POLLIN });
     const revents = await pollWait(fds, timeout);
 
     if (revents[0]) drain(this.wake[0]);
@@ -486,6 +512,10 @@ export class Supervisor {
     });
     this.#flushReaders();
     if (revents[readyIndex] && this.current === run) this.#readyInput();
+    if (listening && revents[notifyIndex]) this.#notifyInput();
+    healthFds.forEach((fd, i) => {
+      if (revents[healthIndex + i]) this.liveness!.readOutput(fd);
+    });
     for (const sig of this.signals.splice(0)) this.#onSignal(sig);
     this.#reap();
     if (revents[watchIndex] && run && watched !== undefined && this.current === run) {
@@ -493,6 +523,8 @@ export class Supervisor {
       this.#mainExited(run, reap(run.pid) ?? { exited: true, code: 0 });
     }
     this.#timers();
+    this.#checkLiveness();
+    this.manager?.tick(performance.now());
     this.#noteDropped();
   }
 
@@ -518,6 +550,8 @@ export class Supervisor {
         times.push(p.until);
         break;
     }
+    if (p.name === "running" && this.liveness) times.push(this.liveness.deadline());
+    if (this.manager) times.push(this.manager.deadline());
     if (this.sinkRetryAt !== undefined) times.push(this.sinkRetryAt);
     if (this.sink && this.sink.dropped !== this.stateDropped) {
       times.push(this.stateWrittenAt + DROPPED_STATE_INTERVAL_MS);
@@ -594,7 +628,42 @@ export class Supervisor {
     for (;;) {
       const msg = recvNow(this.notify!.fd, 4096);
       if (msg === undefined) return;
-      if (parseNotify(new TextDecoder().decode(msg), {}).ready) return this.#becameReady(run);
+      const request = parseNotify(new TextDecoder().decode(msg), {});
+      this.liveness?.notified(request, performance.now());
+      if (request.ready) return this.#becameReady(run);
+    }
+  }
+
+  /** Datagrams on the notify socket once the run is ready: its watchdog. */
+  #notifyInput(): void {
+    for (;;) {
+      const msg = recvNow(this.notify!.fd, 4096);
+      if (msg === undefined) return;
+      this.liveness?.notified(parseNotify(new TextDecoder().decode(msg), {}), performance.now());
+    }
+  }
+
+  /**
+   * While the run is ready: what its health check and watchdog say. An
+   * unhealthy run is stopped by the stop schedule, then restarted under the
+   * restart policy (a stop counts as a failure) with the same backoff.
+   */
+  #checkLiveness(): void {
+    const p = this.phase;
+    if (p.name !== "running" || !this.liveness) return;
+    const before = this.liveness.state;
+    const why = this.liveness.tick(performance.now());
+    const who = `${this.name} (pid ${p.run.pid})`;
+    if (why !== undefined) {
+      this.say("err", `${who} is unhealthy: ${why}; stopping it`);
+      this.manager?.status(`${who} is unhealthy: ${why}; restarting it`);
+      return this.#stop(p.run);
+    }
+    if (this.liveness.state !== before) this.manager?.status(`${who} is ${this.liveness.state}`);
+    const checked = this.liveness.record()?.lastCheck ?? null;
+    if (this.liveness.state !== before || checked !== this.stateCheck) {
+      this.stateCheck = checked;
+      this.writeState();
     }
   }
 
@@ -627,13 +696,15 @@ export class Supervisor {
       close(run.readyFd);
       run.readyFd = -1;
     }
+    this.liveness?.begin(run.pid, performance.now());
     this.#to({ name: "running", run });
-    if (!this.everReady) {
+    const first = !this.everReady;
+    const line = `${this.name} ${first ? "started" : "restarted"} (pid ${run.pid}) and is ready`;
+    this.say("info", line);
+    this.manager?.ready(first, line);
+    if (first) {
       this.everReady = true;
-      this.say("info", `${this.name} started (pid ${run.pid}) and is ready`);
       this.wiring.onReady?.(run.pid);
-    } else {
-      this.say("info", `${this.name} restarted (pid ${run.pid}) and is ready`);
     }
   }
 
@@ -661,6 +732,7 @@ export class Supervisor {
     this.stopRequested = true;
     if (this.ending !== undefined) return;
     this.ending = 0;
+    this.manager?.stopping(`${this.name}: stopping`);
     const p = this.phase;
     switch (p.name) {
       case "starting":
@@ -704,6 +776,7 @@ export class Supervisor {
       else if (run.pidfd !== undefined) pidfdSendSignal(run.pidfd, sig); // not our child: its pid may be reused
       else kill(run.pid, sig);
     } catch (err) {
+      if (sig === 18) return; // the SIGCONT after a stop signal: it may have ended of that one
       writeStderr(`cannot send ${signalName(sig)} to ${run.pid}: ${(err as Error).message}`);
     }
   }
@@ -718,7 +791,7 @@ export class Supervisor {
 
   /** Run schedule steps until one is a wait. */
   #advanceStop(run: Run, walk: StopWalk): void {
-    if (walk.advance((sig) => this.#signal(run, sig))) return;
+    if (walk.advance((sig) => withContinue(sig, (s) => this.#signal(run, s)))) return;
     this.say("err", `${this.name} (pid ${run.pid}) is still running after the stop schedule`);
     if (this.ending !== undefined) this.#to({ name: "done", code: 1 }); // exit without it
   }
@@ -727,6 +800,7 @@ export class Supervisor {
     for (;;) {
       const ended = reapAny();
       if (!ended) return;
+      if (this.liveness?.reaped(ended.pid, ended.reason)) continue;
       const run = this.current;
       if (run && ended.pid === run.pid) this.#mainExited(run, ended.reason);
       // Any other pid: an orphan reparented to us (subreaper or PID 1); reaped, nothing else to do.
@@ -824,6 +898,7 @@ export class Supervisor {
       `${this.name} (pid ${old.pid}) forked away: following its main process (pid ${found.pid})`,
     );
     this.wiring.onMain?.(found.pid);
+    this.liveness?.follow(found.pid);
     this.#to(next.ready ? { name: "running", run: next } : { name: "starting", run: next });
   }
 
@@ -926,7 +1001,9 @@ export class Supervisor {
       );
       return this.#clear(run, { kind: "exit", code: 1 });
     }
-    this.say("err", `${who} ${this.lastExit}; restarting in ${round(next.delay / 1000)} s`);
+    const line = `${who} ${this.lastExit}; restarting in ${round(next.delay / 1000)} s`;
+    this.say("err", line);
+    this.manager?.status(line);
     this.#clear(run, { kind: "restart", at: performance.now() + next.delay });
   }
 
@@ -960,15 +1037,20 @@ export class Supervisor {
     if (p.name !== "stopping") return this.#advanceClearing(left);
     // Mid-stop: the rest of the current wait first; what was not signalled yet gets its signal.
     const sig = walk.lastSignal;
-    if (sig !== undefined) { for (const t of liveTargets(left.targets)) signalTarget(t, sig); }
+    if (sig !== undefined) {
+      withContinue(sig, (s) => {
+        for (const t of liveTargets(left.targets)) signalTarget(t, s);
+      });
+    }
   }
 
   /** Signal what is left up to the schedule's next wait; SIGKILL when it has run out. */
   #advanceClearing(left: Leftovers): void {
-    const send = (sig: number) => {
-      if (left.pgid !== undefined) killQuietly(-left.pgid, sig);
-      for (const t of liveTargets(left.targets)) signalTarget(t, sig);
-    };
+    const send = (sig: number) =>
+      withContinue(sig, (s) => {
+        if (left.pgid !== undefined) killQuietly(-left.pgid, s);
+        for (const t of liveTargets(left.targets)) signalTarget(t, s);
+      });
     if (left.walk.advance(send)) return;
     send(9);
     left.walk.until = performance.now() + 1000;
@@ -1088,6 +1170,16 @@ function signalTarget(t: Target, sig: number): void {
   } catch {
     // Gone meanwhile.
   }
+}
+
+/**
+ * Send a stop schedule's signal, then SIGCONT (as runit and s6 do): a
+ * stopped process (SIGSTOP, a debugger) acts on its signal only once it
+ * runs again. SIGKILL needs none.
+ */
+function withContinue(sig: number, send: (sig: number) => void): void {
+  send(sig);
+  if (sig !== 9 && sig !== 18) send(18);
 }
 
 function killQuietly(pid: number, sig: number): void {

@@ -9,7 +9,9 @@
 import type {
   ClusterLockSettings,
   GuardOptions,
+  HealthSettings,
   LaunchOptions,
+  LivenessOptions,
   StartOptions,
   TrustOptions,
 } from "../../control/mod.ts";
@@ -66,6 +68,25 @@ export function superviseSettings(v: Values): NonNullable<StartOptions["supervis
   };
 }
 
+/** The health check and the watchdog, for start, restart and run with --supervise. */
+export function livenessOptions(v: Values): LivenessOptions {
+  const check: HealthSettings | undefined = v.healthCmd !== undefined
+    ? { kind: "cmd", command: v.healthCmd }
+    : v.healthHttp !== undefined
+    ? { kind: "http", url: v.healthHttp }
+    : v.healthTcp !== undefined
+    ? { kind: "tcp", ...v.healthTcp }
+    : undefined;
+  const health: HealthSettings | undefined = check && {
+    ...check,
+    ...defined("interval", v.healthInterval),
+    ...defined("timeout", v.healthTimeout),
+    ...defined("retries", v.healthRetries),
+    ...defined("startPeriod", v.healthStartPeriod),
+  };
+  return { ...defined("health", health), ...defined("watchdog", v.watchdog) };
+}
+
 /** Where syslog(3) and the supervisor's syslog output send their datagrams. */
 const SYSLOG_SOCKET = "/dev/log";
 
@@ -116,6 +137,7 @@ export function startOptions(inv: Invocation): Omit<StartOptions, keyof GuardOpt
       ...launchOptions(inv),
       ...defined("readyTimeout", v.readyTimeout),
       supervise: superviseSettings(v),
+      ...livenessOptions(v),
       ...defined("lock", lockSettings(v)),
       signal: interruptions(),
     };

@@ -9,7 +9,14 @@ import { AlreadyRunningError, run } from "../../control/mod.ts";
 import { EXIT } from "../exit.ts";
 import { say } from "../output.ts";
 import type { Invocation } from "../parse.ts";
-import { defined, guardOptions, launchOptions, lockSettings, superviseSettings } from "./common.ts";
+import {
+  defined,
+  guardOptions,
+  launchOptions,
+  livenessOptions,
+  lockSettings,
+  superviseSettings,
+} from "./common.ts";
 
 /** Run `run`. */
 export async function runCommand(inv: Invocation): Promise<number> {
@@ -18,7 +25,7 @@ export async function runCommand(inv: Invocation): Promise<number> {
     return await run({
       ...guardOptions(v),
       ...launchOptions(inv),
-      ...(v.supervise ? { supervise: superviseSettings(v) } : {}),
+      ...(v.supervise ? { supervise: superviseSettings(v), ...livenessOptions(v) } : {}),
       ...defined("lock", lockSettings(v)),
       ...(v.supervise ? {} : defined("stopSchedule", v.stopSchedule)),
     });

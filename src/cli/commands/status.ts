@@ -72,7 +72,8 @@ function supervisorText(r: StatusReport): string {
   const sv = r.supervisor;
   if (!sv) return "";
   const child = sv.childPid === null ? `no child (${sv.phase})` : `pid ${sv.childPid}`;
-  return `; supervising ${child}, ${sv.restarts} restart(s)${
+  const health = sv.health?.state === "unhealthy" ? ` (unhealthy: ${sv.health.lastError})` : "";
+  return `; supervising ${child}${health}, ${sv.restarts} restart(s)${
     sv.lastExit ? `, last: ${sv.lastExit}` : ""
   }`;
 }
