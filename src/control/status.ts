@@ -17,13 +17,15 @@ import {
   topHolders,
 } from "../lock/holders.ts";
 import { readSupervisorStatus } from "../supervisor/state.ts";
+import { readRecord } from "../lock/record.ts";
 import { checkTrusted, trustedUid } from "./exec.ts";
 import { keeperOf, parentKeeper } from "./kept.ts";
 import type { StatusReport, TrustOptions } from "./options.ts";
 import { checkPathTrusted } from "./trust.ts";
 
 /**
- * What the pid file says, without waiting for anything (no guard, no lock).
+ * What the pid file says, without waiting for anything (no guard, no lock),
+ * and what the service record beside it adds.
  *
  * @param pidfile the pid file
  * @param options `exec` and `runsAs`: see {@link TrustOptions}
@@ -31,6 +33,11 @@ import { checkPathTrusted } from "./trust.ts";
  * @throws {UsageError} when `runsAs` names no user
  */
 export function status(pidfile: string, options: TrustOptions = {}): StatusReport {
+  return withRecord(probeStatus(pidfile, options));
+}
+
+/** What the pid file and its lock say. */
+function probeStatus(pidfile: string, options: TrustOptions): StatusReport {
   if (options.runsAs !== undefined) trustedUid(options.runsAs);
   // The identity of the file whose lock the probe saw: what /proc's
   // descriptors are compared with.
@@ -115,6 +122,23 @@ export function status(pidfile: string, options: TrustOptions = {}): StatusRepor
     ...(supervisor ? { supervisor } : {}),
     ...(supervisor?.lock ? { lock: supervisor.lock } : {}),
   }, options);
+}
+
+/**
+ * What the service record adds to a report: the command it launched, and,
+ * for a service that is not running because its supervisor or keeper gave
+ * up, the failed state (LSB 3: what it left was stopped, so no lock is
+ * held). Nothing is read beside a pid file that cannot be trusted.
+ */
+function withRecord(report: StatusReport): StatusReport {
+  if (report.state === "unknown") return report;
+  const record = readRecord(report.pidfile);
+  if (record === undefined) return report;
+  const spec = { command: record.spec.command, recordedAt: record.recordedAt };
+  if (record.failed !== undefined && (report.state === "stopped" || report.state === "stale")) {
+    return { ...report, state: "failed", code: 3, spec, failed: record.failed };
+  }
+  return { ...report, spec };
 }
 
 /**

@@ -99,10 +99,12 @@ Deno.test("status --json: state, pid, pidfile, code, start time, uptime, RSS, de
     "pid",
     "pidfile",
     "rssKiB",
+    "spec",
     "startTime",
     "state",
     "uptimeSeconds",
   ]);
+  assert.deepEqual(j.spec.command, ["sleep", "1000"], "the recorded command");
   assert.equal(j.state, "running");
   assert.equal(j.pid, pid);
   assert.equal(j.pidfile, sb.pidfile);
