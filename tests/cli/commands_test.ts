@@ -121,7 +121,13 @@ Deno.test("status --json: state, pid, pidfile, code, start time, uptime, RSS, de
   const stopped = JSON.parse(
     (await sr(SOURCE, ["status", "--json", "--pidfile", sb.pidfile])).stdout,
   );
-  assert.deepEqual(stopped, { state: "stopped", code: 3, pid: null, pidfile: sb.pidfile });
+  assert.deepEqual(stopped, {
+    state: "stopped",
+    code: 3,
+    pid: null,
+    pidfile: sb.pidfile,
+    spec: j.spec, // the record stays: what was launched last
+  });
 });
 
 Deno.test("reload sends SIGHUP, signal sends a named or numbered signal; not running exits 3", async () => {
