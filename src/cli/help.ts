@@ -59,8 +59,8 @@ the schedule.`,
   status: () =>
     `Report the daemon's state without waiting for anything, as one line on
 stdout (or JSON). Exit codes (LSB): 0 running, 1 not running but the pid
-file names a pid (stale), 3 not running, 4 cannot tell (e.g. no
-permission; the reason goes to stderr).`,
+file names a pid (stale), 3 not running (or failed: its supervisor gave
+up), 4 cannot tell (e.g. no permission; the reason goes to stderr).`,
   restart: () =>
     `Stop the daemon if it runs, then start COMMAND, under one hold of the guard
 lock. Prints the new pid. Takes start's options and stop's --retry.
