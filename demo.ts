@@ -1,8 +1,9 @@
 /**
  * A short narrated tour of `singleton-run` (`deno task demo`): start a small
- * service under a pid file, watch a second start be refused, ask for its
- * status, reload it, stop it. Everything happens in a temporary directory
- * that is removed at the end; nothing is left running.
+ * service by name, watch a second start be refused, ask for its status,
+ * list the services, reload it, restart it from its record, stop it.
+ * Everything happens in a temporary directory (the directory of services
+ * is set there) that is removed at the end; nothing is left running.
  *
  * @module
  */
@@ -47,7 +48,10 @@ const shortDir = "$DEMO";
 function show(s: string): string {
   return s.replaceAll(dir, shortDir);
 }
-const pidfile = `${dir}/web.pid`;
+const services = `${dir}/services`;
+// Where names live: /run/singleton-run for root, else a directory of the user's own; here, ours.
+Deno.env.set("SINGLETON_RUN_DIR", services);
+const pidfile = `${services}/web.pid`;
 const log = `${dir}/web.log`;
 const service = [
   "sh",
@@ -55,17 +59,21 @@ const service = [
   "trap 'echo reloading configuration' HUP; echo serving on port 8080; " +
   "while :; do sleep 0.1; done",
 ];
-let pid: number | undefined;
+const pids: number[] = [];
 
 try {
   console.log(bold("singleton-run: exactly one instance, its pid file locked for its whole life"));
-  say(`We work in a temporary directory, ${shortDir}=${dir}.`);
+  say(`We work in a temporary directory, ${shortDir}=${dir}, and keep the services in`);
+  console.log(
+    `${shortDir}/services (SINGLETON_RUN_DIR; by default /run/singleton-run for root).`,
+  );
 
-  say("1. Start a small service as a daemon. start prints its pid once it is ready:");
-  const args = ["start", "--pidfile", pidfile, "--output", log, "--", ...service];
+  say("1. Start a small service, by name, as a daemon. start prints its pid once it is ready:");
+  const args = ["start", "--name", "web", "--output", log, "--", ...service];
   const started = await sr(args, args.map(show));
   expect("start to succeed", started.code === 0);
-  pid = Number(started.stdout);
+  const pid = Number(started.stdout);
+  pids.push(pid);
   console.log(
     `   The daemon (pid ${pid}) is its own session leader, cwd /, stdin /dev/null; ` +
       `it holds a flock on ${show(pidfile)} through an inherited descriptor.`,
@@ -76,25 +84,17 @@ try {
   expect("the second start to be refused", second.code === 3);
 
   say("3. status answers at once (LSB codes: 0 running, 1 stale, 3 stopped, 4 unknown):");
-  await sr(["status", "--pidfile", pidfile], ["status", "--pidfile", show(pidfile)]);
-  await sr(["status", "--json", "--pidfile", pidfile], [
-    "status",
-    "--json",
-    "--pidfile",
-    show(pidfile),
-  ]);
-
+  await sr(["status", "web"]);
+  await sr(["status", "--json", "web"]);
   console.log("   signal 0 sends nothing: it checks that the daemon runs and may be signalled:");
-  const check = await sr(["signal", "--pidfile", pidfile, "0"], [
-    "signal",
-    "--pidfile",
-    show(pidfile),
-    "0",
-  ]);
+  const check = await sr(["signal", "web", "0"]);
   expect("signal 0 to find it running", check.code === 0);
 
-  say("4. reload sends SIGHUP, through a pidfd, so a recycled pid is never signalled:");
-  await sr(["reload", "--pidfile", pidfile], ["reload", "--pidfile", show(pidfile)]);
+  say("4. list shows every service by name, in one process:");
+  await sr(["list"]);
+
+  say("5. reload sends SIGHUP, through a pidfd, so a recycled pid is never signalled:");
+  await sr(["reload", "web"]);
   const deadline = Date.now() + 3000;
   while (!Deno.readTextFileSync(log).includes("reloading") && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 50));
@@ -102,22 +102,28 @@ try {
   console.log(`   ${show(log)} now says:`);
   for (const line of Deno.readTextFileSync(log).trimEnd().split("\n")) console.log(`   | ${line}`);
 
-  say("5. stop sends TERM (then KILL after 10 s, as --retry TERM/10/KILL/5 says) and waits");
+  say("6. restart with no command starts again what start recorded beside the pid file");
+  console.log(`   (${show(pidfile)}.record: the command, its options, its --env values):`);
+  const restarted = await sr(["restart", "web"]);
+  expect("restart to succeed", restarted.code === 0);
+  pids.push(Number(restarted.stdout));
+
+  say("7. stop sends TERM (then KILL after 10 s, as --retry TERM/10/KILL/5 says) and waits");
   console.log("   for the lock to be released, not for a zombie to be reaped:");
-  const stopped = await sr(["stop", "--pidfile", pidfile], ["stop", "--pidfile", show(pidfile)]);
+  const stopped = await sr(["stop", "web"]);
   expect("stop to succeed", stopped.code === 0);
-  const after = await sr(["status", "--pidfile", pidfile], ["status", "--pidfile", show(pidfile)]);
+  const after = await sr(["status", "web"]);
   expect("status 3 after stop", after.code === 3);
   console.log(
     `   The pid file is left empty (${Deno.statSync(pidfile).size} bytes), ` +
       "so nobody mistakes an old pid for a live one.",
   );
 
-  say("6. A start whose daemon fails before it is ready says why and leaves nothing behind:");
+  say("8. A start whose daemon fails before it is ready says why and leaves nothing behind:");
   const failing = [
     "start",
-    "--pidfile",
-    pidfile,
+    "--name",
+    "broken",
     "--output",
     log,
     "--",
@@ -128,12 +134,12 @@ try {
   const failed = await sr(failing, failing.map(show));
   expect("the failing start to exit 1", failed.code === 1);
 
-  say("Done: see 'singleton-run --help' and docs/cli.md for run, restart, signal,");
+  say("Done: see 'singleton-run --help' and docs/cli.md for run, signal, --supervise,");
   console.log("--notify-fd / --notify-socket readiness, --user and the rest.");
 } finally {
-  if (pid !== undefined) {
+  for (const pid of pids) {
     try {
-      // Only if the tour stopped halfway: the daemon we started, by its pid.
+      // Only if the tour stopped halfway: the daemons we started, by their pids.
       if (Deno.readTextFileSync(`/proc/${pid}/cmdline`).startsWith("sh")) Deno.kill(pid, "SIGKILL");
     } catch {
       // Already gone.

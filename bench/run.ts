@@ -9,7 +9,7 @@
  * bench/results.json (every sample) and docs/performance.svg (the chart that
  * docs/performance.md shows, dated), so no number is ever copied by hand.
  *
- * Options: `--runs N` (default 15), `--quick` (5 runs, fewer stops),
+ * Options: `--runs N` (default 15), `--quick` (5 runs, fewer stops and lists),
  * `--only GROUP[,GROUP]`, `--json PATH`, `--svg PATH`.
  *
  * @module
@@ -506,6 +506,97 @@ async function statusRun(i: number): Promise<void> {
   for (const p of rotated(memoryProbers, i)) await peakMemory(p);
 }
 
+// ---- list of 100 services ----------------------------------------------------
+
+// `list` reports on every service in one process, against what a script
+// would do otherwise: a status per service (ours, or start-stop-daemon's).
+// The 100 services are plain `sleep`s started for this group through the
+// control API (as `start --name` would: DIR/NAME.pid), and stopped after by
+// their pids. A sample of an "x100" row is the wall time of 100 runs in a row.
+const LIST = "list of 100 running services";
+const LIST_SERVICES = 100;
+const LIST_RUNS = args.values.quick ? 2 : 5;
+interface Lister {
+  row: Row;
+  /** How many runs one sample is. */
+  times: number;
+  argv: string[];
+  ok(code: number): boolean;
+}
+const listers: Lister[] = [];
+const listDir = `${work}/services`;
+const listEnv = { SINGLETON_RUN_DIR: listDir };
+const listPids: number[] = [];
+
+/** Start the services `list` reports on: DIR/s000.pid ... */
+async function startListServices(): Promise<void> {
+  const { start } = await import("../src/control/mod.ts");
+  Deno.mkdirSync(listDir);
+  const mark = marker();
+  statusMarks.push(mark);
+  for (let i = 0; i < LIST_SERVICES; i++) {
+    const name = `s${String(i).padStart(3, "0")}`;
+    const r = await start({
+      pidfile: `${listDir}/${name}.pid`,
+      command: [tools.sleep, "3600", mark],
+      readyAfter: 0,
+    });
+    listPids.push(r.pid);
+  }
+}
+
+if (wanted(LIST)) {
+  await startListServices();
+  const one = `${listDir}/s050.pid`;
+  for (const form of forms) {
+    listers.push({
+      row: row(LIST, `${ours(form)} list (${LIST_SERVICES} services, one process)`, "ours"),
+      times: 1,
+      argv: [...cliArgv(form), "list"],
+      ok: (c) => c === 0,
+    });
+    listers.push({
+      row: row(LIST, `${ours(form)} status (one service)`, "ours"),
+      times: 1,
+      argv: [...cliArgv(form), "status", "s050"],
+      ok: (c) => c === 0,
+    });
+    listers.push({
+      row: row(LIST, `${ours(form)} status x${LIST_SERVICES}`, "ours"),
+      times: LIST_SERVICES,
+      argv: [...cliArgv(form), "status", "s050"],
+      ok: (c) => c === 0,
+    });
+  }
+  if (tools.ssd) {
+    listers.push({
+      row: row(LIST, `start-stop-daemon --status --pidfile x${LIST_SERVICES}`, "peer"),
+      times: LIST_SERVICES,
+      argv: [tools.ssd, "--status", "--pidfile", one],
+      ok: (c) => c === 0,
+    });
+  }
+}
+
+/** One sample of each lister: `times` runs in a row, one wall time. */
+async function listRun(i: number): Promise<void> {
+  for (const l of rotated(listers, i)) {
+    const t0 = performance.now();
+    let failed = false;
+    for (let k = 0; k < l.times && !failed; k++) {
+      const res = await runCmd(l.argv, { timeoutMs: 60_000, env: listEnv });
+      if (!l.ok(res.code)) {
+        failed = true;
+        note(l.row, `exit ${res.code}: ${res.stderr.trim().split("\n").pop()?.slice(0, 120)}`);
+      } else if (l.times === 1 && l.argv.includes("list")) {
+        const lines = res.stdout.trim().split("\n").length - 1;
+        if (lines !== LIST_SERVICES) note(l.row, `listed ${lines} services`);
+      }
+    }
+    if (!failed) l.row.samples.push(performance.now() - t0);
+  }
+}
+
 // ---- 32 at once ------------------------------------------------------------
 
 const BURST_GROUP = `${BURST} simultaneous starts on one pid file`;
@@ -820,6 +911,8 @@ try {
     await statusRun(i);
   }
   log("floor, start, status done");
+  for (let i = 0; i < LIST_RUNS && listers.length > 0; i++) await listRun(i);
+  if (listers.length > 0) log("list done");
   for (let i = 0; i < STOP_RUNS; i++) {
     if (stoppers.parent) await stopRun("parent", i);
     if (stoppers.orphan) await stopRun("orphan", i);
@@ -833,6 +926,7 @@ try {
   log("in-process done");
 } finally {
   for (const pid of statusDaemonPids) killQuietly(pid, "SIGKILL");
+  await killAll(listPids);
   // daemon(1)'s client does not mention our directory, only its marker.
   await cleanup(work, ...statusMarks);
   await Deno.remove(work, { recursive: true }).catch(() => {});
@@ -934,6 +1028,17 @@ for (const form of forms) {
       detail: `instances per run: ${burst.samples.join(", ")}`,
     });
   }
+}
+for (const form of forms) {
+  const listed = rows.find((r) => r.group === LIST && r.name.startsWith(`${ours(form)} list`));
+  const one = rows.find((r) => r.group === LIST && r.name === `${ours(form)} status (one service)`);
+  if (!listed?.samples.length || !one?.samples.length) continue;
+  const ratio = listed.median! / one.median!;
+  targets.push({
+    what: `list of ${LIST_SERVICES} services under 2x one status (${ours(form)})`,
+    met: ratio < 2,
+    detail: `${fmt(listed.median)} ms vs ${fmt(one.median)} ms = ${fmt(ratio, "x")}`,
+  });
 }
 for (
   const r of rows.filter((r) =>

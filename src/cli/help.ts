@@ -13,14 +13,15 @@ export const NAME = "singleton-run";
 
 /** Each command's usage line, without the program's name. */
 export const USAGE: Record<Command, string> = {
-  start: "start   --pidfile PATH [options] -- COMMAND [ARG...]",
-  run: "run     --pidfile PATH [options] -- COMMAND [ARG...]",
-  stop: "stop    --pidfile PATH [--retry SCHEDULE] [--oknodo]",
-  status: "status  --pidfile PATH [--json]  |  status --lock URL",
-  restart: "restart --pidfile PATH [options] -- COMMAND [ARG...]",
-  reload: "reload  --pidfile PATH [--force]",
-  signal: "signal  --pidfile PATH SIGNAL",
-  reopen: "reopen  --pidfile PATH",
+  start: "start   (--pidfile PATH | --name NAME) [options] -- COMMAND [ARG...]",
+  run: "run     (--pidfile PATH | --name NAME) [options] -- COMMAND [ARG...]",
+  stop: "stop    (--pidfile PATH | NAME) [--retry SCHEDULE] [--oknodo]",
+  status: "status  (--pidfile PATH | NAME) [--json]  |  status --lock URL",
+  restart: "restart (--pidfile PATH | NAME) [options] [-- COMMAND [ARG...]]",
+  reload: "reload  (--pidfile PATH | NAME) [--force]",
+  signal: "signal  (--pidfile PATH SIGNAL | NAME SIGNAL)",
+  reopen: "reopen  (--pidfile PATH | NAME)",
+  list: "list    [--json] [--pidfile PATH...]   (alias: ls)",
 };
 
 /** Each command in a line. */
@@ -33,6 +34,7 @@ export const SUMMARY: Record<Command, string> = {
   reload: "send SIGHUP, unless it would end the program",
   signal: "send any signal (name, number, RTMIN+N; 0 only checks)",
   reopen: "make the supervisor or keeper reopen --output (after a log rotation)",
+  list: "every service in DIR (and each --pidfile): state, pid, uptime, command",
 };
 
 /** What each command does, for its help and the manual page. */
@@ -59,11 +61,15 @@ the schedule.`,
   status: () =>
     `Report the daemon's state without waiting for anything, as one line on
 stdout (or JSON). Exit codes (LSB): 0 running, 1 not running but the pid
-file names a pid (stale), 3 not running, 4 cannot tell (e.g. no
-permission; the reason goes to stderr).`,
+file names a pid (stale), 3 not running (or failed: its supervisor gave
+up), 4 cannot tell (e.g. no permission; the reason goes to stderr).`,
   restart: () =>
     `Stop the daemon if it runs, then start COMMAND, under one hold of the guard
-lock. Prints the new pid. Takes start's options and stop's --retry.`,
+lock. Prints the new pid. Takes start's options and stop's --retry.
+Without -- COMMAND, starts again what start recorded beside the pid file
+(PIDFILE.record), in this environment plus the recorded --env values, with
+the options given here over the recorded ones (exit 2 when there is no
+record); with COMMAND, the new launch replaces the record.`,
   reload: () =>
     `Send SIGHUP to the daemon (re-read its configuration). First its signal
 masks are read (/proc/PID/status; with --supervise, those of COMMAND's
@@ -75,6 +81,14 @@ Exit 3 if not running.`,
 real-time signal (RTMIN+N, SIGRTMIN+N, RTMAX-N; RTMIN is 34 with glibc),
 or 0 to check that it runs and could be signalled, sending nothing.
 Exit 3 if not running.`,
+  list: () =>
+    `Report every service in the directory of services (DIR: $SINGLETON_RUN_DIR,
+else /run/singleton-run for root, else $XDG_RUNTIME_DIR/singleton-run, else
+/tmp/singleton-run-UID), and each --pidfile given, named by its path: one
+aligned row each (name, state, pid, uptime, restarts, holder, cluster lock
+and token, command), or with --json an array of what status --json prints,
+each with its name. Nothing is waited for. Exit 0 when DIR could be read
+(a missing DIR lists nothing).`,
   reopen: () =>
     `Make the process that writes --output (the supervisor, or the keeper of a
 daemon started with --keeper --output) reopen the file, without signalling
@@ -98,6 +112,10 @@ ${COMMANDS.map((c) => `  ${NAME} ${USAGE[c]}`).join("\n")}
 
 Commands:
 ${COMMANDS.map((c) => `  ${c.padEnd(8)} ${SUMMARY[c]}`).join("\n")}
+
+A NAME selects the pid file DIR/NAME.pid, DIR being $SINGLETON_RUN_DIR, else
+/run/singleton-run for root, else $XDG_RUNTIME_DIR/singleton-run, else
+/tmp/singleton-run-UID (start, run and restart make it when missing).
 
 Exit codes: 0 done, 1 failed, 2 usage error, 3 nothing to do (already
 running for start/restart/run, not running for stop/reload/signal).

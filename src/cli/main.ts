@@ -24,7 +24,11 @@ const HANDLERS: Record<Command, () => Promise<(inv: Invocation) => number | Prom
   reload: async () => (await import("./commands/reload.ts")).reloadCommand,
   signal: async () => (await import("./commands/signal.ts")).signalCommand,
   reopen: async () => (await import("./commands/reopen.ts")).reopenCommand,
+  list: async () => (await import("./commands/list.ts")).listCommand,
 };
+
+/** Other names of commands. */
+const ALIASES: Readonly<Record<string, Command>> = { ls: "list" };
 
 /**
  * Run the command with these arguments.
@@ -33,7 +37,7 @@ const HANDLERS: Record<Command, () => Promise<(inv: Invocation) => number | Prom
  * @returns the exit code (`run` does not return when it execs)
  */
 export async function main(args: readonly string[]): Promise<number> {
-  const first = args[0];
+  const first = command(args[0]);
   try {
     if (first === undefined) throw new UsageError("missing command");
     if (first === "--help" || first === "-h") {
@@ -45,7 +49,7 @@ export async function main(args: readonly string[]): Promise<number> {
       return EXIT.OK;
     }
     if (first === "help") {
-      const topic = args[1];
+      const topic = command(args[1]);
       if (topic === undefined) out(mainHelp());
       else if (!isCommand(topic)) {
         throw new UsageError(`no help for unknown command ${quote(topic)}`);
@@ -79,6 +83,11 @@ function unknownCommand(first: string): UsageError {
   return new UsageError(
     `unknown command ${quote(first)}${near === undefined ? "" : ` (did you mean ${near}?)`}`,
   );
+}
+
+/** A command's name as given, its alias resolved. */
+function command(name: string | undefined): string | undefined {
+  return name === undefined ? undefined : ALIASES[name] ?? name;
 }
 
 function isCommand(s: string): s is Command {

@@ -41,6 +41,7 @@ export const COMMANDS = [
   "reload",
   "signal",
   "reopen",
+  "list",
 ] as const;
 
 /** A command. */
@@ -52,6 +53,7 @@ export type Defaults = typeof import("../control/mod.ts");
 /** Every option's value after parsing: absent when not given, switches false. */
 export interface Values {
   pidfile?: string;
+  pidfiles: string[];
   retry?: Schedule;
   chdir?: string;
   umask?: number;
@@ -169,9 +171,20 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     kind: "value",
     arg: "PATH",
     commands: [...GUARDED, "status"],
-    help: "the pid file (required)",
+    help: (cmd) =>
+      cmd === "start" || cmd === "run"
+        ? "the pid file (or --name NAME: DIR/NAME.pid)"
+        : "the pid file (or a NAME: DIR/NAME.pid)",
     // An empty value reads as a missing one (see the parser's check).
     parse: (text) => text,
+  },
+  pidfiles: {
+    name: "pidfile",
+    kind: "multi",
+    arg: "PATH",
+    commands: ["list"],
+    help: "also list this pid file, named by its path (repeatable)",
+    parse: parsePath,
   },
   retry: {
     name: "retry",
@@ -413,9 +426,12 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
   json: {
     name: "json",
     kind: "switch",
-    commands: ["status"],
-    help: "print one JSON object: state, pid, pidfile, code, and for a running daemon " +
-      "startTime, uptimeSeconds, rssKiB, fds, cmdline",
+    commands: ["status", "list"],
+    help: (cmd) =>
+      cmd === "list"
+        ? "print a JSON array of the objects status --json prints, each with its name"
+        : "print one JSON object: state, pid, pidfile, code, and for a running daemon " +
+          "startTime, uptimeSeconds, rssKiB, fds, cmdline",
   },
   guard: {
     name: "guard",
@@ -526,9 +542,15 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     name: "name",
     kind: "value",
     arg: "NAME",
-    commands: LAUNCH,
-    needs: "supervise",
-    help: "syslog ident and log name (default COMMAND's basename)",
+    commands: [...GUARDED, "status"],
+    help: (cmd) =>
+      LAUNCH.includes(cmd)
+        ? "without --pidfile: the service's name, which selects the pid file DIR/NAME.pid " +
+          "(DIR: $SINGLETON_RUN_DIR, /run/singleton-run for root, " +
+          "$XDG_RUNTIME_DIR/singleton-run, else /tmp/singleton-run-UID; made when missing); " +
+          "with --supervise, also the syslog ident and log name (default COMMAND's basename; " +
+          "with --pidfile, only that)"
+        : "the service's name: the pid file DIR/NAME.pid (as the NAME operand)",
     parse: parseName,
   },
   quiet: {

@@ -8,6 +8,7 @@
 
 import { UsageError } from "../errors.ts";
 import { normalPath, parseSignalArgument, quote } from "../control/values.ts";
+import { checkServiceName, servicePidfile } from "../control/names.ts";
 import { listWords } from "./help.ts";
 import { type AnyOption, type Command, OPTION_LIST, optionsOf, type Values } from "./options.ts";
 
@@ -38,6 +39,7 @@ export interface Invocation {
 export function parseArgs(cmd: Command, args: readonly string[]): Invocation {
   const table = optionsOf(cmd);
   const values: Values = {
+    pidfiles: [],
     env: [],
     notifySocket: false,
     oknodo: false,
@@ -101,10 +103,13 @@ export function parseArgs(cmd: Command, args: readonly string[]): Invocation {
     }
     positionals.push(arg);
   }
-  const invocation = { cmd, values, positionals, command, help };
-  if (help) return invocation;
+  const parsed = { cmd, values, positionals, command, help };
+  if (help) return parsed;
+  const invocation = named(parsed);
   check(invocation, table, given);
-  if (cmd === "signal") return { ...invocation, signal: parseSignalArgument(positionals[0]!) };
+  if (cmd === "signal") {
+    return { ...invocation, signal: parseSignalArgument(invocation.positionals[0]!) };
+  }
   return invocation;
 }
 
@@ -168,6 +173,47 @@ function editDistance(a: string, b: string): number {
   return d[a.length]![b.length]!;
 }
 
+/** The commands that take a service's NAME as their one operand (signal: NAME SIGNAL). */
+const NAME_OPERAND: readonly Command[] = ["status", "stop", "restart", "reload", "reopen"];
+
+/**
+ * A service named instead of a pid file: by the NAME operand (signal's
+ * first of two, when neither --pidfile nor --name is given) or by --name
+ * without --pidfile, which selects DIR/NAME.pid. With --pidfile, --name is
+ * only the supervisor's ident (start, run, restart), as it always was.
+ */
+function named(inv: Invocation): Invocation {
+  const v = inv.values;
+  let positionals = inv.positionals;
+  const byOperand = inv.cmd === "signal"
+    ? positionals.length >= 2 && v.pidfile === undefined && v.name === undefined
+    : NAME_OPERAND.includes(inv.cmd) && positionals.length > 0;
+  if (byOperand) {
+    const operand = positionals[0]!;
+    positionals = positionals.slice(1);
+    if (v.pidfile !== undefined) {
+      throw new UsageError(`a NAME (${quote(operand)}) and --pidfile exclude each other`);
+    }
+    if (v.name !== undefined && v.name !== operand) {
+      throw new UsageError(`two names: ${quote(operand)} and --name ${quote(v.name)}`);
+    }
+    v.name = operand;
+  }
+  if (v.name === undefined) return { ...inv, positionals };
+  if (v.pidfile === undefined) {
+    v.pidfile = servicePidfile(checkServiceName(v.name));
+  } else if (!LAUNCH_COMMANDS.includes(inv.cmd)) {
+    throw new UsageError("--name and --pidfile exclude each other (--name selects DIR/NAME.pid)");
+  } else if (!v.supervise) {
+    throw new UsageError(
+      "--name with --pidfile needs --supervise (without --pidfile, --name selects DIR/NAME.pid)",
+    );
+  }
+  return { ...inv, positionals };
+}
+
+const LAUNCH_COMMANDS: readonly Command[] = ["start", "run", "restart"];
+
 /** The checks between options and arguments, in the order a user meets them. */
 function check(
   inv: Invocation,
@@ -175,9 +221,17 @@ function check(
   given: ReadonlyMap<string, string>,
 ): void {
   const v = inv.values;
+  if (inv.cmd === "list") {
+    checkArguments(inv);
+    return;
+  }
   const lockOnly = inv.cmd === "status" && v.lock !== undefined && v.pidfile === undefined;
   if (!lockOnly && (v.pidfile === undefined || v.pidfile === "")) {
-    throw new UsageError("missing --pidfile PATH");
+    throw new UsageError(
+      `missing --pidfile PATH${
+        LAUNCH_COMMANDS.includes(inv.cmd) && inv.cmd !== "restart" ? " or --name NAME" : " or NAME"
+      }`,
+    );
   }
   if (v.lock === undefined) {
     const stray = [
@@ -216,15 +270,19 @@ function check(
   if (!lockOnly) samePaths(v);
 }
 
-/** COMMAND after `--` for start, run and restart; SIGNAL alone for signal; nothing else. */
+/**
+ * COMMAND after `--` for start, run and restart (restart without it: the
+ * recorded one); SIGNAL alone for signal (the NAME is taken by now); nothing
+ * else.
+ */
 function checkArguments(inv: Invocation): void {
   const { cmd, positionals, command } = inv;
   if (cmd === "start" || cmd === "run" || cmd === "restart") {
     if (positionals.length > 0) {
       throw new UsageError(`unexpected argument ${quote(positionals[0]!)} (put COMMAND after --)`);
     }
-    if (command === undefined) throw new UsageError("missing -- COMMAND");
-    if (command.length === 0) throw new UsageError("missing COMMAND after --");
+    if (command === undefined && cmd !== "restart") throw new UsageError("missing -- COMMAND");
+    if (command?.length === 0) throw new UsageError("missing COMMAND after --");
     return;
   }
   if (command !== undefined) throw new UsageError(`${cmd} takes no COMMAND`);

@@ -9,9 +9,17 @@
  * daemon at once. Each function returns a typed result or throws a typed
  * error; nothing here prints.
  *
- * Only `status` is loaded with this module; each other action loads its own
- * code when first called, so a program that only asks for the status pays
- * for nothing else.
+ * Only `status` and `list` are loaded with this module; each other action
+ * loads its own code when first called, so a program that only asks for the
+ * status pays for nothing else.
+ *
+ * A service may be named instead of its pid file: every action takes
+ * `{ name: "web" }` in place of `pidfile`, which selects `DIR/web.pid` in the
+ * directory of services ({@link serviceDir}: `$SINGLETON_RUN_DIR`, else
+ * `/run/singleton-run` for root, else `$XDG_RUNTIME_DIR/singleton-run`, else
+ * `/tmp/singleton-run-UID`); `start`, `run` and `restart` make that
+ * directory when it is missing, and {@link list} reports on every service
+ * in it.
  *
  * @example Start a daemon, ask for its status, stop it
  * ```ts
@@ -43,6 +51,8 @@ import type {
   TrustOptions,
 } from "./options.ts";
 import { status as statusNow } from "./status.ts";
+import { list as listNow, type ListOptions, type ServiceReport } from "./list.ts";
+import { type Named, type ServiceName, servicePidfile, withPidfile } from "./names.ts";
 import type { LockStatusReport } from "./cluster.ts";
 import type { ReloadOptions } from "./reload.ts";
 import type { ClusterLockSettings } from "../launch/spec.ts";
@@ -81,6 +91,17 @@ export type {
   TrustOptions,
 } from "./options.ts";
 export type { ExitReason } from "../ffi/mod.ts";
+export type { ListOptions, ServiceReport } from "./list.ts";
+export type { FailedState } from "../lock/record.ts";
+export {
+  checkServiceName,
+  type Named,
+  ROOT_SERVICE_DIR,
+  SERVICE_DIR_ENV,
+  serviceDir,
+  type ServiceName,
+  servicePidfile,
+} from "./names.ts";
 export type { LockStatusReport } from "./cluster.ts";
 export type { HealthSettings, LivenessOptions, SuperviseSettings } from "./options.ts";
 export type { ReloadOptions } from "./reload.ts";
@@ -157,8 +178,8 @@ export { parseSignal, parseUmask } from "./values.ts";
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export async function start(options: StartOptions): Promise<StartResult> {
-  return await (await import("./start.ts")).start(options);
+export async function start(options: Named<StartOptions>): Promise<StartResult> {
+  return await (await import("./start.ts")).start(withPidfile(options));
 }
 
 /**
@@ -187,8 +208,8 @@ export async function start(options: StartOptions): Promise<StartResult> {
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export async function stop(options: StopOptions): Promise<StopResult> {
-  return await (await import("./stop.ts")).stop(options);
+export async function stop(options: Named<StopOptions>): Promise<StopResult> {
+  return await (await import("./stop.ts")).stop(withPidfile(options));
 }
 
 /**
@@ -214,8 +235,8 @@ export async function stop(options: StopOptions): Promise<StopResult> {
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export async function reopen(options: GuardOptions): Promise<number> {
-  return await (await import("./reopen.ts")).reopen(options);
+export async function reopen(options: Named<GuardOptions>): Promise<number> {
+  return await (await import("./reopen.ts")).reopen(withPidfile(options));
 }
 
 /**
@@ -243,11 +264,16 @@ export async function lockStatus(lock: ClusterLockSettings): Promise<LockStatusR
  * the LSB status code the CLI exits with (0 running, 1 stale, 3 stopped, 4
  * cannot tell).
  *
- * @param pidfile the pid file
+ * With a record beside the pid file, the report also gives the command it
+ * launched (`spec`), and, for a service whose supervisor or keeper gave up,
+ * the state `failed` (code 3) with when, after how many restarts and how its
+ * last run ended (`failed`).
+ *
+ * @param pidfile the pid file, or `{ name }` for a service in the directory of services
  * @param options `exec`: trust a process no lock covers when it runs this file;
  *   `runsAs`: only a process of this user
  * @returns the state and, for a running daemon, facts from /proc
- * @throws {UsageError} when `runsAs` names no user
+ * @throws {UsageError} when `runsAs` names no user, or for a bad name
  * @example
  * ```ts
  * import { status } from "./mod.ts";
@@ -256,20 +282,52 @@ export async function lockStatus(lock: ClusterLockSettings): Promise<LockStatusR
  * console.log(report.state, report.code); // "stopped" 3
  * ```
  */
-export function status(pidfile: string, options: TrustOptions = {}): StatusReport {
-  return statusNow(pidfile, options);
+export function status(pidfile: string | ServiceName, options: TrustOptions = {}): StatusReport {
+  return statusNow(typeof pidfile === "string" ? pidfile : servicePidfile(pidfile.name), options);
+}
+
+/**
+ * The status of every service in the directory of services ({@link serviceDir}),
+ * sorted by name, then of each pid file in `pidfiles`: for each, what
+ * {@link status} reports, with its `name` (a pid file given is named by its
+ * path). One process, no wait.
+ *
+ * @param options more pid files to report on
+ * @returns the reports; none when the directory does not exist
+ * @throws {SystemError} when the directory belongs to another user or cannot be read
+ * @example Start a service by name, list the services, stop it by name
+ * ```ts
+ * import { list, start, stop } from "./mod.ts";
+ *
+ * const dir = await Deno.makeTempDir();
+ * Deno.env.set("SINGLETON_RUN_DIR", `${dir}/services`); // else /run/singleton-run for root...
+ * await start({ name: "web", command: ["sleep", "30"] }); // the pid file is DIR/web.pid
+ * for (const s of list()) console.log(s.name, s.state); // "web running"
+ * await stop({ name: "web" });
+ * Deno.env.delete("SINGLETON_RUN_DIR");
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export function list(options: ListOptions = {}): ServiceReport[] {
+  return listNow(options);
 }
 
 /**
  * Stop the daemon if it runs, then start it, under one hold of the guard.
+ * Without `command`, the launch recorded beside the pid file (by `start`,
+ * `run` or an earlier `restart`) is started again: in this process's
+ * environment plus the recorded `env`, with every option given here over
+ * the recorded one (the command is found again in PATH, the user looked up
+ * again).
  *
- * @param options start's and stop's options
+ * @param options start's and stop's options; `command` may be left out
  * @returns the new daemon's pid
  * @throws {AlreadyRunningError} when another process took the lock meanwhile
  * @throws {StartFailedError} when the new daemon fails before it is ready
  * @throws {StopFailedError} when the old one would not stop
  * @throws {GuardTimeoutError} when another controller keeps the guard
  * @throws {SystemError} for bad paths, missing programs, permissions
+ * @throws {UsageError} without `command` when there is no record to trust
  * @example
  * ```ts
  * import { restart, stop } from "./mod.ts";
@@ -283,8 +341,8 @@ export function status(pidfile: string, options: TrustOptions = {}): StatusRepor
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export async function restart(options: RestartOptions): Promise<StartResult> {
-  return await (await import("./restart.ts")).restart(options);
+export async function restart(options: Named<RestartOptions>): Promise<StartResult> {
+  return await (await import("./restart.ts")).restart(withPidfile(options));
 }
 
 /**
@@ -311,8 +369,8 @@ export async function restart(options: RestartOptions): Promise<StartResult> {
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export async function signal(options: SignalOptions): Promise<number> {
-  return await (await import("./stop.ts")).signal(options);
+export async function signal(options: Named<SignalOptions>): Promise<number> {
+  return await (await import("./stop.ts")).signal(withPidfile(options));
 }
 
 /**
@@ -322,7 +380,7 @@ export async function signal(options: SignalOptions): Promise<number> {
  * @returns the daemon's pid
  * @throws what {@link signal} throws
  */
-export const sendSignal: (options: SignalOptions) => Promise<number> = signal;
+export const sendSignal: (options: Named<SignalOptions>) => Promise<number> = signal;
 
 /**
  * Ask the daemon to re-read its configuration: SIGHUP. Its signal masks are
@@ -347,8 +405,8 @@ export const sendSignal: (options: SignalOptions) => Promise<number> = signal;
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export async function reload(options: ReloadOptions): Promise<number> {
-  return await (await import("./reload.ts")).reload(options);
+export async function reload(options: Named<ReloadOptions>): Promise<number> {
+  return await (await import("./reload.ts")).reload(withPidfile(options));
 }
 
 /**
@@ -369,6 +427,6 @@ export async function reload(options: ReloadOptions): Promise<number> {
  * await run({ pidfile: "/run/app.pid", command: ["/usr/sbin/app", "--foreground"] });
  * ```
  */
-export async function run(options: RunOptions): Promise<number> {
-  return await (await import("./run.ts")).run(options);
+export async function run(options: Named<RunOptions>): Promise<number> {
+  return await (await import("./run.ts")).run(withPidfile(options));
 }

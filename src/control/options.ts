@@ -15,6 +15,7 @@ import type {
 } from "../launch/spec.ts";
 import { checkWaitMs } from "./values.ts";
 import type { SupervisorStatus } from "../supervisor/state.ts";
+import type { FailedState } from "../lock/record.ts";
 
 /** How long `start` waits, by default, to see that a daemon stays alive after its exec. */
 export const DEFAULT_READY_AFTER_MS = 20;
@@ -87,6 +88,13 @@ export interface LaunchOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** `USER[:GROUP]`, name or number: run as that account (root only). */
   readonly user?: string;
+  /**
+   * The service's name: in messages, the syslog ident (unless
+   * `supervise.name` gives another), and, given without `pidfile` (see
+   * `Named`), what selects the pid file `DIR/NAME.pid`.
+   * @default {the program's basename}
+   */
+  readonly name?: string;
 }
 
 /** How to supervise the command. */
@@ -299,7 +307,14 @@ export interface StopResult {
 }
 
 /** Options of {@link restart}. */
-export interface RestartOptions extends StartOptions, StopOptions {}
+export interface RestartOptions extends Omit<StartOptions, "command">, StopOptions {
+  /**
+   * The command and its arguments. Without it, the launch recorded beside
+   * the pid file is started again, with these options over the recorded
+   * ones (the caller's environment, plus the recorded `env`).
+   */
+  readonly command?: readonly string[];
+}
 
 /** Options of {@link run}. */
 export interface RunOptions extends GuardOptions, LaunchOptions, LivenessOptions {
@@ -325,9 +340,13 @@ export interface SignalOptions extends GuardOptions, TrustOptions {
 
 /** What {@link status} found. */
 export interface StatusReport {
-  /** running, stale (unlocked but names a pid), stopped, or unknown (cannot tell). */
-  readonly state: "running" | "stale" | "stopped" | "unknown";
-  /** The LSB status code: 0 running, 1 stale, 3 stopped, 4 unknown. */
+  /**
+   * running, stale (unlocked but names a pid), stopped, unknown (cannot
+   * tell), or failed (not running: its supervisor or keeper gave up; see
+   * `failed`).
+   */
+  readonly state: "running" | "stale" | "stopped" | "unknown" | "failed";
+  /** The LSB status code: 0 running, 1 stale, 3 stopped or failed, 4 unknown. */
   readonly code: 0 | 1 | 3 | 4;
   /**
    * The pid the file names, or null; for a running daemon, the process that
@@ -385,6 +404,13 @@ export interface StatusReport {
    * and error, and the restarts it caused. The daemon runs (code 0) either way.
    */
   readonly health?: SupervisorStatus["health"];
+  /**
+   * What was launched, from the record beside the pid file: the command as
+   * given and when it was recorded. (`cmdline` is what /proc shows now.)
+   */
+  readonly spec?: { readonly command: readonly string[]; readonly recordedAt: string };
+  /** With state failed: when it gave up, after how many restarts, and how its last run ended. */
+  readonly failed?: FailedState;
 }
 
 /**

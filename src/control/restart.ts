@@ -1,6 +1,7 @@
 /**
  * `restart`: stop the daemon if it runs, then start it, under one hold of
- * the guard, so no other controller acts in between.
+ * the guard, so no other controller acts in between. Without a command, the
+ * launch recorded beside the pid file is started again.
  *
  * @module
  */
@@ -8,7 +9,7 @@
 import { NotRunningError } from "./errors.ts";
 import { withGuard } from "./guard.ts";
 import type { RestartOptions, StartResult } from "./options.ts";
-import { launchSpec } from "./spec.ts";
+import { launchSpec, recordedSpec } from "./spec.ts";
 import { checkLockOf, startLocked } from "./start.ts";
 import { stopLocked } from "./stop.ts";
 
@@ -20,7 +21,8 @@ import { stopLocked } from "./stop.ts";
  * @throws what `start` and `stop` throw, except NotRunningError
  */
 export async function restart(options: RestartOptions): Promise<StartResult> {
-  const spec = launchSpec(options, "start");
+  const base = options.command === undefined ? recordedSpec(options.pidfile) : undefined;
+  const spec = launchSpec(options, "start", base);
   await checkLockOf(spec);
   return await withGuard(options, async () => {
     try {
@@ -28,6 +30,6 @@ export async function restart(options: RestartOptions): Promise<StartResult> {
     } catch (err) {
       if (!(err instanceof NotRunningError)) throw err;
     }
-    return await startLocked(spec, options);
+    return await startLocked(spec, { ...options, command: spec.command });
   }, options.signal);
 }

@@ -6,10 +6,17 @@
  * created, so bad input leaves nothing behind: the command is found, the
  * user resolved, the directory checked, the paths compared and trusted.
  *
+ * A launch may start from a base: the spec recorded beside the pid file
+ * (`restart` without a command). Then every value the caller gave overrides
+ * the base's, and everything else is the base's; the command is found again
+ * (in the caller's PATH), the user looked up again by name, and every check
+ * made again, as for a new launch.
+ *
  * @module
  */
 
-import { ERRNO, ids, lookupGroup, lookupUser, quote, SystemError } from "../ffi/mod.ts";
+import { ERRNO, ids, lookupGroup, lookupUser, lstat, quote, SystemError } from "../ffi/mod.ts";
+import { readRecord, recordPath } from "../lock/record.ts";
 import { resolveCommand } from "../launch/spawn.ts";
 import {
   NOTIFY_FD_ENV,
@@ -60,9 +67,15 @@ import {
   type SuperviseSettings,
 } from "./options.ts";
 import { checkDirectoriesTrusted, checkPathsDiffer, precheckPidfile } from "./paths.ts";
+import { prepareServiceDir, serviceDirOf } from "./names.ts";
 
 /** Which action the spec is for: a daemon (`start`, `restart`) or the foreground (`run`). */
 export type LaunchContext = "start" | "run";
+
+/** What a caller gives for a launch: with a base spec, the command may be left out. */
+export type LaunchRequest =
+  | RunOptions
+  | (Omit<StartOptions, "command"> & { readonly command?: readonly string[] });
 
 /**
  * Make the launch spec of a start or a run, with every check made before
@@ -70,24 +83,37 @@ export type LaunchContext = "start" | "run";
  *
  * @param options what the caller gave
  * @param context `start` (a daemon) or `run` (the foreground)
+ * @param base a spec to start from (the recorded one): what the caller did
+ *   not give is taken from it instead of the defaults
  * @returns the spec
  * @throws {UsageError} for an empty command, colliding paths, bad values
  * @throws {SystemError} for a missing program, user, group or directory, an
  *   untrusted path, or a pid file that cannot be used
  */
-export function launchSpec(options: StartOptions | RunOptions, context: LaunchContext): LaunchSpec {
-  if (options.command.length === 0) throw new UsageError("missing COMMAND");
+export function launchSpec(
+  options: LaunchRequest,
+  context: LaunchContext,
+  base?: LaunchSpec,
+): LaunchSpec {
+  const command = options.command ?? base?.command;
+  if (command === undefined || command.length === 0) throw new UsageError("missing COMMAND");
   const supervise = options.supervise;
-  const user = options.user === undefined ? null : resolveUser(options.user);
-  const holder = holderOf(options, context);
-  const readiness = readinessOf(options, holder, context);
-  const health = healthOf(options, holder);
-  const watchdogMs = watchdogOf(options, holder, readiness);
-  const output = outputOf(options);
-  const dir = options.chdir ?? (context === "start" ? DEFAULT_CHDIR : Deno.cwd());
-  const env = { ...options.env };
+  const user = options.user !== undefined
+    ? resolveUser(options.user)
+    : base?.user
+    ? resolveUser(`${base.user.name}:${base.user.gid}`)
+    : null;
+  const holder = holderOf(options, context, base);
+  // The base's readiness and timeout were made for its holder: kept for that holder only.
+  const sameHolder = base?.holder.kind === holder.kind ? base : undefined;
+  const readiness = readinessOf(options, holder, context, sameHolder);
+  const health = healthOf(options, holder) ?? sameHolder?.health ?? null;
+  const watchdogMs = watchdogOf(options, holder, readiness) ?? sameHolder?.watchdogMs ?? null;
+  const output = outputOf(options, base);
+  const dir = options.chdir ?? base?.cwd ?? (context === "start" ? DEFAULT_CHDIR : Deno.cwd());
+  const env = { ...base?.env, ...options.env };
   const path = resolveCommand(
-    options.command[0]!,
+    programOf(options.command, base),
     environmentFor({ env, user } as LaunchSpec, callerEnvironment(context)),
     Deno.cwd(),
   );
@@ -96,26 +122,31 @@ export function launchSpec(options: StartOptions | RunOptions, context: LaunchCo
   checkPathsDiffer({ ...options, output: outputFile });
   checkWaits({ ...options, ...readyWaits(options) });
   checkDirectoriesTrusted({ ...options, output: outputFile });
+  // The directory of services is made last, once nothing else can refuse the launch.
+  const services = serviceDirOf(options.pidfile);
+  if (services !== undefined) prepareServiceDir(services);
   precheckPidfile(options.pidfile);
   const daemonPidfile = supervise?.daemonPidfile ?? (options as StartOptions).daemonPidfile;
   const lock = options.lock ?? supervise?.lock;
   return {
-    command: [...options.command],
+    command: [...command],
     path,
     env,
     cwd: normalPath(dir),
-    umask: options.umask ?? (context === "start" ? DEFAULT_UMASK : null),
+    umask: options.umask ?? base?.umask ?? (context === "start" ? DEFAULT_UMASK : null),
     user,
     output: output?.kind === "file" ? { kind: "file", path: normalPath(output.path) } : output,
     readiness,
     readyTimeoutMs: supervise?.readyTimeout ?? (options as StartOptions).readyTimeout ??
-      readyTimeoutDefault(holder),
-    stopSchedule: scheduleOf(supervise?.stopSchedule ?? options.stopSchedule),
+      sameHolder?.readyTimeoutMs ?? readyTimeoutDefault(holder),
+    stopSchedule: scheduleOf(supervise?.stopSchedule ?? options.stopSchedule, base),
     // Under a cluster lock the program is fenced as a group.
-    killGroup: (supervise?.killGroup ?? false) || lock !== undefined,
-    daemonPidfile: daemonPidfile === undefined ? null : normalPath(daemonPidfile),
+    killGroup: (supervise?.killGroup ?? base?.killGroup ?? false) || lock !== undefined,
+    daemonPidfile: daemonPidfile === undefined
+      ? base?.daemonPidfile ?? null
+      : normalPath(daemonPidfile),
     // Its files relative to the caller: the stage runs in COMMAND's directory.
-    lock: lock === undefined ? null : {
+    lock: lock === undefined ? base?.lock ?? null : {
       ...lock,
       ...(lock.tls === undefined ? {} : {
         tls: Object.fromEntries(
@@ -124,11 +155,49 @@ export function launchSpec(options: StartOptions | RunOptions, context: LaunchCo
       }),
       ...(lock.passwordFile === undefined ? {} : { passwordFile: normalPath(lock.passwordFile) }),
     },
-    name: supervise?.name ?? path.slice(path.lastIndexOf("/") + 1),
+    name: supervise?.name ?? options.name ?? base?.name ?? path.slice(path.lastIndexOf("/") + 1),
     holder,
     health,
     watchdogMs,
   };
+}
+
+/**
+ * The launch spec recorded beside a pid file, for a `restart` without a
+ * command. Only a record this user or root wrote is replayed: another
+ * user's would run that user's command with this user's rights.
+ *
+ * @param pidfile the pid file
+ * @returns the recorded spec
+ * @throws {UsageError} when there is no record to trust (give the command)
+ */
+export function recordedSpec(pidfile: string): LaunchSpec {
+  let owner: number | undefined;
+  try {
+    owner = lstat(recordPath(pidfile)).uid;
+  } catch {
+    // No record: said below.
+  }
+  const record = owner === 0 || owner === ids.euid() ? readRecord(pidfile) : undefined;
+  if (record === undefined) {
+    throw new UsageError(
+      `no record of how ${quote(pidfile)} was started (${quote(recordPath(pidfile))}${
+        owner === undefined ? " is missing" : " cannot be trusted"
+      }): give -- COMMAND`,
+    );
+  }
+  return record.spec;
+}
+
+/**
+ * The program to find: the command's first word as given, or the base's as
+ * it was written (found again in PATH), or, when that was a relative path
+ * (which meant the directory of the first launch), the program found then.
+ */
+function programOf(command: readonly string[] | undefined, base: LaunchSpec | undefined): string {
+  if (command !== undefined) return command[0]!;
+  const first = base!.command[0]!;
+  return first.includes("/") && !first.startsWith("/") ? base!.path : first;
 }
 
 /**
@@ -156,23 +225,37 @@ export function callerEnvironment(context: LaunchContext): Record<string, string
  * or a cluster lock (the keeper holds it and fences the program); else the
  * program itself.
  */
-function holderOf(options: StartOptions | RunOptions, context: LaunchContext): Holder {
-  const s = options.supervise;
+function holderOf(options: LaunchRequest, context: LaunchContext, base?: LaunchSpec): Holder {
+  const keeper = context === "start" && (options as StartOptions).keeper === true;
+  const recorded = base?.holder.kind === "supervisor" ? base.holder.restart : undefined;
+  const s = options.supervise ?? (recorded && !keeper ? {} : undefined);
   if (s) {
     return {
       kind: "supervisor",
       restart: {
-        policy: s.restart ?? DEFAULT_RESTART_POLICY,
-        delayMs: wait(s.restartDelay, DEFAULT_RESTART_DELAY_MS, "restartDelay"),
-        delayMaxMs: wait(s.restartDelayMax, DEFAULT_RESTART_DELAY_MAX_MS, "restartDelayMax"),
-        minUptimeMs: wait(s.minUptime, DEFAULT_MIN_UPTIME_MS, "minUptime"),
-        maxRestarts: s.maxRestarts ?? DEFAULT_MAX_RESTARTS,
-        windowMs: wait(s.restartWindow, DEFAULT_RESTART_WINDOW_MS, "restartWindow"),
+        policy: s.restart ?? recorded?.policy ?? DEFAULT_RESTART_POLICY,
+        delayMs: wait(
+          s.restartDelay,
+          recorded?.delayMs ?? DEFAULT_RESTART_DELAY_MS,
+          "restartDelay",
+        ),
+        delayMaxMs: wait(
+          s.restartDelayMax,
+          recorded?.delayMaxMs ?? DEFAULT_RESTART_DELAY_MAX_MS,
+          "restartDelayMax",
+        ),
+        minUptimeMs: wait(s.minUptime, recorded?.minUptimeMs ?? DEFAULT_MIN_UPTIME_MS, "minUptime"),
+        maxRestarts: s.maxRestarts ?? recorded?.maxRestarts ?? DEFAULT_MAX_RESTARTS,
+        windowMs: wait(
+          s.restartWindow,
+          recorded?.windowMs ?? DEFAULT_RESTART_WINDOW_MS,
+          "restartWindow",
+        ),
       },
     };
   }
-  const keeper = context === "start" && (options as StartOptions).keeper === true;
-  return keeper || options.lock !== undefined ? { kind: "keeper" } : { kind: "self" };
+  const kept = keeper || options.lock !== undefined || base?.holder.kind === "keeper";
+  return kept ? { kind: "keeper" } : { kind: "self" };
 }
 
 /**
@@ -180,7 +263,7 @@ function holderOf(options: StartOptions | RunOptions, context: LaunchContext): H
  * kind, times more than 0 (the start period from 0), retries from 1, a
  * URL or address Deno may connect to (checked now, not at the first check).
  */
-function healthOf(options: StartOptions | RunOptions, holder: Holder): HealthSpec | null {
+function healthOf(options: LaunchRequest, holder: Holder): HealthSpec | null {
   const h = options.health;
   if (h === undefined) return null;
   if (holder.kind !== "supervisor") throw new UsageError("a health check needs supervise");
@@ -242,7 +325,7 @@ function checkNetAllowed(option: string, host: string, port: number): void {
 
 /** The watchdog: with a supervisor whose program reports on the notify socket. */
 function watchdogOf(
-  options: StartOptions | RunOptions,
+  options: LaunchRequest,
   holder: Holder,
   readiness: Readiness,
 ): number | null {
@@ -268,7 +351,7 @@ function wait(value: number | undefined, fallback: number, name: string): number
 
 /** The readiness waits a caller gave, for their bounds. */
 function readyWaits(
-  options: StartOptions | RunOptions,
+  options: LaunchRequest,
 ): { readyTimeout?: number; readyAfter?: number } {
   const s = options as StartOptions;
   const timeout = options.supervise?.readyTimeout ?? s.readyTimeout;
@@ -290,31 +373,35 @@ function readyTimeoutDefault(holder: Holder): number {
  * foreground, a keeper's program has nothing to be ready for.
  */
 function readinessOf(
-  options: StartOptions | RunOptions,
+  options: LaunchRequest,
   holder: Holder,
   context: LaunchContext,
+  base: LaunchSpec | undefined,
 ): Readiness {
   if (options.supervise?.readiness) return options.supervise.readiness;
   const s = options as StartOptions;
   if (s.notifyFd !== undefined) return { kind: "fd", fd: s.notifyFd };
   if (s.notifySocket) return { kind: "socket" };
+  if (s.readyAfter === undefined && base) return base.readiness;
   if (context === "run" && holder.kind !== "supervisor") return { kind: "alive", afterMs: 0 };
   const after = s.readyAfter ??
     (holder.kind === "supervisor" ? DEFAULT_CHILD_READY_AFTER_MS : DEFAULT_READY_AFTER_MS);
   return { kind: "alive", afterMs: after };
 }
 
-/** The output target: the supervisor's (a file or syslog), else start's file. */
-function outputOf(options: StartOptions | RunOptions): OutputTarget | null {
+/** The output target: the supervisor's (a file or syslog), else start's file, else the base's. */
+function outputOf(options: LaunchRequest, base: LaunchSpec | undefined): OutputTarget | null {
   const given: SuperviseSettings["output"] | StartOptions["output"] = options.supervise?.output ??
     (options as StartOptions).output;
-  if (given === undefined) return null;
+  if (given === undefined) return base?.output ?? null;
   return typeof given === "string" ? parseOutput(given) : given;
 }
 
-/** A stop schedule as given (text or parsed), or the default. */
-function scheduleOf(given: string | Schedule | undefined): Schedule {
-  if (given === undefined) return parseSchedule(DEFAULT_CHILD_STOP_SCHEDULE, "--stop-schedule");
+/** A stop schedule as given (text or parsed), else the base's, else the default. */
+function scheduleOf(given: string | Schedule | undefined, base: LaunchSpec | undefined): Schedule {
+  if (given === undefined) {
+    return base?.stopSchedule ?? parseSchedule(DEFAULT_CHILD_STOP_SCHEDULE, "--stop-schedule");
+  }
   return typeof given === "string" ? parseSchedule(given, "--stop-schedule") : given;
 }
 

@@ -21,24 +21,34 @@ import {
 } from "../lock/holders.ts";
 import { stillRuns } from "../lock/identity.ts";
 import { readSupervisorStatus } from "../supervisor/state.ts";
-import { checkTrusted } from "./exec.ts";
+import { readRecord } from "../lock/record.ts";
+import { checkTrusted, trustedUid } from "./exec.ts";
 import { keeperOf } from "./kept.ts";
 import type { StatusReport, TrustOptions } from "./options.ts";
 import { checkPathTrusted } from "./trust.ts";
 
 /**
- * What the pid file says, without waiting for anything (no guard, no lock).
- * Only an exclusive lock held by a process of ours (root's, the pid file
- * owner's, or the recorded daemon's) means running; other users' locks are
- * listed (`foreignHolders`) and change nothing. A pid the file names is the
- * daemon only while it is the process the record names (same start time):
- * the same pid with another start time was handed to someone else.
+ * What the pid file says, without waiting for anything (no guard, no lock),
+ * and what the service record beside it adds.
  *
  * @param pidfile the pid file
  * @param options `exec` and `runsAs`: trust a process no lock covers
  * @returns the state, LSB code and, for a running daemon, facts from /proc
  */
 export function status(pidfile: string, options: TrustOptions = {}): StatusReport {
+  return withRecord(probeStatus(pidfile, options));
+}
+
+/**
+ * What the pid file and its lock say. Only an exclusive lock held by a
+ * process of ours (root's, the pid file owner's, or the recorded daemon's)
+ * means running; other users' locks are listed (`foreignHolders`) and change
+ * nothing. A pid the file names is the daemon only while it is the process
+ * the record names (same start time): the same pid with another start time
+ * was handed to someone else.
+ */
+function probeStatus(pidfile: string, options: TrustOptions): StatusReport {
+  if (options.runsAs !== undefined) trustedUid(options.runsAs);
   // The identity of the file whose lock the probe saw: what /proc's
   // descriptors are compared with.
   let probed;
@@ -147,6 +157,23 @@ function stale(
   }
   if (record?.by === "run") return { state: "stopped", code: 3, pid: null, pidfile };
   return { state: "stale", code: 1, pid, pidfile };
+}
+
+/**
+ * What the service record adds to a report: the command it launched, and,
+ * for a service that is not running because its supervisor or keeper gave
+ * up, the failed state (LSB 3: what it left was stopped, so no lock is
+ * held). Nothing is read beside a pid file that cannot be trusted.
+ */
+function withRecord(report: StatusReport): StatusReport {
+  if (report.state === "unknown") return report;
+  const record = readRecord(report.pidfile);
+  if (record === undefined) return report;
+  const spec = { command: record.spec.command, recordedAt: record.recordedAt };
+  if (record.failed !== undefined && (report.state === "stopped" || report.state === "stale")) {
+    return { ...report, state: "failed", code: 3, spec, failed: record.failed };
+  }
+  return { ...report, spec };
 }
 
 /**

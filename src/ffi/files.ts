@@ -10,7 +10,7 @@
  * @module
  */
 
-import { C, close, fileKind, type FileStat, fstat, open, read } from "./sys.ts";
+import { C, close, fileKind, type FileStat, fstat, open, readInto } from "./sys.ts";
 import { describeErrno, ERRNO, quote, SystemError } from "./errors.ts";
 import { platform } from "./libc.ts";
 
@@ -150,13 +150,20 @@ export function checkPlainFile(st: FileStat, path: string, what: string): void {
  * @returns the bytes read
  */
 export function readBounded(fd: number, max: number): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(max);
+  // Grown as the file turns out to need it: most files read this way are a
+  // few hundred bytes, and a buffer of the bound (zeroed at each call) made
+  // reading 100 of them cost a hundred times more than the reads.
+  let out = new Uint8Array(Math.min(max, 4096));
   let got = 0;
   while (got < max) {
-    const chunk = read(fd, max - got);
-    if (chunk.length === 0) break;
-    out.set(chunk, got);
-    got += chunk.length;
+    if (got === out.length) {
+      const bigger = new Uint8Array(Math.min(out.length * 2, max));
+      bigger.set(out);
+      out = bigger;
+    }
+    const n = readInto(fd, out.subarray(got));
+    if (n === 0) break;
+    got += n;
   }
   return out.slice(0, got);
 }

@@ -69,7 +69,7 @@ export function startedAt(startTicks: number): { time?: Date; uptimeSeconds?: nu
   const out: { time?: Date; uptimeSeconds?: number } = {};
   if (!Number.isFinite(startTicks)) return out;
   try {
-    const btime = Number(/^btime (\d+)$/m.exec(readSmallFile("/proc/stat"))?.[1]);
+    const btime = bootTime();
     if (Number.isFinite(btime)) out.time = new Date((btime + startTicks / HZ) * 1000);
     const uptime = Number(readSmallFile("/proc/uptime").split(" ")[0]);
     if (Number.isFinite(uptime)) {
@@ -121,6 +121,23 @@ export function procStatus(pid: number | "self"): ProcStatus | undefined {
     ignored: mask("SigIgn"),
     caught: mask("SigCgt"),
   };
+}
+
+/**
+ * The boot time, as last read, and when (monotonic ms): `list` asks for it
+ * once per service, and /proc/stat costs more to read than everything else
+ * a status reads. Read again after a second, since a step of the wall clock
+ * moves it.
+ */
+let boot: { readonly btime: number; readonly at: number } | undefined;
+
+/** The boot time in seconds since the epoch (`btime` in /proc/stat); NaN when /proc does not say. */
+function bootTime(): number {
+  const now = performance.now();
+  if (boot === undefined || now - boot.at > 1000) {
+    boot = { btime: Number(/^btime (\d+)$/m.exec(readSmallFile("/proc/stat"))?.[1]), at: now };
+  }
+  return boot.btime;
 }
 
 /**

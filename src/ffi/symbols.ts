@@ -52,6 +52,7 @@ export const symbols = {
   },
   umask: { parameters: ["u32"], result: "u32" }, // mode_t umask(mode_t mask)
   chdir: { parameters: ["buffer"], result: "i32" }, // int chdir(const char *path)
+  mkdir: { parameters: ["buffer", "u32"], result: "i32" }, // int mkdir(const char *path, mode_t mode)
   access: { parameters: ["buffer", "i32"], result: "i32" }, // int access(const char *path, int mode)
 
   // processes

@@ -85,6 +85,17 @@ export function read(fd: number, max: number): Uint8Array<ArrayBuffer> {
 }
 
 /**
+ * read(2) once, into a buffer the caller owns.
+ *
+ * @param fd the descriptor
+ * @param buf where to read to (its whole length)
+ * @returns the number of bytes read; 0 at end of file
+ */
+export function readInto(fd: number, buf: Uint8Array<ArrayBuffer>): number {
+  return check(Number(libc().read(fd, buf, BigInt(buf.length))), "read", { path: `fd ${fd}` });
+}
+
+/**
  * write(2) until every byte is written.
  *
  * @param fd the descriptor
@@ -274,6 +285,33 @@ export function listDirectory(path: string): string[] {
     c.closedir(dir);
   }
   return names;
+}
+
+/**
+ * mkdir(2), then the mode set exactly (the umask would narrow it) through a
+ * descriptor on the new directory, opened without following a link.
+ *
+ * @param path the directory to make (its parent must exist)
+ * @param mode its permission bits
+ * @returns true when made, false when something already has that name
+ * @throws {SystemError} ENOENT (no parent), EACCES, ENOTDIR, ...
+ */
+export function makeDirectory(path: string, mode: number): boolean {
+  if (libc().mkdir(cstr(path, "path"), mode) !== 0) {
+    const e = errno();
+    if (e === ERRNO.EEXIST) return false;
+    throw new SystemError("mkdir", e, { path });
+  }
+  const fd = open(
+    path,
+    linux.O_RDONLY | linux.O_CLOEXEC | platform().O_DIRECTORY | platform().O_NOFOLLOW,
+  );
+  try {
+    fchmod(fd, mode, path);
+  } finally {
+    close(fd);
+  }
+  return true;
 }
 
 /**

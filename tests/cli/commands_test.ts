@@ -99,10 +99,12 @@ Deno.test("status --json: state, pid, pidfile, code, start time, uptime, RSS, de
     "pid",
     "pidfile",
     "rssKiB",
+    "spec",
     "startTime",
     "state",
     "uptimeSeconds",
   ]);
+  assert.deepEqual(j.spec.command, ["sleep", "1000"], "the recorded command");
   assert.equal(j.state, "running");
   assert.equal(j.pid, pid);
   assert.equal(j.pidfile, sb.pidfile);
@@ -119,7 +121,13 @@ Deno.test("status --json: state, pid, pidfile, code, start time, uptime, RSS, de
   const stopped = JSON.parse(
     (await sr(SOURCE, ["status", "--json", "--pidfile", sb.pidfile])).stdout,
   );
-  assert.deepEqual(stopped, { state: "stopped", code: 3, pid: null, pidfile: sb.pidfile });
+  assert.deepEqual(stopped, {
+    state: "stopped",
+    code: 3,
+    pid: null,
+    pidfile: sb.pidfile,
+    spec: j.spec, // the record stays: what was launched last
+  });
 });
 
 Deno.test("reload sends SIGHUP, signal sends a named or numbered signal; not running exits 3", async () => {

@@ -39,6 +39,7 @@ export function launchOptions(inv: Invocation): LaunchOptions {
     ...defined("umask", v.umask),
     env: Object.fromEntries(v.env),
     ...defined("user", v.user),
+    ...defined("name", v.name),
   };
 }
 

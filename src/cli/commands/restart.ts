@@ -1,5 +1,6 @@
 /**
- * `restart`: stop, then start, under one hold of the guard; the new pid on stdout.
+ * `restart`: stop, then start, under one hold of the guard; the new pid on
+ * stdout. Without `-- COMMAND`, the recorded launch is started again.
  *
  * @module
  */
@@ -12,9 +13,12 @@ import { defined, guardOptions, startOptions, warnUndeliverableOutput } from "./
 
 /** Run `restart`. */
 export async function restartCommand(inv: Invocation): Promise<number> {
+  // Without COMMAND, every option left out is the record's.
+  const { command: _, ...given } = startOptions(inv);
   const r = await restart({
     ...guardOptions(inv.values),
-    ...startOptions(inv),
+    ...given,
+    ...defined("command", inv.command),
     ...defined("schedule", inv.values.retry),
   });
   if (r.status !== undefined) say(`ready: ${r.status}`);

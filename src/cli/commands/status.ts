@@ -47,6 +47,7 @@ async function lockCommand(inv: Invocation): Promise<number> {
 
 /** The state in words. */
 function describe(r: StatusReport): string {
+  if (r.state === "failed") return failedText(r.failed);
   if (r.state === "stale") return `not running, but the pid file names pid ${r.pid} (stale)`;
   if (r.state === "stopped") return "not running";
   const up = r.uptimeSeconds === undefined ? "" : `, up ${formatUptime(r.uptimeSeconds)}`;
@@ -55,6 +56,13 @@ function describe(r: StatusReport): string {
   return `running (pid ${r.pid ?? "unknown"}${up}${supervisorText(r)}${kept}${cluster}${
     holdersText(r)
   })`;
+}
+
+/** A service whose supervisor or keeper gave up: when, after how many restarts, how it ended. */
+function failedText(failed: StatusReport["failed"]): string {
+  if (failed === undefined) return "failed";
+  const last = failed.lastExit === null ? "" : `, last: ${failed.lastExit}`;
+  return `failed (gave up at ${failed.at} after ${failed.restarts} restart(s)${last})`;
 }
 
 /** The cluster lock the keeper holds, or held until its lease expired (a paused keeper). */
@@ -90,7 +98,13 @@ function holdersText(r: StatusReport): string {
   return `; ${named}${all}`;
 }
 
-function formatUptime(s: number): string {
+/**
+ * An uptime in words: 42s, 3m5s, 2h7m, 4d3h.
+ *
+ * @param s seconds
+ * @returns the text
+ */
+export function formatUptime(s: number): string {
   if (s < 60) return `${Math.floor(s)}s`;
   if (s < 3600) return `${Math.floor(s / 60)}m${Math.floor(s % 60)}s`;
   if (s < 86400) return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
