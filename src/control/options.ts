@@ -332,10 +332,20 @@ export interface RunOptions extends GuardOptions, LaunchOptions, LivenessOptions
   readonly stopSchedule?: string | Schedule;
 }
 
+/** Options of {@link status}: the pid file, and what to trust where no lock covers it. */
+export interface StatusOptions extends TrustOptions {
+  /** The pid file. */
+  readonly pidfile: string;
+}
+
 /** Options of {@link signal}. */
 export interface SignalOptions extends GuardOptions, TrustOptions {
-  /** The signal number. */
-  readonly signal: number;
+  /**
+   * The signal, by name (`"SIGUSR1"`); a number is still taken (0 sends
+   * nothing: it checks that the daemon runs and may be signalled; real-time
+   * signals have no `Deno.Signal` name).
+   */
+  readonly signal: Deno.Signal | number;
 }
 
 /** What {@link status} found. */

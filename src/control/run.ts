@@ -42,8 +42,8 @@ import { normalPath } from "./values.ts";
 export async function run(options: RunOptions): Promise<number> {
   if ((options.supervise || options.lock) && options.user !== undefined) {
     // Found before anything is created, like every usage error.
-    const mode = options.supervise ? "--supervise" : "--lock";
-    throw new UsageError(`--user with run ${mode} is not supported (start ${mode} is)`);
+    const mode = options.supervise ? "supervise" : "lock";
+    throw new UsageError(`run does not take user with ${mode} (start does)`);
   }
   const spec = launchSpec(options, "run");
   if (spec.lock) {

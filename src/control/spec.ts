@@ -278,9 +278,9 @@ function healthOf(options: LaunchRequest, holder: Holder): HealthSpec | null {
   }
   switch (h.kind) {
     case "cmd":
-      return { kind: "cmd", command: parseHealthCommand(h.command, "--health-cmd"), ...timing };
+      return { kind: "cmd", command: parseHealthCommand(h.command, "health.command"), ...timing };
     case "http": {
-      const url = parseHealthUrl(h.url, "--health-http");
+      const url = parseHealthUrl(h.url, "health.url");
       const u = new URL(url);
       checkNetAllowed("--health-http", u.hostname, Number(u.port || defaultPort(u.protocol)));
       return { kind: "http", url, ...timing };
@@ -333,7 +333,9 @@ function watchdogOf(
   if (ms === undefined) return null;
   if (holder.kind !== "supervisor") throw new UsageError("a watchdog needs supervise");
   if (readiness.kind !== "socket") {
-    throw new UsageError("--watchdog needs --notify-socket (WATCHDOG=1 comes through it)");
+    throw new UsageError(
+      "watchdog needs notifySocket readiness (WATCHDOG=1 comes through the socket)",
+    );
   }
   return positive(ms, 0, "watchdog");
 }
@@ -394,15 +396,15 @@ function outputOf(options: LaunchRequest, base: LaunchSpec | undefined): OutputT
   const given: SuperviseSettings["output"] | StartOptions["output"] = options.supervise?.output ??
     (options as StartOptions).output;
   if (given === undefined) return base?.output ?? null;
-  return typeof given === "string" ? parseOutput(given) : given;
+  return typeof given === "string" ? parseOutput(given, "output") : given;
 }
 
 /** A stop schedule as given (text or parsed), else the base's, else the default. */
 function scheduleOf(given: string | Schedule | undefined, base: LaunchSpec | undefined): Schedule {
   if (given === undefined) {
-    return base?.stopSchedule ?? parseSchedule(DEFAULT_CHILD_STOP_SCHEDULE, "--stop-schedule");
+    return base?.stopSchedule ?? parseSchedule(DEFAULT_CHILD_STOP_SCHEDULE, "stopSchedule");
   }
-  return typeof given === "string" ? parseSchedule(given, "--stop-schedule") : given;
+  return typeof given === "string" ? parseSchedule(given, "stopSchedule") : given;
 }
 
 /**

@@ -191,6 +191,8 @@ const platforms: {
 
 /** Thrown when the project runs on a platform it has no table for. */
 export class UnsupportedPlatformError extends Error {
+  /** The command's exit code for it: 1, failed. */
+  readonly exitCode: 1 = 1;
   /** @param os the operating system, @param arch the architecture */
   constructor(os: string, arch: string) {
     super(

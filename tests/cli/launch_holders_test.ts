@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { start, status, stop } from "../../src/control/mod.ts";
+import { start, statusSync, stop } from "../../src/control/mod.ts";
 import { argvOf, statOf } from "../../testing/process.ts";
 import { findProcesses, holds, marker, readPid, Sandbox, SOURCE, sr, waitFor } from "./harness.ts";
 
@@ -40,7 +40,7 @@ async function check(pidfile: string, sleep: string[], want: Expected, sb: Sandb
   const named = readPid(pidfile)!;
   sb.track(named);
   const parent = statOf(program)!.ppid;
-  const s = status(pidfile);
+  const s = statusSync(pidfile);
   assert.equal(s.state, "running");
   if (want.namesProgram) {
     assert.equal(named, program, "the pid file names the program");

@@ -75,7 +75,7 @@ Deno.test("list: one aligned row per service (DIR's by name, then each --pidfile
     const { name: _, ...same } = r as Record<string, unknown>;
     assert.deepEqual(steady(same), steady(JSON.parse(alone)), `${r.name}: status --json's object`);
   }
-  const last = list({ pidfiles: [sb.pidfile] }).at(-1)!;
+  const last = (await list({ pidfiles: [sb.pidfile] })).at(-1)!;
   assert.equal(last.name, sb.pidfile, "the control API names a pid file given by its path");
   assert.equal(last.state, "running");
   for (const name of ["web", "kept", "api"]) assert.equal((await run(["stop", name])).code, 0);
