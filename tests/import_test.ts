@@ -122,7 +122,10 @@ Deno.test("mod.ts, ./control and cli.ts load by http URL, and from the cache onc
     if (path.includes("..")) return new Response("no", { status: 400 });
     try {
       return new Response(await Deno.readFile(`${ROOT}${path.slice(1)}`), {
-        headers: { "content-type": "application/typescript" },
+        // As a web server would: the package's deno.json is imported as JSON (its version).
+        headers: {
+          "content-type": path.endsWith(".json") ? "application/json" : "application/typescript",
+        },
       });
     } catch {
       return new Response("not found", { status: 404 });

@@ -18,7 +18,7 @@ Deno.test("stress suite, short profile: every invariant holds and every bad inpu
     args: [
       "-k",
       "5",
-      "240",
+      "300",
       Deno.execPath(),
       "run",
       "--allow-all",
