@@ -61,6 +61,7 @@ import {
 import type { LaunchSpec, RestartSpec } from "../launch/spec.ts";
 import { fileIdentity, liveTargets, openHolders, type Target } from "../lock/holders.ts";
 import { type NotifySocket, openNotifySocket, parseNotify } from "../launch/readiness.ts";
+import { ReadyClock } from "../launch/serving.ts";
 import { childLockFd, descriptorFits, type Run, startRun } from "./child.ts";
 import { REOPEN_SIGNAL } from "./defaults.ts";
 import {
@@ -618,7 +619,8 @@ export class Supervisor {
     const readiness = this.spec.readiness;
     if (readiness.kind !== "alive") return;
     if (readiness.afterMs <= 0) return this.#becameReady(run);
-    run.readyDeadline = performance.now() + readiness.afterMs;
+    run.clock = new ReadyClock(readiness);
+    run.readyDeadline = run.clock.next;
   }
 
   #becameReady(run: Run): void {
@@ -814,11 +816,13 @@ export class Supervisor {
         : procStat(found.pid)?.pgid === found.pid
         ? found.pid
         : undefined,
-      readyDeadline: this.spec.readiness.kind === "alive"
-        ? now + this.spec.readiness.afterMs
-        : old.readyDeadline,
       pidfd,
     };
+    // Readiness counts again from the fork: the main process is another one.
+    if (this.spec.readiness.kind === "alive" && !old.ready) {
+      next.clock = new ReadyClock(this.spec.readiness, now);
+      next.readyDeadline = next.clock.next;
+    }
     this.say(
       "info",
       `${this.name} (pid ${old.pid}) forked away: following its main process (pid ${found.pid})`,
@@ -990,7 +994,13 @@ export class Supervisor {
       case "starting": {
         const run = p.run;
         if (now < run.readyDeadline || run.stageErrorFd >= 0) return;
-        if (this.spec.readiness.kind === "alive") return this.#aliveLongEnough(run, now);
+        if (this.spec.readiness.kind === "alive") {
+          if (run.clock && !run.clock.look(run.pid, now)) {
+            run.readyDeadline = run.clock.next;
+            return;
+          }
+          return this.#aliveLongEnough(run, now);
+        }
         this.say("err", `${this.name} (pid ${run.pid}) was not ready within the ready timeout`);
         return this.#failReadiness(run, "was not ready in time");
       }
