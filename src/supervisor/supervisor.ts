@@ -214,6 +214,13 @@ export class Supervisor {
   fenced: string | undefined;
   /** Asked to stop (SIGTERM, or an interrupt the program died of): an end, not a failure. */
   stopRequested = false;
+  /**
+   * The last process of the current run other than its main process that
+   * ended in failure (reaped here as an orphan): when the main process forked
+   * away and nothing runs on, it is why the run ended (a daemon whose child
+   * could not bind), not the parent's exit 0.
+   */
+  forkFailed: { readonly pid: number; readonly reason: ExitReason } | undefined;
 
   constructor(spec: LaunchSpec, wiring: SupervisorWiring) {
     this.spec = spec;
@@ -415,6 +422,7 @@ export class Supervisor {
 
   /** Start a run; when even that fails, decide as after an exit. */
   #startRun(): void {
+    this.forkFailed = undefined;
     let started;
     try {
       started = startRun(this.spec, {
@@ -474,6 +482,8 @@ export class Supervisor {
     } else if (waitingReady && run.readyFd >= 0) {
       fds.push({ fd: run.readyFd, events: C.POLLIN });
     } else if (waitingReady && this.notify) fds.push({ fd: this.notify.fd, events: C.POLLIN });
+    // No channel for `alive` readiness: the next entry is the pidfd, not readiness input.
+    const readyWatched = fds.length > readyIndex;
     const watchIndex = fds.length;
     // The main process's pidfd, while it is the one followed (not once it has exited).
     const watched = this.phase.name === "following" ? undefined : run?.pidfd;
@@ -486,7 +496,7 @@ export class Supervisor {
       if (revents[i + 1]) r.readOnce(this.sink!);
     });
     this.#flushReaders();
-    if (revents[readyIndex] && this.current === run) this.#readyInput();
+    if (readyWatched && revents[readyIndex] && this.current === run) this.#readyInput();
     for (const sig of this.signals.splice(0)) this.#onSignal(sig);
     this.#reap();
     if (revents[watchIndex] && run && watched !== undefined && this.current === run) {
@@ -731,7 +741,11 @@ export class Supervisor {
       if (!ended) return;
       const run = this.current;
       if (run && ended.pid === run.pid) this.#mainExited(run, ended.reason);
-      // Any other pid: an orphan reparented to us (subreaper or PID 1); reaped, nothing else to do.
+      else if (run && !(ended.reason.exited && ended.reason.code === 0)) {
+        // An orphan reparented to us (subreaper or PID 1) that failed: kept in case it was the
+        // process the main one forked away to.
+        this.forkFailed = ended;
+      }
     }
   }
 
@@ -787,6 +801,9 @@ export class Supervisor {
         if (p.quiet + 1 < 3) {
           this.phase = { ...p, quiet: p.quiet + 1 };
           return;
+        }
+        if (this.forkFailed) {
+          return this.#ended({ ...p.run, pid: this.forkFailed.pid }, this.forkFailed.reason, false);
         }
         return this.#ended(p.run, p.exit, false);
       case "several":
