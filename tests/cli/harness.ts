@@ -17,6 +17,8 @@ import {
   listPids,
   processState,
 } from "../../testing/process.ts";
+import { STARTS_FINE } from "../../testing/process.ts";
+export { STARTS_FINE };
 
 /** The state letter of a process (R, S, Z, ...), or undefined when it is gone. */
 export const procState: (pid: number) => string | undefined = processState;
@@ -175,6 +177,25 @@ export async function sr(
     stderr: dec.decode(out.stderr),
     ms: performance.now() - started,
   };
+}
+
+/**
+ * `singleton-run start --pidfile PIDFILE ARGS` for a program known to start
+ * fine, in a test that is not about start-up failures: with
+ * {@link STARTS_FINE}, so it does not wait the default readiness.
+ *
+ * @param variant which packaging
+ * @param pidfile the pid file
+ * @param args start's other arguments, `--` and the command
+ * @param options environment, cwd, timeout
+ */
+export function startFine(
+  variant: Variant,
+  pidfile: string,
+  args: readonly string[],
+  options: RunOptions = {},
+): Promise<Result> {
+  return sr(variant, ["start", ...STARTS_FINE, "--pidfile", pidfile, ...args], options);
 }
 
 /** Start `singleton-run ARGS` without waiting (to kill it halfway, or run many at once). */
