@@ -237,10 +237,9 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     commands: LAUNCH,
     supervisedIn: ["run"],
     help: "without a notify option: ready when still alive MS milliseconds after the exec",
-    shown: (d, cmd) =>
-      cmd === "run"
-        ? String(d.DEFAULT_CHILD_READY_AFTER_MS)
-        : `${d.DEFAULT_READY_AFTER_MS}; with --supervise ${d.DEFAULT_CHILD_READY_AFTER_MS}`,
+    shown: (d) =>
+      `${d.DEFAULT_READY_AFTER_MS}, or once it has listened and waited for connections ` +
+      `for ${d.DEFAULT_READY_SERVING_MS}`,
     parse: (text, option) => parseInteger(text, option, { min: 0, max: 3_600_000 }),
   },
   notifyFd: {

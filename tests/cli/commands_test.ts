@@ -344,8 +344,8 @@ Deno.test("help shows each default as its mode uses it, from the control layer's
   assert.match(
     start,
     new RegExp(
-      `--ready-after MS .*?\\(default ${control.DEFAULT_READY_AFTER_MS}; ` +
-        `with --supervise ${control.DEFAULT_CHILD_READY_AFTER_MS}\\)`,
+      `--ready-after MS .*?\\(default ${control.DEFAULT_READY_AFTER_MS}, or once it has ` +
+        `listened and waited for connections for ${control.DEFAULT_READY_SERVING_MS}\\)`,
     ),
   );
   assert.match(
@@ -360,7 +360,7 @@ Deno.test("help shows each default as its mode uses it, from the control layer's
   assert.match(
     run,
     new RegExp(
-      `--ready-after MS with --supervise: .*?\\(default ${control.DEFAULT_CHILD_READY_AFTER_MS}\\)`,
+      `--ready-after MS with --supervise: .*?\\(default ${control.DEFAULT_CHILD_READY_AFTER_MS}, `,
     ),
   );
   const stop = flat((await sr(SOURCE, ["help", "stop"])).stdout);
