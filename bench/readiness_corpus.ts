@@ -31,9 +31,11 @@ import {
   isAlive,
   killAll,
   killQuietly,
+  listPids,
   ROOT,
   runCmd,
   sleep,
+  statOf,
   tempDir,
 } from "../testing/process.ts";
 import { freePort } from "../testing/cluster.ts";
@@ -140,7 +142,7 @@ async function once(c: CorpusCase, v: Variant, load: boolean): Promise<Outcome> 
     if (named !== undefined && isAlive(named)) wrong.push("pid file names a live process");
     if (c.healthy) wrong.push("failed a healthy start");
   }
-  const left = findMentioning(run.marker);
+  const left = leftovers(run.marker);
   if (left.length > 0) await killAll(left);
   return {
     case: c.name,
@@ -152,6 +154,26 @@ async function once(c: CorpusCase, v: Variant, load: boolean): Promise<Outcome> 
     ms: Math.round(r.ms),
     wrong,
   };
+}
+
+/**
+ * What a case left running: the processes that carry its marker, and the
+ * others of their sessions (nginx's workers do not carry it, and outlive a
+ * master killed by SIGKILL).
+ */
+function leftovers(marker: string): number[] {
+  const marked = findMentioning(marker);
+  const sessions = new Set<number>();
+  for (const pid of marked) {
+    const sid = statOf(pid)?.sid;
+    if (sid !== undefined && sid !== statOf(Deno.pid)?.sid) sessions.add(sid);
+  }
+  const all = new Set(marked);
+  for (const pid of listPids()) {
+    const sid = statOf(pid)?.sid;
+    if (sid !== undefined && sessions.has(sid) && isAlive(pid)) all.add(pid);
+  }
+  return [...all];
 }
 
 /** Keep every CPU busy with shell loops, started (and later stopped) by pid. */
