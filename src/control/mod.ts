@@ -74,6 +74,7 @@ export {
   DEFAULT_CHDIR,
   DEFAULT_GUARD_TIMEOUT_MS,
   DEFAULT_READY_AFTER_MS,
+  DEFAULT_READY_SERVING_MS,
   DEFAULT_READY_TIMEOUT_MS,
   DEFAULT_SCHEDULE,
   DEFAULT_UMASK,
@@ -154,7 +155,7 @@ export { parseSignal, parseUmask } from "./values.ts";
 
 /**
  * Start a command as a daemon that holds the pid file's lock, and wait until
- * it is ready (by default: alive 20 ms after its exec; or `notifyFd`,
+ * it is ready (by default: alive 4 s after its exec, or serving for 1 s; or `notifyFd`,
  * `notifySocket`, or a supervisor's word with `supervise`). When it fails
  * first, it is killed with everything it forked that holds the lock, and the
  * error says why.

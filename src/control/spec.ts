@@ -60,6 +60,7 @@ import {
   checkWaits,
   DEFAULT_CHDIR,
   DEFAULT_READY_AFTER_MS,
+  DEFAULT_READY_SERVING_MS,
   DEFAULT_READY_TIMEOUT_MS,
   DEFAULT_UMASK,
   type RunOptions,
@@ -370,8 +371,9 @@ function readyTimeoutDefault(holder: Holder): number {
 }
 
 /**
- * How the program says it is ready. A supervisor's child is alive after
- * 100 ms by default; a daemon (or a keeper's program) after 20 ms; in the
+ * How the program says it is ready. By default (a daemon, a keeper's program
+ * and a supervisor's child alike) it is alive 4 s after its exec, or has
+ * served for 1 s; a `readyAfter` given is time alive alone; in the
  * foreground, a keeper's program has nothing to be ready for.
  */
 function readinessOf(
@@ -386,9 +388,11 @@ function readinessOf(
   if (s.notifySocket) return { kind: "socket" };
   if (s.readyAfter === undefined && base) return base.readiness;
   if (context === "run" && holder.kind !== "supervisor") return { kind: "alive", afterMs: 0 };
-  const after = s.readyAfter ??
-    (holder.kind === "supervisor" ? DEFAULT_CHILD_READY_AFTER_MS : DEFAULT_READY_AFTER_MS);
-  return { kind: "alive", afterMs: after };
+  if (s.readyAfter !== undefined) return { kind: "alive", afterMs: s.readyAfter };
+  const after = holder.kind === "supervisor"
+    ? DEFAULT_CHILD_READY_AFTER_MS
+    : DEFAULT_READY_AFTER_MS;
+  return { kind: "alive", afterMs: after, servingMs: DEFAULT_READY_SERVING_MS };
 }
 
 /** The output target: the supervisor's (a file or syslog), else start's file, else the base's. */
