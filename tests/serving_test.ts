@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import { ReadyClock, serving } from "../src/launch/serving.ts";
+import { childrenOf } from "../src/ffi/proc.ts";
 import { eventually, killQuietly, sleep } from "../testing/process.ts";
 
 /** A Deno program from source text, with only the network permission. */
@@ -18,12 +19,14 @@ function program(source: string, via?: string[]): Deno.ChildProcess {
   return new Deno.Command(cmd!, { args, stdin: "null", stdout: "null", stderr: "null" }).spawn();
 }
 
-/** The program, killed and reaped at the end of the scope. */
+/** The program, killed with what it started (a shell's child) and reaped at the end of the scope. */
 function running(source: string, via?: string[]): Deno.ChildProcess & AsyncDisposable {
   const child = program(source, via);
   return Object.assign(child, {
     async [Symbol.asyncDispose]() {
-      killQuietly(child.pid, "SIGKILL");
+      const tree = [child.pid];
+      for (let i = 0; i < tree.length; i++) tree.push(...childrenOf(tree[i]!));
+      for (const pid of tree) killQuietly(pid, "SIGKILL");
       await child.status;
     },
   });
