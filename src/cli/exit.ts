@@ -48,7 +48,7 @@ export async function report(e: unknown, cmd: string | undefined): Promise<numbe
   }
   if (
     e instanceof control.AlreadyRunningError || e instanceof control.NotRunningError ||
-    e instanceof control.HeldElsewhereError
+    e instanceof control.HeldElsewhereError || e instanceof control.JobSkippedError
   ) {
     say(e.message);
     return EXIT.NOTHING_TO_DO;

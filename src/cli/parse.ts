@@ -49,6 +49,7 @@ export function parseArgs(cmd: Command, args: readonly string[]): Invocation {
     keeper: false,
     force: false,
     quiet: false,
+    replace: false,
   };
   const store = values as unknown as Record<string, unknown>;
   const given = new Map<string, string>();
@@ -242,6 +243,7 @@ function check(
       "lockCert",
       "lockKey",
       "lockPasswordFile",
+      "oncePer",
     ]
       .find((k) => (v as unknown as Record<string, unknown>)[k] !== undefined);
     if (stray) {
@@ -304,10 +306,13 @@ function checkWithoutSupervise(
     spec.kind === "switch" ? store[key] === true : given.has(name);
   const entries = [...table];
   // A keeper stops COMMAND too (when it is stopped, or fences it): it takes the stop schedule.
-  const kept = inv.values.keeper || inv.values.lock !== undefined;
-  const always = entries.find((e) =>
-    e[1][1].needs === "supervise" && set(e) && !(kept && e[1][0] === "stopSchedule")
-  );
+  // So does a job's time limit, and a replace (the running copy, as a group with --kill-group).
+  const v = inv.values;
+  const kept = v.keeper || v.lock !== undefined;
+  const job = v.replace || v.maxRuntime !== undefined;
+  const allowed = (key: string) =>
+    (key === "stopSchedule" && (kept || job)) || (key === "killGroup" && job);
+  const always = entries.find((e) => e[1][1].needs === "supervise" && set(e) && !allowed(e[1][0]));
   if (always) throw new UsageError(`--${always[0]} needs --supervise`);
   const here = entries.find((e) => e[1][1].supervisedIn?.includes(inv.cmd) && set(e));
   if (here) throw new UsageError(`--${here[0]} with ${inv.cmd} needs --supervise`);

@@ -61,6 +61,7 @@ export {
   GuardTimeoutError,
   HeldElsewhereError,
   InterruptedError,
+  JobSkippedError,
   NotRunningError,
   ReloadRefusedError,
   StartFailedError,
