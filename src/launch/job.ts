@@ -15,6 +15,7 @@
 import {
   close,
   ids,
+  kill,
   quote,
   recvWithFds,
   sendWithFds,
@@ -38,6 +39,9 @@ export interface JobOrders {
   /** The pid file, absolute. */
   readonly pidfile: string;
 }
+
+/** What the stage sends the enforcer as the job starts (SIGURG: ignored by default, never fatal). */
+const JOB_STARTS_SIGNAL = 23;
 
 /** The longest orders a datagram carries (a unix datagram's default room is ~208 KiB). */
 const MAX_ORDERS_BYTES = 200 * 1024;
@@ -102,6 +106,8 @@ export function runJobStage(args: readonly string[]): never {
     PidFile.adopt(lockFd, orders.pidfile);
     recordJob(orders);
     setCloexec(lockFd, false);
+    // The enforcer's clock starts now: this stage's own start-up is not the job's run time.
+    kill(ids.ppid(), JOB_STARTS_SIGNAL);
     enterProgram({ spec: orders.spec, env: orders.env });
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);

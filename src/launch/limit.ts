@@ -36,12 +36,16 @@ export const ENFORCER_SHELL = "/bin/sh";
  * limit in centiseconds; 1 to signal the job's process group; the stop
  * schedule as words (a signal number, `+CS` for a wait in centiseconds,
  * `forever` before what repeats); the message's two halves; then the
- * stage's argv. The clock is `/proc/uptime` (it does not jump with the wall
- * clock), read again after each `sleep` of at most 5 s: a timer whose
- * enforcer is gone ends within that.
+ * stage's argv. The clock starts when the stage says the job starts
+ * (SIGURG, just before its exec: the stage's own start-up is not the job's
+ * run time); it is `/proc/uptime` (which does not jump with the wall clock),
+ * read again after each `sleep` of at most 5 s: a timer whose enforcer is
+ * gone ends within that.
  */
 export const ENFORCER_SCRIPT = `limit=$1 group=$2 schedule=$3 who=$4 what=$5
 shift 5
+started= timer= woke=
+trap 'started=1 woke=151' URG
 exec 8<&0
 "$@" 0<&8 8<&- &
 job=$!
@@ -54,39 +58,40 @@ child() {
   set -- \${_s##*) }
   [ "$1" != Z ] && [ "$2" = "$_p" ]
 }
-(
-  fired=0
-  trap 'child "$!" "$me" && kill "$!" 2>/dev/null; exit "$fired"' TERM
-  { read -r me _ </proc/self/stat; } 2>/dev/null
-  now() { read -r now _ </proc/uptime; now=$((\${now%.*} * 100 + 1\${now#*.} - 100)); }
-  until_() {
-    while now; [ "$now" -lt "$1" ]; do
-      left=$(($1 - now))
-      [ "$left" -gt 500 ] && left=500
-      sleep "$((left / 100)).$((left / 10 % 10))$((left % 10))" &
-      wait "$!"
-      child "$me" "$$" || exit 0
-    done
-  }
-  steps() {
-    for w; do
-      case $w in
-        +*) now; until_ $((now + \${w#+})) ;;
-        *) child "$job" "$$" || exit 124; kill -s "$w" -- "$target" 2>/dev/null ;;
-      esac
-    done
-  }
-  now; until_ $((now + limit))
-  fired=124
-  case " $schedule " in
-    *" forever "*) steps \${schedule%%forever*}; again=\${schedule#*forever} ;;
-    *) steps $schedule; again= ;;
-  esac
-  while [ -n "$again" ]; do steps $again; done
-  exit 124
-) </dev/null >/dev/null 2>&1 &
-timer=$!
-woke=
+keep_time() {
+  (
+    fired=0
+    trap 'child "$!" "$me" && kill "$!" 2>/dev/null; exit "$fired"' TERM
+    { read -r me _ </proc/self/stat; } 2>/dev/null
+    now() { read -r now _ </proc/uptime; now=$((\${now%.*} * 100 + 1\${now#*.} - 100)); }
+    until_() {
+      while now; [ "$now" -lt "$1" ]; do
+        left=$(($1 - now))
+        [ "$left" -gt 500 ] && left=500
+        sleep "$((left / 100)).$((left / 10 % 10))$((left % 10))" &
+        wait "$!"
+        child "$me" "$$" || exit 0
+      done
+    }
+    steps() {
+      for w; do
+        case $w in
+          +*) now; until_ $((now + \${w#+})) ;;
+          *) child "$job" "$$" || exit 124; kill -s "$w" -- "$target" 2>/dev/null ;;
+        esac
+      done
+    }
+    now; until_ $((now + limit))
+    fired=124
+    case " $schedule " in
+      *" forever "*) steps \${schedule%%forever*}; again=\${schedule#*forever} ;;
+      *) steps $schedule; again= ;;
+    esac
+    while [ -n "$again" ]; do steps $again; done
+    exit 124
+  ) </dev/null >/dev/null 2>&1 &
+  timer=$!
+}
 forward() { woke=$1; child "$job" "$$" && kill -s "$2" -- "$target" 2>/dev/null; }
 trap 'forward 143 15' TERM
 trap 'forward 129 1' HUP
@@ -98,18 +103,23 @@ if [ "$group" = 1 ]; then
 else
   trap '' INT QUIT
 fi
-wait "$job" 2>/dev/null; status=$?
-while [ -n "$woke" ] && [ "$status" = "$woke" ]; do
+prev=
+while :; do
+  [ -n "$started" ] && [ -z "$timer" ] && keep_time
   woke=
-  wait "$job" 2>/dev/null; next=$?
-  [ "$next" = 127 ] && [ -z "$woke" ] && break
-  status=$next
+  wait "$job" 2>/dev/null; status=$?
+  { [ -n "$woke" ] && [ "$status" = "$woke" ]; } || break
+  prev=$status
+  [ "$woke" = 151 ] && prev=
 done
-child "$timer" "$$" && kill -s 15 "$timer" 2>/dev/null
-wait "$timer" 2>/dev/null
-if [ $? = 124 ]; then
-  printf '%s (pid %s) %s\\n' "$who" "$job" "$what" >&2
-  exit 124
+[ "$status" = 127 ] && [ -n "$prev" ] && status=$prev
+if [ -n "$timer" ]; then
+  child "$timer" "$$" && kill -s 15 "$timer" 2>/dev/null
+  wait "$timer" 2>/dev/null
+  if [ $? = 124 ]; then
+    printf '%s (pid %s) %s\\n' "$who" "$job" "$what" >&2
+    exit 124
+  fi
 fi
 exit "$status"
 `;
