@@ -23,10 +23,9 @@ import { openLockFile } from "../lock/lockfile.ts";
 import type { LaunchSpec } from "../launch/spec.ts";
 import { JobSkippedError, NotRunningError, seconds } from "./errors.ts";
 import { guardPath, takeGuard } from "./guard.ts";
-import type { RunOptions } from "./options.ts";
+import { DEFAULT_GUARD_TIMEOUT_MS, type RunOptions } from "./options.ts";
 import { lockPidfile, refuseUnlockedDaemon } from "./precheck.ts";
 import { stopLocked } from "./stop.ts";
-import { DEFAULT_GUARD_TIMEOUT_MS } from "./options.ts";
 import { MAX_WAIT_MS } from "./values.ts";
 
 /** The byte of the guard file that replacers claim (shared). */

@@ -9,6 +9,7 @@
 
 import {
   becomeUser,
+  close,
   ERRNO,
   execve,
   ids,
@@ -31,7 +32,7 @@ import { environmentFor, type LaunchSpec } from "../launch/spec.ts";
 import { runSupervisor } from "../supervisor/stage.ts";
 import { UsageError } from "../errors.ts";
 import { takeRunLock } from "./conflict.ts";
-import { JobSkippedError } from "./errors.ts";
+import { HeldElsewhereError, JobSkippedError } from "./errors.ts";
 import type { RunOptions } from "./options.ts";
 import { callerEnvironment, launchSpec } from "./spec.ts";
 import { checkWaitMs, normalPath } from "./values.ts";
@@ -74,8 +75,8 @@ export async function run(options: RunOptions): Promise<number> {
       },
       lock,
       env,
-      (message) => {
-        throw new JobSkippedError(message);
+      (message, kind) => {
+        throw kind === "held" ? new HeldElsewhereError(message) : new JobSkippedError(message);
       },
     );
   }
@@ -124,7 +125,7 @@ function execEnforcer(
     resetSignals();
     execve(ENFORCER_SHELL, enforcerArgv(spec, stageCommand("job", [String(socket)])), env);
   } catch (err) {
-    setCloexec(socket, true);
+    close(socket); // and with it the lock's copy still in flight
     throw err;
   }
 }

@@ -13,6 +13,7 @@
  * @module
  */
 
+import { describeExit } from "../launch/exit.ts";
 import { firstWaitMs } from "../launch/schedule.ts";
 import type { LaunchSpec } from "../launch/spec.ts";
 import { DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_LOCK_TTL_MS } from "./defaults.ts";
@@ -26,9 +27,10 @@ export interface EpochChannel {
   failed(reason: string): void;
   /**
    * A conflict, said by the caller instead of here (`run`, which applies
-   * `--quiet` and `--conflict-exit-code`): it throws.
+   * `--quiet` and `--conflict-exit-code`): the lock held elsewhere, or the
+   * job's slot done. It throws.
    */
-  conflict?(reason: string): never;
+  conflict?(reason: string, kind: "held" | "done"): never;
 }
 
 /**
@@ -87,7 +89,7 @@ export async function superviseLocked(
           continue;
         }
         start.failed(message);
-        if (err instanceof LockHeldElsewhereError) start.conflict?.(message);
+        if (err instanceof LockHeldElsewhereError) start.conflict?.(message, "held");
         writeErr(message);
         return err instanceof LockHeldElsewhereError ? 3 : 1;
       }
@@ -97,7 +99,7 @@ export async function superviseLocked(
     if (skip) {
       await lock.release();
       start.failed(skip.why);
-      if (skip.code === 3) start.conflict?.(skip.why);
+      if (skip.code === 3) start.conflict?.(skip.why, "done");
       writeErr(skip.why);
       return skip.code;
     }
@@ -127,15 +129,16 @@ export async function superviseLocked(
       supervisor.fence(9, `lost the lock: ${why}`);
     });
     let code: number;
+    /** Whether the job's success was recorded in its slot; undefined when it did not succeed. */
+    let recorded: boolean | undefined;
     try {
       code = await supervisor.run();
-      // A job's success is recorded in its slot before the lock is let go (not once fenced).
-      const unrecorded = slot && code === 0 && supervisor.fenced === undefined
-        ? await slot.record(lock, options.holder.host)
-        : undefined;
-      if (unrecorded) {
-        writeErr(unrecorded);
-        code = 1;
+      // A job's success is recorded before the lock is let go. The record is fenced by the
+      // token, so it is tried even when the fence fired once the job had ended.
+      if (slot && supervisor.lastExit === describeExit({ exited: true, code: 0 })) {
+        const unrecorded = await slot.record(lock, options.holder.host);
+        if (unrecorded) writeErr(unrecorded);
+        recorded = unrecorded === undefined;
       }
     } finally {
       done = true;
@@ -150,6 +153,7 @@ export async function superviseLocked(
         Deno.removeSignalListener("SIGTERM", ignore);
       }
     }
+    if (recorded !== undefined) return recorded ? 0 : 1;
     if (supervisor.fenced === undefined) return code;
     const why = lost ?? supervisor.fenced;
     if (!waitAgain) {

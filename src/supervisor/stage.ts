@@ -92,7 +92,7 @@ export async function runSupervisor(
   orders: StageOrders,
   lock: PidFile,
   env: Record<string, string> = Deno.env.toObject(),
-  conflict?: (message: string) => never,
+  conflict?: (message: string, kind: "held" | "done") => never,
 ): Promise<number> {
   for (const name of orders.unsetEnv ?? []) delete env[name];
   const { spec } = orders;
