@@ -125,6 +125,21 @@ export function processState(pid: number): string | undefined {
   return statOf(pid)?.state;
 }
 
+/**
+ * The children of a process, from /proc/PID/task/PID/children.
+ *
+ * @param pid the process
+ * @returns their pids; none once it is gone
+ */
+export function childrenOf(pid: number): number[] {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/)
+      .filter((s) => s !== "").map(Number);
+  } catch {
+    return [];
+  }
+}
+
 /** Whether a process exists and is not a zombie. */
 export function isAlive(pid: number): boolean {
   const state = processState(pid);

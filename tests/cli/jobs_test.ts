@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { argvOf, procStat } from "../../testing/process.ts";
+import { argvOf, childrenOf, procStat } from "../../testing/process.ts";
 import {
   alive,
   assertCleanError,
@@ -42,6 +42,26 @@ function rangeLocks(path: string): bigint[] {
     .map((l) => BigInt(l.trim().split(/\s+/).at(-2)!));
 }
 
+/**
+ * The waiter's ticket: the first byte of its byte-range lock on the guard
+ * file, from its own /proc/PID/fdinfo, or undefined before it has one.
+ */
+function ticketOf(pid: number, guard: string): bigint | undefined {
+  const want = Deno.statSync(guard).ino;
+  for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (Deno.statSync(`/proc/${pid}/fd/${e.name}`).ino !== want) continue;
+      const m = /OFDLCK\s+ADVISORY\s+READ\s+-1\s+\S+\s+(\d+)/.exec(
+        Deno.readTextFileSync(`/proc/${pid}/fdinfo/${e.name}`),
+      );
+      if (m && BigInt(m[1]!) >= QUEUE_BASE) return BigInt(m[1]!);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return undefined;
+}
+
 /** Read a file, or "" when it is missing. */
 function text(path: string): string {
   try {
@@ -71,16 +91,6 @@ function waiter(sb: Sandbox, log: string, name: string): Deno.ChildProcess {
     "--",
     ...logged(log, name, 0),
   ]);
-}
-
-/** The children of a process. */
-function childrenOf(pid: number): number[] {
-  try {
-    return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/)
-      .filter((s) => s !== "").map(Number);
-  } catch {
-    return [];
-  }
 }
 
 Deno.test("after a job run ran ends by itself, status says not running (3), not stale", async () => {
@@ -196,29 +206,36 @@ Deno.test("run --max-runtime --kill-group stops the job's whole process group", 
 Deno.test("run --wait: waiters run one at a time once the running copy ends, in the order they came, holding no guard while they wait", async () => {
   await using sb = await Sandbox.create();
   const log = sb.path("log");
-  const first = srSpawn(SOURCE, ["run", "--pidfile", sb.pidfile, "--", ...logged(log, "A", 2)]);
+  const first = srSpawn(SOURCE, ["run", "--pidfile", sb.pidfile, "--", ...logged(log, "A", 5)]);
   await waitFor(() => text(log).includes("start A"), 15_000, "the first job");
   const waiters: Deno.ChildProcess[] = [];
+  const tickets = new Map<string, bigint>();
   for (const name of ["B", "C", "D"]) {
-    waiters.push(
-      srSpawn(SOURCE, [
-        "run",
-        "--pidfile",
-        sb.pidfile,
-        "--wait",
-        "forever",
-        "--",
-        ...logged(log, name, 0.3),
-      ]),
-    );
-    // In line before the next one comes.
-    const n = waiters.length;
+    const w = srSpawn(SOURCE, [
+      "run",
+      "--pidfile",
+      sb.pidfile,
+      "--wait",
+      "forever",
+      "--",
+      ...logged(log, name, 0.3),
+    ]);
+    waiters.push(w);
+    // In line, with its ticket, before the next one comes.
     await waitFor(
-      () => rangeLocks(`${sb.pidfile}.lock`).filter((b) => b >= QUEUE_BASE).length >= n,
+      () => {
+        const t = ticketOf(w.pid, `${sb.pidfile}.lock`);
+        if (t !== undefined) tickets.set(name, t);
+        return t !== undefined;
+      },
       15_000,
       `waiter ${name} to take its ticket`,
     );
   }
+  assert.ok(
+    tickets.get("B")! < tickets.get("C")! && tickets.get("C")! < tickets.get("D")!,
+    `tickets in the order they came: ${[...tickets].join(" ")}`,
+  );
   // The waiters hold no guard: a controller gets it at once.
   const signalled = await sr(SOURCE, [
     "signal",
@@ -263,7 +280,7 @@ Deno.test("run --wait that runs out, --replace that gives way, already running: 
 Deno.test("run --wait: a waiter killed while it waits leaves nothing behind, and the next one runs", async () => {
   await using sb = await Sandbox.create();
   const log = sb.path("log");
-  const first = srSpawn(SOURCE, ["run", "--pidfile", sb.pidfile, "--", ...logged(log, "A", 2)]);
+  const first = srSpawn(SOURCE, ["run", "--pidfile", sb.pidfile, "--", ...logged(log, "A", 4)]);
   await waitFor(() => text(log).includes("start A"), 15_000, "the first job");
   const doomed = waiter(sb, log, "X");
   await waitFor(() => rangeLocks(`${sb.pidfile}.lock`).length === 1, 15_000, "the waiter's ticket");
