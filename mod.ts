@@ -117,5 +117,6 @@ export {
   watchResources,
 } from "./src/service/watchdog.ts";
 
-// Errors
+// Errors, and the command's exit code for each
 export { SystemError } from "./src/ffi/errors.ts";
+export { exitCodeOf, UsageError } from "./src/errors.ts";

@@ -21,16 +21,8 @@
 
 import { parseArgs } from "node:util";
 import { Etcd, installed, Postgres } from "../testing/cluster.ts";
-import {
-  childrenOf,
-  isAlive,
-  killQuietly,
-  memory,
-  ROOT,
-  runCmd,
-  sleep,
-  waitGone,
-} from "../testing/process.ts";
+import { childrenOf } from "../src/ffi/proc.ts";
+import { isAlive, killQuietly, memory, ROOT, runCmd, sleep, waitGone } from "../testing/process.ts";
 import { cli, fmt, Table } from "./table.ts";
 
 const args = parseArgs({

@@ -17,6 +17,7 @@
 
 import { parseArgs } from "node:util";
 import { PidFile } from "../mod.ts";
+import { DEFAULT_READY_AFTER_MS, DEFAULT_READY_SERVING_MS } from "../src/control/mod.ts";
 import {
   argvOf,
   cliArgv,
@@ -230,42 +231,60 @@ async function floorRun(i: number): Promise<void> {
 // ---- start until ready -----------------------------------------------------
 
 const START = "start until ready (sleep)";
+const START_SERVER = "start until ready (a server)";
+/** What the default readiness costs is measured against this: the exec, and no wait. */
+const NO_WAIT = ["--ready-after", "0"];
 interface Starter {
   row: Row;
   /** Start in dir, return the daemon's pid (or undefined). */
   start(dir: string, mark: string): Promise<number | undefined>;
 }
 const starters: Starter[] = [];
+/** Our start rows, each with the row of the same form and command without a wait. */
+const startBaselines = new Map<Row, Row>();
+
+/** A row of `start EXTRA -- COMMAND` for one form of the CLI. */
+function ourStarter(
+  group: string,
+  form: CliForm,
+  extra: string[],
+  command: (mark: string) => string[],
+): Starter {
+  const r = row(group, `${ours(form)} start${extra.length ? ` ${extra.join(" ")}` : ""}`, "ours");
+  return {
+    row: r,
+    async start(dir, mark) {
+      const res = await timed(r, [
+        ...cliArgv(form),
+        "start",
+        "--pidfile",
+        `${dir}/d.pid`,
+        ...extra,
+        "--",
+        ...command(mark),
+      ]);
+      const pid = Number(res.stdout.trim());
+      if (res.code === 0 && !(pid > 0)) note(r, `stdout was not a pid: ${res.stdout.trim()}`);
+      return pid > 0 ? pid : undefined;
+    },
+  };
+}
+
 if (wanted(START)) {
-  // The default readiness waits 20 ms to see the daemon stay alive after its
-  // exec; "--ready-after 0" shows the cost without that wait (still more than
-  // the peers check: they return after fork, before the exec).
-  const variants = forms.flatMap((form) =>
-    form === forms[0]
-      ? [{ form, extra: [] as string[] }, { form, extra: ["--ready-after", "0"] }]
-      : [{ form, extra: [] as string[] }]
-  );
-  for (const { form, extra } of variants) {
-    const r = row(START, `${ours(form)} start${extra.length ? ` ${extra.join(" ")}` : ""}`, "ours");
-    starters.push({
-      row: r,
-      async start(dir, mark) {
-        const res = await timed(r, [
-          ...cliArgv(form),
-          "start",
-          "--pidfile",
-          `${dir}/d.pid`,
-          ...extra,
-          "--",
-          tools.sleep,
-          "3600",
-          mark,
-        ]);
-        const pid = Number(res.stdout.trim());
-        if (res.code === 0 && !(pid > 0)) note(r, `stdout was not a pid: ${res.stdout.trim()}`);
-        return pid > 0 ? pid : undefined;
-      },
-    });
+  // The default readiness: a program that serves nothing (sleep) is ready once it has stayed
+  // alive DEFAULT_READY_AFTER_MS; "--ready-after 20" is the old default, and "--ready-after 0"
+  // the start without any wait (still more than the peers check: they return after fork,
+  // before the exec), the baseline every start row is divided by.
+  const sleeper = (mark: string) => [tools.sleep, "3600", mark];
+  for (const form of forms) {
+    const base = ourStarter(START, form, NO_WAIT, sleeper);
+    starters.push(base);
+    if (form !== forms[0]) continue;
+    for (const extra of [[], ["--ready-after", "20"]]) {
+      const s = ourStarter(START, form, extra, sleeper);
+      startBaselines.set(s.row, base.row);
+      starters.push(s);
+    }
   }
   if (tools.daemonize) {
     const r = row(START, "daemonize -p -l", "peer");
@@ -330,6 +349,23 @@ if (wanted(START)) {
   }
 }
 
+// A server under the default readiness: ready once it has served (listened and waited for
+// connections) for DEFAULT_READY_SERVING_MS, against the same start without a wait.
+const servers: Starter[] = [];
+if (wanted(START_SERVER) && forms.length > 0) {
+  const server = (mark: string) => [
+    Deno.execPath(),
+    "run",
+    "--allow-net=127.0.0.1",
+    `${ROOT}/bench/fixtures/serve.ts`,
+    mark,
+  ];
+  const base = ourStarter(START_SERVER, forms[0]!, NO_WAIT, server);
+  const s = ourStarter(START_SERVER, forms[0]!, [], server);
+  startBaselines.set(s.row, base.row);
+  servers.push(base, s);
+}
+
 async function startRun(i: number): Promise<void> {
   for (const s of rotated(starters, i)) {
     const dir = freshDir();
@@ -339,6 +375,13 @@ async function startRun(i: number): Promise<void> {
     await sleep(20);
     const found = findInstances(mark);
     if (found.length !== 1) note(s.row, `run ${i + 1}: ${found.length} instances afterwards`);
+    await cleanup(dir, mark);
+  }
+  for (const s of rotated(servers, i)) {
+    const dir = freshDir();
+    const mark = marker();
+    const pid = await s.start(dir, mark);
+    if (pid === undefined || !isAlive(pid)) note(s.row, `run ${i + 1}: no server afterwards`);
     await cleanup(dir, mark);
   }
 }
@@ -935,6 +978,15 @@ try {
 // ---- ratios, table, targets ------------------------------------------------
 
 for (const r of rows) r.median = median(r.samples);
+for (const [r, base] of startBaselines) {
+  if (!r.samples.length || !base.samples.length) continue;
+  note(
+    r,
+    `${(r.median! / base.median!).toFixed(2)}x start ${NO_WAIT.join(" ")} (+${
+      Math.round(r.median! - base.median!)
+    } ms)`,
+  );
+}
 const floorMs = denoFloor.median!;
 for (const r of rows) {
   const peers = rows.filter((p) => p.group === r.group && p.kind === "peer" && p.samples.length);
@@ -977,16 +1029,14 @@ const targets: Target[] = [];
 const byName = (group: string, form: CliForm) =>
   rows.find((r) => r.group === group && r.name.startsWith(ours(form)) && r.samples.length);
 for (const form of forms) {
-  for (const [group, what] of [[START, "start"], [STATUS, "status"]] as const) {
-    const r = byName(group, form);
-    targets.push({
-      what: `${what} within 1.3x of the Deno floor (${ours(form)})`,
-      met: r ? r.vsFloor! <= 1.3 : undefined,
-      detail: r
-        ? `${fmt(r.median)} ms vs floor ${fmt(floorMs)} ms = ${fmt(r.vsFloor, "x")}`
-        : "not measured",
-    });
-  }
+  const r = byName(STATUS, form);
+  targets.push({
+    what: `status within 1.3x of the Deno floor (${ours(form)})`,
+    met: r ? r.vsFloor! <= 1.3 : undefined,
+    detail: r
+      ? `${fmt(r.median)} ms vs floor ${fmt(floorMs)} ms = ${fmt(r.vsFloor, "x")}`
+      : "not measured",
+  });
   const memory = byName(STATUS_MEMORY, form);
   const memoryFloor = rows.find((r) => r.group === STATUS_MEMORY && r.kind === "floor");
   targets.push({
@@ -999,7 +1049,7 @@ for (const form of forms) {
       : "not measured",
   });
   const quick = rows.find((r) =>
-    r.group === START && r.name === `${ours(form)} start --ready-after 0`
+    r.group === START && r.name === `${ours(form)} start ${NO_WAIT.join(" ")}`
   );
   if (quick?.samples.length) {
     targets.push({
@@ -1038,6 +1088,22 @@ for (const form of forms) {
     what: `list of ${LIST_SERVICES} services under 2x one status (${ours(form)})`,
     met: ratio < 2,
     detail: `${fmt(listed.median)} ms vs ${fmt(one.median)} ms = ${fmt(ratio, "x")}`,
+  });
+}
+// The default readiness costs its rule and nothing more: a server is ready once it has served
+// for DEFAULT_READY_SERVING_MS (plus its own start-up and one look), anything else once it
+// has lived DEFAULT_READY_AFTER_MS.
+for (const [r, base] of startBaselines) {
+  if (r.name.includes("--ready-after") || !r.samples.length || !base.samples.length) continue;
+  const rule = r.group === START_SERVER ? DEFAULT_READY_SERVING_MS : DEFAULT_READY_AFTER_MS;
+  const slack = r.group === START_SERVER ? 500 : 250;
+  const cost = r.median! - base.median!;
+  targets.push({
+    what: `${r.name}, ${r.group}: within ${rule + slack} ms of start ${NO_WAIT.join(" ")}`,
+    met: cost <= rule + slack,
+    detail: `${fmt(r.median)} ms vs ${fmt(base.median)} ms = +${fmt(cost)} ms, ${
+      fmt(r.median! / base.median!, "x")
+    } the baseline`,
   });
 }
 for (

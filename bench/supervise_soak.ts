@@ -50,6 +50,8 @@ export async function idleSupervisorRss(): Promise<Memory> {
     pidfile: `${dir}/idle.pid`,
     command: ["sleep", "3600"],
     output: `${dir}/out.log`,
+    // Ready at once, so the sample is of a supervisor at rest, not one still looking at its child.
+    readiness: { kind: "alive", afterMs: 100 },
   });
   try {
     await sleep(2000);

@@ -19,7 +19,7 @@ import { configure, getConsoleSink, getLogger } from "@logtape/logtape";
 import { daemonize, getSyslogSink, onReload, onShutdown, watchResources } from "../mod.ts";
 // The package's `./control` export: signals go through a pidfd, so a recycled
 // pid is never signalled (and no --allow-run is needed).
-import { NotRunningError, reload, status, stop } from "../src/control/mod.ts";
+import { NotRunningError, reload, statusSync, stop } from "../src/control/mod.ts";
 
 const { values, positionals } = parseArgs({
   args: Deno.args,
@@ -49,7 +49,7 @@ async function control(command: string): Promise<number> {
   try {
     switch (command) {
       case "status": {
-        const found = status(pidFile);
+        const found = statusSync(pidFile);
         console.log(found.state === "running" ? `running (pid ${found.pid})` : found.state);
         return found.code;
       }
@@ -78,7 +78,7 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) {
 
 // Everything before this line runs in the foreground only; from here on, in the daemon.
 const daemon = values.foreground ? undefined : await daemonize({
-  pidFile,
+  pidfile: pidFile,
   ...(values.output === undefined ? {} : { output: absolute(values.output) }),
 });
 

@@ -14,6 +14,7 @@ import {
   killQuietly,
   ROOT,
   sleep,
+  STARTS_FINE,
   statOf,
 } from "../testing/process.ts";
 import { PidFile } from "../mod.ts";
@@ -38,9 +39,12 @@ export async function stormFamily(cli: Cli, n: number): Promise<Tally> {
       Array.from(
         { length: n },
         () =>
-          cli.run(["start", "--pidfile", pidfile, "--", "/bin/sleep", "3600", mark], {
-            timeoutMs: 60_000,
-          }),
+          cli.run(
+            ["start", ...STARTS_FINE, "--pidfile", pidfile, "--", "/bin/sleep", "3600", mark],
+            {
+              timeoutMs: 60_000,
+            },
+          ),
       ),
     );
     const winners = results.filter((r) => r.code === 0);
@@ -145,6 +149,7 @@ export async function superviseFamily(cli: Cli, kills: number): Promise<Tally | 
     // Short restart delays and no give-up, so every kill is followed by a restart at once.
     const res = await cli.run([
       "start",
+      ...STARTS_FINE,
       "--supervise",
       "--restart-delay",
       "50ms",
@@ -200,6 +205,7 @@ export async function superviseFamily(cli: Cli, kills: number): Promise<Tally | 
     );
     const again = await cli.run([
       "start",
+      ...STARTS_FINE,
       "--supervise",
       "--pidfile",
       pidfile,

@@ -29,6 +29,7 @@ import {
   listPids,
   procStat,
   sleep,
+  STARTS_FINE,
   statOf,
 } from "../testing/process.ts";
 import type { CmdResult } from "../testing/process.ts";
@@ -201,7 +202,16 @@ async function foreignReadLock(r: Round): Promise<void> {
 
 /** Case 2: after a crash and a reuse, a forged keeper of another user holds a lock. */
 async function forgedKeeper(r: Round): Promise<void> {
-  const started = await run(r, ["start", "--pidfile", r.pidfile, "--", "sleep", "3600", r.mark]);
+  const started = await run(r, [
+    "start",
+    ...STARTS_FINE,
+    "--pidfile",
+    r.pidfile,
+    "--",
+    "sleep",
+    "3600",
+    r.mark,
+  ]);
   if (!expect(r, started, 0, "start of the daemon")) return;
   const daemon = Number(started.stdout.trim());
   await jitter(r);
@@ -221,6 +231,7 @@ async function followedGrandchild(r: Round): Promise<void> {
   const dp = `${r.dir}/own.pid`;
   const started = await run(r, [
     "start",
+    ...STARTS_FINE,
     "--supervise",
     "--restart",
     "always",
@@ -282,6 +293,7 @@ async function leftovers(r: Round): Promise<void> {
   const life = (0.2 + r.rng.int(40) / 100).toFixed(2);
   const started = await run(r, [
     "start",
+    ...STARTS_FINE,
     "--supervise",
     ...policy,
     "--pidfile",

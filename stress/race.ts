@@ -32,6 +32,7 @@ import {
   isAlive,
   killQuietly,
   sleep,
+  STARTS_FINE,
   statOf,
 } from "../testing/process.ts";
 import type { CmdResult } from "../testing/process.ts";
@@ -135,7 +136,7 @@ export async function raceFamily(cli: Cli, opts: RaceOptions): Promise<Tally> {
       return;
     }
     const args = op === "start" || op === "restart"
-      ? [op, "--pidfile", pidfile, "--guard-timeout", "20", "--", ...daemon]
+      ? [op, ...STARTS_FINE, "--pidfile", pidfile, "--guard-timeout", "20", "--", ...daemon]
       : op === "stop"
       ? ["stop", "--pidfile", pidfile, "--guard-timeout", "20", "--retry", "TERM/5/KILL/5"]
       : op === "reload"

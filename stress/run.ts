@@ -21,6 +21,7 @@
 
 import { parseArgs } from "node:util";
 import { becomeSubreaper } from "../src/ffi/mod.ts";
+import { childrenOf } from "../src/ffi/proc.ts";
 import type { CliForm } from "../testing/process.ts";
 import { Cli, defaultForm, type Tally } from "./common.ts";
 import { corpusFamilies } from "./corpus.ts";
@@ -55,7 +56,8 @@ const PROFILES = {
     statuses: 10,
     kills: 3,
     reuses: 0,
-    limitS: 100,
+    // About 60 s on an idle 2-core machine; twice that with both cores busy (a CPU hog beside it).
+    limitS: 200,
   },
 } as const;
 
@@ -90,6 +92,14 @@ const log = (s: string) =>
 const limit = setTimeout(() => {
   console.error(`stress: the ${limitS} s limit ran out; stopping (this is a failure)`);
   console.log("0 passed, 1 failed");
+  // What this run started (and, as a subreaper, what was reparented to it) goes with it.
+  for (const pid of childrenOf(Deno.pid)) {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch {
+      // gone already
+    }
+  }
   Deno.exit(1);
 }, limitS * 1000);
 Deno.unrefTimer(limit);

@@ -12,7 +12,7 @@ import {
   run,
   signal,
   start,
-  status,
+  statusSync,
   stop,
   StopFailedError,
   UsageError,
@@ -160,7 +160,7 @@ Deno.test("signal() with signal 0 resolves to the pid while the daemon runs, Not
   try {
     const { pid } = await start({ pidfile, command: ["sleep", "30"] });
     assert.equal(await signal({ pidfile, signal: 0 }), pid);
-    assert.equal(status(pidfile).state, "running", "signal 0 sent nothing");
+    assert.equal(statusSync(pidfile).state, "running", "signal 0 sent nothing");
     await stop({ pidfile });
     await assert.rejects(signal({ pidfile, signal: 0 }), NotRunningError);
   } finally {
@@ -187,7 +187,7 @@ Deno.test("stop() follows its schedule: repeats after forever, and fails naming 
     const done = await stop({ pidfile, schedule: parseSchedule("TERM/0.1/forever/HUP/0.1") });
     assert.equal(done.pid, first.pid);
     assert.deepEqual(done.signals, [15, 1]);
-    assert.equal(status(pidfile).state, "stopped");
+    assert.equal(statusSync(pidfile).state, "stopped");
   } finally {
     await stop({ pidfile, schedule: parseSchedule("KILL/5") }).catch(() => {});
     await Deno.remove(dir, { recursive: true });

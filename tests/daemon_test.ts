@@ -41,12 +41,12 @@ Deno.test("daemonize(): the foreground exits 0 after ready(); the daemon leads a
   );
 });
 
-Deno.test("daemonize(): a second run exits 1 at once naming the first pid", async () => {
+Deno.test("daemonize(): a second run exits 3 at once naming the first pid, as the command would", async () => {
   await using dir = await serviceDir();
   assert.equal((await dir.start("ready")).code, 0);
   const pid = dir.pid();
   const second = await dir.start("ready");
-  assert.equal(second.code, 1);
+  assert.equal(second.code, 3);
   assert.equal(second.err, `already running (pid ${pid})\n`);
   assert.equal(dir.pid(), pid, "the pid file still names the first daemon");
   assert.deepEqual(dir.processes(), [pid], "no second daemon was started");

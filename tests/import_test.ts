@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { freePort } from "../testing/cluster.ts";
-import { ROOT, Sandbox, sr, type Variant } from "./cli/harness.ts";
+import { ROOT, Sandbox, sr, STARTS_FINE, type Variant } from "./cli/harness.ts";
 import { PERMISSIONS } from "../tools/permissions.ts";
 
 /** A project of a user's: a temporary directory with no deno.json, and its own Deno cache. */
@@ -56,7 +56,7 @@ async function useEverything(
     sr(command, args, { cwd: user.dir, env: user.env, timeoutMs: 120_000 });
   await using sb = await Sandbox.create();
   const daemon = ["--supervise", "--pidfile", sb.pidfile, "--", "sleep", "600"];
-  const started = await run(["start", ...daemon]);
+  const started = await run(["start", ...STARTS_FINE, ...daemon]);
   assert.equal(started.code, 0, started.stderr);
   sb.track(Number(started.stdout));
   const running = await run(["status", "--pidfile", sb.pidfile]);
@@ -122,7 +122,10 @@ Deno.test("mod.ts, ./control and cli.ts load by http URL, and from the cache onc
     if (path.includes("..")) return new Response("no", { status: 400 });
     try {
       return new Response(await Deno.readFile(`${ROOT}${path.slice(1)}`), {
-        headers: { "content-type": "application/typescript" },
+        // As a web server would: the package's deno.json is imported as JSON (its version).
+        headers: {
+          "content-type": path.endsWith(".json") ? "application/json" : "application/typescript",
+        },
       });
     } catch {
       return new Response("not found", { status: 404 });

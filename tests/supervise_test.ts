@@ -31,7 +31,15 @@ import {
   type StageConfig,
   stageOrders,
 } from "../testing/supervisor.ts";
-import { bundleVariant, type Result, SOURCE, sr, type Variant } from "./cli/harness.ts";
+import {
+  bundleVariant,
+  type Result,
+  SOURCE,
+  sr,
+  startFine,
+  STARTS_FINE,
+  type Variant,
+} from "./cli/harness.ts";
 
 interface State {
   supervisorPid: number;
@@ -62,7 +70,10 @@ class Supervisor implements AsyncDisposable {
       stdout: "null",
       stderr: "piped",
     }).spawn();
-    this.ordered = sendOrders(this.process, stageOrders(config));
+    // A child that lives 100 ms is ready (the old default), unless the test says how: these
+    // tests are about restarts and stops, not about start-up failures (honest_start_test.ts).
+    const orders = stageOrders({ readiness: { kind: "alive", afterMs: 100 }, ...config });
+    this.ordered = sendOrders(this.process, orders);
     this.stderr = new Response(this.process.stderr).text();
   }
   readonly ordered: Promise<void>;
@@ -673,8 +684,10 @@ Deno.test("supervise options: bad values are usage errors (2) before anything st
 Deno.test("run --supervise: the foreground process supervises and exits 1 at the crash-loop limit", async () => {
   await using dir = await tempDir();
   const pidfile = dir.join("d.pid");
+  // Each run counts as started (it lives 150 ms), then crashes: a crash loop, not a failed start.
   const r = await sr(SOURCE, [
     "run",
+    ...STARTS_FINE,
     "--pidfile",
     pidfile,
     "--supervise",
@@ -740,10 +753,7 @@ Deno.test("start --supervise --user runs only the child as that user; the superv
   await using dir = await tempDir();
   await Deno.chmod(dir.path, 0o755);
   const pidfile = dir.join("d.pid");
-  const r = await sr(SOURCE, [
-    "start",
-    "--pidfile",
-    pidfile,
+  const r = await startFine(SOURCE, pidfile, [
     "--supervise",
     "--user",
     "nobody",
@@ -799,7 +809,7 @@ Deno.test("a SIGKILLed supervisor leaves its child holding the lock: no second i
   const command = ["sleep", marker];
   const started: number[] = [];
   try {
-    const r = await sr(SOURCE, ["start", "--supervise", "--pidfile", pidfile, "--", ...command]);
+    const r = await startFine(SOURCE, pidfile, ["--supervise", "--", ...command]);
     assert.equal(r.code, 0, r.stderr);
     const supervisor = Number(r.stdout.trim());
     started.push(supervisor);
@@ -865,12 +875,9 @@ Deno.test("--kill-group, supervisor SIGKILLed: stop stops the orphaned child's w
   const started: number[] = [];
   try {
     // The worker closes the lock descriptor: only the process group reaches it.
-    const r = await sr(SOURCE, [
-      "start",
+    const r = await startFine(SOURCE, pidfile, [
       "--supervise",
       "--kill-group",
-      "--pidfile",
-      pidfile,
       "--",
       "bash",
       "-c",
@@ -915,11 +922,8 @@ Deno.test("stop without --kill-group: a worker left holding the lock after the c
   const worker = ["sleep", `1000.${tag}2`];
   const started: number[] = [];
   try {
-    const r = await sr(SOURCE, [
-      "start",
+    const r = await startFine(SOURCE, pidfile, [
       "--supervise",
-      "--pidfile",
-      pidfile,
       "--",
       "sh",
       "-c",

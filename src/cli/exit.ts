@@ -4,7 +4,7 @@
  * @module
  */
 
-import { UsageError } from "../errors.ts";
+import { exitCodeOf } from "../errors.ts";
 import { NAME } from "./help.ts";
 import { quote } from "../control/values.ts";
 import { complain, err, say } from "./output.ts";
@@ -29,52 +29,38 @@ export const EXIT = {
  * @param cmd the command, for an internal error's message
  * @returns the exit code
  */
-export async function report(e: unknown, cmd: string | undefined): Promise<number> {
-  if (e instanceof UsageError) {
-    complain(e.message);
-    err(`Try '${NAME} --help'.`);
-    return EXIT.USAGE;
-  }
+export function report(e: unknown, cmd: string | undefined): number {
   if (e instanceof Deno.errors.NotCapable) {
     complain(`${e.message} (run with --allow-all, or use the compiled binary)`);
-    return EXIT.FAILED;
-  }
-  // Only a command that ran can throw the control layer's errors: it is loaded by now.
-  let control;
-  try {
-    control = await import("../control/mod.ts");
-  } catch {
-    return internal(e, cmd);
-  }
-  if (
-    e instanceof control.AlreadyRunningError || e instanceof control.NotRunningError ||
-    e instanceof control.HeldElsewhereError || e instanceof control.JobSkippedError
-  ) {
-    say(e.message);
-    return EXIT.NOTHING_TO_DO;
-  }
-  if (e instanceof control.StartFailedError) {
-    complain(e.message);
-    if (e.output !== undefined) {
-      if (e.outputTail.length > 0) {
-        complain(`last lines of ${quote(e.output)} since this start:`);
-        for (const line of e.outputTail) err(`  ${line}`);
-      } else complain(`${quote(e.output)} has no output since this start`);
-    }
-    return EXIT.FAILED;
-  }
-  if (
-    e instanceof control.SystemError || e instanceof control.StopFailedError ||
-    e instanceof control.GuardTimeoutError || e instanceof control.InterruptedError
-  ) {
-    complain(e.message);
     return EXIT.FAILED;
   }
   if (e instanceof Error && /^cannot load /.test(e.message)) {
     complain(e.message);
     return EXIT.FAILED;
   }
-  return internal(e, cmd);
+  // The library's errors carry the command's exit code (one mapping, see exitCodeOf).
+  const code = exitCodeOf(e);
+  if (code === undefined) return internal(e, cmd);
+  const message = (e as Error).message;
+  switch (code) {
+    case EXIT.USAGE:
+      complain(message);
+      err(`Try '${NAME} --help'.`);
+      return code;
+    case EXIT.NOTHING_TO_DO:
+      say(message); // an outcome, not an error: --quiet drops it
+      return code;
+  }
+  complain(message);
+  // A failed start adds what its program said, since this start.
+  const failed = e as { output?: unknown; outputTail?: unknown };
+  if (typeof failed.output === "string" && Array.isArray(failed.outputTail)) {
+    if (failed.outputTail.length > 0) {
+      complain(`last lines of ${quote(failed.output)} since this start:`);
+      for (const line of failed.outputTail) err(`  ${line}`);
+    } else complain(`${quote(failed.output)} has no output since this start`);
+  }
+  return code;
 }
 
 /** A bug, not a user's mistake: keep the stack. */

@@ -268,14 +268,11 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     arg: "DUR",
     commands: LAUNCH,
     supervisedIn: ["run"],
-    help: "without a notify option: ready when still alive this long after the exec " +
-      "(a bare number is milliseconds)",
-    shown: (d, cmd) =>
-      cmd === "run"
-        ? formatDuration(d.DEFAULT_CHILD_READY_AFTER_MS)
-        : `${formatDuration(d.DEFAULT_READY_AFTER_MS)}; with --supervise ${
-          formatDuration(d.DEFAULT_CHILD_READY_AFTER_MS)
-        }`,
+    help: "without a notify option: ready when still alive this long after the exec, whether " +
+      "or not it serves (a bare number is milliseconds)",
+    shown: (d) =>
+      `${formatDuration(d.DEFAULT_READY_AFTER_MS)}, or once it has listened and waited for ` +
+      `connections for ${formatDuration(d.DEFAULT_READY_SERVING_MS)}`,
     parse: (text, option) => parseDuration(text, option, { bare: "ms", maxMs: 3_600_000 }),
   },
   notifyFd: {

@@ -269,7 +269,25 @@ function check(
   if (inv.cmd === "run" && v.supervise && v.user !== undefined) {
     throw new UsageError("--user with run --supervise is not supported (start --supervise is)");
   }
+  if (inv.cmd === "run") checkRunPolicies(v);
   if (!lockOnly) samePaths(v);
+}
+
+/** A job's policies that exclude each other, or a supervised run (the library checks them too). */
+function checkRunPolicies(v: Values): void {
+  if (v.wait !== undefined && v.replace) {
+    throw new UsageError(
+      "--wait and --replace exclude each other (wait for the running copy, or stop it)",
+    );
+  }
+  if (v.supervise && v.maxRuntime !== undefined) {
+    throw new UsageError(
+      "--max-runtime with --supervise is not supported (it limits one run of a job)",
+    );
+  }
+  if (v.supervise && v.oncePer !== undefined) {
+    throw new UsageError("--once-per with --supervise is not supported (it is for a job)");
+  }
 }
 
 /**

@@ -11,6 +11,8 @@ import { quote } from "../ffi/errors.ts";
 
 /** Nothing to do: the daemon is not running (exit code 3 in the CLI). */
 export class NotRunningError extends Error {
+  /** The command's exit code for it: 3, nothing to do. */
+  readonly exitCode: 3 = 3;
   /** The pid file. */
   readonly path: string;
   /** The pid a stale file named (it was not signalled; the file was emptied). */
@@ -38,6 +40,8 @@ export class NotRunningError extends Error {
  * CLI, as for a local instance already running).
  */
 export class HeldElsewhereError extends Error {
+  /** The command's exit code for it: 3, nothing to do. */
+  readonly exitCode: 3 = 3;
   /**
    * Make the error.
    *
@@ -55,6 +59,8 @@ export class HeldElsewhereError extends Error {
  * as "already running" is (exit code 3 in the CLI, or `--conflict-exit-code`).
  */
 export class JobSkippedError extends Error {
+  /** The command's exit code for it: 3, nothing to do. */
+  readonly exitCode: 3 = 3;
   /**
    * Make the error.
    *
@@ -68,6 +74,8 @@ export class JobSkippedError extends Error {
 
 /** Another controller kept the guard lock past the timeout. */
 export class GuardTimeoutError extends Error {
+  /** The command's exit code for it: 1, failed. */
+  readonly exitCode: 1 = 1;
   /** The guard file. */
   readonly path: string;
   /**
@@ -94,6 +102,8 @@ export class GuardTimeoutError extends Error {
 
 /** The daemon failed before it was ready; it was killed and reaped, the lock freed. */
 export class StartFailedError extends Error {
+  /** The command's exit code for it: 1, failed. */
+  readonly exitCode: 1 = 1;
   /** The daemon's pid (now gone). */
   readonly pid: number;
   /** How it ended, when it ended by itself. */
@@ -129,6 +139,8 @@ export class StartFailedError extends Error {
 
 /** The daemon still ran when the stop schedule ran out, or could not be signalled safely. */
 export class StopFailedError extends Error {
+  /** The command's exit code for it: 1, failed. */
+  readonly exitCode: 1 = 1;
   /** The daemon's pid. */
   readonly pid: number | undefined;
   /**
@@ -163,6 +175,8 @@ export class ReloadRefusedError extends StopFailedError {
 
 /** The caller aborted the action (the CLI: SIGINT, SIGTERM or SIGHUP) while it waited. */
 export class InterruptedError extends Error {
+  /** The command's exit code for it: 1, failed. */
+  readonly exitCode: 1 = 1;
   /**
    * Make the error for an interrupted action.
    *

@@ -28,9 +28,9 @@
  * const dir = await Deno.makeTempDir();
  * const pidfile = `${dir}/sleeper.pid`;
  * const { pid } = await start({ pidfile, command: ["sleep", "30"] });
- * console.log(status(pidfile).state); // "running"
+ * console.log((await status({ pidfile })).state); // "running"
  * await stop({ pidfile });
- * console.log(status(pidfile).pid === null); // true
+ * console.log((await status({ pidfile })).pid === null); // true
  * await Deno.remove(dir, { recursive: true });
  * console.log(pid > 0); // true
  * ```
@@ -45,6 +45,7 @@ import type {
   SignalOptions,
   StartOptions,
   StartResult,
+  StatusOptions,
   StatusReport,
   StopOptions,
   StopResult,
@@ -52,7 +53,7 @@ import type {
 } from "./options.ts";
 import { status as statusNow } from "./status.ts";
 import { list as listNow, type ListOptions, type ServiceReport } from "./list.ts";
-import { type Named, type ServiceName, servicePidfile, withPidfile } from "./names.ts";
+import { type Named, type ServiceName, withPidfile } from "./names.ts";
 import type { LockStatusReport } from "./cluster.ts";
 import type { ReloadOptions } from "./reload.ts";
 import type { ClusterLockSettings } from "../launch/spec.ts";
@@ -69,11 +70,12 @@ export {
 } from "./errors.ts";
 export { AlreadyRunningError } from "../lock/pidfile.ts";
 export { SystemError } from "../ffi/errors.ts";
-export { UsageError } from "../errors.ts";
+export { exitCodeOf, UsageError } from "../errors.ts";
 export {
   DEFAULT_CHDIR,
   DEFAULT_GUARD_TIMEOUT_MS,
   DEFAULT_READY_AFTER_MS,
+  DEFAULT_READY_SERVING_MS,
   DEFAULT_READY_TIMEOUT_MS,
   DEFAULT_SCHEDULE,
   DEFAULT_UMASK,
@@ -86,6 +88,7 @@ export type {
   SignalOptions,
   StartOptions,
   StartResult,
+  StatusOptions,
   StatusReport,
   StopOptions,
   StopResult,
@@ -153,7 +156,7 @@ export { parseSignal, parseUmask } from "./values.ts";
 
 /**
  * Start a command as a daemon that holds the pid file's lock, and wait until
- * it is ready (by default: alive 20 ms after its exec; or `notifyFd`,
+ * it is ready (by default: alive 4 s after its exec, or serving for 1 s; or `notifyFd`,
  * `notifySocket`, or a supervisor's word with `supervise`). When it fails
  * first, it is killed with everything it forked that holds the lock, and the
  * error says why.
@@ -261,30 +264,58 @@ export async function lockStatus(lock: ClusterLockSettings): Promise<LockStatusR
 }
 
 /**
- * What the pid file says, at once: no guard, no lock, no wait. The code is
- * the LSB status code the CLI exits with (0 running, 1 stale, 3 stopped, 4
- * cannot tell).
+ * What the pid file says: no guard, no lock, no wait. The code is the LSB
+ * status code the CLI exits with (0 running, 1 stale, 3 stopped or failed,
+ * 4 cannot tell).
  *
  * With a record beside the pid file, the report also gives the command it
  * launched (`spec`), and, for a service whose supervisor or keeper gave up,
  * the state `failed` (code 3) with when, after how many restarts and how its
- * last run ended (`failed`).
+ * last run ended (`failed`). Other users' locks on the pid file, which change
+ * nothing, are listed as `foreignHolders`.
  *
- * @param pidfile the pid file, or `{ name }` for a service in the directory of services
- * @param options `exec`: trust a process no lock covers when it runs this file;
- *   `runsAs`: only a process of this user
+ * @param options the pid file (or `{ name }` for a service in the directory
+ *   of services); `exec`: trust a process no lock covers when it runs this
+ *   file; `runsAs`: only a process of this user
  * @returns the state and, for a running daemon, facts from /proc
  * @throws {UsageError} when `runsAs` names no user, or for a bad name
  * @example
  * ```ts
  * import { status } from "./mod.ts";
  *
- * const report = status("/nonexistent/app.pid");
+ * const report = await status({ pidfile: "/nonexistent/app.pid" });
  * console.log(report.state, report.code); // "stopped" 3
  * ```
  */
-export function status(pidfile: string | ServiceName, options: TrustOptions = {}): StatusReport {
-  return statusNow(typeof pidfile === "string" ? pidfile : servicePidfile(pidfile.name), options);
+export function status(options: Named<StatusOptions>): Promise<StatusReport> {
+  try {
+    return Promise.resolve(statusSync(options));
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+/**
+ * {@link status}, synchronous: what the pid file says, at once.
+ *
+ * @param options the pid file (a path, or the options {@link status} takes)
+ * @param trust with a path: `exec` and `runsAs`, as in {@link status}
+ * @returns the state and, for a running daemon, facts from /proc
+ * @throws {UsageError} when `runsAs` names no user, or for a bad name
+ * @example
+ * ```ts
+ * import { statusSync } from "./mod.ts";
+ *
+ * console.log(statusSync("/nonexistent/app.pid").code); // 3
+ * ```
+ */
+export function statusSync(
+  options: string | ServiceName | Named<StatusOptions>,
+  trust: TrustOptions = {},
+): StatusReport {
+  if (typeof options === "string") return statusNow(options, trust);
+  const { pidfile, ...rest } = withPidfile(options as Named<StatusOptions>);
+  return statusNow(pidfile, { ...trust, ...rest });
 }
 
 /**
@@ -303,14 +334,18 @@ export function status(pidfile: string | ServiceName, options: TrustOptions = {}
  * const dir = await Deno.makeTempDir();
  * Deno.env.set("SINGLETON_RUN_DIR", `${dir}/services`); // else /run/singleton-run for root...
  * await start({ name: "web", command: ["sleep", "30"] }); // the pid file is DIR/web.pid
- * for (const s of list()) console.log(s.name, s.state); // "web running"
+ * for (const s of await list()) console.log(s.name, s.state); // "web running"
  * await stop({ name: "web" });
  * Deno.env.delete("SINGLETON_RUN_DIR");
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export function list(options: ListOptions = {}): ServiceReport[] {
-  return listNow(options);
+export function list(options: ListOptions = {}): Promise<ServiceReport[]> {
+  try {
+    return Promise.resolve(listNow(options));
+  } catch (err) {
+    return Promise.reject(err);
+  }
 }
 
 /**

@@ -17,8 +17,12 @@ import { checkWaitMs } from "./values.ts";
 import type { SupervisorStatus } from "../supervisor/state.ts";
 import type { FailedState } from "../lock/record.ts";
 
-/** How long `start` waits, by default, to see that a daemon stays alive after its exec. */
-export const DEFAULT_READY_AFTER_MS = 20;
+export {
+  /** How long `start` waits, by default, to see that a daemon stays alive after its exec. */
+  DEFAULT_READY_AFTER_MS,
+  /** By default, a daemon that has served this long is ready sooner. */
+  DEFAULT_READY_SERVING_MS,
+} from "../supervisor/defaults.ts";
 /** The default bound on every readiness wait. */
 export const DEFAULT_READY_TIMEOUT_MS = 60_000;
 /** The default bound on the wait for the guard lock. */
@@ -138,7 +142,7 @@ export interface SuperviseSettings {
   readonly killGroup?: boolean;
   /**
    * How a child shows it is ready.
-   * @default {{ kind: "alive", afterMs: 100 }}
+   * @default {{ kind: "alive", afterMs: 4000, servingMs: 1000 }}
    */
   readonly readiness?: Readiness;
   /**
@@ -220,8 +224,11 @@ export interface StartOptions extends GuardOptions, LaunchOptions, LivenessOptio
    */
   readonly readyTimeout?: number;
   /**
-   * Default readiness: how long the daemon must stay alive after its exec, in ms.
-   * @default {20}
+   * Readiness by time alone: the daemon is ready once it has stayed alive
+   * this long after its exec, in ms. Without it (and without a notify
+   * option), the default: alive {@link DEFAULT_READY_AFTER_MS}, or sooner,
+   * once it has served (listened on a socket, with a thread waiting for
+   * connections) for {@link DEFAULT_READY_SERVING_MS}.
    */
   readonly readyAfter?: number;
   /** s6-style readiness: the daemon writes a newline to this descriptor. */
@@ -362,10 +369,20 @@ export interface RunOptions extends GuardOptions, LaunchOptions, LivenessOptions
   readonly killGroup?: boolean;
 }
 
+/** Options of {@link status}: the pid file, and what to trust where no lock covers it. */
+export interface StatusOptions extends TrustOptions {
+  /** The pid file. */
+  readonly pidfile: string;
+}
+
 /** Options of {@link signal}. */
 export interface SignalOptions extends GuardOptions, TrustOptions {
-  /** The signal number. */
-  readonly signal: number;
+  /**
+   * The signal, by name (`"SIGUSR1"`); a number is still taken (0 sends
+   * nothing: it checks that the daemon runs and may be signalled; real-time
+   * signals have no `Deno.Signal` name).
+   */
+  readonly signal: Deno.Signal | number;
 }
 
 /** What {@link status} found. */

@@ -20,7 +20,6 @@ import {
   stat,
 } from "../ffi/mod.ts";
 import { cmdlineOf, processRuns } from "../ffi/proc.ts";
-import { processRole } from "../launch/internal.ts";
 import { fileIdentity, holdsLockInFdinfo, lockContext } from "../lock/holders.ts";
 import { probeIdentified } from "../lock/pidfile.ts";
 import { REOPEN_SIGNAL } from "../supervisor/defaults.ts";
@@ -59,7 +58,8 @@ export function reopen(options: GuardOptions): Promise<number> {
       ? named
       : keeperOf(st, named, lockContext(options.pidfile, st.uid));
     if (writer === undefined) throw new StopFailedError(writesItself(named), named);
-    const role = `the ${processRole(writer) ?? "supervisor"} (pid ${writer})`;
+    // The file names a supervisor itself; a keeper holds the lock for the program it names.
+    const role = `the ${writer === named ? "supervisor" : "keeper"} (pid ${writer})`;
     // What it writes, from its state file (undefined: it has not written one yet).
     const output = readSupervisorStatus(options.pidfile, writer)?.output;
     if (output === null) {

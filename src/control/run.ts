@@ -140,37 +140,37 @@ function execEnforcer(
  */
 function checkRunOptions(options: RunOptions): void {
   if ((options.supervise || options.lock) && options.user !== undefined) {
-    const mode = options.supervise ? "--supervise" : "--lock";
-    throw new UsageError(`--user with run ${mode} is not supported (start ${mode} is)`);
+    const mode = options.supervise ? "supervise" : "lock";
+    throw new UsageError(`run does not take user with ${mode} (start does)`);
   }
   if (options.wait !== undefined && options.replace) {
     throw new UsageError(
-      "--wait and --replace exclude each other (wait for the running copy, or stop it)",
+      "wait and replace exclude each other (wait for the running copy, or stop it)",
     );
   }
-  if (options.wait !== undefined && options.wait !== "forever") positiveMs(options.wait, "--wait");
+  if (options.wait !== undefined && options.wait !== "forever") positiveMs(options.wait, "wait");
   if (options.maxRuntime !== undefined) {
-    positiveMs(options.maxRuntime, "--max-runtime");
+    positiveMs(options.maxRuntime, "maxRuntime");
     if (options.supervise) {
       throw new UsageError(
-        "--max-runtime with --supervise is not supported (it limits one run of a job)",
+        "run does not take maxRuntime with supervise (it limits one run of a job)",
       );
     }
     if (!isExecutable(ENFORCER_SHELL)) {
       throw new SystemError("execve", ERRNO.ENOENT, {
         path: ENFORCER_SHELL,
-        message: `--max-runtime needs ${ENFORCER_SHELL}, which stays to enforce the limit`,
+        message: `a time limit needs ${ENFORCER_SHELL}, which stays to enforce it`,
       });
     }
   }
   if (options.killGroup && options.supervise) {
-    throw new UsageError("with --supervise, give --kill-group in its settings");
+    throw new UsageError("with supervise, give killGroup in its settings");
   }
   const oncePer = options.lock?.oncePerMs;
   if (oncePer !== undefined) {
-    positiveMs(oncePer, "--once-per");
+    positiveMs(oncePer, "lock.oncePerMs");
     if (options.supervise) {
-      throw new UsageError("--once-per with --supervise is not supported (it is for a job)");
+      throw new UsageError("run does not take lock.oncePerMs with supervise (it is for a job)");
     }
   }
 }

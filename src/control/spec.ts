@@ -61,6 +61,7 @@ import {
   checkWaits,
   DEFAULT_CHDIR,
   DEFAULT_READY_AFTER_MS,
+  DEFAULT_READY_SERVING_MS,
   DEFAULT_READY_TIMEOUT_MS,
   DEFAULT_UMASK,
   type RunOptions,
@@ -127,7 +128,7 @@ export function launchSpec(
   const stopSchedule = scheduleOf(supervise?.stopSchedule ?? options.stopSchedule, base);
   const maxRuntimeMs = maxRuntimeOf(options, context, stopSchedule);
   if (lock?.oncePerMs !== undefined && context !== "run") {
-    throw new UsageError("--once-per is for run (a job that runs once per slot)");
+    throw new UsageError("lock.oncePerMs is for run (a job that runs once per slot)");
   }
   // The directory of services is made last, once nothing else can refuse the launch.
   const services = serviceDirOf(options.pidfile);
@@ -308,9 +309,9 @@ function healthOf(options: LaunchRequest, holder: Holder): HealthSpec | null {
   }
   switch (h.kind) {
     case "cmd":
-      return { kind: "cmd", command: parseHealthCommand(h.command, "--health-cmd"), ...timing };
+      return { kind: "cmd", command: parseHealthCommand(h.command, "health.command"), ...timing };
     case "http": {
-      const url = parseHealthUrl(h.url, "--health-http");
+      const url = parseHealthUrl(h.url, "health.url");
       const u = new URL(url);
       checkNetAllowed("--health-http", u.hostname, Number(u.port || defaultPort(u.protocol)));
       return { kind: "http", url, ...timing };
@@ -363,7 +364,9 @@ function watchdogOf(
   if (ms === undefined) return null;
   if (holder.kind !== "supervisor") throw new UsageError("a watchdog needs supervise");
   if (readiness.kind !== "socket") {
-    throw new UsageError("--watchdog needs --notify-socket (WATCHDOG=1 comes through it)");
+    throw new UsageError(
+      "watchdog needs notifySocket readiness (WATCHDOG=1 comes through the socket)",
+    );
   }
   return positive(ms, 0, "watchdog");
 }
@@ -398,8 +401,9 @@ function readyTimeoutDefault(holder: Holder): number {
 }
 
 /**
- * How the program says it is ready. A supervisor's child is alive after
- * 100 ms by default; a daemon (or a keeper's program) after 20 ms; in the
+ * How the program says it is ready. By default (a daemon, a keeper's program
+ * and a supervisor's child alike) it is alive 4 s after its exec, or has
+ * served for 1 s; a `readyAfter` given is time alive alone; in the
  * foreground, a keeper's program has nothing to be ready for.
  */
 function readinessOf(
@@ -414,9 +418,11 @@ function readinessOf(
   if (s.notifySocket) return { kind: "socket" };
   if (s.readyAfter === undefined && base) return base.readiness;
   if (context === "run" && holder.kind !== "supervisor") return { kind: "alive", afterMs: 0 };
-  const after = s.readyAfter ??
-    (holder.kind === "supervisor" ? DEFAULT_CHILD_READY_AFTER_MS : DEFAULT_READY_AFTER_MS);
-  return { kind: "alive", afterMs: after };
+  if (s.readyAfter !== undefined) return { kind: "alive", afterMs: s.readyAfter };
+  const after = holder.kind === "supervisor"
+    ? DEFAULT_CHILD_READY_AFTER_MS
+    : DEFAULT_READY_AFTER_MS;
+  return { kind: "alive", afterMs: after, servingMs: DEFAULT_READY_SERVING_MS };
 }
 
 /** The output target: the supervisor's (a file or syslog), else start's file, else the base's. */
@@ -424,15 +430,15 @@ function outputOf(options: LaunchRequest, base: LaunchSpec | undefined): OutputT
   const given: SuperviseSettings["output"] | StartOptions["output"] = options.supervise?.output ??
     (options as StartOptions).output;
   if (given === undefined) return base?.output ?? null;
-  return typeof given === "string" ? parseOutput(given) : given;
+  return typeof given === "string" ? parseOutput(given, "output") : given;
 }
 
 /** A stop schedule as given (text or parsed), else the base's, else the default. */
 function scheduleOf(given: string | Schedule | undefined, base: LaunchSpec | undefined): Schedule {
   if (given === undefined) {
-    return base?.stopSchedule ?? parseSchedule(DEFAULT_CHILD_STOP_SCHEDULE, "--stop-schedule");
+    return base?.stopSchedule ?? parseSchedule(DEFAULT_CHILD_STOP_SCHEDULE, "stopSchedule");
   }
-  return typeof given === "string" ? parseSchedule(given, "--stop-schedule") : given;
+  return typeof given === "string" ? parseSchedule(given, "stopSchedule") : given;
 }
 
 /**

@@ -412,7 +412,7 @@ async function waitUntilReady(
   const left = () => Math.max(0, deadline - performance.now());
   let result: ReadyResult | Aborted = daemon.pidfd === undefined
     ? { ready: false, reason: "exited", waitedMs: 0 }
-    : await daemon.unlessAborted(readiness.wait(daemon.pidfd, left()), options.signal);
+    : await daemon.unlessAborted(readiness.wait(daemon.pidfd, left(), daemon.pid), options.signal);
   // A program that forks away: follow its main process, and wait for readiness again.
   const follows = spec.holder.kind === "self";
   const daemonPidfile = spec.daemonPidfile ?? undefined;
@@ -446,7 +446,10 @@ async function waitUntilReady(
       throw await fail(daemon, `${fork.why}; stopped them`, true, options);
     }
     if (fork.kind === "ended") break;
-    result = await daemon.unlessAborted(readiness.wait(daemon.pidfd!, left()), options.signal);
+    result = await daemon.unlessAborted(
+      readiness.wait(daemon.pidfd!, left(), daemon.pid),
+      options.signal,
+    );
   }
   if (result.ready) return result;
   const extra = [

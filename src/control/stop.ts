@@ -13,6 +13,7 @@ import {
   type FileStat,
   kill,
   lstat,
+  parseSignal,
   pidfdOpen,
   pidfdSendSignal,
   pollWait,
@@ -38,6 +39,7 @@ import {
 import { stillRuns } from "../lock/identity.ts";
 import { readRecord } from "../lock/record.ts";
 import { nextStep, parseSchedule, type Schedule } from "../launch/schedule.ts";
+import { UsageError } from "../errors.ts";
 import { NotRunningError, StopFailedError } from "./errors.ts";
 import { withGuard } from "./guard.ts";
 import {
@@ -226,6 +228,18 @@ function reused(pidfile: string, pid: number): boolean {
 /**
  * pidfds on the top holders of the lock (see {@link topHolders}), each
  * re-checked after the open: a pid reused between the scan and the open does
+
+/**
+ * A signal given by name or number, as a number.
+ *
+ * @throws {UsageError} for a name that is no signal
+ */
+function signalNumber(signal: Deno.Signal | number): number {
+  if (typeof signal === "number") return signal;
+  const n = parseSignal(signal);
+  if (n === undefined) throw new UsageError(`unknown signal ${quote(signal)}`);
+  return n;
+}
 
 /**
  * Signal one target through its pidfd; a group leader found as a holder gets
@@ -483,6 +497,7 @@ export function signal(
   vet?: (targets: readonly Target[]) => void,
 ): Promise<number> {
   precheckSignal(options);
+  const sig = signalNumber(options.signal);
   return withGuard(options, async () => {
     const found = await findTargets(options.pidfile, options);
     try {
@@ -496,7 +511,7 @@ export function signal(
       }
       let delivered = false;
       for (const t of found.list) {
-        if (signalTarget(t, options.signal)) delivered = true;
+        if (signalTarget(t, sig)) delivered = true;
       }
       if (!delivered) throw new NotRunningError(options.pidfile);
       return found.list[0]!.pid;

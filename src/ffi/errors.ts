@@ -145,6 +145,8 @@ export interface SystemErrorOptions {
  * ```
  */
 export class SystemError extends Error {
+  /** The command's exit code for it: 1, failed when acted on. */
+  readonly exitCode: 1 = 1;
   /** The errno value. */
   readonly errno: number;
   /** The errno name, such as `"EAGAIN"`. */

@@ -53,6 +53,12 @@ export interface Platform {
   readonly O_NOFOLLOW: number;
   readonly O_DIRECTORY: number;
   readonly layout: StructLayout;
+  /**
+   * The system calls in which a thread waits for events on descriptors (poll,
+   * select, epoll, accept and their variants), by the numbers
+   * /proc/PID/task/TID/syscall shows: where a server sits between requests.
+   */
+  readonly eventWaits: readonly number[];
 }
 
 /** Constants that are the same on every Linux architecture we support. */
@@ -196,6 +202,8 @@ const platforms: {
       O_NOFOLLOW: 0o400000,
       O_DIRECTORY: 0o200000,
       layout: x86_64,
+      // poll, select, accept, epoll_wait, pselect6, ppoll, epoll_pwait, accept4, epoll_pwait2
+      eventWaits: [7, 23, 43, 232, 270, 271, 281, 288, 441],
     },
     aarch64: {
       name: "linux-aarch64",
@@ -203,12 +211,16 @@ const platforms: {
       O_NOFOLLOW: 0o100000,
       O_DIRECTORY: 0o40000,
       layout: aarch64,
+      // epoll_pwait, pselect6, ppoll, accept, accept4, epoll_pwait2 (no poll, select, epoll_wait)
+      eventWaits: [22, 72, 73, 202, 242, 441],
     },
   },
 };
 
 /** Thrown when the project runs on a platform it has no table for. */
 export class UnsupportedPlatformError extends Error {
+  /** The command's exit code for it: 1, failed. */
+  readonly exitCode: 1 = 1;
   /** @param os the operating system, @param arch the architecture */
   constructor(os: string, arch: string) {
     super(

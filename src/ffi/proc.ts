@@ -6,6 +6,7 @@
  * @module
  */
 
+import { platform } from "./libc.ts";
 import { ids, listDirectory, readLink, readSmallFile, stat } from "./sys.ts";
 
 /** The fields of /proc/PID/stat the project uses. */
@@ -324,4 +325,134 @@ export function selfAndAncestors(): Set<number> {
     pid = st.ppid;
   }
   return out;
+}
+
+/** The threads of a process (their ids), or none when it is gone or hidden. */
+function tasksOf(pid: number): string[] {
+  try {
+    return listDirectory(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The children of a process, from /proc/PID/task/TID/children (one read per
+ * thread); where the kernel has no such file, by the scan of
+ * {@link childrenOf}.
+ *
+ * @param pid the parent
+ * @returns their pids (zombies included)
+ */
+export function childPids(pid: number): number[] {
+  const out: number[] = [];
+  for (const tid of tasksOf(pid)) {
+    let text: string;
+    try {
+      text = readSmallFile(`/proc/${pid}/task/${tid}/children`);
+    } catch (err) {
+      if ((err as { code?: string }).code === "ENOENT" && tid === String(pid)) {
+        return childrenOf(pid, { zombies: true });
+      }
+      continue;
+    }
+    for (const word of text.split(" ")) if (word !== "" && word !== "\n") out.push(Number(word));
+  }
+  return out;
+}
+
+/**
+ * Whether one of a process's threads is blocked waiting for events on its
+ * descriptors (poll, select, epoll, accept), by /proc/PID/task/TID/syscall.
+ * A thread that runs, or that the caller may not look at, does not count.
+ *
+ * @param pid the process
+ * @returns true when one is
+ */
+export function waitsForEvents(pid: number): boolean {
+  const waits = platform().eventWaits;
+  for (const tid of tasksOf(pid)) {
+    try {
+      const text = readSmallFile(`/proc/${pid}/task/${tid}/syscall`, 64);
+      if (waits.includes(Number(text.slice(0, text.indexOf(" "))))) return true;
+    } catch {
+      // Gone, or not ours to look at.
+    }
+  }
+  return false;
+}
+
+/** The most descriptors of one process looked at for sockets. */
+const MAX_FDS_LOOKED_AT = 4096;
+
+/**
+ * The inodes of the sockets a process has open, from the links in
+ * /proc/PID/fd (`socket:[INODE]`), looking at no more than 4096 descriptors.
+ *
+ * @param pid the process
+ * @returns the inodes, as decimal text
+ */
+export function socketInodes(pid: number): string[] {
+  let fds: string[];
+  try {
+    fds = listDirectory(`/proc/${pid}/fd`);
+  } catch {
+    return [];
+  }
+  const out: string[] = [];
+  for (const fd of fds.slice(0, MAX_FDS_LOOKED_AT)) {
+    try {
+      const link = readLink(`/proc/${pid}/fd/${fd}`);
+      if (link.startsWith("socket:[")) out.push(link.slice(8, -1));
+    } catch {
+      // Closed meanwhile.
+    }
+  }
+  return out;
+}
+
+/** How much of each table is read: the kernel lists listening TCP sockets first. */
+const TCP_TABLE_BYTES = 1 << 16;
+const UNIX_TABLE_BYTES = 1 << 20;
+/** `__SO_ACCEPTCON` in /proc/net/unix's Flags: the socket listens. */
+const SO_ACCEPTCON = 0x10000;
+
+/**
+ * The inodes of the sockets that listen for connections in a process's
+ * network namespace: TCP over IPv4 and IPv6 in the LISTEN state, and Unix
+ * stream sockets that accept. Only the start of each table is read (64 KiB
+ * of a TCP table, where the kernel lists its listening sockets first; 1 MiB
+ * of the Unix one), so a listener past that is not seen: callers must treat
+ * "not seen" as "not known", never as "not listening" proven.
+ *
+ * @param pid a process in the namespace
+ * @returns the inodes, as decimal text
+ */
+export function listeningInodes(pid: number): Set<string> {
+  const out = new Set<string>();
+  for (const table of ["tcp", "tcp6"]) {
+    for (const line of tableLines(`/proc/${pid}/net/${table}`, TCP_TABLE_BYTES)) {
+      const f = line.trim().split(/\s+/);
+      if (f[3] === "0A" && f[9] !== undefined) out.add(f[9]);
+    }
+  }
+  for (const line of tableLines(`/proc/${pid}/net/unix`, UNIX_TABLE_BYTES)) {
+    const f = line.trim().split(/\s+/);
+    if (f[6] !== undefined && (parseInt(f[3] ?? "0", 16) & SO_ACCEPTCON) !== 0) out.add(f[6]);
+  }
+  return out;
+}
+
+/** The whole lines of the first `bytes` of a /proc table, less its header. */
+function tableLines(path: string, bytes: number): string[] {
+  let text: string;
+  try {
+    text = readSmallFile(path, bytes);
+  } catch {
+    return [];
+  }
+  const lines = text.split("\n").slice(1);
+  // A line cut by the limit is dropped; so is the empty string after the last newline.
+  lines.pop();
+  return lines;
 }

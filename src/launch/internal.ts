@@ -33,23 +33,6 @@ export function internalArgs(role: InternalRole, args: readonly string[]): strin
 }
 
 /**
- * The internal stage a process runs, read from its argv: how a controller
- * tells a supervisor or a keeper among the lock's holders.
- *
- * @param pid the process
- * @returns its role, or undefined for any other process (or one that is gone)
- */
-export function processRole(pid: number): InternalRole | undefined {
-  const argv = cmdlineOf(pid);
-  const at = argv?.indexOf(INTERNAL_FLAG) ?? -1;
-  if (at < 0) return undefined;
-  const role = argv![at + 1];
-  return role === "privilege" || role === "supervisor" || role === "keeper" || role === "job"
-    ? role
-    : undefined;
-}
-
-/**
  * The argv that starts an internal stage: this program again (the bundle,
  * the compiled binary) with the internal flag, the role and its arguments;
  * from source, the stage module itself under `deno run` (so a stage loads

@@ -2,7 +2,8 @@
  * The waiting side of readiness: how `start` knows its daemon is ready.
  *
  * - `alive` (the default): the exec succeeded (posix_spawn reports a failed
- *   exec synchronously) and the process is still alive `afterMs` later.
+ *   exec synchronously) and the process is still alive `afterMs` later, or,
+ *   with `servingMs`, it has served that long (`serving.ts`).
  * - `fd` (s6's notification-fd): the daemon writes a newline to descriptor N;
  *   end of file, or the process exiting first, is a failure.
  * - `socket` (systemd's sd_notify): the daemon sends `READY=1` to the datagram
@@ -30,6 +31,8 @@ import {
   sendUnixDatagram,
   SystemError,
 } from "../ffi/mod.ts";
+import { ReadyClock } from "./serving.ts";
+import type { Readiness as SpecReadiness } from "./spec.ts";
 
 /** The environment variable that names the notification descriptor (`--notify-fd N`). */
 export const NOTIFY_FD_ENV = "NOTIFY_FD";
@@ -40,22 +43,8 @@ export const WATCHDOG_USEC_ENV = "WATCHDOG_USEC";
 /** The process whose watchdog `WATCHDOG_USEC` is (absent: whoever reads it). */
 export const WATCHDOG_PID_ENV = "WATCHDOG_PID";
 
-/** How readiness is signalled. */
-export type ReadinessMode =
-  | {
-    /** Ready when the process is still alive `afterMs` after a successful exec. */
-    readonly kind: "alive";
-    readonly afterMs: number;
-  }
-  | {
-    /** Ready when the daemon writes a newline to descriptor `fd` (s6 style). */
-    readonly kind: "fd";
-    readonly fd: number;
-  }
-  | {
-    /** Ready when the daemon sends `READY=1` to `NOTIFY_SOCKET` (sd_notify). */
-    readonly kind: "socket";
-  };
+/** How readiness is signalled: the launch spec's {@link Readiness}. */
+export type ReadinessMode = SpecReadiness;
 
 /** What a wait for readiness found. */
 export type ReadyResult =
@@ -202,21 +191,28 @@ export class Readiness implements Disposable {
    *
    * @param pidfd the daemon's pidfd (readable once it has exited)
    * @param timeoutMs the longest wait
+   * @param pid the daemon's pid, for an `alive` readiness that may be met
+   *   sooner by serving; without it, only the time alive counts
    * @returns ready (with any status), or why not
    */
-  async wait(pidfd: number, timeoutMs: number): Promise<ReadyResult> {
+  async wait(pidfd: number, timeoutMs: number, pid?: number): Promise<ReadyResult> {
     const started = performance.now();
     let deadline = started + timeoutMs;
     const waited = () => Math.round(performance.now() - started);
     const mode = this.#mode;
     if (mode.kind === "alive") {
-      const slice = Math.min(mode.afterMs, timeoutMs);
+      const alive = pid === undefined ? { kind: mode.kind, afterMs: mode.afterMs } : mode;
+      const clock = new ReadyClock(alive, started, timeoutMs);
       const watch = [{ fd: pidfd, events: C.POLLIN }];
-      const revents = slice <= 0 ? pollNow(watch) : await pollWait(watch, slice);
-      if (revents[0] !== 0) return { ready: false, reason: "exited", waitedMs: waited() };
-      // A gap the poll may have slept through (EINTR): look once more, then believe it.
-      if (pollNow(watch)[0] !== 0) return { ready: false, reason: "exited", waitedMs: waited() };
-      return { ready: true };
+      for (;;) {
+        const slice = clock.next - performance.now();
+        const revents = slice <= 0 ? pollNow(watch) : await pollWait(watch, slice);
+        if (revents[0] !== 0) return { ready: false, reason: "exited", waitedMs: waited() };
+        if (!clock.look(pid ?? 0)) continue;
+        // It may have ended since the poll: look once more, then believe it.
+        if (pollNow(watch)[0] !== 0) return { ready: false, reason: "exited", waitedMs: waited() };
+        return { ready: true };
+      }
     }
 
     const state: { status?: string; mainPid?: number; errno?: number } = {};

@@ -20,8 +20,12 @@ import type { Schedule } from "./schedule.ts";
 
 /** How the program says it is ready. */
 export type Readiness =
-  /** Alive `afterMs` after a successful exec. */
-  | { readonly kind: "alive"; readonly afterMs: number }
+  /**
+   * Alive `afterMs` after a successful exec; or, with `servingMs`, sooner:
+   * once it has been serving (listening on a socket, with a thread waiting
+   * for connections) for that long without a break (see `serving.ts`).
+   */
+  | { readonly kind: "alive"; readonly afterMs: number; readonly servingMs?: number }
   /** Writes a newline to descriptor `fd` (s6 style, `NOTIFY_FD`). */
   | { readonly kind: "fd"; readonly fd: number }
   /** Sends `READY=1` to `NOTIFY_SOCKET` (sd_notify). */

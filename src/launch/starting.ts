@@ -196,7 +196,7 @@ export class StartingDaemon implements AsyncDisposable {
       }
       switch (found.kind) {
         case "none":
-          return { kind: "ended", exit };
+          return { kind: "ended", exit: this.#endedFork() ?? exit };
         case "several":
           return { kind: "failed", why: severalMessage(found.pids) };
         case "waiting":
@@ -256,6 +256,26 @@ export class StartingDaemon implements AsyncDisposable {
     this.#pidfd = pidfd;
     this.#lock.writePid(pid);
     return true;
+  }
+
+  /**
+   * The main process exited 0 and nothing it started runs on: when it had
+   * forked away to one process that has ended since (a daemon whose child
+   * failed), that child is the main process, and how it ended is how the
+   * launch ended (reaped here: it was reparented to this subreaper).
+   *
+   * @returns how that child ended, or undefined when there was none, or several
+   */
+  #endedFork(): ExitReason | undefined {
+    const ended = childrenOf(ids.pid(), { zombies: true }).filter((pid) =>
+      !this.#before.has(pid) && pid !== this.#pid && procStat(pid)?.state === "Z"
+    );
+    if (ended.length !== 1) return undefined;
+    const exit = reap(ended[0]!);
+    if (!exit) return undefined;
+    this.#pid = ended[0]!;
+    this.#exits.set(this.#pid, exit);
+    return exit;
   }
 
   /** Reap the main process when it is our child and has ended: how it ended. */

@@ -96,6 +96,8 @@ export type ProbeResult =
  * ```
  */
 export class AlreadyRunningError extends Error {
+  /** The command's exit code for it: 3, nothing to do. */
+  readonly exitCode: 3 = 3;
   /** The pid the file names, or `undefined` when it was empty or unreadable. */
   readonly pid: number | undefined;
   /** The pid file. */

@@ -43,6 +43,7 @@ import { Aborted, StartingDaemon } from "../launch/starting.ts";
 import { notifyReady } from "./notify.ts";
 import { shutdown } from "./shutdown.ts";
 import { literal, logger } from "../log.ts";
+import { exitCodeOf, UsageError } from "../errors.ts";
 
 /** The environment variable that carries `<fd>:<nonce>` to the daemon, once. */
 const ROLE_VARIABLE = "SINGLETON_RUN_DAEMONIZE";
@@ -54,7 +55,13 @@ const READY_FD = 4;
 /** Options of {@link daemonize}. */
 export interface DaemonizeOptions {
   /** The PID lock file (a relative path is relative to the starting directory). */
-  readonly pidFile: string;
+  readonly pidfile?: string;
+  /**
+   * The PID lock file.
+   *
+   * @deprecated Use {@link DaemonizeOptions.pidfile}, the spelling of every other call.
+   */
+  readonly pidFile?: string;
   /**
    * The daemon's working directory.
    * @default {"/"} so no file system is kept busy
@@ -86,6 +93,12 @@ export interface Daemon {
   /** This process's pid, the one in the pid file. */
   readonly pid: number;
   /** The pid file's absolute path. */
+  readonly pidfile: string;
+  /**
+   * The pid file's absolute path.
+   *
+   * @deprecated Use {@link Daemon.pidfile}.
+   */
   readonly pidFile: string;
   /** The held lock (released by {@link Daemon.stop} and by shutdown). */
   readonly lock: PidFile;
@@ -117,8 +130,8 @@ function oneLine(text: string): string {
   return text.replace(/\s*\n\s*/g, " ").trim() || "unknown error";
 }
 
-function absolute(path: string, base: string): string {
-  if (path === "") throw new TypeError("pidFile must not be empty");
+function absolute(path: string | undefined, base: string): string {
+  if (path === undefined || path === "") throw new UsageError("daemonize needs a pidfile");
   return path.startsWith("/") ? path : `${base.replace(/\/$/, "")}/${path}`;
 }
 
@@ -183,7 +196,7 @@ function claimDaemonRole(): number | undefined {
  * import { daemonize } from "./daemon.ts";
  *
  * if (Deno.args.includes("--daemon")) {
- *   const daemon = await daemonize({ pidFile: "/run/my-service.pid" });
+ *   const daemon = await daemonize({ pidfile: "/run/my-service.pid" });
  *   // open listeners, read configuration, then:
  *   daemon.ready();
  * }
@@ -191,7 +204,7 @@ function claimDaemonRole(): number | undefined {
  */
 export async function daemonize(options: DaemonizeOptions): Promise<Daemon> {
   if (current) return current; // a second call in the daemon: it already is one
-  const pidFile = absolute(options.pidFile, Deno.cwd());
+  const pidFile = absolute(options.pidfile ?? options.pidFile, Deno.cwd());
   const readyFd = claimDaemonRole();
   if (readyFd === undefined) return await runForeground(options, pidFile);
   current = becomeDaemon(options, pidFile, readyFd);
@@ -236,6 +249,7 @@ function becomeDaemon(options: DaemonizeOptions, pidFile: string, readyFd: numbe
   addEventListener("unhandledrejection", onRejection);
   return {
     pid: Deno.pid,
+    pidfile: pidFile,
     pidFile,
     lock,
     ready(status?: string): void {
@@ -263,9 +277,10 @@ function describeFsError(err: unknown): string {
   return message(err);
 }
 
-function die(text: string): never {
+/** Say why the start failed, and exit with the command's code for it (3: already running). */
+function die(text: string, err?: unknown): never {
   console.error(text);
-  Deno.exit(1);
+  Deno.exit(exitCodeOf(err) ?? 1);
 }
 
 async function runForeground(options: DaemonizeOptions, pidFile: string): Promise<never> {
@@ -280,7 +295,7 @@ async function runForeground(options: DaemonizeOptions, pidFile: string): Promis
   try {
     lock = await PidFile.acquire(pidFile);
   } catch (err) {
-    if (err instanceof AlreadyRunningError || err instanceof SystemError) die(err.message);
+    if (err instanceof AlreadyRunningError || err instanceof SystemError) die(err.message, err);
     throw err;
   }
   if (interrupts.signal.aborted) {

@@ -12,6 +12,7 @@ import { C, close, getrlimit, pipe, recvNow, setNonblocking } from "../ffi/mod.t
 import type { NotifySocket } from "../launch/readiness.ts";
 import type { LaunchSpec, Readiness } from "../launch/spec.ts";
 import { spawnStage } from "../launch/privilege.ts";
+import { ReadyClock } from "../launch/serving.ts";
 import { spawn } from "../launch/spawn.ts";
 import { LineReader } from "./output.ts";
 
@@ -60,7 +61,10 @@ export interface Run {
   readonly startedAt: number;
   readonly startedWall: Date;
   ready: boolean;
+  /** When to look at its readiness next (for `alive`: its clock's next look). */
   readyDeadline: number;
+  /** The `alive` readiness's clock, from its exec (or from when it was followed to). */
+  clock?: ReadyClock;
   /** With the program's own pid file: when the wait for it to name a process of this run ends. */
   namedBy?: number;
   /** Our end of its notification fd; -1 when none. */
@@ -163,6 +167,9 @@ export function startRun(spec: LaunchSpec, how: RunWiring): { run: Run; readers:
       });
     }
     const now = performance.now();
+    const alive = spec.readiness.kind === "alive" ? spec.readiness : undefined;
+    // With a stage, readiness counts from its exec (the supervisor starts the clock then).
+    const clock = alive && stageErrorFd < 0 ? new ReadyClock(alive, now) : undefined;
     return {
       run: {
         pid,
@@ -170,8 +177,8 @@ export function startRun(spec: LaunchSpec, how: RunWiring): { run: Run; readers:
         startedAt: now,
         startedWall: new Date(),
         ready: false,
-        readyDeadline: now +
-          (spec.readiness.kind === "alive" ? spec.readiness.afterMs : spec.readyTimeoutMs),
+        readyDeadline: clock?.next ?? now + (alive ? alive.afterMs : spec.readyTimeoutMs),
+        ...(clock ? { clock } : {}),
         readyFd,
         stageErrorFd,
       },

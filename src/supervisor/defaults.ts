@@ -19,8 +19,23 @@ export const DEFAULT_MAX_RESTARTS = 5;
 export const DEFAULT_RESTART_WINDOW_MS = 60_000;
 /** How the supervisor stops its child, in start-stop-daemon's `--retry` grammar. */
 export const DEFAULT_CHILD_STOP_SCHEDULE = "TERM/5/KILL/2";
-/** A child that is still alive after this long (ms) counts as ready. */
-export const DEFAULT_CHILD_READY_AFTER_MS = 100;
+/**
+ * How long a program that does not say when it is ready must stay alive to
+ * count as ready, in ms (`start`, a keeper's program and a supervisor's child
+ * alike): long enough to see the start-up failures of the corpus it was
+ * chosen from fail on a busy machine, the slowest being nginx, which retries
+ * a busy port for 2.5 s before it exits (2.6 to 2.9 s after its exec here).
+ */
+export const DEFAULT_READY_AFTER_MS = 4000;
+/**
+ * With the default readiness, a program counts as ready sooner once it has
+ * served for this long, in ms (supervisord's `startsecs`): listening all the
+ * while, with a thread waiting for connections when the wait begins and when
+ * it ends (see `src/launch/serving.ts`).
+ */
+export const DEFAULT_READY_SERVING_MS = 1000;
+/** A supervised child's default readiness wait: the same as `start`'s. */
+export const DEFAULT_CHILD_READY_AFTER_MS: number = DEFAULT_READY_AFTER_MS;
 /** How long a child that notifies may take to become ready, in ms. */
 export const DEFAULT_CHILD_READY_TIMEOUT_MS = 60_000;
 /** The facility of `--output syslog` without one. */

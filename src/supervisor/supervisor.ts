@@ -62,6 +62,7 @@ import {
 import type { LaunchSpec, RestartSpec } from "../launch/spec.ts";
 import { fileIdentity, liveTargets, openHolders, type Target } from "../lock/holders.ts";
 import { type NotifySocket, openNotifySocket, parseNotify } from "../launch/readiness.ts";
+import { ReadyClock } from "../launch/serving.ts";
 import { childLockFd, descriptorFits, type Run, startRun } from "./child.ts";
 import { REOPEN_SIGNAL } from "./defaults.ts";
 import {
@@ -224,6 +225,13 @@ export class Supervisor {
   fenced: string | undefined;
   /** Asked to stop (SIGTERM, or an interrupt the program died of): an end, not a failure. */
   stopRequested = false;
+  /**
+   * The last process of the current run other than its main process that
+   * ended in failure (reaped here as an orphan): when the main process forked
+   * away and nothing runs on, it is why the run ended (a daemon whose child
+   * could not bind), not the parent's exit 0.
+   */
+  forkFailed: { readonly pid: number; readonly reason: ExitReason } | undefined;
 
   constructor(spec: LaunchSpec, wiring: SupervisorWiring) {
     this.spec = spec;
@@ -458,6 +466,7 @@ export class Supervisor {
   /** Start a run; when even that fails, decide as after an exit. */
   #startRun(): void {
     this.liveness?.reset();
+    this.forkFailed = undefined;
     let started;
     try {
       started = startRun(this.spec, {
@@ -517,6 +526,8 @@ export class Supervisor {
     } else if (waitingReady && run.readyFd >= 0) {
       fds.push({ fd: run.readyFd, events: C.POLLIN });
     } else if (waitingReady && this.notify) fds.push({ fd: this.notify.fd, events: C.POLLIN });
+    // No channel for `alive` readiness: the next entry is the pidfd, not readiness input.
+    const readyWatched = fds.length > readyIndex;
     const watchIndex = fds.length;
     // The main process's pidfd, while it is the one followed (not once it has exited).
     const watched = this.phase.name === "following" ? undefined : run?.pidfd;
@@ -536,7 +547,7 @@ export class Supervisor {
       if (revents[i + 1]) r.readOnce(this.sink!);
     });
     this.#flushReaders();
-    if (revents[readyIndex] && this.current === run) this.#readyInput();
+    if (readyWatched && revents[readyIndex] && this.current === run) this.#readyInput();
     if (listening && revents[notifyIndex]) this.#notifyInput();
     healthFds.forEach((fd, i) => {
       if (revents[healthIndex + i]) this.liveness!.readOutput(fd);
@@ -712,7 +723,8 @@ export class Supervisor {
     const readiness = this.spec.readiness;
     if (readiness.kind !== "alive") return;
     if (readiness.afterMs <= 0) return this.#becameReady(run);
-    run.readyDeadline = performance.now() + readiness.afterMs;
+    run.clock = new ReadyClock(readiness);
+    run.readyDeadline = run.clock.next;
   }
 
   #becameReady(run: Run): void {
@@ -828,7 +840,11 @@ export class Supervisor {
       if (this.liveness?.reaped(ended.pid, ended.reason)) continue;
       const run = this.current;
       if (run && ended.pid === run.pid) this.#mainExited(run, ended.reason);
-      // Any other pid: an orphan reparented to us (subreaper or PID 1); reaped, nothing else to do.
+      else if (run && !(ended.reason.exited && ended.reason.code === 0)) {
+        // An orphan reparented to us (subreaper or PID 1) that failed: kept in case it was the
+        // process the main one forked away to.
+        this.forkFailed = ended;
+      }
     }
   }
 
@@ -885,6 +901,9 @@ export class Supervisor {
           this.phase = { ...p, quiet: p.quiet + 1 };
           return;
         }
+        if (this.forkFailed) {
+          return this.#ended({ ...p.run, pid: this.forkFailed.pid }, this.forkFailed.reason, false);
+        }
         return this.#ended(p.run, p.exit, false);
       case "several":
         this.say("err", `${this.name}: ${severalMessage(found.pids)}; stopping them`);
@@ -913,11 +932,13 @@ export class Supervisor {
         : procStat(found.pid)?.pgid === found.pid
         ? found.pid
         : undefined,
-      readyDeadline: this.spec.readiness.kind === "alive"
-        ? now + this.spec.readiness.afterMs
-        : old.readyDeadline,
       pidfd,
     };
+    // Readiness counts again from the fork: the main process is another one.
+    if (this.spec.readiness.kind === "alive" && !old.ready) {
+      next.clock = new ReadyClock(this.spec.readiness, now);
+      next.readyDeadline = next.clock.next;
+    }
     this.say(
       "info",
       `${this.name} (pid ${old.pid}) forked away: following its main process (pid ${found.pid})`,
@@ -1097,7 +1118,13 @@ export class Supervisor {
       case "starting": {
         const run = p.run;
         if (now < run.readyDeadline || run.stageErrorFd >= 0) return;
-        if (this.spec.readiness.kind === "alive") return this.#aliveLongEnough(run, now);
+        if (this.spec.readiness.kind === "alive") {
+          if (run.clock && !run.clock.look(run.pid, now)) {
+            run.readyDeadline = run.clock.next;
+            return;
+          }
+          return this.#aliveLongEnough(run, now);
+        }
         this.say("err", `${this.name} (pid ${run.pid}) was not ready within the ready timeout`);
         return this.#failReadiness(run, "was not ready in time");
       }

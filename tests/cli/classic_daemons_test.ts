@@ -18,6 +18,7 @@ import {
   statOf,
 } from "../../testing/process.ts";
 import { freePort, installed } from "../../testing/cluster.ts";
+import { answersOn } from "../../testing/corpus.ts";
 import { findProcesses, locked, readPid, Sandbox, SOURCE, sr, waitFor } from "./harness.ts";
 
 const REDIS = installed("redis-server");
@@ -116,17 +117,6 @@ async function lifecycle(sb: Sandbox, c: Case): Promise<void> {
   assert.equal((await sr(SOURCE, ["status", "--pidfile", sb.pidfile])).code, 3);
 }
 
-/** A port-bound check: something answers on 127.0.0.1:port. */
-async function answers(port: number): Promise<boolean> {
-  try {
-    const c = await Deno.connect({ hostname: "127.0.0.1", port });
-    c.close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 Deno.test({
   name:
     "redis-server --daemonize yes: followed to its forked child, with and without its own pid file",
@@ -156,7 +146,7 @@ Deno.test({
         options: own ? ["--daemon-pidfile", redisPid] : [],
         mark: `127.0.0.1:${port}`,
         // redis has no reload signal; WINCH, ignored by default, must reach it and harm nothing.
-        reload: { args: ["signal", "WINCH"], seen: () => answers(port) },
+        reload: { args: ["signal", "WINCH"], seen: () => answersOn(port) },
       });
     }
   },
@@ -425,7 +415,7 @@ Deno.test({
     for (const w of oldWorkers) assert.ok(!running(w), `old worker ${w} runs on`);
     let up = false;
     for (let i = 0; i < 50 && !up; i++) {
-      up = await answers(port);
+      up = await answersOn(port);
       if (!up) await new Promise((res) => setTimeout(res, 100));
     }
     assert.ok(up, "the new run does not answer on its port");

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { Etcd, installed } from "../../testing/cluster.ts";
 import { TlsEtcd, tlsEtcdSupported } from "../../testing/etcd_tls.ts";
 import { exists } from "../../testing/process.ts";
-import { alive, assertCleanError, Sandbox, SOURCE, sr, waitFor } from "./harness.ts";
+import { alive, assertCleanError, Sandbox, SOURCE, sr, startFine, waitFor } from "./harness.ts";
 
 const HOST = Deno.hostname();
 /**
@@ -22,10 +22,7 @@ async function startLocked(
   command: string[],
   cwd?: string,
 ): Promise<number> {
-  const r = await sr(SOURCE, [
-    "start",
-    "--pidfile",
-    sb.pidfile,
+  const r = await startFine(SOURCE, sb.pidfile, [
     "--lock",
     ...lock,
     "--lock-ttl",

@@ -9,7 +9,16 @@
 import assert from "node:assert/strict";
 import { Etcd, installed, Netns, Postgres } from "../../testing/cluster.ts";
 import { processState } from "../../testing/process.ts";
-import { marker as uniqueMarker, Sandbox, SOURCE, sr, srSpawn, waitFor } from "./harness.ts";
+import {
+  marker as uniqueMarker,
+  Sandbox,
+  SOURCE,
+  sr,
+  srSpawn,
+  startFine,
+  STARTS_FINE,
+  waitFor,
+} from "./harness.ts";
 
 const marker = () => uniqueMarker(400);
 
@@ -73,10 +82,7 @@ async function hold(
   options: { readonly prefix?: string[]; readonly extra?: string[] } = {},
 ): Promise<Holder> {
   const pidfile = sb.path(`${tag}.pid`);
-  const r = await sr(SOURCE, [
-    "start",
-    "--pidfile",
-    pidfile,
+  const r = await startFine(SOURCE, pidfile, [
     "--lock",
     url,
     "--lock-ttl",
@@ -117,6 +123,7 @@ async function refusedStart(sb: Sandbox, url: string) {
 function contend(sb: Sandbox, tag: string, url: string, m: string, waitSecs: number) {
   const child = srSpawn(SOURCE, [
     "start",
+    ...STARTS_FINE,
     "--pidfile",
     sb.path(`${tag}.pid`),
     "--lock",

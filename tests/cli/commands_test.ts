@@ -17,6 +17,8 @@ import {
   SOURCE,
   sr,
   srSpawn,
+  startFine,
+  STARTS_FINE,
   waitFor,
 } from "./harness.ts";
 
@@ -56,7 +58,7 @@ Deno.test("stop of a daemon whose parent never reaps it: done as soon as the loc
 Deno.test("stop --retry: TERM ignored then KILL; a schedule that runs out exits 1; a bare number", async () => {
   await using sb = await Sandbox.create();
   const stubborn = ["--", "sh", "-c", "trap '' TERM; exec sleep 1000"];
-  let r = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, ...stubborn]);
+  let r = await startFine(SOURCE, sb.pidfile, [...stubborn]);
   let pid = Number(r.stdout);
   sb.track(pid);
 
@@ -73,7 +75,7 @@ Deno.test("stop --retry: TERM ignored then KILL; a schedule that runs out exits 
   assert.ok(full.ms >= 300, "waited the TERM window first");
   assert.ok(!alive(pid));
 
-  r = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, ...stubborn]);
+  r = await startFine(SOURCE, sb.pidfile, [...stubborn]);
   pid = Number(r.stdout);
   sb.track(pid);
   const bare = await sr(SOURCE, ["stop", "--retry", "1", "--pidfile", sb.pidfile]);
@@ -85,7 +87,7 @@ Deno.test("stop --retry: TERM ignored then KILL; a schedule that runs out exits 
 Deno.test("status --json: state, pid, pidfile, code, start time, uptime, RSS, descriptors, cmdline", async () => {
   await using sb = await Sandbox.create();
   const t0 = Date.now();
-  const r = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", "1000"]);
+  const r = await startFine(SOURCE, sb.pidfile, ["--", "sleep", "1000"]);
   const pid = Number(r.stdout);
   sb.track(pid);
   const st = await sr(SOURCE, ["status", "--json", "--pidfile", sb.pidfile]);
@@ -133,10 +135,7 @@ Deno.test("status --json: state, pid, pidfile, code, start time, uptime, RSS, de
 Deno.test("reload sends SIGHUP, signal sends a named or numbered signal; not running exits 3", async () => {
   await using sb = await Sandbox.create();
   const log = sb.path("signals.log");
-  const r = await sr(SOURCE, [
-    "start",
-    "--pidfile",
-    sb.pidfile,
+  const r = await startFine(SOURCE, sb.pidfile, [
     "--",
     "sh",
     "-c",
@@ -169,11 +168,11 @@ Deno.test("restart prints the new pid, leaves one instance; starts when nothing 
   await using sb = await Sandbox.create();
   const marker = `1000.${Math.floor(Math.random() * 1e6)}`;
   const cmd = ["--pidfile", sb.pidfile, "--", "sleep", marker];
-  const first = await sr(SOURCE, ["restart", ...cmd]);
+  const first = await sr(SOURCE, ["restart", ...STARTS_FINE, ...cmd]);
   assert.equal(first.code, 0, first.stderr);
   const a = Number(first.stdout);
   sb.track(a);
-  const second = await sr(SOURCE, ["restart", ...cmd]);
+  const second = await sr(SOURCE, ["restart", ...STARTS_FINE, ...cmd]);
   assert.equal(second.code, 0, second.stderr);
   const b = Number(second.stdout);
   sb.track(b);
@@ -186,7 +185,7 @@ Deno.test("restart prints the new pid, leaves one instance; starts when nothing 
 
 Deno.test("start --oknodo: exit 0 and the running pid; stop --oknodo: exit 0 when not running", async () => {
   await using sb = await Sandbox.create();
-  const r = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", "1000"]);
+  const r = await startFine(SOURCE, sb.pidfile, ["--", "sleep", "1000"]);
   const pid = Number(r.stdout);
   sb.track(pid);
   const again = await sr(SOURCE, [
@@ -252,7 +251,7 @@ Deno.test("a lock held by another process than the one named: status and stop na
 
 Deno.test("a stop waiting on the guard is served after the first: serialized, both succeed or say not running", async () => {
   await using sb = await Sandbox.create();
-  const r = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", "1000"]);
+  const r = await startFine(SOURCE, sb.pidfile, ["--", "sleep", "1000"]);
   sb.track(Number(r.stdout));
   const a = srSpawn(SOURCE, ["stop", "--pidfile", sb.pidfile]);
   const b = srSpawn(SOURCE, ["stop", "--pidfile", sb.pidfile]);
@@ -282,10 +281,7 @@ Deno.test("signal 0 checks that the daemon could be signalled (0, or 3 when not 
   await using sb = await Sandbox.create();
   const log = sb.path("signals.log");
   // bash names real-time signals as kill -l does; 35 = SIGRTMIN+1 and 63 = SIGRTMAX-1 with glibc.
-  const r = await sr(SOURCE, [
-    "start",
-    "--pidfile",
-    sb.pidfile,
+  const r = await startFine(SOURCE, sb.pidfile, [
     "--",
     "bash",
     "-c",
@@ -323,7 +319,7 @@ Deno.test("status prints its line on stdout, so `status | grep running` works; n
   assert.equal(stopped.code, 3);
   assert.equal(stopped.stdout, "not running\n");
   assert.equal(stopped.stderr, "");
-  const r = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", "1000"]);
+  const r = await startFine(SOURCE, sb.pidfile, ["--", "sleep", "1000"]);
   const pid = Number(r.stdout);
   sb.track(pid);
   const st = await sr(SOURCE, ["status", "--pidfile", sb.pidfile]);
@@ -356,8 +352,8 @@ Deno.test("help shows each default as its mode uses it, from the control layer's
   assert.match(
     start,
     new RegExp(
-      `--ready-after DUR .*?\\(default ${control.DEFAULT_READY_AFTER_MS}ms; ` +
-        `with --supervise ${control.DEFAULT_CHILD_READY_AFTER_MS}ms\\)`,
+      `--ready-after DUR .*?\\(default ${control.DEFAULT_READY_AFTER_MS / 1000}s, or once it has ` +
+        `listened and waited for connections for ${control.DEFAULT_READY_SERVING_MS / 1000}s\\)`,
     ),
   );
   assert.match(
@@ -372,7 +368,9 @@ Deno.test("help shows each default as its mode uses it, from the control layer's
   assert.match(
     run,
     new RegExp(
-      `--ready-after DUR with --supervise: .*?\\(default ${control.DEFAULT_CHILD_READY_AFTER_MS}ms\\)`,
+      `--ready-after DUR with --supervise: .*?\\(default ${
+        control.DEFAULT_CHILD_READY_AFTER_MS / 1000
+      }s, `,
     ),
   );
   const stop = flat((await sr(SOURCE, ["help", "stop"])).stdout);
@@ -392,13 +390,10 @@ Deno.test("start --supervise --output syslog with nothing at /dev/log: started, 
     return;
   }
   await using sb = await Sandbox.create();
-  const r = await sr(SOURCE, [
-    "start",
+  const r = await startFine(SOURCE, sb.pidfile, [
     "--supervise",
     "--output",
     "syslog",
-    "--pidfile",
-    sb.pidfile,
     "--",
     "sleep",
     "1000",

@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import { eventually, exists, isAlive, LineChild, sleep } from "../../testing/process.ts";
-import { type Result, Sandbox, SOURCE, sr } from "./harness.ts";
+import { type Result, Sandbox, SOURCE, sr, STARTS_FINE } from "./harness.ts";
 
 const CAN_MOUNT = Deno.uid() === 0 && exists("/usr/bin/unshare") && exists("/usr/bin/nsenter");
 
@@ -94,7 +94,9 @@ Deno.test({
     const lines =
       'i=0; while :; do for j in 0 1 2 3 4 5 6 7 8 9; do echo "line $i"; i=$((i+1)); done; sleep 0.01; done';
     const args = ["--supervise", "--output", out, "--pidfile", sb.pidfile, "--", "bash", "-c"];
-    const start = await sr(SOURCE, ["start", ...args, lines], { prefix: disk.prefix });
+    const start = await sr(SOURCE, ["start", ...STARTS_FINE, ...args, lines], {
+      prefix: disk.prefix,
+    });
     assert.equal(start.code, 0, show(start));
     const supervisor = Number(start.stdout.trim());
     sb.track(supervisor);

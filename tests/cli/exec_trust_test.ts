@@ -7,7 +7,17 @@
  */
 
 import assert from "node:assert/strict";
-import { alive, assertCleanError, marker, Sandbox, SOURCE, sr, waitFor } from "./harness.ts";
+import {
+  alive,
+  assertCleanError,
+  marker,
+  Sandbox,
+  SOURCE,
+  sr,
+  startFine,
+  STARTS_FINE,
+  waitFor,
+} from "./harness.ts";
 
 const ROOT = Deno.uid() === 0;
 
@@ -112,7 +122,7 @@ Deno.test({
     await waitFor(() => !alive(theirs));
 
     // A daemon that holds its lock: --user narrows it as start-stop-daemon's does.
-    const started = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", marker()]);
+    const started = await startFine(SOURCE, sb.pidfile, ["--", "sleep", marker()]);
     assert.equal(started.code, 0, started.stderr);
     const daemon = Number(started.stdout.trim());
     sb.track(daemon);
@@ -134,11 +144,12 @@ Deno.test({
   async fn() {
     await using sb = await Sandbox.create();
     Deno.chmodSync(sb.dir, 0o755);
-    const first = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", marker()]);
+    const first = await startFine(SOURCE, sb.pidfile, ["--", "sleep", marker()]);
     assert.equal(first.code, 0, first.stderr);
     sb.track(Number(first.stdout.trim()));
     const again = await sr(SOURCE, [
       "restart",
+      ...STARTS_FINE,
       "--pidfile",
       sb.pidfile,
       "--user",

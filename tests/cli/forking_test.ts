@@ -61,8 +61,8 @@ Deno.test("--daemon-pidfile names the main process even while the launched one s
   await using sb = await Sandbox.create();
   const m = marker();
   const own = sb.path("own.pid");
-  // Without the program's pid file, start would call the launcher ready after
-  // 20 ms and name it; it exits 300 ms later.
+  // Without the program's pid file, start --ready-after 20 would call the launcher
+  // ready and name it; it exits 300 ms later.
   const r = await sr(SOURCE, [
     "start",
     "--pidfile",

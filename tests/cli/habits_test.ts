@@ -114,9 +114,9 @@ Deno.test("every duration option takes 500ms, 5s, 2m, 1h; a bare number is secon
     { waitMs: 30_000 },
   ]);
   assert.deepEqual(v("stop", ["--retry", "TERM/5"]).retry!.steps[1], { waitMs: 5000 });
-  assert.equal(
-    v("start", ["--supervise", "--stop-schedule", "TERM/1m/KILL/500ms"]).stopSchedule,
-    "TERM/1m/KILL/500ms",
+  assert.deepEqual(
+    v("start", ["--supervise", "--stop-schedule", "TERM/1m/KILL/500ms"]).stopSchedule!.steps,
+    [{ signal: 15 }, { waitMs: 60_000 }, { signal: 9 }, { waitMs: 500 }],
   );
 });
 
@@ -242,7 +242,7 @@ Deno.test("an unknown option names the nearest one, or the commands that take it
       [["stop", "-pidfile", "x"], /unknown option for stop: -pidfile \(did you mean --pidfile\?\)/],
       [
         ["stop", "--json", "--pidfile", "x"],
-        /unknown option for stop: --json \(only status takes it\)/,
+        /unknown option for stop: --json \(only status and list take it\)/,
       ],
       [["signal", "--force", "--pidfile", "x", "HUP"], /\(only reload takes it\)/],
       [["stop", "--zzzzzzzz", "--pidfile", "x"], /unknown option for stop: --zzzzzzzz$/m],

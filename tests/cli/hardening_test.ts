@@ -19,6 +19,7 @@ import {
   SOURCE,
   sr,
   srSpawn,
+  startFine,
   waitFor,
 } from "./harness.ts";
 
@@ -99,7 +100,7 @@ Deno.test("stop --oknodo, stop and reload with no pid-file directory: not runnin
 Deno.test("stop empties the pid file without ever writing its own pid into it", async () => {
   await using sb = await Sandbox.create();
   const m = marker();
-  const start = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", m]);
+  const start = await startFine(SOURCE, sb.pidfile, ["--", "sleep", m]);
   assert.equal(start.code, 0, start.stderr);
   sb.track(Number(start.stdout.trim()));
   const trace = sb.path("trace");
@@ -441,7 +442,7 @@ Deno.test("as root, a pid file, guard or output in a directory another user can 
   const sticky = sb.path("sticky");
   Deno.mkdirSync(sticky);
   Deno.chmodSync(sticky, 0o1777);
-  const start = await sr(SOURCE, ["start", "--pidfile", `${sticky}/d.pid`, "--", "sleep", m]);
+  const start = await startFine(SOURCE, `${sticky}/d.pid`, ["--", "sleep", m]);
   assert.equal(start.code, 0, `a sticky directory is fine for root's new file: ${start.stderr}`);
   sb.track(Number(start.stdout.trim()));
   assert.equal((await sr(SOURCE, ["stop", "--pidfile", `${sticky}/d.pid`])).code, 0);
@@ -493,7 +494,7 @@ Deno.test("as root, a path through another user's directory or symbolic link is 
 
   // Root's own link in the sticky directory is followed, and fine.
   const ours = `${sticky}/ours/d.pid`;
-  const start = await sr(SOURCE, ["start", "--pidfile", ours, "--", "sleep", m]);
+  const start = await startFine(SOURCE, ours, ["--", "sleep", m]);
   assert.equal(start.code, 0, `root's own link: ${start.stderr}`);
   sb.track(Number(start.stdout.trim()));
   assert.equal((await sr(SOURCE, ["stop", "--pidfile", ours])).code, 0);
@@ -607,11 +608,8 @@ Deno.test("as root, a file another user put at the output path after a rotation 
   Deno.chmodSync(logs, 0o1777); // sticky and open to all, as /tmp or a shared log directory
   const out = `${logs}/out.log`;
   const m = marker();
-  const start = await sr(SOURCE, [
-    "start",
+  const start = await startFine(SOURCE, sb.pidfile, [
     "--supervise",
-    "--pidfile",
-    sb.pidfile,
     "--output",
     out,
     "--",

@@ -17,6 +17,8 @@ import {
   listPids,
   processState,
 } from "../../testing/process.ts";
+import { STARTS_FINE } from "../../testing/process.ts";
+export { STARTS_FINE };
 
 /** The state letter of a process (R, S, Z, ...), or undefined when it is gone. */
 export const procState: (pid: number) => string | undefined = processState;
@@ -178,7 +180,8 @@ export async function sr(
 }
 
 /**
- * `start OPTIONS --pidfile ... -- COMMAND` from source, which must succeed:
+ * `start OPTIONS --pidfile ... -- COMMAND` from source, for a program known to
+ * start fine, which must succeed:
  * the pid it printed, tracked by the sandbox.
  */
 export async function startTracked(
@@ -186,11 +189,30 @@ export async function startTracked(
   options: readonly string[],
   command: readonly string[],
 ): Promise<number> {
-  const r = await sr(SOURCE, ["start", ...options, "--pidfile", sb.pidfile, "--", ...command]);
+  const r = await startFine(SOURCE, sb.pidfile, [...options, "--", ...command]);
   assert.equal(r.code, 0, r.stderr);
   const pid = Number(r.stdout.trim());
   sb.track(pid);
   return pid;
+}
+
+/**
+ * `singleton-run start --pidfile PIDFILE ARGS` for a program known to start
+ * fine, in a test that is not about start-up failures: with
+ * {@link STARTS_FINE}, so it does not wait the default readiness.
+ *
+ * @param variant which packaging
+ * @param pidfile the pid file
+ * @param args start's other arguments, `--` and the command
+ * @param options environment, cwd, timeout
+ */
+export function startFine(
+  variant: Variant,
+  pidfile: string,
+  args: readonly string[],
+  options: RunOptions = {},
+): Promise<Result> {
+  return sr(variant, ["start", ...STARTS_FINE, "--pidfile", pidfile, ...args], options);
 }
 
 /**

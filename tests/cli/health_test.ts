@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { start, status, stop } from "../../src/control/mod.ts";
+import { start, statusSync, stop } from "../../src/control/mod.ts";
 import { answeringPid, freePort, HEALTH_SERVER, PYTHON } from "../../testing/health.ts";
 import {
   alive,
@@ -375,7 +375,7 @@ Deno.test("a service that keeps going unhealthy gives up like a crash loop (--ma
   assert.equal(r.code, 3, "not running: the lock is free");
 });
 
-Deno.test("./control: start({ supervise, health }) checks health; status() shows it at the top", async () => {
+Deno.test("./control: start({ supervise, health }) checks health; statusSync() shows it at the top", async () => {
   await using sb = await Sandbox.create();
   const port = freePort();
   const { pid } = await start({
@@ -386,7 +386,7 @@ Deno.test("./control: start({ supervise, health }) checks health; status() shows
   });
   sb.track(pid);
   await healthyChild(sb);
-  const report = status(sb.pidfile);
+  const report = statusSync(sb.pidfile);
   assert.equal(report.code, 0);
   assert.equal(report.health?.state, "healthy");
   assert.equal(report.health?.failures, 0);

@@ -7,7 +7,16 @@
  */
 
 import assert from "node:assert/strict";
-import { alive, findProcesses, readPid, Sandbox, SOURCE, sr, waitFor } from "./harness.ts";
+import {
+  alive,
+  findProcesses,
+  readPid,
+  Sandbox,
+  SOURCE,
+  sr,
+  startFine,
+  waitFor,
+} from "./harness.ts";
 
 /** A unique argv for `sleep`, so the test finds exactly its own processes. */
 function uniqueSleep(): string[] {
@@ -18,15 +27,7 @@ Deno.test("a daemon killed while its child runs on with the lock: status, start,
   await using sb = await Sandbox.create();
   const sleep = uniqueSleep();
   // `; true` keeps sh from exec'ing sleep: sh is the daemon, sleep its child with fd 3.
-  const r = await sr(SOURCE, [
-    "start",
-    "--pidfile",
-    sb.pidfile,
-    "--",
-    "sh",
-    "-c",
-    `${sleep.join(" ")}; true`,
-  ]);
+  const r = await startFine(SOURCE, sb.pidfile, ["--", "sh", "-c", `${sleep.join(" ")}; true`]);
   assert.equal(r.code, 0, r.stderr);
   const daemon = Number(r.stdout);
   sb.track(daemon);
@@ -72,7 +73,7 @@ Deno.test("a daemon killed while its child runs on with the lock: status, start,
   const after = await sr(SOURCE, ["status", "--pidfile", sb.pidfile]);
   assert.equal(after.code, 3, after.stderr);
   // And the next start works.
-  const next = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", ...uniqueSleep()]);
+  const next = await startFine(SOURCE, sb.pidfile, ["--", ...uniqueSleep()]);
   assert.equal(next.code, 0, next.stderr);
   sb.track(Number(next.stdout));
   assert.equal((await sr(SOURCE, ["stop", "--pidfile", sb.pidfile])).code, 0);
@@ -83,10 +84,7 @@ Deno.test("the holder's workers: stop signals the top holder, then whatever stil
   const master = uniqueSleep();
   const worker = uniqueSleep();
   // The daemon (sh) runs the master, which starts a worker that ignores TERM: all inherit fd 3.
-  const r = await sr(SOURCE, [
-    "start",
-    "--pidfile",
-    sb.pidfile,
+  const r = await startFine(SOURCE, sb.pidfile, [
     "--",
     "sh",
     "-c",

@@ -44,6 +44,7 @@ import {
   Sandbox,
   SOURCE,
   sr,
+  STARTS_FINE,
   waitFor,
 } from "./harness.ts";
 
@@ -79,6 +80,11 @@ async function run(sb: Sandbox, cast: Cast, args: readonly string[]): Promise<Re
   const r = await sr(SOURCE, args, { timeoutMs: 60_000 });
   trackRun(sb, cast);
   return r;
+}
+
+/** `start` of a new `sleep` on this pid file (a program known to start fine). */
+function startSleep(sb: Sandbox, cast: Cast, pidfile: string): Promise<Result> {
+  return run(sb, cast, ["start", ...STARTS_FINE, "--pidfile", pidfile, "--", "sleep", marker()]);
 }
 
 function show(r: Result): string {
@@ -273,7 +279,15 @@ identityTest(
           const { r, json } = await statusJson(sb, cast, pidfile);
           c.code(r, 3, "status with only the attacker's lock");
           c.foreignHolder(json, attacker, r);
-          const restart = await run(sb, cast, ["restart", "--pidfile", pidfile, "--", "sleep", m]);
+          const restart = await run(sb, cast, [
+            "restart",
+            ...STARTS_FINE,
+            "--pidfile",
+            pidfile,
+            "--",
+            "sleep",
+            m,
+          ]);
           if (c.code(restart, 0, "restart")) {
             const again = Number(restart.stdout.trim());
             const copies = findProcesses(["sleep", m]);
@@ -340,14 +354,7 @@ identityTest(
           ]);
           c.untouched(decoy, "stop");
           c.code(stop, 3, "stop");
-          const fresh = await run(sb, cast, [
-            "start",
-            "--pidfile",
-            pidfile,
-            "--",
-            "sleep",
-            marker(),
-          ]);
+          const fresh = await startSleep(sb, cast, pidfile);
           if (c.code(fresh, 0, "start of a new daemon")) {
             c.ok(
               namedHoldsLock(pidfile) === Number(fresh.stdout.trim()),
@@ -517,8 +524,10 @@ identityTest(
         const c = new Checks();
         const pidfile = sb.path(`${policy[1]}.pid`);
         const m = marker(5000);
+        // Each run counts as started (it lives 0.5 s), then fails: the supervisor gives up.
         const r = await run(sb, cast, [
           "start",
+          ...STARTS_FINE,
           "--supervise",
           ...policy,
           "--pidfile",
@@ -535,7 +544,7 @@ identityTest(
         const left = findProcesses(["sleep", m]);
         c.ok(left.length === 0, `no leftover of the last run runs, not [${left}]`);
         c.code(await run(sb, cast, ["status", "--pidfile", pidfile]), 3, "status");
-        const next = await run(sb, cast, ["start", "--pidfile", pidfile, "--", "sleep", marker()]);
+        const next = await startSleep(sb, cast, pidfile);
         if (c.code(next, 0, "the next start")) {
           c.code(await run(sb, cast, ["stop", "--pidfile", pidfile]), 0, "stop");
         }

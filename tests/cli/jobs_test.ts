@@ -6,7 +6,8 @@
  */
 
 import assert from "node:assert/strict";
-import { argvOf, childrenOf, procStat } from "../../testing/process.ts";
+import { argvOf, procStat } from "../../testing/process.ts";
+import { childrenOf } from "../../src/ffi/proc.ts";
 import {
   alive,
   assertCleanError,
@@ -457,5 +458,5 @@ try {
   assert.equal((await holder.output()).code, 0);
   assert.equal(text(log), "start A\nend A\nstart B\nend B\n");
   const bad = await api({ command: ["true"], wait: 5, replace: true });
-  assert.match(new TextDecoder().decode(bad.stderr), /UsageError --wait and --replace exclude/);
+  assert.match(new TextDecoder().decode(bad.stderr), /UsageError wait and replace exclude/);
 });

@@ -7,9 +7,19 @@
  */
 
 import assert from "node:assert/strict";
-import { start, status, stop } from "../../src/control/mod.ts";
+import { start, statusSync, stop } from "../../src/control/mod.ts";
 import { argvOf, statOf } from "../../testing/process.ts";
-import { findProcesses, holds, marker, readPid, Sandbox, SOURCE, sr, waitFor } from "./harness.ts";
+import {
+  findProcesses,
+  holds,
+  marker,
+  readPid,
+  Sandbox,
+  SOURCE,
+  sr,
+  startFine,
+  waitFor,
+} from "./harness.ts";
 
 /** What each holder's path must give, for a running `sleep MARK`. */
 interface Expected {
@@ -40,7 +50,7 @@ async function check(pidfile: string, sleep: string[], want: Expected, sb: Sandb
   const named = readPid(pidfile)!;
   sb.track(named);
   const parent = statOf(program)!.ppid;
-  const s = status(pidfile);
+  const s = statusSync(pidfile);
   assert.equal(s.state, "running");
   if (want.namesProgram) {
     assert.equal(named, program, "the pid file names the program");
@@ -64,7 +74,7 @@ for (const [holder, flags, want] of CASES) {
   Deno.test(`start's ${holder} path: who the pid file names, whose child the program is (command)`, async () => {
     await using sb = await Sandbox.create();
     const sleep = ["sleep", marker()];
-    const r = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, ...flags, "--", ...sleep]);
+    const r = await startFine(SOURCE, sb.pidfile, [...flags, "--", ...sleep]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(Number(r.stdout), readPid(sb.pidfile), "start prints the pid the file names");
     await check(sb.pidfile, sleep, want, sb);

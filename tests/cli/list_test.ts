@@ -7,6 +7,7 @@
  * and `status` exits 3.
  */
 
+import { STARTS_FINE } from "../../testing/process.ts";
 import assert from "node:assert/strict";
 import { list } from "../../src/control/mod.ts";
 import { staticallyLoaded } from "../../testing/graph.ts";
@@ -32,15 +33,22 @@ Deno.test("list: one aligned row per service (DIR's by name, then each --pidfile
     ["api", ["--supervise"]],
   ];
   for (const [i, [name, flags]] of launches.entries()) {
-    const r = await run(["start", "--name", name, ...flags, "--", ...sleeps[i]!]);
+    const r = await run(["start", ...STARTS_FINE, "--name", name, ...flags, "--", ...sleeps[i]!]);
     assert.equal(r.code, 0, r.stderr);
     sb.track(Number(r.stdout));
   }
-  const outside = await run(["start", "--pidfile", sb.pidfile, "--", ...sleeps[3]!]);
+  const outside = await run([
+    "start",
+    ...STARTS_FINE,
+    "--pidfile",
+    sb.pidfile,
+    "--",
+    ...sleeps[3]!,
+  ]);
   assert.equal(outside.code, 0, outside.stderr);
   sb.track(Number(outside.stdout));
   // A service that ran and was stopped stays listed: its record and pid file remain.
-  const gone = await run(["start", "--name", "old", "--", "sleep", marker()]);
+  const gone = await run(["start", ...STARTS_FINE, "--name", "old", "--", "sleep", marker()]);
   assert.equal(gone.code, 0, gone.stderr);
   assert.equal((await run(["stop", "old"])).code, 0);
   for (const pid of findProcesses(sleeps[1]!)) sb.track(pid);
@@ -75,7 +83,7 @@ Deno.test("list: one aligned row per service (DIR's by name, then each --pidfile
     const { name: _, ...same } = r as Record<string, unknown>;
     assert.deepEqual(steady(same), steady(JSON.parse(alone)), `${r.name}: status --json's object`);
   }
-  const last = list({ pidfiles: [sb.pidfile] }).at(-1)!;
+  const last = (await list({ pidfiles: [sb.pidfile] })).at(-1)!;
   assert.equal(last.name, sb.pidfile, "the control API names a pid file given by its path");
   assert.equal(last.state, "running");
   for (const name of ["web", "kept", "api"]) assert.equal((await run(["stop", name])).code, 0);
@@ -99,6 +107,9 @@ Deno.test("a supervisor that gave up: status and list say failed (when, restarts
     "--name",
     "crash",
     "--supervise",
+    // Ready by time alone: each run lives 0.3 s, so the first counts as started and then crashes.
+    "--ready-after",
+    "100ms",
     "--max-restarts",
     "1",
     "--restart-delay",
@@ -166,7 +177,15 @@ Deno.test({
     await Deno.chmod(sb.dir, 0o755);
     const dir = sb.path("services");
     // Root's service in a DIR nobody may read: listed, but its record (0600) is not read.
-    const root = await inDir(dir)(["start", "--name", "rootsvc", "--", "sleep", marker()]);
+    const root = await inDir(dir)([
+      "start",
+      ...STARTS_FINE,
+      "--name",
+      "rootsvc",
+      "--",
+      "sleep",
+      marker(),
+    ]);
     assert.equal(root.code, 0, root.stderr);
     sb.track(Number(root.stdout));
     const r = await srAsNobody(["list", "--json"], { SINGLETON_RUN_DIR: dir });

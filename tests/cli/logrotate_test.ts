@@ -8,7 +8,16 @@
 
 import assert from "node:assert/strict";
 import { installed } from "../../testing/cluster.ts";
-import { alive, assertCleanError, Sandbox, SOURCE, sr, startTracked, waitFor } from "./harness.ts";
+import {
+  alive,
+  assertCleanError,
+  Sandbox,
+  SOURCE,
+  sr,
+  startFine,
+  startTracked,
+  waitFor,
+} from "./harness.ts";
 
 const LOGROTATE = installed("logrotate") ? "logrotate" : "/usr/sbin/logrotate";
 const HAVE_LOGROTATE = installed("logrotate") || (() => {
@@ -124,16 +133,12 @@ for (const mode of ["--supervise", "--keeper"]) {
   Deno.test(`reopen (${mode}): a relative --output and --pidfile name files in start's directory, not the stage's`, async () => {
     await using sb = await Sandbox.create();
     const here = { cwd: sb.dir };
-    const r = await sr(SOURCE, [
-      "start",
-      mode,
-      "--output",
-      "out.log",
-      "--pidfile",
+    const r = await startFine(
+      SOURCE,
       "d.pid",
-      "--",
-      ...GREETER,
-    ], here);
+      [mode, "--output", "out.log", "--", ...GREETER],
+      here,
+    );
     assert.equal(r.code, 0, r.stderr);
     sb.track(Number(r.stdout.trim()));
     await waitFor(

@@ -15,6 +15,7 @@ import {
   ROOT,
   Sandbox,
   sr,
+  startFine,
   waitFor,
 } from "./harness.ts";
 
@@ -24,7 +25,7 @@ for (const v of variants) {
   Deno.test(`[${v.name}] start prints the pid, refuses a second start, status, reload, stop`, async () => {
     await using sb = await Sandbox.create();
     const p = sb.pidfile;
-    const started = await sr(v, ["start", "--pidfile", p, "--", "sleep", "1000"]);
+    const started = await startFine(v, p, ["--", "sleep", "1000"]);
     assert.deepEqual(started.code, 0, started.stderr);
     const pid = Number(started.stdout.trim());
     sb.track(pid);
@@ -114,7 +115,7 @@ for (const v of variants) {
     assert.deepEqual(shellPid, filePid, "the pid file names the exec'd command (same pid)");
     assert(!locked(p), "the lock went with the process");
 
-    const holder = await sr(v, ["start", "--pidfile", p, "--", "sleep", "1000"]);
+    const holder = await startFine(v, p, ["--", "sleep", "1000"]);
     sb.track(Number(holder.stdout));
     assertCleanError(await sr(v, ["run", "--pidfile", p, "--", "true"]), 3, /already running/);
     const custom = await sr(v, ["run", "--conflict-exit-code", "0", "--pidfile", p, "--", "false"]);
@@ -130,16 +131,7 @@ for (const v of variants) {
     ignore: Deno.uid() !== 0,
     async fn() {
       await using sb = await Sandbox.create();
-      const r = await sr(v, [
-        "start",
-        "--user",
-        "nobody",
-        "--pidfile",
-        sb.pidfile,
-        "--",
-        "sleep",
-        "1000",
-      ]);
+      const r = await startFine(v, sb.pidfile, ["--user", "nobody", "--", "sleep", "1000"]);
       assert.equal(r.code, 0, r.stderr);
       const pid = Number(r.stdout);
       sb.track(pid);

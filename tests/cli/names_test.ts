@@ -8,8 +8,9 @@
  * nothing. Tests as `nobody` need root and say `skipped: ...` otherwise.
  */
 
+import { STARTS_FINE } from "../../testing/process.ts";
 import assert from "node:assert/strict";
-import { start, status, stop } from "../../src/control/mod.ts";
+import { start, statusSync, stop } from "../../src/control/mod.ts";
 import { CAN_BE_NOBODY, NOBODY_UID, srAsNobody } from "./as_nobody.ts";
 import {
   alive,
@@ -45,7 +46,7 @@ Deno.test("start --name makes DIR and DIR/NAME.pid; the name is every command's 
   const dir = sb.path("services");
   const run = inDir(dir);
   const sleep = ["sleep", marker()];
-  const started = await run(["start", "--name", "web", "--", ...sleep]);
+  const started = await run(["start", ...STARTS_FINE, "--name", "web", "--", ...sleep]);
   assert.equal(started.code, 0, started.stderr);
   const pid = Number(started.stdout);
   sb.track(pid);
@@ -55,7 +56,7 @@ Deno.test("start --name makes DIR and DIR/NAME.pid; the name is every command's 
   assert.equal(st.mode! & 0o777, ROOT ? 0o755 : 0o700, "DIR's mode");
   assert.equal(st.uid, Deno.uid());
 
-  const again = await run(["start", "--name", "web", "--", ...sleep]);
+  const again = await run(["start", ...STARTS_FINE, "--name", "web", "--", ...sleep]);
   assertCleanError(again, 3, new RegExp(`already running \\(pid ${pid}\\)`));
 
   const byOperand = await run(["status", "web"]);
@@ -66,7 +67,8 @@ Deno.test("start --name makes DIR and DIR/NAME.pid; the name is every command's 
   assert.equal((await run(["signal", "web", "0"])).code, 0, "signal NAME SIGNAL");
   assert.equal((await run(["signal", "--name", "web", "0"])).code, 0, "signal --name NAME SIGNAL");
   assert.equal((await run(["signal", "--pidfile", `${dir}/web.pid`, "0"])).code, 0);
-  assert.equal((await run(["reload", "web"])).code, 0, "reload NAME");
+  // sleep does not catch SIGHUP: --force sends it anyway (what matters here is the operand).
+  assert.equal((await run(["reload", "web", "--force"])).code, 0, "reload NAME");
   await waitFor(() => !alive(pid), 5000, "sleep to end on SIGHUP");
   assert.equal((await run(["status", "web"])).code, 1, "stale: the file names a dead pid");
   assert.equal((await run(["stop", "web"])).code, 3, "stop NAME: not running");
@@ -86,7 +88,7 @@ Deno.test("start --supervise --name: the name selects the pid file and is the su
   const dir = sb.path("services");
   const run = inDir(dir);
   const sleep = ["sleep", marker()];
-  const r = await run(["start", "--supervise", "--name", "api", "--", ...sleep]);
+  const r = await run(["start", ...STARTS_FINE, "--supervise", "--name", "api", "--", ...sleep]);
   assert.equal(r.code, 0, r.stderr);
   sb.track(Number(r.stdout));
   const record = JSON.parse(Deno.readTextFileSync(`${dir}/api.pid.record`));
@@ -147,7 +149,7 @@ Deno.test("a bad name is a usage error that makes nothing: not DIR, not a proces
   for (const name of bad) {
     for (
       const args of [
-        ["start", "--name", name, "--", ...sleep],
+        ["start", ...STARTS_FINE, "--name", name, "--", ...sleep],
         ["run", "--name", name, "--", ...sleep],
         ["restart", "--name", name, "--", ...sleep],
         ["status", "--name", name],
@@ -217,9 +219,9 @@ Deno.test("the control API takes { name } in place of pidfile", async () => {
     const r = await start({ name: "web", command: sleep });
     sb.track(r.pid);
     assert.equal(readPid(`${dir}/web.pid`), r.pid);
-    assert.equal(status({ name: "web" }).state, "running");
+    assert.equal(statusSync({ name: "web" }).state, "running");
     await stop({ name: "web" });
-    assert.equal(status({ name: "web" }).state, "stopped");
+    assert.equal(statusSync({ name: "web" }).state, "stopped");
     await assert.rejects(start({ name: "../web", command: sleep }), /bad service name/);
   } finally {
     if (before === undefined) Deno.env.delete("SINGLETON_RUN_DIR");
@@ -249,7 +251,7 @@ Deno.test({
       return { code: out.code, stdout: new TextDecoder().decode(out.stdout) };
     };
     try {
-      const r = await run(["start", "--name", name, "--", ...sleep]);
+      const r = await run(["start", ...STARTS_FINE, "--name", name, "--", ...sleep]);
       assert.equal(r.code, 0);
       assert.equal(readPid(pidfile), Number(r.stdout));
       if (made) assert.equal(Deno.statSync(dir).mode! & 0o777, 0o755);
@@ -275,7 +277,7 @@ Deno.test({
     const name = `names-test-${Deno.pid}`;
     const sleep = ["sleep", marker()];
     try {
-      const r = await srAsNobody(["start", "--name", name, "--", ...sleep]);
+      const r = await srAsNobody(["start", ...STARTS_FINE, "--name", name, "--", ...sleep]);
       assert.equal(r.code, 0, r.stderr);
       const st = Deno.statSync(dir);
       assert.equal(st.uid, NOBODY_UID);
@@ -303,7 +305,10 @@ Deno.test({
     await using sb = await Sandbox.create();
     Deno.chownSync(sb.dir, NOBODY_UID, NOBODY_UID);
     const env = { XDG_RUNTIME_DIR: sb.dir };
-    const r = await srAsNobody(["start", "--name", "web", "--", "sleep", marker()], env);
+    const r = await srAsNobody(
+      ["start", ...STARTS_FINE, "--name", "web", "--", "sleep", marker()],
+      env,
+    );
     assert.equal(r.code, 0, r.stderr);
     sb.track(Number(r.stdout));
     assert.equal(readPid(sb.path("singleton-run/web.pid")), Number(r.stdout));
@@ -333,7 +338,7 @@ Deno.test({
     const sleep = ["sleep", marker()];
     for (const dir of [theirs, link]) {
       const env = { SINGLETON_RUN_DIR: dir };
-      const r = await srAsNobody(["start", "--name", "web", "--", ...sleep], env);
+      const r = await srAsNobody(["start", ...STARTS_FINE, "--name", "web", "--", ...sleep], env);
       assertCleanError(r, 1, /refusing the directory of services .*belongs to user "daemon"/);
       assertCleanError(await srAsNobody(["list"], env), 1, /refusing the directory of services/);
     }

@@ -19,7 +19,7 @@
 import assert from "node:assert/strict";
 import { Etcd, installed, Netns, Postgres } from "../../testing/cluster.ts";
 import { findProcesses, marker, Sandbox, SOURCE, waitFor } from "./harness.ts";
-import { childrenOf } from "../../testing/process.ts";
+import { childrenOf } from "../../src/ffi/proc.ts";
 
 const READY = installed("etcd") && Postgres.bin() !== undefined && installed("setpriv") &&
   installed("python3") && Netns.supported();

@@ -17,6 +17,7 @@ import {
   ROOT,
   Sandbox,
   sr,
+  STARTS_FINE,
   type Variant,
   waitFor,
 } from "./harness.ts";
@@ -223,7 +224,16 @@ type Run = (args: readonly string[]) => ReturnType<typeof sr>;
 /** start, a refused second start, status, stop: the pid file names the daemon, then is empty. */
 async function startStatusStop(run: Run, sb: Sandbox, extra: string[], uid: number): Promise<void> {
   const p = sb.pidfile;
-  const started = await run(["start", ...extra, "--pidfile", p, "--", "sleep", "600"]);
+  const started = await run([
+    "start",
+    ...STARTS_FINE,
+    ...extra,
+    "--pidfile",
+    p,
+    "--",
+    "sleep",
+    "600",
+  ]);
   assert.equal(started.code, 0, started.stderr);
   const pid = Number(started.stdout);
   sb.track(pid);
@@ -304,7 +314,7 @@ Deno.test({
     await using sb = await Sandbox.create();
     await Deno.chmod(sb.dir, 0o755);
     const options = ["--supervise", "--user", "nobody", "--pidfile", sb.pidfile];
-    const started = await run(["start", ...options, "--", "sleep", "600"]);
+    const started = await run(["start", ...STARTS_FINE, ...options, "--", "sleep", "600"]);
     assert.equal(started.code, 0, started.stderr);
     const supervisor = Number(started.stdout);
     sb.track(supervisor);
@@ -489,7 +499,7 @@ Deno.test({
     await using world = await World.create();
     await using sb = await Sandbox.create();
     const daemon = ["--supervise", "--pidfile", sb.pidfile, "--", "sleep", "600"];
-    const started = await world.asRoot(["start", ...daemon]);
+    const started = await world.asRoot(["start", ...STARTS_FINE, ...daemon]);
     assert.equal(started.code, 0, started.stderr);
     const supervisor = Number(started.stdout);
     sb.track(supervisor);

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { locked, readPid, Sandbox, SOURCE, sr, waitFor } from "./harness.ts";
+import { locked, readPid, Sandbox, SOURCE, sr, startFine, waitFor } from "./harness.ts";
 
 const ROOT = Deno.uid() === 0;
 
@@ -25,10 +25,7 @@ for (
       await Deno.chmod(sb.dir, 0o755);
       const report = `/tmp/singleton-run-ro-${crypto.randomUUID()}`;
       try {
-        const r = await sr(SOURCE, [
-          "start",
-          "--pidfile",
-          sb.pidfile,
+        const r = await startFine(SOURCE, sb.pidfile, [
           ...c.options,
           "--",
           "bash",

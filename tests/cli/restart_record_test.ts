@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { restart, stop } from "../../src/control/mod.ts";
-import { statOf } from "../../testing/process.ts";
+import { STARTS_FINE, statOf } from "../../testing/process.ts";
 import {
   assertCleanError,
   findProcesses,
@@ -52,6 +52,7 @@ Deno.test("restart NAME replays the recorded launch: command, --env, --chdir; th
   const mark = marker();
   const started = await sr(SOURCE, [
     "start",
+    ...STARTS_FINE,
     "--name",
     "web",
     "--env",
@@ -100,7 +101,7 @@ Deno.test("restart with a command replaces the record; restart --pidfile without
   const first = ["sleep", marker()];
   const second = ["sleep", marker()];
   const p = ["--pidfile", sb.pidfile];
-  const a = await sr(SOURCE, ["start", ...p, "--", ...first]);
+  const a = await sr(SOURCE, ["start", ...STARTS_FINE, ...p, "--", ...first]);
   assert.equal(a.code, 0, a.stderr);
   sb.track(Number(a.stdout));
   const b = await sr(SOURCE, ["restart", ...p, "--", ...second]);
@@ -126,6 +127,7 @@ Deno.test("restart of a supervised service from its record keeps the supervisor 
   const sleep = ["sleep", marker()];
   const r = await sr(SOURCE, [
     "start",
+    ...STARTS_FINE,
     "--supervise",
     "--max-restarts",
     "7",
@@ -174,7 +176,7 @@ Deno.test({
   async fn() {
     await using sb = await Sandbox.create();
     const sleep = ["sleep", marker()];
-    const r = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", ...sleep]);
+    const r = await sr(SOURCE, ["start", ...STARTS_FINE, "--pidfile", sb.pidfile, "--", ...sleep]);
     assert.equal(r.code, 0, r.stderr);
     sb.track(Number(r.stdout));
     assert.equal((await sr(SOURCE, ["stop", "--pidfile", sb.pidfile])).code, 0);

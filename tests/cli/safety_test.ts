@@ -17,6 +17,8 @@ import {
   SOURCE,
   sr,
   srSpawn,
+  startFine,
+  STARTS_FINE,
   waitFor,
 } from "./harness.ts";
 
@@ -33,7 +35,7 @@ for (const v of [SOURCE, await bundleVariant()]) {
     const marker = `1000.${Math.floor(Math.random() * 1e6)}`;
     const children = Array.from(
       { length: 20 },
-      () => srSpawn(v, ["start", "--pidfile", sb.pidfile, "--", "sleep", marker]),
+      () => srSpawn(v, ["start", ...STARTS_FINE, "--pidfile", sb.pidfile, "--", "sleep", marker]),
     );
     const results = await Promise.all(children.map(collect));
     const winners = results.filter((r) => r.code === 0);
@@ -109,14 +111,14 @@ Deno.test("start, stop, restart and status hammered from four shells: never two 
 
 Deno.test("the daemon killed with SIGKILL: status stops saying running, the next start succeeds", async () => {
   await using sb = await Sandbox.create();
-  const first = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", "1000"]);
+  const first = await startFine(SOURCE, sb.pidfile, ["--", "sleep", "1000"]);
   const pid = Number(first.stdout);
   sb.track(pid);
   Deno.kill(pid, "SIGKILL");
   await waitFor(() => !locked(sb.pidfile), 5000, "the lock to go");
   const st = await sr(SOURCE, ["status", "--pidfile", sb.pidfile]);
   assert.equal(st.code, 1, `stale: ${st.stderr}`);
-  const again = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", "1000"]);
+  const again = await startFine(SOURCE, sb.pidfile, ["--", "sleep", "1000"]);
   assert.equal(again.code, 0, again.stderr);
   sb.track(Number(again.stdout));
   assert.notEqual(Number(again.stdout), pid);
@@ -143,7 +145,7 @@ Deno.test("a pid file naming a live unrelated process: status cannot tell, stop 
     assert.ok(alive(unrelated.pid), "the unrelated process was not signalled");
     assert.equal(Deno.readTextFileSync(sb.pidfile), `${unrelated.pid}\n`, "the file was changed");
     assert.equal(Deno.statSync(sb.pidfile).mtime?.getTime(), before, "the file was written");
-    const start = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", "1000"]);
+    const start = await startFine(SOURCE, sb.pidfile, ["--", "sleep", "1000"]);
     assert.equal(start.code, 0, start.stderr);
     sb.track(Number(start.stdout));
     assert.ok(alive(unrelated.pid));
@@ -209,7 +211,7 @@ Deno.test("the controller killed with SIGKILL halfway through start: nothing is 
   const stop = await sr(SOURCE, ["stop", "--pidfile", sb.pidfile], { timeoutMs: 10_000 });
   assert.equal(stop.code, 0, `the guard freed itself: ${stop.stderr}`);
   assert.ok(!alive(daemon));
-  const start = await sr(SOURCE, ["start", "--pidfile", sb.pidfile, "--", "sleep", "1000"]);
+  const start = await startFine(SOURCE, sb.pidfile, ["--", "sleep", "1000"]);
   assert.equal(start.code, 0, start.stderr);
   sb.track(Number(start.stdout));
 });
@@ -217,10 +219,7 @@ Deno.test("the controller killed with SIGKILL halfway through start: nothing is 
 Deno.test("the controller killed with SIGKILL halfway through stop: status never blocks, the next stop works", async () => {
   await using sb = await Sandbox.create();
   // A daemon that ignores SIGTERM (an ignored disposition survives exec).
-  const r = await sr(SOURCE, [
-    "start",
-    "--pidfile",
-    sb.pidfile,
+  const r = await startFine(SOURCE, sb.pidfile, [
     "--",
     "sh",
     "-c",
@@ -314,7 +313,7 @@ Deno.test("the daemon really is one: own session, no tty, cwd, umask, fds 0-2 an
     "no readiness variable without a notify option",
   );
 
-  const dflt = await sr(SOURCE, ["start", "--pidfile", sb.path("b.pid"), "--", "sleep", "1000"]);
+  const dflt = await startFine(SOURCE, sb.path("b.pid"), ["--", "sleep", "1000"]);
   const pid2 = Number(dflt.stdout);
   sb.track(pid2);
   assert.equal(Deno.readLinkSync(`/proc/${pid2}/cwd`), "/", "cwd / by default");

@@ -5,7 +5,15 @@
  */
 
 import assert from "node:assert/strict";
-import { assertCleanError, FIXTURE_CMD, ROOT, Sandbox, SOURCE, sr } from "./harness.ts";
+import {
+  assertCleanError,
+  FIXTURE_CMD,
+  ROOT,
+  Sandbox,
+  SOURCE,
+  sr,
+  STARTS_FINE,
+} from "./harness.ts";
 
 const root = Deno.uid() === 0;
 if (!root) console.log("skipped: --user tests (need root)");
@@ -26,7 +34,7 @@ Deno.test({
     // The stage runs from the controller's cwd with a relative script path.
     const r = await sr(
       { name: "relative", cmd: [Deno.execPath(), "run", "-A", "cli.ts"] },
-      ["start", "--user", "nobody", "--pidfile", sb.pidfile, "--", "sleep", "1000"],
+      ["start", ...STARTS_FINE, "--user", "nobody", "--pidfile", sb.pidfile, "--", "sleep", "1000"],
       { cwd: ROOT },
     );
     assert.equal(r.code, 0, r.stderr);

@@ -7,12 +7,8 @@
  * @module
  */
 
-import {
-  AlreadyRunningError,
-  HeldElsewhereError,
-  JobSkippedError,
-  run,
-} from "../../control/mod.ts";
+import { run } from "../../control/mod.ts";
+import { exitCodeOf } from "../../errors.ts";
 import { EXIT } from "../exit.ts";
 import { say } from "../output.ts";
 import type { Invocation } from "../parse.ts";
@@ -42,11 +38,9 @@ export async function runCommand(inv: Invocation): Promise<number> {
       ...defined("maxRuntime", v.maxRuntime),
     });
   } catch (e) {
-    if (
-      e instanceof AlreadyRunningError || e instanceof HeldElsewhereError ||
-      e instanceof JobSkippedError
-    ) {
-      say(e.message);
+    // Every conflict (3: already running, a wait that ran out, a later replace, a slot done).
+    if (exitCodeOf(e) === EXIT.NOTHING_TO_DO) {
+      say((e as Error).message);
       return v.conflictExitCode ?? EXIT.NOTHING_TO_DO;
     }
     throw e;
