@@ -44,6 +44,8 @@ export interface StageRequest {
   readonly env: Readonly<Record<string, string>>;
   /** SIGKILL the program when the process that started the stage dies. */
   readonly dieWithParent?: boolean;
+  /** With `dieWithParent`: that process, which must still be the stage's parent once it is set. */
+  readonly parent?: number;
 }
 
 /** How the stage process is made: what {@link spawn} would get for the program itself. */
@@ -192,7 +194,7 @@ export function runStage(args: readonly string[]): never {
  * @throws {Error} saying why it could not
  */
 export function enterProgram(request: StageRequest): never {
-  const { spec, env, dieWithParent } = request;
+  const { spec, env, dieWithParent, parent } = request;
   if (spec.user) {
     try {
       becomeUser(spec.user, spec.user.gid);
@@ -214,7 +216,13 @@ export function enterProgram(request: StageRequest): never {
     throw new Error(`cannot change directory to ${quote(spec.cwd)}${who}: ${why}`);
   }
   // After the change of user, which clears a parent-death signal.
-  if (dieWithParent) setParentDeathSignal(9);
+  if (dieWithParent) {
+    setParentDeathSignal(9);
+    // A parent that died before the signal was set sent none: the program would run unfenced.
+    if (parent !== undefined && ids.ppid() !== parent) {
+      throw new Error(`the process that started it (pid ${parent}) is gone`);
+    }
+  }
   resetSignals();
   // A supervisor's watchdog: the program keeps this pid, so it may be named (sd_watchdog_enabled).
   const watchdog = spec.watchdogMs != null && env.WATCHDOG_USEC !== undefined;

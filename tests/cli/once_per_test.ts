@@ -3,16 +3,20 @@
  * PostgreSQL): a job's success is recorded once per slot, fenced by the
  * lock's token; a run whose slot is done does not run the job; a failure
  * leaves the slot open; a success whose record could not be written says
- * so and exits 1; `status --lock --json` shows the last slot.
+ * so and exits 1; `status --lock --json` shows the last slot; a keeper
+ * killed the moment it starts its job leaves no job running unfenced.
  */
 
 import assert from "node:assert/strict";
 import { Etcd, installed, Netns, Postgres } from "../../testing/cluster.ts";
-import { Sandbox, SOURCE, sr, srSpawn, waitFor } from "./harness.ts";
+import { childrenOf } from "../../src/ffi/proc.ts";
+import { exists } from "../../testing/process.ts";
+import { alive, readPid, Sandbox, SOURCE, sr, srSpawn, waitFor } from "./harness.ts";
 
 const ETCD = installed("etcd");
 const PG = Postgres.bin() !== undefined && installed("setpriv");
 const NETNS = Netns.supported();
+const STRACE = installed("strace");
 const HOST = Deno.hostname();
 const HOUR = 3_600_000;
 
@@ -159,86 +163,163 @@ async function notRecorded(sb: Sandbox, ns: Netns, url: string): Promise<void> {
   assert.equal(Deno.readTextFileSync(file), `${slot}\n${slot}\n`);
 }
 
+/** {@link notRecorded} as a step: skipped where no network namespace can be made. */
+function notRecordedStep(
+  ns: Netns | undefined,
+  url: (ns: Netns) => string,
+): Deno.TestStepDefinition {
+  return {
+    name:
+      "a success whose record cannot be written (the link cut) exits 1, slot ran but is not recorded; it runs again",
+    ignore: ns === undefined,
+    async fn() {
+      await using sb = await Sandbox.create();
+      await notRecorded(sb, ns!, url(ns!));
+    },
+  };
+}
+
+/**
+ * A role that may not create the table is told the statement to ask an
+ * administrator for; once it is made (and granted), the job runs.
+ */
+async function tableRefused(sb: Sandbox, pg: Postgres): Promise<void> {
+  await pg.psql("create role cron login");
+  const run = () =>
+    sr(SOURCE, [
+      "run",
+      "--pidfile",
+      sb.pidfile,
+      "--lock",
+      pg.url("nightly", "127.0.0.1", "cron"),
+      "--once-per",
+      "1h",
+      "--",
+      "true",
+    ]);
+  const refused = await run();
+  assert.equal(refused.code, 1, refused.stderr);
+  assert.match(
+    refused.stderr,
+    /cannot tell whether slot \d+ is done: cannot create table singleton_run_slots: .*permission denied.*an administrator can make it: create table singleton_run_slots \(name text not null, slot bigint not null/,
+  );
+  const ddl = refused.stderr.match(/make it: (create table [^;]+);/)![1]!;
+  await pg.psql(`${ddl}; grant select, insert on singleton_run_slots to cron`);
+  const ran = await run();
+  assert.equal(ran.code, 0, ran.stderr);
+  assert.equal(await pg.psql("select count(*) from singleton_run_slots"), "1");
+}
+
+/**
+ * A keeper killed the moment it starts its job, before the job's
+ * parent-death signal is set (strace holds back the first prctl of each of
+ * its processes), takes the job with it: the job never runs.
+ */
+async function keeperKilled(sb: Sandbox, url: string): Promise<void> {
+  const locked = (pidfile: string, extra: string[], command: string) =>
+    srSpawn(SOURCE, [
+      "run",
+      "--pidfile",
+      sb.path(pidfile),
+      "--lock",
+      url,
+      ...extra,
+      "--",
+      "sh",
+      "-c",
+      command,
+    ]);
+  const holding = sb.path("holding");
+  const holder = locked("a.pid", [], `touch ${holding}; exec sleep 60`);
+  await waitFor(() => exists(holding), 15_000, "the first holder's job");
+  const ran = sb.path("ran");
+  const keeper = locked("b.pid", ["--lock-wait", "60"], `echo ran > ${ran}`);
+  await waitFor(() => readPid(sb.path("b.pid")) === keeper.pid, 15_000);
+  // Hold back the first prctl of each of its processes: the job's parent-death signal comes late.
+  const strace = new Deno.Command("strace", {
+    args: [
+      "-f",
+      "-qq",
+      "-o",
+      "/dev/null",
+      "-p",
+      String(keeper.pid),
+      "-e",
+      "trace=prctl",
+      "-e",
+      "inject=prctl:delay_enter=1500000:when=1",
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const traced = (pid: number) =>
+    Deno.readDirSync(`/proc/${pid}/task`).every((t) =>
+      !/TracerPid:\s+0\n/.test(Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/status`))
+    );
+  await waitFor(() => traced(keeper.pid), 10_000, "strace to attach to every thread");
+  Deno.kill(holder.pid, "SIGTERM");
+  await holder.output();
+  let started: number[] = [];
+  await waitFor(() => (started = childrenOf(keeper.pid)).length > 0, 30_000, "the job's start");
+  keeper.kill("SIGKILL");
+  await keeper.output();
+  await strace.status;
+  assert.ok(started.every((pid) => !alive(pid)), "what the keeper started is gone");
+  assert.throws(() => Deno.statSync(ran), Deno.errors.NotFound, "the job never ran");
+}
+
+// One server per backend for all its steps (each start costs seconds); the steps use names of
+// their own, and the table's own step comes first, before the table exists.
 Deno.test({
-  name:
-    "etcd: run --once-per records a success once per slot; a done slot exits 3; status shows the last slot",
+  name: "etcd: run --once-per",
   ignore: !ETCD,
-  async fn() {
-    await using etcd = await Etcd.start();
-    await using sb = await Sandbox.create();
-    await oncePerSlot(sb, (name) => etcd.url(name));
-  },
-});
-
-Deno.test({
-  name:
-    "PostgreSQL: run --once-per records a success once per slot; a done slot exits 3; status shows the last slot",
-  ignore: !PG,
-  async fn() {
-    await using pg = await Postgres.start();
-    await using sb = await Sandbox.create();
-    await oncePerSlot(sb, (name) => pg.url(name));
-    const rows = await pg.psql(
-      "select count(*) from singleton_run_slots where name = 'report'",
+  async fn(t) {
+    await using ns = NETNS ? Netns.create() : undefined;
+    await using etcd = await Etcd.start("127.0.0.1", { anyAddress: true });
+    await t.step(
+      "records a success once per slot; a done slot exits 3; status shows the last slot",
+      async () => {
+        await using sb = await Sandbox.create();
+        await oncePerSlot(sb, (name) => etcd.url(name));
+      },
     );
-    assert.equal(rows, "2");
+    await t.step(notRecordedStep(ns, (ns) => etcd.urlVia(ns.outside, "cut")));
+    await t.step({
+      name:
+        "a keeper killed the moment it starts its job takes the job with it, even before the job's parent-death signal is set",
+      ignore: !STRACE,
+      async fn() {
+        await using sb = await Sandbox.create();
+        await keeperKilled(sb, etcd.url("pdeath"));
+      },
+    });
   },
 });
 
 Deno.test({
-  name:
-    "PostgreSQL: a role that may not make the table is told the statement to ask for; with it made, the job runs",
+  name: "PostgreSQL: run --once-per",
   ignore: !PG,
-  async fn() {
-    await using pg = await Postgres.start();
-    await using sb = await Sandbox.create();
-    await pg.psql("create role cron login");
-    const run = () =>
-      sr(SOURCE, [
-        "run",
-        "--pidfile",
-        sb.pidfile,
-        "--lock",
-        pg.url("nightly", "127.0.0.1", "cron"),
-        "--once-per",
-        "1h",
-        "--",
-        "true",
-      ]);
-    const refused = await run();
-    assert.equal(refused.code, 1, refused.stderr);
-    assert.match(
-      refused.stderr,
-      /cannot tell whether slot \d+ is done: cannot create table singleton_run_slots: .*permission denied.*an administrator can make it: create table singleton_run_slots \(name text not null, slot bigint not null/,
+  async fn(t) {
+    await using ns = NETNS ? Netns.create() : undefined;
+    await using pg = await Postgres.start(ns === undefined ? "127.0.0.1" : ns.outside);
+    await t.step(
+      "a role that may not make the table is told the statement to ask for; with it made, the job runs",
+      async () => {
+        await using sb = await Sandbox.create();
+        await tableRefused(sb, pg);
+      },
     );
-    const ddl = refused.stderr.match(/make it: (create table [^;]+);/)![1]!;
-    await pg.psql(`${ddl}; grant select, insert on singleton_run_slots to cron`);
-    const ran = await run();
-    assert.equal(ran.code, 0, ran.stderr);
-    assert.equal(await pg.psql("select count(*) from singleton_run_slots"), "1");
-  },
-});
-
-Deno.test({
-  name:
-    "etcd: a success whose record cannot be written (the link cut) exits 1, slot ran but is not recorded; it runs again",
-  ignore: !ETCD || !NETNS,
-  async fn() {
-    await using ns = Netns.create();
-    await using etcd = await Etcd.start(ns.outside);
-    await using sb = await Sandbox.create();
-    await notRecorded(sb, ns, etcd.url("cut"));
-  },
-});
-
-Deno.test({
-  name:
-    "PostgreSQL: a success whose record cannot be written (the link cut) exits 1, slot ran but is not recorded; it runs again",
-  ignore: !PG || !NETNS,
-  async fn() {
-    await using ns = Netns.create();
-    await using pg = await Postgres.start(ns.outside);
-    await using sb = await Sandbox.create();
-    await notRecorded(sb, ns, pg.url("cut", ns.outside));
+    await t.step(
+      "records a success once per slot; a done slot exits 3; status shows the last slot",
+      async () => {
+        await using sb = await Sandbox.create();
+        await oncePerSlot(sb, (name) => pg.url(name));
+        const rows = await pg.psql(
+          "select count(*) from singleton_run_slots where name = 'report'",
+        );
+        assert.equal(rows, "2");
+      },
+    );
+    await t.step(notRecordedStep(ns, (ns) => pg.url("cut", ns.outside)));
   },
 });
