@@ -81,6 +81,19 @@ function logged(log: string, name: string, seconds: number): string[] {
   ];
 }
 
+/**
+ * A job that logs "start NAME", waits until the test opens its gate (the
+ * file GATE exists), then logs "end NAME": it runs exactly as long as the
+ * test needs, however slow the machine.
+ */
+function gated(log: string, name: string, gate: string): string[] {
+  return [
+    "sh",
+    "-c",
+    `echo "start ${name}" >> ${log}; until [ -e ${gate} ]; do sleep 0.05; done; echo "end ${name}" >> ${log}`,
+  ];
+}
+
 /** A run that waits up to 30 s for the running copy, then runs a logged job. */
 function waiter(sb: Sandbox, log: string, name: string): Deno.ChildProcess {
   return srSpawn(SOURCE, [
@@ -206,8 +219,8 @@ Deno.test("run --max-runtime --kill-group stops the job's whole process group", 
 
 Deno.test("run --wait: waiters run one at a time once the running copy ends, in the order they came, holding no guard while they wait", async () => {
   await using sb = await Sandbox.create();
-  const log = sb.path("log");
-  const first = srSpawn(SOURCE, ["run", "--pidfile", sb.pidfile, "--", ...logged(log, "A", 5)]);
+  const [log, gate] = [sb.path("log"), sb.path("gate")];
+  const first = srSpawn(SOURCE, ["run", "--pidfile", sb.pidfile, "--", ...gated(log, "A", gate)]);
   await waitFor(() => text(log).includes("start A"), 15_000, "the first job");
   const waiters: Deno.ChildProcess[] = [];
   const tickets = new Map<string, bigint>();
@@ -247,6 +260,7 @@ Deno.test("run --wait: waiters run one at a time once the running copy ends, in 
     "0",
   ]);
   assert.equal(signalled.code, 0, signalled.stderr);
+  Deno.writeTextFileSync(gate, "");
   for (const w of [first, ...waiters]) assert.equal((await w.output()).code, 0);
   assert.equal(
     text(log),
@@ -280,8 +294,8 @@ Deno.test("run --wait that runs out, --replace that gives way, already running: 
 
 Deno.test("run --wait: a waiter killed while it waits leaves nothing behind, and the next one runs", async () => {
   await using sb = await Sandbox.create();
-  const log = sb.path("log");
-  const first = srSpawn(SOURCE, ["run", "--pidfile", sb.pidfile, "--", ...logged(log, "A", 4)]);
+  const [log, gate] = [sb.path("log"), sb.path("gate")];
+  const first = srSpawn(SOURCE, ["run", "--pidfile", sb.pidfile, "--", ...gated(log, "A", gate)]);
   await waitFor(() => text(log).includes("start A"), 15_000, "the first job");
   const doomed = waiter(sb, log, "X");
   await waitFor(() => rangeLocks(`${sb.pidfile}.lock`).length === 1, 15_000, "the waiter's ticket");
@@ -294,6 +308,7 @@ Deno.test("run --wait: a waiter killed while it waits leaves nothing behind, and
     1,
     "the killed waiter's ticket went with it",
   );
+  Deno.writeTextFileSync(gate, "");
   assert.equal((await first.output()).code, 0);
   assert.equal((await next.output()).code, 0);
   assert.equal(text(log), "start A\nend A\nstart B\nend B\n");
@@ -448,12 +463,15 @@ try {
     stopSchedule: "TERM/200ms/KILL/1",
   });
   assert.equal(limited.code, 124, new TextDecoder().decode(limited.stderr));
-  const log = sb.path("log");
-  const holder = srSpawn(SOURCE, ["run", "--pidfile", sb.pidfile, "--", ...logged(log, "A", 1)]);
+  const [log, gate] = [sb.path("log"), sb.path("gate")];
+  const holder = srSpawn(SOURCE, ["run", "--pidfile", sb.pidfile, "--", ...gated(log, "A", gate)]);
   await waitFor(() => text(log).includes("start A"), 15_000, "the holder");
   const refused = await api({ command: ["true"] });
   assert.match(new TextDecoder().decode(refused.stderr), /^AlreadyRunningError already running/);
-  const waited = await api({ command: logged(log, "B", 0), wait: 20_000 });
+  const waiting = api({ command: logged(log, "B", 0), wait: 20_000 });
+  await waitFor(() => rangeLocks(`${sb.pidfile}.lock`).length === 1, 15_000, "the waiter's ticket");
+  Deno.writeTextFileSync(gate, "");
+  const waited = await waiting;
   assert.equal(waited.code, 0, new TextDecoder().decode(waited.stderr));
   assert.equal((await holder.output()).code, 0);
   assert.equal(text(log), "start A\nend A\nstart B\nend B\n");
