@@ -493,6 +493,11 @@ class EtcdLock implements HeldLock {
     if (this.#released || this.#inFlight >= this.#gw.endpoints) return;
     this.#inFlight++;
     const sent = performance.now();
+    // Not answered within half an interval: the member froze or is cut off, and
+    // the next keepalive goes to another member now, not at the next tick. With
+    // the shortest TTL allowed, the fence acts two intervals after the last
+    // answer, and a keepalive that waited for the tick would race it.
+    const hedge = setTimeout(() => this.#keepalive(), keepaliveIntervalMs(this.ttlMs) / 2);
     try {
       const r = await this.#gw.call<{ TTL?: string }>(
         "/v3/lease/keepalive",
@@ -500,6 +505,7 @@ class EtcdLock implements HeldLock {
         this.#stopped.signal,
         true,
       );
+      clearTimeout(hedge);
       const ttl = Number(r.TTL ?? 0);
       if (!(ttl > 0)) return this.#lose("the lease is gone (it expired or was revoked)");
       this.#deadline = Math.max(this.#deadline, sent + ttl * 1000);
@@ -513,6 +519,7 @@ class EtcdLock implements HeldLock {
     } catch {
       // No answer: the deadline stays where it was, and the fence acts on it.
     } finally {
+      clearTimeout(hedge);
       this.#inFlight--;
     }
   }

@@ -199,7 +199,8 @@ export async function startTracked(
 /**
  * `singleton-run start --pidfile PIDFILE ARGS` for a program known to start
  * fine, in a test that is not about start-up failures: with
- * {@link STARTS_FINE}, so it does not wait the default readiness.
+ * {@link STARTS_FINE}, so it does not wait the default readiness (unless
+ * the test gives its own `--ready-after`).
  *
  * @param variant which packaging
  * @param pidfile the pid file
@@ -212,7 +213,9 @@ export function startFine(
   args: readonly string[],
   options: RunOptions = {},
 ): Promise<Result> {
-  return sr(variant, ["start", ...STARTS_FINE, "--pidfile", pidfile, ...args], options);
+  const own = args.slice(0, args.includes("--") ? args.indexOf("--") : args.length);
+  const fine = own.includes(STARTS_FINE[0]!) ? [] : STARTS_FINE; // a test's own --ready-after rules
+  return sr(variant, ["start", ...fine, "--pidfile", pidfile, ...args], options);
 }
 
 /**

@@ -18,6 +18,7 @@ import {
   Sandbox,
   SOURCE,
   sr,
+  STARTS_FINE,
   waitFor,
 } from "./harness.ts";
 
@@ -223,7 +224,8 @@ Deno.test("--health-tcp: a server that closes its listener (and runs on) is repl
 Deno.test("--health-start-period: a program that listens only after 3 s is not restarted over 20 s", async () => {
   await using sb = await Sandbox.create();
   const port = freePort();
-  await startSupervised(sb, tcpCheck(port, "1", "5s"), [
+  // Ready at once (by time alone), so the checks begin while it does not listen yet.
+  await startSupervised(sb, [...STARTS_FINE, ...tcpCheck(port, "1", "5s")], [
     PYTHON,
     SERVER,
     "--port",
