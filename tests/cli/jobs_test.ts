@@ -121,14 +121,14 @@ Deno.test("after a job run ran ends by itself, status says not running (3), not 
 
 Deno.test("run --max-runtime: stopped by the schedule past the limit and exit 124, whatever ended it; else the job's own status", async () => {
   await using sb = await Sandbox.create();
-  const limited = (command: string[], extra: string[] = FAST_STOP) =>
+  const limited = (command: string[], limit = "1s") =>
     sr(SOURCE, [
       "run",
       "--pidfile",
       sb.pidfile,
       "--max-runtime",
-      "1s",
-      ...extra,
+      limit,
+      ...FAST_STOP,
       "--",
       ...command,
     ]);
@@ -144,10 +144,10 @@ Deno.test("run --max-runtime: stopped by the schedule past the limit and exit 12
   // TERM ignored: the schedule's KILL ends it, and the answer is still 124.
   const stubborn = await limited(["sh", "-c", `trap '' TERM; exec sleep ${m}`]);
   assert.equal(stubborn.code, 124, stubborn.stderr);
-  // In time: its own status, exit or signal.
-  assert.equal((await limited(["sh", "-c", "exit 7"])).code, 7);
-  assert.equal((await limited(["sh", "-c", "kill -USR1 $$"])).code, 138);
-  const quick = await limited(["true"]);
+  // In time (a limit no loaded machine reaches): its own status, exit or signal.
+  assert.equal((await limited(["sh", "-c", "exit 7"], "1m")).code, 7);
+  assert.equal((await limited(["sh", "-c", "kill -USR1 $$"], "1m")).code, 138);
+  const quick = await limited(["true"], "1m");
   assert.equal(quick.code, 0, quick.stderr);
   assert.equal(quick.stderr, "");
   assert.equal((await sr(SOURCE, ["status", "--pidfile", sb.pidfile])).code, 3);
