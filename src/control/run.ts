@@ -120,7 +120,8 @@ function execEnforcer(
   lock: PidFile,
   env: Record<string, string>,
 ): never {
-  const socket = sendJobOrders({ spec, env, pidfile: normalPath(options.pidfile) }, lock.fd);
+  const orders = { spec, env, pidfile: normalPath(options.pidfile), enforcer: ids.pid() };
+  const socket = sendJobOrders(orders, lock.fd);
   try {
     resetSignals();
     execve(ENFORCER_SHELL, enforcerArgv(spec, stageCommand("job", [String(socket)])), env);

@@ -38,6 +38,8 @@ export interface JobOrders {
   readonly env: Readonly<Record<string, string>>;
   /** The pid file, absolute. */
   readonly pidfile: string;
+  /** The enforcer: `run`'s pid, which execs into the shell that starts this stage. */
+  readonly enforcer: number;
 }
 
 /** What the stage sends the enforcer as the job starts (SIGURG: ignored by default, never fatal). */
@@ -107,7 +109,9 @@ export function runJobStage(args: readonly string[]): never {
     recordJob(orders);
     setCloexec(lockFd, false);
     // The enforcer's clock starts now: this stage's own start-up is not the job's run time.
-    kill(ids.ppid(), JOB_STARTS_SIGNAL);
+    // Only while it is our parent: a parent's pid is not handed out again while we live, and
+    // once it is gone, our parent is some reaper that must not be signalled.
+    if (ids.ppid() === orders.enforcer) kill(orders.enforcer, JOB_STARTS_SIGNAL);
     enterProgram({ spec: orders.spec, env: orders.env });
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { argvOf, procStat } from "../../testing/process.ts";
 import { childrenOf } from "../../src/ffi/proc.ts";
+import { installed } from "../../testing/cluster.ts";
 import {
   alive,
   assertCleanError,
@@ -194,6 +195,72 @@ Deno.test("run --max-runtime: the pid file names the job, which holds the lock; 
   assert.equal((await sr(SOURCE, ["stop", "--pidfile", sb.pidfile])).code, 0);
   // Its clock notices within one of its sleeps (at most 5 s) and ends.
   await waitFor(() => timers.every((t) => !alive(t)), 8000, "the enforcer's timer to end");
+});
+
+/**
+ * A child subreaper that notes a SIGURG: it runs ARGV, waits until the
+ * enforcer shell has started the job stage, SIGKILLs the shell, reaps what
+ * is left, and prints "SIGURG" or "none".
+ */
+const SUBREAPER = `import ctypes, os, signal, subprocess, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+got = []
+signal.signal(signal.SIGURG, lambda s, f: got.append(s))
+p = subprocess.Popen(sys.argv[1:])
+def kids(pid):
+    try:
+        return [int(x) for x in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+def argv0(pid):
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")[0]
+    except OSError:
+        return b""
+end = time.time() + 30
+shell = None
+while time.time() < end and shell is None:
+    for k in kids(p.pid) + [p.pid]:
+        if argv0(k) == b"/bin/sh" and kids(k):
+            shell = k
+    time.sleep(0.005)
+if shell is None:
+    print("no shell with its stage"); sys.exit(2)
+os.kill(shell, signal.SIGKILL)
+end = time.time() + 5
+while time.time() < end:
+    try:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        break
+    time.sleep(0.02)
+print("SIGURG" if got else "none")
+`;
+
+Deno.test({
+  name:
+    "run --max-runtime: a job stage whose enforcer was killed signals nobody (its new parent is some reaper)",
+  ignore: !installed("strace") || !installed("python3"),
+  async fn() {
+    await using sb = await Sandbox.create();
+    const script = sb.path("reaper.py");
+    Deno.writeTextFileSync(script, SUBREAPER);
+    // The stage asks for its parent 1 s late: by then the shell is gone and the reaper is it.
+    const r = await new Deno.Command("python3", {
+      args: [
+        script,
+        ...["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=getppid"],
+        ...["-e", "inject=getppid:delay_enter=1000000"],
+        ...SOURCE.cmd,
+        ...["run", "--pidfile", sb.pidfile, "--max-runtime", "1h", "--", "true"],
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const out = new TextDecoder().decode(r.stdout);
+    assert.equal(out, "none\n", new TextDecoder().decode(r.stderr));
+  },
 });
 
 Deno.test("run --max-runtime --kill-group stops the job's whole process group", async () => {
