@@ -362,7 +362,7 @@ export interface RunOptions extends GuardOptions, LaunchOptions, LivenessOptions
    * stopped by `stopSchedule` (its process group with `killGroup`) and this
    * process exits 124, whatever signal ended it; else with COMMAND's own
    * status. The pid file names COMMAND; what stays to enforce the limit is a
-   * `/bin/sh` (a few hundred KiB), which holds no lock. Not with `supervise`.
+   * `/bin/sh` (about 0.6 MiB of PSS), which holds no lock. Not with `supervise`.
    */
   readonly maxRuntime?: number;
   /** With `replace` or `maxRuntime`: signal COMMAND's whole process group (it leads one). */
