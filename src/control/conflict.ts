@@ -17,7 +17,17 @@
  * @module
  */
 
-import { close, ofdConflict, ofdLock, quote } from "../ffi/mod.ts";
+import {
+  close,
+  describeUid,
+  ERRNO,
+  fchmod,
+  ids,
+  ofdConflict,
+  ofdLock,
+  quote,
+  SystemError,
+} from "../ffi/mod.ts";
 import { AlreadyRunningError, PidFile, probeSync } from "../lock/pidfile.ts";
 import { openLockFile } from "../lock/lockfile.ts";
 import type { LaunchSpec } from "../launch/spec.ts";
@@ -32,6 +42,8 @@ import { MAX_WAIT_MS } from "./values.ts";
 const REPLACE_BYTE = 1n << 40n;
 /** Where the waiters' tickets start: one byte each, above this. */
 const QUEUE_BASE = 1n << 41n;
+/** The guard file's mode: its owner's alone (see {@link openGuardFile}). */
+const GUARD_FILE_MODE = 0o600;
 /** The most tickets looked through when a waiter takes one. */
 const MAX_TICKETS = 1_000_000;
 
@@ -123,10 +135,32 @@ async function lockReplacing(options: RunOptions, spec: LaunchSpec): Promise<Pid
   return await lockPidfile(options);
 }
 
-/** The guard file, opened for its byte-range locks (a description of its own: not the guard's flock). */
+/**
+ * The guard file, opened for its byte-range locks (a description of its own:
+ * not the guard's flock). Whoever may open it may hold a claim or a ticket
+ * forever, and every replace would give way to it, every waiter wait behind
+ * it; so it must be this user's or root's, and no one else's to read.
+ *
+ * @throws {SystemError} EPERM for another user's guard file
+ */
 function openGuardFile(options: RunOptions): { fd: number; path: string } {
   const path = guardPath(options);
-  return { fd: openLockFile(path, { what: "guard file", mode: 0o600 }).fd, path };
+  const { fd, stat } = openLockFile(path, { what: "guard file", mode: GUARD_FILE_MODE });
+  try {
+    if (stat.uid !== ids.euid() && stat.uid !== 0) {
+      throw new SystemError("open", ERRNO.EPERM, {
+        path,
+        message: `guard file ${quote(path)} belongs to ${describeUid(stat.uid)}, whose ` +
+          "processes could hold its byte-range locks and keep every --wait and --replace " +
+          "from running: remove it, or name one of yours with --guard FILE",
+      });
+    }
+    if ((stat.mode & 0o077) !== 0 && stat.uid === ids.euid()) fchmod(fd, GUARD_FILE_MODE, path);
+    return { fd, path };
+  } catch (err) {
+    close(fd);
+    throw err;
+  }
 }
 
 /** A waiter's place in line: a shared lock on one byte above every other ticket held. */

@@ -6,9 +6,10 @@
  */
 
 import assert from "node:assert/strict";
-import { argvOf, procStat } from "../../testing/process.ts";
+import { argvOf, exists, procStat } from "../../testing/process.ts";
 import { childrenOf } from "../../src/ffi/proc.ts";
 import { installed } from "../../testing/cluster.ts";
+import { CAN_BE_NOBODY, srAsNobody } from "./as_nobody.ts";
 import {
   alive,
   assertCleanError,
@@ -464,6 +465,49 @@ Deno.test("several run --replace at once: the one that takes the guard last runs
   assert.equal(text(log).trim().split("\n").length, 1, "one job ran, once");
   assert.ok(!alive(old.pid));
   await old.status;
+});
+
+/** Another user's process: makes FILE (0666) and holds a byte-range read lock on BYTE until stdin ends. */
+const CLAIMER = `import fcntl, os, struct, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o666)
+os.fchmod(fd, 0o666)
+fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_RDLCK, 0, int(sys.argv[2]), 1, 0))
+sys.stdin.read()
+`;
+
+Deno.test({
+  name:
+    "run --replace and --wait refuse a guard file another user made: its byte-range locks would hold them back forever",
+  ignore: !CAN_BE_NOBODY || !installed("python3"),
+  async fn() {
+    await using sb = await Sandbox.create();
+    Deno.chmodSync(sb.dir, 0o755);
+    const shared = sb.path("shared"); // where nobody keeps its jobs, and any user may write
+    Deno.mkdirSync(shared);
+    Deno.chmodSync(shared, 0o777);
+    const guard = `${shared}/job.pid.lock`;
+    const claimer = new Deno.Command("setpriv", {
+      args: ["--reuid=daemon", "--regid=daemon", "--clear-groups", "/usr/bin/python3", "-c"]
+        .concat([CLAIMER, guard, String(REPLACE_BYTE)]),
+      stdin: "piped",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      await waitFor(() => rangeLocks(guard).includes(REPLACE_BYTE), 15_000, "daemon's claim");
+      const ran = `${shared}/ran`;
+      for (const policy of [["--replace"], ["--wait", "1s"]]) {
+        const r = await srAsNobody(
+          ["run", "--pidfile", `${shared}/job.pid`, ...policy, "--", "touch", ran],
+        );
+        assertCleanError(r, 1, /guard file .* belongs to user "daemon" \(uid \d+\), whose/);
+      }
+      assert.ok(!exists(ran), "the job did not run");
+    } finally {
+      await claimer.stdin.close();
+      await claimer.status;
+    }
+  },
 });
 
 Deno.test("bad job options: one line, exit 2, nothing created", async () => {
