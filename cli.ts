@@ -43,6 +43,10 @@ export async function main(args: readonly string[]): Promise<number> {
       const { runStage } = await import("./src/launch/privilege.ts");
       return runStage(args.slice(2));
     }
+    if (role === "job") {
+      const { runJobStage } = await import("./src/launch/job.ts");
+      return runJobStage(args.slice(2));
+    }
     if (role === "supervisor" || role === "keeper") {
       const { superviseStage } = await import("./src/supervisor/stage.ts");
       return superviseStage(args.slice(2));

@@ -19,17 +19,8 @@
 
 import { parseArgs } from "node:util";
 import { answeringPid, freePort, HEALTH_SERVER, PYTHON } from "../testing/health.ts";
-import {
-  cliArgv,
-  type CliForm,
-  isAlive,
-  killQuietly,
-  memory,
-  ROOT,
-  runCmd,
-  sleep,
-  waitGone,
-} from "../testing/process.ts";
+import { isAlive, killQuietly, memory, ROOT, runCmd, sleep, waitGone } from "../testing/process.ts";
+import { cli, fmt, Table } from "./table.ts";
 
 const args = parseArgs({
   args: Deno.args,
@@ -47,33 +38,8 @@ const TIMEOUT_MS = 500;
 /** The default stop schedule's first wait (TERM/5/KILL/2). */
 const FIRST_WAIT_MS = 5000;
 
-const form: CliForm = (() => {
-  try {
-    Deno.statSync(`${ROOT}/dist/singleton-run.js`);
-    return "bundle";
-  } catch {
-    return "source";
-  }
-})();
-const cli = cliArgv(form);
-
-interface Row {
-  readonly name: string;
-  readonly unit: string;
-  readonly samples: number[];
-  median?: number;
-}
-const rows: Row[] = [];
-function row(name: string, unit: string): Row {
-  const r: Row = { name, unit, samples: [] };
-  rows.push(r);
-  return r;
-}
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length === 0 ? NaN : s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
+const table = new Table();
+const row = (name: string, unit: string) => table.row(name, unit);
 
 /** The supervisor's state file, or an empty object before it is written. */
 function stateOf(pidfile: string): { childPid?: number; health?: { state: string } } {
@@ -217,14 +183,7 @@ try {
   await Deno.remove(work, { recursive: true }).catch(() => {});
 }
 
-for (const r of rows) r.median = median(r.samples);
-const fmt = (n: number | undefined) =>
-  n === undefined || !Number.isFinite(n) ? "-" : n >= 10 ? n.toFixed(1) : n.toFixed(2);
-console.log(`\nsingleton-run health bench (${form}), ${new Date().toISOString()}\n`);
-console.log("| what | median | runs |\n| --- | ---: | ---: |");
-for (const r of rows) {
-  console.log(`| ${r.name} | ${fmt(r.median)} ${r.unit} | ${r.samples.length} |`);
-}
+table.settle();
 const aimS = (INTERVAL_MS * RETRIES + FIRST_WAIT_MS + 1000) / 1000;
 const targets = [
   {
@@ -239,9 +198,4 @@ const targets = [
     detail: `${fmt(pssWith.median)} vs ${fmt(pssWithout.median)} MiB = ${fmt(pssRatio.median)}x`,
   },
 ];
-console.log("\nTargets:");
-for (const t of targets) console.log(`- ${t.met ? "met" : "MISSED"}: ${t.what}: ${t.detail}`);
-await Deno.writeTextFile(
-  args.values.json!,
-  JSON.stringify({ date: new Date().toISOString(), form, rows, targets }, null, 2) + "\n",
-);
+await table.report("health bench", targets, args.values.json!);

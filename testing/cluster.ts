@@ -57,8 +57,14 @@ export class Etcd implements AsyncDisposable {
    * Start the cluster and wait until it answers.
    *
    * @param host the address the members listen on
+   * @param options `anyAddress`: clients may connect through any address of
+   *   this namespace (hosts in several network namespaces, each through its
+   *   own veth: see {@link Etcd.urlVia})
    */
-  static async start(host = "127.0.0.1"): Promise<Etcd> {
+  static async start(
+    host = "127.0.0.1",
+    options: { readonly anyAddress?: boolean } = {},
+  ): Promise<Etcd> {
     const dir = await Deno.makeTempDir({ prefix: "singleton-run-etcd-" });
     const ports = [0, 1, 2].map(() => [freePort(host), freePort(host)] as const);
     const peers = ports.map(([, peer], i) => `m${i}=http://${host}:${peer}`).join(",");
@@ -69,7 +75,7 @@ export class Etcd implements AsyncDisposable {
         "--data-dir",
         `${dir}/m${i}`,
         "--listen-client-urls",
-        `http://${host}:${client}`,
+        `http://${options.anyAddress ? "0.0.0.0" : host}:${client}`,
         "--advertise-client-urls",
         `http://${host}:${client}`,
         "--listen-peer-urls",
@@ -116,6 +122,14 @@ export class Etcd implements AsyncDisposable {
   /** The lock URL for a name. */
   url(name: string): string {
     return `etcd://${this.endpoints}/${name}`;
+  }
+
+  /** The lock URL for a name, every member reached through `address` (with `anyAddress`). */
+  urlVia(address: string, name: string): string {
+    const ends = this.members.map((m) =>
+      `${address}:${m.client.slice(m.client.lastIndexOf(":") + 1)}`
+    );
+    return `etcd://${ends.join(",")}/${name}`;
   }
 
   /** Wait until a write through the cluster succeeds (it has a leader and a quorum). */
@@ -214,9 +228,10 @@ export class Postgres implements AsyncDisposable {
   /**
    * Start a server on `host` (and 127.0.0.1) and wait until it answers.
    *
-   * @param host an extra address to listen on (a veth's, for partitions)
+   * @param host an extra address to listen on (a veth's, for partitions), or several
    */
-  static async start(host = "127.0.0.1"): Promise<Postgres> {
+  static async start(host: string | readonly string[] = "127.0.0.1"): Promise<Postgres> {
+    const hosts = typeof host === "string" ? [host] : host;
     const bin = Postgres.bin()!;
     const dir = await Deno.makeTempDir({ prefix: "singleton-run-pg-" });
     await Deno.chmod(dir, 0o755);
@@ -238,7 +253,7 @@ export class Postgres implements AsyncDisposable {
       append: true,
     });
     const port = freePort();
-    const listen = host === "127.0.0.1" ? host : `127.0.0.1,${host}`;
+    const listen = ["127.0.0.1", ...hosts.filter((h) => h !== "127.0.0.1")].join(",");
     const process = asPostgres([
       `${bin}/postgres`,
       "-D",
@@ -250,7 +265,7 @@ export class Postgres implements AsyncDisposable {
       "-p",
       String(port),
     ]).spawn();
-    const pg = new Postgres(dir, host, port, process);
+    const pg = new Postgres(dir, hosts[0]!, port, process);
     try {
       await until(
         async () => {

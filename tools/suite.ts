@@ -191,11 +191,14 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
 }
 
 const began = performance.now();
-const check = await new Deno.Command(Deno.execPath(), {
+const checking = new Deno.Command(Deno.execPath(), {
   args: ["check", ...files.filter((f) => f !== DOCS), "tools/"],
   cwd: ROOT,
   stdin: "null",
-}).output();
+}).spawn();
+running.add(checking.pid); // Deno waits for its status: the reaper must not take it first
+const check = await checking.status;
+running.delete(checking.pid);
 const outcomes: Outcome[] = [];
 if (!check.success) {
   outcomes.push({ file: "(type check)", ms: 0, passed: 0, failed: 1, failures: [] });

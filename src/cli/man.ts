@@ -159,7 +159,14 @@ export function manPage(defaults: Defaults): string {
     esc("usage error: an unknown option, a missing --pidfile or COMMAND, a malformed value"),
     ".TP",
     "3",
-    esc("nothing to do: already running (start, restart, run), not running (the others)"),
+    esc(
+      "nothing to do: already running (start, restart, run), not running (the others); for " +
+        "run also a --wait that ran out, a later --replace, a --once-per slot done " +
+        "(--conflict-exit-code changes it)",
+    ),
+    ".TP",
+    "124",
+    esc("run --max-runtime: COMMAND ran longer and was stopped"),
     ".PP",
     esc(
       "status uses the LSB codes: 0 running, 1 stale pid file, 3 not running, 4 cannot tell; " +

@@ -78,6 +78,10 @@ export interface Values {
   oknodo: boolean;
   force: boolean;
   conflictExitCode?: number;
+  wait?: number | "forever";
+  replace: boolean;
+  maxRuntime?: number;
+  oncePer?: number;
   json: boolean;
   guard?: string;
   guardTimeout?: number;
@@ -417,8 +421,49 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     kind: "value",
     arg: "N",
     commands: ["run"],
-    help: "exit N instead of 3 when already running",
+    help: "exit N instead of 3 when COMMAND does not run for a conflict: already running " +
+      "(here, or on another host with --lock), a --wait that ran out, a later --replace, a " +
+      "--once-per slot already done",
     parse: (text, option) => parseInteger(text, option, { min: 0, max: 255 }),
+  },
+  wait: {
+    name: "wait",
+    kind: "value",
+    arg: "DUR|forever",
+    commands: ["run"],
+    help: "when already running, wait up to DUR for it to end, then run (flock -w); still " +
+      "running by then: exit 3. Waiters hold no guard while they wait and run one at a time, " +
+      "in the order they came",
+    parse: (text, option) =>
+      text === "forever" ? "forever" : parseDuration(text, option, { positive: true }),
+  },
+  replace: {
+    name: "replace",
+    kind: "switch",
+    commands: ["run"],
+    help: "when already running, stop it by --stop-schedule (its process group with " +
+      "--kill-group), wait until its lock is free, then run; of several at once, the last " +
+      "to take the guard runs and the others exit 3 without running",
+  },
+  maxRuntime: {
+    name: "max-runtime",
+    kind: "value",
+    arg: "DUR",
+    commands: ["run"],
+    help: "stop COMMAND by --stop-schedule (its process group with --kill-group) once it " +
+      "has run this long, and exit 124 (timeout's code); else its own status. The pid file " +
+      "names COMMAND; a /bin/sh stays as its parent to keep the time",
+    parse: (text, option) => parseDuration(text, option, { positive: true }),
+  },
+  oncePer: {
+    name: "once-per",
+    kind: "value",
+    arg: "DUR",
+    commands: ["run"],
+    help: "with --lock: COMMAND's success is recorded at most once per slot of DUR across " +
+      "every host (the multiple of DUR nearest the run's start); a run whose slot is done " +
+      "exits 3 without running COMMAND, which gets the slot as SINGLETON_RUN_SLOT",
+    parse: (text, option) => parseDuration(text, option, { positive: true }),
   },
   json: {
     name: "json",
@@ -522,7 +567,9 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     kind: "switch",
     commands: LAUNCH,
     needs: "supervise",
-    help: "signal COMMAND's whole process group (its workers too)",
+    help: (cmd) =>
+      "signal COMMAND's whole process group (its workers too)" +
+      (cmd === "run" ? "; without --supervise, with --replace or --max-runtime" : ""),
   },
   stopSchedule: {
     name: "stop-schedule",
@@ -530,8 +577,11 @@ export const OPTIONS: { readonly [K in keyof Values]-?: OptionSpec<NonNullable<V
     arg: "SCHED",
     commands: LAUNCH,
     needs: "supervise",
-    help: "how the supervisor (or the keeper, with --keeper or --lock) stops COMMAND " +
-      "(--retry's syntax); its first wait is the time a fenced COMMAND gets before SIGKILL",
+    help: (cmd) =>
+      "how the supervisor (or the keeper, with --keeper or --lock" +
+      (cmd === "run" ? "; or the time limit, --max-runtime; or --replace, the running copy" : "") +
+      ") stops COMMAND (--retry's syntax); its first wait is the time a fenced COMMAND gets " +
+      "before SIGKILL",
     shown: (d) => d.DEFAULT_CHILD_STOP_SCHEDULE,
     parse: parseStopSchedule,
   },

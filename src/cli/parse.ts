@@ -49,6 +49,7 @@ export function parseArgs(cmd: Command, args: readonly string[]): Invocation {
     keeper: false,
     force: false,
     quiet: false,
+    replace: false,
   };
   const store = values as unknown as Record<string, unknown>;
   const given = new Map<string, string>();
@@ -242,6 +243,7 @@ function check(
       "lockCert",
       "lockKey",
       "lockPasswordFile",
+      "oncePer",
     ]
       .find((k) => (v as unknown as Record<string, unknown>)[k] !== undefined);
     if (stray) {
@@ -267,7 +269,25 @@ function check(
   if (inv.cmd === "run" && v.supervise && v.user !== undefined) {
     throw new UsageError("--user with run --supervise is not supported (start --supervise is)");
   }
+  if (inv.cmd === "run") checkRunPolicies(v);
   if (!lockOnly) samePaths(v);
+}
+
+/** A job's policies that exclude each other, or a supervised run (the library checks them too). */
+function checkRunPolicies(v: Values): void {
+  if (v.wait !== undefined && v.replace) {
+    throw new UsageError(
+      "--wait and --replace exclude each other (wait for the running copy, or stop it)",
+    );
+  }
+  if (v.supervise && v.maxRuntime !== undefined) {
+    throw new UsageError(
+      "--max-runtime with --supervise is not supported (it limits one run of a job)",
+    );
+  }
+  if (v.supervise && v.oncePer !== undefined) {
+    throw new UsageError("--once-per with --supervise is not supported (it is for a job)");
+  }
 }
 
 /**
@@ -304,10 +324,13 @@ function checkWithoutSupervise(
     spec.kind === "switch" ? store[key] === true : given.has(name);
   const entries = [...table];
   // A keeper stops COMMAND too (when it is stopped, or fences it): it takes the stop schedule.
-  const kept = inv.values.keeper || inv.values.lock !== undefined;
-  const always = entries.find((e) =>
-    e[1][1].needs === "supervise" && set(e) && !(kept && e[1][0] === "stopSchedule")
-  );
+  // So does a job's time limit, and a replace (the running copy, as a group with --kill-group).
+  const v = inv.values;
+  const kept = v.keeper || v.lock !== undefined;
+  const job = v.replace || v.maxRuntime !== undefined;
+  const allowed = (key: string) =>
+    (key === "stopSchedule" && (kept || job)) || (key === "killGroup" && job);
+  const always = entries.find((e) => e[1][1].needs === "supervise" && set(e) && !allowed(e[1][0]));
   if (always) throw new UsageError(`--${always[0]} needs --supervise`);
   const here = entries.find((e) => e[1][1].supervisedIn?.includes(inv.cmd) && set(e));
   if (here) throw new UsageError(`--${here[0]} with ${inv.cmd} needs --supervise`);

@@ -19,6 +19,8 @@ import {
   LockHeldElsewhereError,
   type LockHolderReport,
   type LockTarget,
+  SlotNotRecordedError,
+  type SlotRecord,
 } from "./lock.ts";
 
 /** One key-value, as the gateway returns it (base64 bytes, int64 as strings). */
@@ -266,6 +268,56 @@ interface TxnResponse {
   }[];
 }
 
+/**
+ * Where a name's slot records live: keys that start with `/`, which no lock's
+ * prefix (`NAME/`, NAME without `/` and not empty) covers, so a record is
+ * never taken for a contender of any lock.
+ */
+function slotPrefix(name: string): string {
+  return `/singleton-run/slots/${name}/`;
+}
+
+/** A slot's key: its number padded to 20 digits, so keys sort as numbers. */
+function slotKey(name: string, slot: number): string {
+  return `${slotPrefix(name)}${String(slot).padStart(20, "0")}`;
+}
+
+/**
+ * How many slots' records are kept: older ones are deleted as a new one is
+ * written (etcd keeps every key in memory), and a slot older than the latest
+ * record by more than this counts as done.
+ */
+const SLOTS_KEPT = 1000;
+
+/** A slot record from its key-value. */
+function slotOf(kv: KeyValue | undefined): SlotRecord | undefined {
+  if (!kv) return undefined;
+  const key = unb64(kv.key);
+  const slot = Number(key.slice(key.lastIndexOf("/") + 1));
+  try {
+    const v = JSON.parse(unb64(kv.value)) as { token?: unknown; host?: unknown; doneAt?: unknown };
+    return {
+      slot,
+      token: String(v.token ?? ""),
+      host: String(v.host ?? ""),
+      doneAt: String(v.doneAt ?? ""),
+    };
+  } catch {
+    return { slot, token: "", host: "", doneAt: "" };
+  }
+}
+
+/** The range request for the latest slot record of a name. */
+function lastSlotRange(name: string) {
+  return {
+    key: b64(slotPrefix(name)),
+    range_end: prefixEnd(slotPrefix(name)),
+    sort_order: "DESCEND",
+    sort_target: "KEY",
+    limit: 1,
+  };
+}
+
 interface RangeResponse {
   readonly header?: { readonly revision?: string };
   readonly kvs?: KeyValue[];
@@ -388,6 +440,7 @@ class EtcdLock implements HeldLock {
   /** Cuts the keepalives still waiting when the lock is released. */
   readonly #stopped = new AbortController();
   readonly #timeoutMs: number;
+  readonly #name: string;
 
   constructor(
     gw: Gateway,
@@ -401,6 +454,7 @@ class EtcdLock implements HeldLock {
   ) {
     this.#gw = gw;
     this.#timeoutMs = timeoutMs;
+    this.#name = target.name;
     this.url = target.url;
     this.key = key;
     this.token = String(revision);
@@ -475,6 +529,61 @@ class EtcdLock implements HeldLock {
     this.#timer = undefined;
   }
 
+  async slotRecord(slot: number): Promise<SlotRecord | undefined> {
+    const r = await this.#gw.call<TxnResponse>("/v3/kv/txn", {
+      compare: [],
+      success: [
+        { request_range: { key: b64(slotKey(this.#name, slot)) } },
+        { request_range: lastSlotRange(this.#name) },
+      ],
+    });
+    const found = slotOf(r.responses?.[0]?.response_range?.kvs?.[0]);
+    if (found) return found;
+    const last = slotOf(r.responses?.[1]?.response_range?.kvs?.[0]);
+    // Too old to have its record kept: it counts as done, and the latest record is the answer.
+    return last && slot <= last.slot - SLOTS_KEPT ? last : undefined;
+  }
+
+  async recordSlot(slot: number, host: string): Promise<void> {
+    const key = slotKey(this.#name, slot);
+    const value = JSON.stringify({ token: this.token, host, doneAt: new Date().toISOString() });
+    const prune = slot > SLOTS_KEPT
+      ? [{
+        request_delete_range: {
+          key: b64(slotPrefix(this.#name)),
+          range_end: b64(slotKey(this.#name, slot - SLOTS_KEPT)),
+        },
+      }]
+      : [];
+    let r: TxnResponse;
+    try {
+      r = await this.#gw.call<TxnResponse>("/v3/kv/txn", {
+        // Fenced: only while this holder's key is still there, as it was created.
+        compare: [
+          { key: b64(this.key), target: "CREATE", result: "EQUAL", create_revision: this.token },
+          { key: b64(key), target: "CREATE", result: "EQUAL", create_revision: "0" },
+        ],
+        success: [{ request_put: { key: b64(key), value: b64(value) } }, ...prune],
+        failure: [{ request_range: { key: b64(this.key) } }, { request_range: { key: b64(key) } }],
+      });
+    } catch (err) {
+      throw new SlotNotRecordedError((err as Error).message);
+    }
+    if (r.succeeded) return;
+    const mine = r.responses?.[0]?.response_range?.kvs?.[0];
+    const other = slotOf(r.responses?.[1]?.response_range?.kvs?.[0]);
+    if (other) {
+      throw new SlotNotRecordedError(
+        `it was recorded already, by token ${other.token} on ${other.host}`,
+      );
+    }
+    throw new SlotNotRecordedError(
+      mine
+        ? `the lock's key ${this.key} is another holder's now`
+        : `the lock was lost (its key ${this.key} is gone)`,
+    );
+  }
+
   async release(): Promise<void> {
     if (this.#released) return;
     this.#released = true;
@@ -523,5 +632,19 @@ async function withinMs(work: Promise<unknown>, ms: number): Promise<void> {
   clearTimeout(timer);
 }
 
+/** The latest slot recorded for a name. */
+async function lastSlot(
+  target: LockTarget,
+  options: ClusterLockOptions,
+): Promise<SlotRecord | undefined> {
+  const gw = new Gateway(target, options);
+  try {
+    const r = await gw.call<RangeResponse>("/v3/kv/range", lastSlotRange(target.name));
+    return slotOf(r.kvs?.[0]);
+  } finally {
+    gw.close();
+  }
+}
+
 /** The etcd backend. */
-export const etcdBackend: LockBackend = { acquire, holder };
+export const etcdBackend: LockBackend = { acquire, holder, lastSlot };

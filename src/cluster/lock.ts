@@ -66,6 +66,45 @@ export interface HeldLock {
   readonly lost: Promise<string>;
   /** Let go of the lock, bounded by the timeout; never throws. */
   release(): Promise<void>;
+  /**
+   * The record of a job's slot (`oncePerMs`), when its success was recorded.
+   *
+   * @param slot the slot
+   * @throws {ClusterUnreachableError} when that cannot be told
+   */
+  slotRecord(slot: number): Promise<SlotRecord | undefined>;
+  /**
+   * Record a job's success in its slot, fenced by this lock's token: only
+   * while the lock is still this holder's (etcd: a transaction that compares
+   * the lock key's create revision; PostgreSQL: in the session that holds the
+   * advisory lock, which it checks).
+   *
+   * @param slot the slot
+   * @param host this host's name, for the record
+   * @throws {SlotNotRecordedError} saying why it could not be recorded (or confirmed)
+   */
+  recordSlot(slot: number, host: string): Promise<void>;
+}
+
+/** A job's slot whose success was recorded (`run --once-per`). */
+export interface SlotRecord {
+  /** The slot: the multiple of the period, from the epoch, nearest the run's start. */
+  readonly slot: number;
+  /** The fencing token of the holder that recorded it. */
+  readonly token: string;
+  /** The host it ran on. */
+  readonly host: string;
+  /** When it was recorded (ISO 8601). */
+  readonly doneAt: string;
+}
+
+/** A slot's success could not be recorded, or its record was not confirmed. */
+export class SlotNotRecordedError extends Error {
+  /** @param reason one line: why */
+  constructor(reason: string) {
+    super(reason);
+    this.name = "SlotNotRecordedError";
+  }
 }
 
 /** Who holds a lock, for `status --lock`. */
@@ -95,6 +134,12 @@ export interface LockBackend {
    * @throws {ClusterUnreachableError} when that cannot be told
    */
   holder(target: LockTarget, options: ClusterLockOptions): Promise<LockHolderReport>;
+  /**
+   * The latest slot recorded for this lock's name (`run --once-per`), if any.
+   *
+   * @throws {ClusterUnreachableError} when that cannot be told
+   */
+  lastSlot(target: LockTarget, options: ClusterLockOptions): Promise<SlotRecord | undefined>;
 }
 
 /** The lock is held by another host or process. */

@@ -29,6 +29,8 @@ import {
   type LockHolderReport,
   type LockTarget,
   redactUrl,
+  SlotNotRecordedError,
+  type SlotRecord,
 } from "./lock.ts";
 import { lockPassword } from "./password.ts";
 
@@ -134,6 +136,52 @@ async function findHolder(
   };
 }
 
+/** The table of slot records (`run --once-per`), in the session's first schema. */
+export const SLOTS_TABLE = "singleton_run_slots";
+
+/** The statement that makes it: what an administrator runs when the lock's role may not. */
+export const SLOTS_DDL = `create table ${SLOTS_TABLE} (name text not null, slot bigint not null, ` +
+  "token text not null, host text not null, done_at timestamptz not null default now(), " +
+  "primary key (name, slot))";
+
+/** Whether the table of slot records is there. */
+async function slotsTableExists(sql: Sql): Promise<boolean> {
+  const [row] = await sql`select to_regclass(${SLOTS_TABLE}) is not null as present`;
+  return row?.present === true;
+}
+
+/**
+ * Make the table of slot records when it is missing; a role that may not
+ * (it needs CREATE on the schema) is told the statement to ask for.
+ */
+async function ensureSlotsTable(sql: Sql, timeoutMs: number): Promise<void> {
+  if (await bounded(slotsTableExists(sql), timeoutMs, "cannot reach PostgreSQL")) return;
+  try {
+    await bounded(
+      sql.unsafe(SLOTS_DDL.replace("create table", "create table if not exists")),
+      timeoutMs,
+      `cannot create table ${SLOTS_TABLE}`,
+    );
+  } catch (err) {
+    throw new ClusterUnreachableError(
+      `${(err as Error).message}; an administrator can make it: ${SLOTS_DDL}; ` +
+        `grant select, insert on ${SLOTS_TABLE} to the lock's role`,
+    );
+  }
+}
+
+/** A slot record from a row. */
+function slotRow(row: Record<string, unknown> | undefined): SlotRecord | undefined {
+  if (!row) return undefined;
+  const at = row.done_at;
+  return {
+    slot: Number(row.slot),
+    token: String(row.token),
+    host: String(row.host),
+    doneAt: at instanceof Date ? at.toISOString() : String(at),
+  };
+}
+
 async function acquire(target: LockTarget, options: ClusterLockOptions): Promise<HeldLock> {
   const key = await advisoryKey(target.name);
   let ended = false;
@@ -190,6 +238,7 @@ class PostgresLock implements HeldLock {
   readonly ttlMs: number;
   readonly lost: Promise<string>;
   readonly #sql: Sql;
+  readonly #name: string;
   readonly #lockKey: bigint;
   readonly #backend: number;
   readonly #timeoutMs: number;
@@ -209,6 +258,7 @@ class PostgresLock implements HeldLock {
     sent: number,
   ) {
     this.#sql = sql;
+    this.#name = target.name;
     this.url = target.url;
     this.key = String(key);
     this.#lockKey = key;
@@ -268,6 +318,45 @@ class PostgresLock implements HeldLock {
     }
   }
 
+  async slotRecord(slot: number): Promise<SlotRecord | undefined> {
+    await ensureSlotsTable(this.#sql, this.#timeoutMs);
+    const rows = await bounded(
+      this.#sql`select slot, token, host, done_at from singleton_run_slots
+        where name = ${this.#name} and slot = ${slot}`,
+      this.#timeoutMs,
+      "cannot reach PostgreSQL",
+    );
+    return slotRow(rows[0]);
+  }
+
+  async recordSlot(slot: number, host: string): Promise<void> {
+    const [classid, objid] = lockIds(this.#lockKey);
+    let rows;
+    try {
+      // Fenced: written only by the session that holds the advisory lock, which this checks.
+      rows = await bounded(
+        this.#sql`insert into singleton_run_slots (name, slot, token, host)
+          select ${this.#name}, ${slot}, ${this.token}, ${host}
+          where pg_backend_pid() = ${this.#backend} and exists (
+            select 1 from pg_locks where locktype = 'advisory' and granted
+              and pid = pg_backend_pid() and classid = ${classid}::oid
+              and objid = ${objid}::oid and objsubid = 1)
+          returning slot`.catch((err: { code?: string }) => {
+          if (err.code === "23505") return "recorded already";
+          throw err;
+        }),
+        this.#timeoutMs,
+        "no answer from PostgreSQL",
+      );
+    } catch (err) {
+      throw new SlotNotRecordedError((err as Error).message);
+    }
+    if (rows === "recorded already") throw new SlotNotRecordedError("it was recorded already");
+    if (rows.length !== 1) {
+      throw new SlotNotRecordedError("the lock was lost (this session no longer holds it)");
+    }
+  }
+
   async release(): Promise<void> {
     if (this.#released) return;
     this.#released = true;
@@ -299,5 +388,27 @@ async function holder(target: LockTarget, options: ClusterLockOptions): Promise<
   }
 }
 
+/** The latest slot recorded for a name; none while the table is missing. */
+async function lastSlot(
+  target: LockTarget,
+  options: ClusterLockOptions,
+): Promise<SlotRecord | undefined> {
+  const sql = await connect(target, options);
+  try {
+    return await bounded(
+      (async () => {
+        if (!await slotsTableExists(sql)) return undefined;
+        const rows = await sql`select slot, token, host, done_at from singleton_run_slots
+          where name = ${target.name} order by slot desc limit 1`;
+        return slotRow(rows[0]);
+      })(),
+      options.timeoutMs,
+      "cannot reach PostgreSQL",
+    );
+  } finally {
+    await sql.end({ timeout: 1 }).catch(() => {});
+  }
+}
+
 /** The PostgreSQL backend. */
-export const postgresBackend: LockBackend = { acquire, holder };
+export const postgresBackend: LockBackend = { acquire, holder, lastSlot };

@@ -126,6 +126,17 @@ export interface LockStatusReport {
   readonly secondsLeft?: number;
   /** Why it cannot tell. */
   readonly error?: string;
+  /**
+   * The latest slot whose job's success was recorded under this lock's name
+   * (`run --once-per`): the slot, the token and host that recorded it, and
+   * when; absent when none was.
+   */
+  readonly lastSlot?: {
+    readonly slot: number;
+    readonly token: string;
+    readonly host: string;
+    readonly doneAt: string;
+  };
 }
 
 /**
@@ -142,16 +153,22 @@ export async function lockStatus(lock: ClusterLockSettings): Promise<LockStatusR
   await checkLockPassword(lock);
   try {
     const backend = await backendFor(target);
-    const found = await backend.holder(target, {
+    const options = {
       ttlMs: lock.ttlMs ?? DEFAULT_LOCK_TTL_MS,
       waitMs: 0,
       timeoutMs: lock.timeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS,
       ...(lock.tls ? { tls: lock.tls } : {}),
       ...(lock.passwordFile ? { passwordFile: lock.passwordFile } : {}),
       holder: { host: Deno.hostname(), pid: Deno.pid },
-    });
-    if (found.state === "free") return { state: "free", code: 3, url: lock.url };
+    };
+    const [found, last] = await Promise.all([
+      backend.holder(target, options),
+      backend.lastSlot(target, options).catch(() => undefined), // a role that may not read it
+    ]);
+    const lastSlot = last === undefined ? {} : { lastSlot: last };
+    if (found.state === "free") return { state: "free", code: 3, url: lock.url, ...lastSlot };
     return {
+      ...lastSlot,
       state: "held",
       code: 0,
       url: lock.url,

@@ -53,6 +53,25 @@ export class HeldElsewhereError extends Error {
   }
 }
 
+/**
+ * `run` did not run its job, and nothing went wrong: a later `replace` took
+ * over from it, or the job's slot was already done (`oncePerMs`). A conflict,
+ * as "already running" is (exit code 3 in the CLI, or `--conflict-exit-code`).
+ */
+export class JobSkippedError extends Error {
+  /** The command's exit code for it: 3, nothing to do. */
+  readonly exitCode: 3 = 3;
+  /**
+   * Make the error.
+   *
+   * @param message one line saying why the job did not run
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "JobSkippedError";
+  }
+}
+
 /** Another controller kept the guard lock past the timeout. */
 export class GuardTimeoutError extends Error {
   /** The command's exit code for it: 1, failed. */

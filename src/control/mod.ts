@@ -62,6 +62,7 @@ export {
   GuardTimeoutError,
   HeldElsewhereError,
   InterruptedError,
+  JobSkippedError,
   NotRunningError,
   ReloadRefusedError,
   StartFailedError,
@@ -447,14 +448,21 @@ export async function reload(options: Named<ReloadOptions>): Promise<number> {
 /**
  * Take the lock in the foreground and become the command (execve): it keeps
  * this pid and the lock. With `supervise`, this process becomes the
- * command's supervisor instead, and resolves to its exit code.
+ * command's supervisor instead, and resolves to its exit code; with `lock`,
+ * its keeper. When another copy runs: `wait` for it, or `replace` it;
+ * `maxRuntime` bounds the job's time (this process becomes the small
+ * enforcer, and exits 124 when the job ran longer); `lock.oncePerMs` runs it
+ * once per slot across hosts.
  *
  * @param options what to run
- * @returns with `supervise`, the supervisor's exit code; otherwise never (it execs)
+ * @returns with `supervise` or `lock`, the exit code; otherwise never (it execs)
  * @throws {AlreadyRunningError} when another process holds the pid file
+ *   (after `wait`, if given)
+ * @throws {HeldElsewhereError} when the cluster lock is held elsewhere
+ * @throws {JobSkippedError} when a later `replace` took over, or the job's slot is done
  * @throws {GuardTimeoutError} when another controller keeps the guard
  * @throws {SystemError} when a check or the exec fails (the lock is released)
- * @throws {UsageError} for an empty command
+ * @throws {UsageError} for an empty command, or policies that exclude each other
  * @example Replace this process by the service (not run here: it would never return)
  * ```ts ignore
  * import { run } from "./mod.ts";

@@ -296,6 +296,8 @@ export interface StopOptions extends GuardOptions, TrustOptions {
    * @default {parseSchedule("TERM/10/KILL/5")}
    */
   readonly schedule?: Schedule;
+  /** Signal the process the pid file names as a process group, when it leads one. */
+  readonly group?: boolean;
 }
 
 /** What {@link stop} did. */
@@ -333,10 +335,38 @@ export interface RunOptions extends GuardOptions, LaunchOptions, LivenessOptions
    */
   readonly lock?: ClusterLockSettings;
   /**
-   * With `lock` (and no `supervise`): how the keeper stops COMMAND.
+   * With `lock`, `replace` or `maxRuntime` (and no `supervise`): how COMMAND
+   * is stopped (by the keeper, the time limit, or a later `replace` of this
+   * run: the running copy is stopped by the schedule of the run that
+   * replaces it).
    * @default {DEFAULT_CHILD_STOP_SCHEDULE}
    */
   readonly stopSchedule?: string | Schedule;
+  /**
+   * When another copy runs: wait up to this many ms (or "forever") for it to
+   * end, then run; still running by then: {@link AlreadyRunningError}.
+   * Waiters hold no guard while they wait and run one at a time, in the
+   * order they came (flock(1)'s `-w`). Not with `replace`.
+   */
+  readonly wait?: number | "forever";
+  /**
+   * When another copy runs: stop it by `stopSchedule` (its process group
+   * with `killGroup`), wait until its lock is free, then run (run-one's
+   * `run-this-one`, by the lock). Of several at once, the one that takes the
+   * guard last runs; the others throw {@link AlreadyRunningError} without
+   * running COMMAND.
+   */
+  readonly replace?: boolean;
+  /**
+   * The job's time limit, in ms: once COMMAND has run this long it is
+   * stopped by `stopSchedule` (its process group with `killGroup`) and this
+   * process exits 124, whatever signal ended it; else with COMMAND's own
+   * status. The pid file names COMMAND; what stays to enforce the limit is a
+   * `/bin/sh` (about 0.6 MiB of PSS), which holds no lock. Not with `supervise`.
+   */
+  readonly maxRuntime?: number;
+  /** With `replace` or `maxRuntime`: signal COMMAND's whole process group (it leads one). */
+  readonly killGroup?: boolean;
 }
 
 /** Options of {@link status}: the pid file, and what to trust where no lock covers it. */

@@ -24,7 +24,8 @@ import {
   WATCHDOG_PID_ENV,
   WATCHDOG_USEC_ENV,
 } from "../launch/readiness.ts";
-import { parseSchedule, type Schedule } from "../launch/schedule.ts";
+import { firstWaitMs, parseSchedule, type Schedule } from "../launch/schedule.ts";
+import { formatDuration } from "../launch/duration.ts";
 import {
   environmentFor,
   type HealthSpec,
@@ -123,12 +124,18 @@ export function launchSpec(
   checkPathsDiffer({ ...options, output: outputFile });
   checkWaits({ ...options, ...readyWaits(options) });
   checkDirectoriesTrusted({ ...options, output: outputFile });
+  const lock = options.lock ?? supervise?.lock;
+  const stopSchedule = scheduleOf(supervise?.stopSchedule ?? options.stopSchedule, base);
+  const maxRuntimeMs = maxRuntimeOf(options, context, stopSchedule);
+  if (lock?.oncePerMs !== undefined && context !== "run") {
+    throw new UsageError("lock.oncePerMs is for run (a job that runs once per slot)");
+  }
   // The directory of services is made last, once nothing else can refuse the launch.
   const services = serviceDirOf(options.pidfile);
   if (services !== undefined) prepareServiceDir(services);
   precheckPidfile(options.pidfile);
   const daemonPidfile = supervise?.daemonPidfile ?? (options as StartOptions).daemonPidfile;
-  const lock = options.lock ?? supervise?.lock;
+  const killGroup = supervise?.killGroup ?? (options as RunOptions).killGroup ?? base?.killGroup;
   return {
     command: [...command],
     path,
@@ -140,9 +147,9 @@ export function launchSpec(
     readiness,
     readyTimeoutMs: supervise?.readyTimeout ?? (options as StartOptions).readyTimeout ??
       sameHolder?.readyTimeoutMs ?? readyTimeoutDefault(holder),
-    stopSchedule: scheduleOf(supervise?.stopSchedule ?? options.stopSchedule, base),
+    stopSchedule,
     // Under a cluster lock the program is fenced as a group.
-    killGroup: (supervise?.killGroup ?? base?.killGroup ?? false) || lock !== undefined,
+    killGroup: (killGroup ?? false) || lock !== undefined,
     daemonPidfile: daemonPidfile === undefined
       ? base?.daemonPidfile ?? null
       : normalPath(daemonPidfile),
@@ -160,7 +167,30 @@ export function launchSpec(
     holder,
     health,
     watchdogMs,
+    maxRuntimeMs,
   };
+}
+
+/**
+ * A job's time limit: `run` only (a restart of a recorded job starts it as
+ * a daemon, without one), and at least the stop schedule's first wait (the
+ * time the job gets between the first signal and the next).
+ */
+function maxRuntimeOf(
+  options: LaunchRequest,
+  context: LaunchContext,
+  stopSchedule: Schedule,
+): number | null {
+  const ms = context === "run" ? (options as RunOptions).maxRuntime : undefined;
+  if (ms === undefined) return null;
+  const grace = firstWaitMs(stopSchedule);
+  if (ms < grace) {
+    throw new UsageError(
+      `--max-runtime ${formatDuration(ms)} is shorter than the stop schedule's first wait ` +
+        `(${formatDuration(grace)}): give a longer limit or a shorter --stop-schedule`,
+    );
+  }
+  return ms;
 }
 
 /**

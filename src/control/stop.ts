@@ -85,7 +85,10 @@ interface Targets {
  * inherited descriptor), the targets are the processes that hold it, found
  * in /proc and each re-checked after its pidfd is open.
  */
-async function findTargets(pidfile: string, trust: TrustOptions): Promise<Targets> {
+async function findTargets(
+  pidfile: string,
+  trust: TrustOptions & { readonly group?: boolean },
+): Promise<Targets> {
   const found = await findTargetsUnchecked(pidfile, trust);
   if ((trust.exec !== undefined || trust.runsAs !== undefined) && !found.foreign) {
     for (const t of found.list) {
@@ -98,7 +101,10 @@ async function findTargets(pidfile: string, trust: TrustOptions): Promise<Target
   return found;
 }
 
-async function findTargetsUnchecked(pidfile: string, trust: TrustOptions): Promise<Targets> {
+async function findTargetsUnchecked(
+  pidfile: string,
+  trust: TrustOptions & { readonly group?: boolean },
+): Promise<Targets> {
   for (let attempt = 0;; attempt++) {
     const retry = attempt < 20;
     const found = probeSync(pidfile);
@@ -135,7 +141,8 @@ async function findTargetsUnchecked(pidfile: string, trust: TrustOptions): Promi
         }
         // The daemon holds the lock, or a keeper holds it for the daemon.
         if (namedHolds(named, st, ctx) || keeperOf(st, named, ctx) !== undefined) {
-          return { named, isNamed: true, st, ctx, list: [{ pid: named, pidfd, group: false }] };
+          const group = trust.group === true; // signalled as a group only when it leads one
+          return { named, isNamed: true, st, ctx, list: [{ pid: named, pidfd, group }] };
         }
         close(pidfd);
       }

@@ -31,6 +31,19 @@ export interface StructLayout {
     readonly len: number;
     readonly pid: number;
   };
+  /**
+   * `struct msghdr` (name, namelen, iov, iovlen, control, controllen, flags)
+   * and the `struct cmsghdr` header before a control message's data.
+   */
+  readonly msghdr: {
+    readonly size: number;
+    readonly iov: number;
+    readonly iovlen: number;
+    readonly control: number;
+    readonly controllen: number;
+    /** `sizeof(struct cmsghdr)`: len (size_t), level, type; the data follows, 8-byte aligned. */
+    readonly cmsghdr: number;
+  };
 }
 
 /** Everything that differs by OS and architecture. */
@@ -115,6 +128,9 @@ export const linux = {
   MSG_DONTWAIT: 0x40,
   MSG_PEEK: 0x2,
   MSG_NOSIGNAL: 0x4000,
+  MSG_CMSG_CLOEXEC: 0x40000000,
+  SOL_SOCKET: 1,
+  SCM_RIGHTS: 1,
 
   CLOCK_MONOTONIC: 1,
 
@@ -155,6 +171,7 @@ const x86_64: StructLayout = {
     size_: 48,
   },
   flock: { size: 32, type: 0, whence: 2, start: 8, len: 16, pid: 24 },
+  msghdr: { size: 56, iov: 16, iovlen: 24, control: 32, controllen: 40, cmsghdr: 16 },
 };
 
 const aarch64: StructLayout = {
@@ -170,6 +187,7 @@ const aarch64: StructLayout = {
     size_: 48,
   },
   flock: { size: 32, type: 0, whence: 2, start: 8, len: 16, pid: 24 },
+  msghdr: { size: 56, iov: 16, iovlen: 24, control: 32, controllen: 40, cmsghdr: 16 },
 };
 
 const platforms: {

@@ -61,6 +61,7 @@ export const symbols = {
   getsid: { parameters: ["i32"], result: "i32" }, // pid_t getsid(pid_t pid)
   getpgid: { parameters: ["i32"], result: "i32" }, // pid_t getpgid(pid_t pid)
   setsid: { parameters: [], result: "i32" }, // pid_t setsid(void)
+  setpgid: { parameters: ["i32", "i32"], result: "i32" }, // int setpgid(pid_t pid, pid_t pgid)
   kill: { parameters: ["i32", "i32"], result: "i32" }, // int kill(pid_t pid, int sig)
   waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" }, // pid_t waitpid(pid_t pid, int *status, int options)
   waitpid_wait: {
@@ -136,6 +137,8 @@ export const symbols = {
   bind: { parameters: ["i32", "buffer", "u32"], result: "i32" }, // int bind(int fd, const struct sockaddr *addr, socklen_t len)
   sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" }, // ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *to, socklen_t len)
   recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" }, // ssize_t recv(int fd, void *buf, size_t n, int flags)
+  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" }, // ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" }, // ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 
   // syslog
   openlog: { parameters: ["buffer", "i32", "i32"], result: "void" }, // void openlog(const char *ident, int option, int facility)

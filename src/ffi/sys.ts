@@ -376,6 +376,79 @@ export function getlk(fd: number, ofd: boolean): number {
   return pid === 0 ? -1 : pid;
 }
 
+/** An open-file-description lock on a byte range, as {@link ofdConflict} finds it. */
+export interface RangeLock {
+  /** Its first byte. */
+  readonly start: bigint;
+  /** Its length; 0 for "to the end of any file". */
+  readonly len: bigint;
+  /** A write (exclusive) lock; false for a read (shared) one. */
+  readonly write: boolean;
+}
+
+function flockStruct(type: number, start: bigint, len: bigint): Uint8Array<ArrayBuffer> {
+  const o = platform().layout.flock;
+  const buf = new Uint8Array(o.size);
+  const v = new DataView(buf.buffer);
+  v.setInt16(o.type, type, true);
+  v.setInt16(o.whence, 0, true);
+  v.setBigInt64(o.start, start, true);
+  v.setBigInt64(o.len, len, true);
+  return buf;
+}
+
+/**
+ * fcntl(F_OFD_SETLK) on a byte range, without waiting: a lock owned by the
+ * open file description (not the process), released when its last
+ * descriptor closes, and independent of flock(2) on the same file.
+ *
+ * @param fd the descriptor
+ * @param type "read", "write", or "unlock"
+ * @param start the first byte
+ * @param len how many bytes (0: to the end of any file)
+ * @returns false when another description holds a conflicting lock
+ * @throws {SystemError} for any other failure
+ */
+export function ofdLock(
+  fd: number,
+  type: "read" | "write" | "unlock",
+  start: bigint,
+  len: bigint,
+): boolean {
+  const t = type === "read" ? linux.F_RDLCK : type === "write" ? linux.F_WRLCK : linux.F_UNLCK;
+  const buf = flockStruct(t, start, len);
+  for (;;) {
+    if (libc().fcntl_lock(fd, linux.F_OFD_SETLK, buf) === 0) return true;
+    const e = errno();
+    if (e === ERRNO.EINTR) continue;
+    if (e === ERRNO.EAGAIN || e === ERRNO.EACCES) return false;
+    throw new SystemError("fcntl(F_OFD_SETLK)", e, { path: `fd ${fd}` });
+  }
+}
+
+/**
+ * fcntl(F_OFD_GETLK): a lock of another open file description (read or
+ * write) on the byte range, if any.
+ *
+ * @param fd the descriptor
+ * @param start the first byte
+ * @param len how many bytes (0: to the end of any file)
+ * @returns one such lock (the kernel's choice), or undefined when there is none
+ */
+export function ofdConflict(fd: number, start: bigint, len: bigint): RangeLock | undefined {
+  const o = platform().layout.flock;
+  const buf = flockStruct(linux.F_WRLCK, start, len);
+  check(libc().fcntl_lock(fd, linux.F_OFD_GETLK, buf), "fcntl(F_OFD_GETLK)");
+  const v = new DataView(buf.buffer);
+  const type = v.getInt16(o.type, true);
+  if (type === linux.F_UNLCK) return undefined;
+  return {
+    start: v.getBigInt64(o.start, true),
+    len: v.getBigInt64(o.len, true),
+    write: type === linux.F_WRLCK,
+  };
+}
+
 /**
  * Set or clear `FD_CLOEXEC` on a descriptor.
  *
@@ -424,17 +497,121 @@ export function pipe(flags: number = linux.O_CLOEXEC): [number, number] {
 }
 
 /**
- * socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC).
+ * socketpair(AF_UNIX, SOCK_STREAM or SOCK_DGRAM | SOCK_CLOEXEC).
  *
+ * @param kind a byte stream, or datagrams (one message at a time, whole)
  * @returns the two connected ends
  */
-export function socketpair(): [number, number] {
+export function socketpair(kind: "stream" | "datagram" = "stream"): [number, number] {
   const fds = new Int32Array(2);
-  check(
-    libc().socketpair(linux.AF_UNIX, linux.SOCK_STREAM | linux.SOCK_CLOEXEC, 0, fds),
-    "socketpair",
-  );
+  const type = kind === "stream" ? linux.SOCK_STREAM : linux.SOCK_DGRAM;
+  check(libc().socketpair(linux.AF_UNIX, type | linux.SOCK_CLOEXEC, 0, fds), "socketpair");
   return [fds[0]!, fds[1]!];
+}
+
+/** The address of a buffer, as a struct field holds it. */
+function addressOf(buf: Uint8Array<ArrayBuffer>): bigint {
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+}
+
+/** The room a control message with `count` descriptors takes (CMSG_SPACE). */
+function fdsSpace(count: number): number {
+  return platform().layout.msghdr.cmsghdr + Math.ceil((4 * count) / 8) * 8;
+}
+
+/**
+ * A `struct msghdr` over one buffer and a control buffer. What it points
+ * to (the iovec it returns too) must stay alive until the call returns.
+ */
+function messageHeader(
+  data: Uint8Array<ArrayBuffer>,
+  size: number,
+  control: Uint8Array<ArrayBuffer>,
+): { msg: Uint8Array<ArrayBuffer>; iov: Uint8Array<ArrayBuffer> } {
+  const o = platform().layout.msghdr;
+  const iov = new Uint8Array(new BigUint64Array([addressOf(data), BigInt(size)]).buffer);
+  const msg = new Uint8Array(o.size);
+  const m = new DataView(msg.buffer);
+  m.setBigUint64(o.iov, addressOf(iov), true);
+  m.setBigUint64(o.iovlen, 1n, true);
+  m.setBigUint64(o.control, addressOf(control), true);
+  m.setBigUint64(o.controllen, BigInt(control.length), true);
+  return { msg, iov };
+}
+
+/**
+ * sendmsg(2) of one message with descriptors attached (SCM_RIGHTS): the
+ * receiver gets its own copies of them, which keep the open file descriptions
+ * alive (and a flock held) while the message waits to be read.
+ *
+ * @param fd a unix socket
+ * @param bytes the message
+ * @param fds the descriptors to pass
+ * @throws {SystemError} when it cannot be sent (EMSGSIZE for a message too large)
+ */
+export function sendWithFds(
+  fd: number,
+  bytes: Uint8Array<ArrayBuffer>,
+  fds: readonly number[],
+): void {
+  const o = platform().layout.msghdr;
+  const control = new Uint8Array(fdsSpace(fds.length));
+  const c = new DataView(control.buffer);
+  c.setBigUint64(0, BigInt(o.cmsghdr + 4 * fds.length), true); // CMSG_LEN
+  c.setInt32(8, linux.SOL_SOCKET, true);
+  c.setInt32(12, linux.SCM_RIGHTS, true);
+  fds.forEach((f, i) => c.setInt32(o.cmsghdr + 4 * i, f, true));
+  const { msg, iov } = messageHeader(bytes, bytes.length, control);
+  for (;;) {
+    const sent = Number(libc().sendmsg(fd, msg, linux.MSG_NOSIGNAL));
+    void iov; // alive until the call returned
+    if (sent >= 0) return;
+    const e = errno();
+    if (e !== ERRNO.EINTR) throw new SystemError("sendmsg", e, { path: `fd ${fd}` });
+  }
+}
+
+/**
+ * recvmsg(2) of one message and the descriptors attached to it, without
+ * waiting; the descriptors come close-on-exec.
+ *
+ * @param fd a unix socket
+ * @param max the longest message taken
+ * @param maxFds the most descriptors taken
+ * @returns the message and the descriptors, or undefined when none is waiting
+ * @throws {SystemError} for any other failure
+ */
+export function recvWithFds(
+  fd: number,
+  max: number,
+  maxFds: number,
+): { readonly bytes: Uint8Array<ArrayBuffer>; readonly fds: number[] } | undefined {
+  const o = platform().layout.msghdr;
+  const bytes = new Uint8Array(max);
+  const control = new Uint8Array(fdsSpace(maxFds));
+  const { msg, iov } = messageHeader(bytes, max, control);
+  const m = new DataView(msg.buffer);
+  let n: number;
+  for (;;) {
+    n = Number(libc().recvmsg(fd, msg, linux.MSG_DONTWAIT | linux.MSG_CMSG_CLOEXEC));
+    void iov; // alive until the call returned
+    if (n >= 0) break;
+    const e = errno();
+    if (e === ERRNO.EINTR) continue;
+    if (e === ERRNO.EAGAIN) return undefined;
+    throw new SystemError("recvmsg", e, { path: `fd ${fd}` });
+  }
+  const fds: number[] = [];
+  const c = new DataView(control.buffer);
+  const used = Number(m.getBigUint64(o.controllen, true));
+  if (
+    used >= o.cmsghdr && c.getInt32(8, true) === linux.SOL_SOCKET &&
+    c.getInt32(12, true) === linux.SCM_RIGHTS
+  ) {
+    const count = (Number(c.getBigUint64(0, true)) - o.cmsghdr) / 4;
+    for (let i = 0; i < count; i++) fds.push(c.getInt32(o.cmsghdr + 4 * i, true));
+  }
+  return { bytes: bytes.subarray(0, n), fds };
 }
 
 /** A `struct sockaddr_un` and the length to pass with it. */
@@ -714,6 +891,17 @@ export function pidfdSendSignal(pidfd: number, signal: number, what = `pidfd ${p
   const e = errno();
   if (e === ERRNO.ESRCH) return false;
   throw new SystemError("pidfd_send_signal", e, { path: what });
+}
+
+/**
+ * setpgid(2).
+ *
+ * @param pid the process (0: this one)
+ * @param pgid its new process group (0: its own pid, a new group it leads)
+ * @throws {SystemError} on failure
+ */
+export function setpgid(pid: number, pgid: number): void {
+  check(libc().setpgid(pid, pgid), "setpgid", { path: `pid ${pid}` });
 }
 
 /**

@@ -16,9 +16,10 @@ export const INTERNAL_FLAG = "--singleton-run-internal";
  * (`start --user`), `supervisor` is the supervisor process (`start
  * --supervise`), `keeper` holds the lock for a daemon that does not hold it
  * itself (a program that closes its descriptors, `start --keeper`): the pid
- * file names the daemon, not the keeper.
+ * file names the daemon, not the keeper; `job` becomes a job under its time
+ * limit (`run --max-runtime`), started by the enforcer shell.
  */
-export type InternalRole = "privilege" | "supervisor" | "keeper";
+export type InternalRole = "privilege" | "supervisor" | "keeper" | "job";
 
 /**
  * The argv that follows this program's own command to start a stage.

@@ -44,6 +44,8 @@ export interface StageRequest {
   readonly env: Readonly<Record<string, string>>;
   /** SIGKILL the program when the process that started the stage dies. */
   readonly dieWithParent?: boolean;
+  /** With `dieWithParent`: that process, which must still be the stage's parent once it is set. */
+  readonly parent?: number;
 }
 
 /** How the stage process is made: what {@link spawn} would get for the program itself. */
@@ -170,38 +172,7 @@ export function runStage(args: readonly string[]): never {
       raw += new TextDecoder().decode(chunk);
     }
     close(specFd);
-    const { spec, env, dieWithParent } = JSON.parse(raw) as StageRequest;
-    if (spec.user) {
-      try {
-        becomeUser(spec.user, spec.user.gid);
-      } catch (err) {
-        throw new Error(
-          `cannot become user ${quote(spec.user.name)}: ${
-            err instanceof Error ? err.message : err
-          }`,
-        );
-      }
-    }
-    try {
-      Deno.chdir(spec.cwd);
-    } catch (err) {
-      const who = spec.user ? ` as user ${quote(spec.user.name)}` : "";
-      const why = err instanceof Deno.errors.NotFound
-        ? "no such directory"
-        : err instanceof Deno.errors.PermissionDenied
-        ? "permission denied"
-        : String(err);
-      throw new Error(`cannot change directory to ${quote(spec.cwd)}${who}: ${why}`);
-    }
-    // After the change of user, which clears a parent-death signal.
-    if (dieWithParent) setParentDeathSignal(9);
-    resetSignals();
-    // A supervisor's watchdog: the program keeps this pid, so it may be named (sd_watchdog_enabled).
-    const watchdog = spec.watchdogMs != null && env.WATCHDOG_USEC !== undefined;
-    execve(spec.path, spec.command, {
-      ...env,
-      ...(watchdog ? { WATCHDOG_PID: String(ids.pid()) } : {}),
-    });
+    enterProgram(JSON.parse(raw) as StageRequest);
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     try {
@@ -211,4 +182,52 @@ export function runStage(args: readonly string[]): never {
     }
     Deno.exit(127);
   }
+}
+
+/**
+ * The last steps of a stage, in the process that becomes the program: take
+ * its user, change to its directory, reset the signals, exec it (the pid
+ * stays). Shared by this stage and the job stage (`job.ts`).
+ *
+ * @param request the launch, the program's environment, the death signal
+ * @returns never: it execs
+ * @throws {Error} saying why it could not
+ */
+export function enterProgram(request: StageRequest): never {
+  const { spec, env, dieWithParent, parent } = request;
+  if (spec.user) {
+    try {
+      becomeUser(spec.user, spec.user.gid);
+    } catch (err) {
+      throw new Error(
+        `cannot become user ${quote(spec.user.name)}: ${err instanceof Error ? err.message : err}`,
+      );
+    }
+  }
+  try {
+    Deno.chdir(spec.cwd);
+  } catch (err) {
+    const who = spec.user ? ` as user ${quote(spec.user.name)}` : "";
+    const why = err instanceof Deno.errors.NotFound
+      ? "no such directory"
+      : err instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : String(err);
+    throw new Error(`cannot change directory to ${quote(spec.cwd)}${who}: ${why}`);
+  }
+  // After the change of user, which clears a parent-death signal.
+  if (dieWithParent) {
+    setParentDeathSignal(9);
+    // A parent that died before the signal was set sent none: the program would run unfenced.
+    if (parent !== undefined && ids.ppid() !== parent) {
+      throw new Error(`the process that started it (pid ${parent}) is gone`);
+    }
+  }
+  resetSignals();
+  // A supervisor's watchdog: the program keeps this pid, so it may be named (sd_watchdog_enabled).
+  const watchdog = spec.watchdogMs != null && env.WATCHDOG_USEC !== undefined;
+  return execve(spec.path, spec.command, {
+    ...env,
+    ...(watchdog ? { WATCHDOG_PID: String(ids.pid()) } : {}),
+  });
 }

@@ -89,6 +89,13 @@ export interface ClusterLockSettings {
    * reads the password itself.
    */
   readonly passwordFile?: string;
+  /**
+   * `run` only: the job's success is recorded at most once per slot of this
+   * many ms across every host (a slot is the multiple of it, from the epoch,
+   * nearest to the moment the run starts), in the lock's backend, fenced by
+   * the lock's token; a run whose slot is done does not run the job.
+   */
+  readonly oncePerMs?: number;
 }
 
 /** What a health check asks of the program. */
@@ -189,6 +196,13 @@ export interface LaunchSpec {
    * null for none (unless the program asks for one with `WATCHDOG_USEC=`).
    */
   readonly watchdogMs: number | null;
+  /**
+   * `run` only: the job's time limit, in ms: once it has run this long it is
+   * stopped by the stop schedule (its process group with `killGroup`) and
+   * `run` exits 124; null for none. (A record written before this field
+   * existed lacks it: none.)
+   */
+  readonly maxRuntimeMs: number | null;
 }
 
 /**

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { C, close, getrlimit, pipe, recvNow, setNonblocking } from "../ffi/mod.ts";
+import { C, close, getrlimit, ids, pipe, recvNow, setNonblocking } from "../ffi/mod.ts";
 import type { NotifySocket } from "../launch/readiness.ts";
 import type { LaunchSpec, Readiness } from "../launch/spec.ts";
 import { spawnStage } from "../launch/privilege.ts";
@@ -101,6 +101,14 @@ export interface RunWiring {
 export const SETPRIV = "/usr/bin/setpriv";
 
 /**
+ * Run after setpriv has set the parent-death signal: a parent that died
+ * before it was set sent none, and the program would run on unfenced; so
+ * the shell checks that its parent is still the one that spawned it ($0)
+ * before it execs the program.
+ */
+const STILL_OURS = '[ "$PPID" = "$0" ] && exec "$@"; exit 137';
+
+/**
  * Start a run.
  *
  * @param spec what to run
@@ -144,7 +152,8 @@ export function startRun(spec: LaunchSpec, how: RunWiring): { run: Run; readers:
     let pid: number;
     let stageErrorFd = -1;
     if (spec.user) {
-      const stage = spawnStage({ spec, env, dieWithParent: how.dieWithParent }, {
+      const dying = how.dieWithParent ? { dieWithParent: true, parent: ids.pid() } : {};
+      const stage = spawnStage({ spec, env, ...dying }, {
         fds,
         session: spec.killGroup ? "group" : "same",
         ...(umask === undefined ? {} : { umask }),
@@ -156,7 +165,18 @@ export function startRun(spec: LaunchSpec, how: RunWiring): { run: Run; readers:
         ...(how.dieWithParent
           ? {
             path: SETPRIV,
-            argv: ["setpriv", "--pdeathsig", "KILL", "--", spec.path, ...spec.command.slice(1)],
+            argv: [
+              "setpriv",
+              "--pdeathsig",
+              "KILL",
+              "--",
+              "/bin/sh",
+              "-c",
+              STILL_OURS,
+              String(ids.pid()),
+              spec.path,
+              ...spec.command.slice(1),
+            ],
           }
           : { path: spec.path, argv: spec.command }),
         env,

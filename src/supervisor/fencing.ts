@@ -13,15 +13,24 @@
  * @module
  */
 
+import { describeExit } from "../launch/exit.ts";
 import { firstWaitMs } from "../launch/schedule.ts";
 import type { LaunchSpec } from "../launch/spec.ts";
 import { DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_LOCK_TTL_MS } from "./defaults.ts";
 import type { ClusterLockState } from "./state.ts";
 import type { Supervisor } from "./supervisor.ts";
+import { JobSlot } from "./slot.ts";
+import type { HeldLock } from "../cluster/lock.ts";
 
 /** Where an epoch's outcome is told: `start`'s readiness channel. */
 export interface EpochChannel {
   failed(reason: string): void;
+  /**
+   * A conflict, said by the caller instead of here (`run`, which applies
+   * `--quiet` and `--conflict-exit-code`): the lock held elsewhere, or the
+   * job's slot done. It throws.
+   */
+  conflict?(reason: string, kind: "held" | "done"): never;
 }
 
 /**
@@ -31,14 +40,17 @@ export interface EpochChannel {
  * @param waitAgain after a lost lock, wait for it again and start a new epoch
  * @param make a supervisor for one epoch, with the lock's environment and state
  * @param start where a failure to take the lock is told
- * @returns the exit code: 3 when the lock is held elsewhere, 1 when it cannot
- *   be taken or was lost, else the supervisor's
+ * @param startedAt when the run started (ms since the epoch): its slot, with `oncePerMs`
+ * @returns the exit code: 3 when the lock is held elsewhere or the slot is
+ *   done, 1 when it cannot be taken or was lost (or a success could not be
+ *   recorded), else the supervisor's
  */
 export async function superviseLocked(
   spec: LaunchSpec,
   waitAgain: boolean,
   make: (env: Record<string, string>, state: () => ClusterLockState) => Supervisor,
   start: EpochChannel,
+  startedAt: number = Date.now(),
 ): Promise<number> {
   const { backendFor, ClusterUnreachableError, LockHeldElsewhereError, parseLockUrl } =
     await import("../cluster/lock.ts");
@@ -55,6 +67,7 @@ export async function superviseLocked(
     holder: { host: Deno.hostname(), pid: Deno.pid },
   };
   const graceMs = firstWaitMs(spec.stopSchedule);
+  const slot = JobSlot.of(spec, startedAt);
   for (let epoch = 0;; epoch++) {
     let held;
     let said = "";
@@ -76,11 +89,20 @@ export async function superviseLocked(
           continue;
         }
         start.failed(message);
+        if (err instanceof LockHeldElsewhereError) start.conflict?.(message, "held");
         writeErr(message);
         return err instanceof LockHeldElsewhereError ? 3 : 1;
       }
     }
     const lock = held;
+    const skip = slot && await slotDone(slot, lock);
+    if (skip) {
+      await lock.release();
+      start.failed(skip.why);
+      if (skip.code === 3) start.conflict?.(skip.why, "done");
+      writeErr(skip.why);
+      return skip.code;
+    }
     const state = (): ClusterLockState => ({
       url: lock.url,
       key: lock.key,
@@ -88,7 +110,7 @@ export async function superviseLocked(
       ttlMs: lock.ttlMs,
       expiresAt: new Date(Date.now() + (lock.deadline() - performance.now())).toISOString(),
     });
-    const supervisor = make(lock.env(), state);
+    const supervisor = make({ ...lock.env(), ...slot?.env() }, state);
     const fence = new Fence(lock, {
       graceMs,
       onTerm: () =>
@@ -107,8 +129,17 @@ export async function superviseLocked(
       supervisor.fence(9, `lost the lock: ${why}`);
     });
     let code: number;
+    /** Whether the job's success was recorded in its slot; undefined when it did not succeed. */
+    let recorded: boolean | undefined;
     try {
       code = await supervisor.run();
+      // A job's success is recorded before the lock is let go. The record is fenced by the
+      // token, so it is tried even when the fence fired once the job had ended.
+      if (slot && supervisor.lastExit === describeExit({ exited: true, code: 0 })) {
+        const unrecorded = await slot.record(lock, options.holder.host);
+        if (unrecorded) writeErr(unrecorded);
+        recorded = unrecorded === undefined;
+      }
     } finally {
       done = true;
       clearInterval(refresh);
@@ -122,6 +153,7 @@ export async function superviseLocked(
         Deno.removeSignalListener("SIGTERM", ignore);
       }
     }
+    if (recorded !== undefined) return recorded ? 0 : 1;
     if (supervisor.fenced === undefined) return code;
     const why = lost ?? supervisor.fenced;
     if (!waitAgain) {
@@ -130,6 +162,22 @@ export async function superviseLocked(
       return 1;
     }
     writeErr(`the lock was lost (${why}); waiting for it again`);
+  }
+}
+
+/** Whether a run's slot is done (3), or cannot be told (1); undefined when it is open. */
+async function slotDone(
+  slot: JobSlot,
+  lock: HeldLock,
+): Promise<{ code: 1 | 3; why: string } | undefined> {
+  try {
+    const why = await slot.done(lock);
+    return why === undefined ? undefined : { code: 3, why };
+  } catch (err) {
+    return {
+      code: 1,
+      why: `cannot tell whether slot ${slot.slot} is done: ${(err as Error).message}`,
+    };
   }
 }
 

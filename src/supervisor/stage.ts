@@ -60,6 +60,8 @@ export interface StageOrders {
   readonly by?: "start" | "run";
   /** A supervisor's service manager (the caller's `NOTIFY_SOCKET`), told how COMMAND goes. */
   readonly manager?: ManagerOrders;
+  /** When `run` started (ms since the epoch): what a job's slot is counted from (`oncePerMs`). */
+  readonly startedAt?: number;
 }
 
 /**
@@ -81,12 +83,16 @@ export const SUPERVISOR_ENV: Readonly<Record<string, string>> = {
  * @param orders the spec and the inherited descriptors
  * @param lock the held pid file lock (released here at the end)
  * @param env the child's environment
+ * @param conflict called instead of saying it when the job does not run for
+ *   a conflict (the cluster lock held elsewhere, its slot done): `run` throws
+ *   it to its caller, who says it (or not: `--quiet`) and exits as it is told
  * @returns the exit code
  */
 export async function runSupervisor(
   orders: StageOrders,
   lock: PidFile,
   env: Record<string, string> = Deno.env.toObject(),
+  conflict?: (message: string, kind: "held" | "done") => never,
 ): Promise<number> {
   for (const name of orders.unsetEnv ?? []) delete env[name];
   const { spec } = orders;
@@ -95,35 +101,49 @@ export async function runSupervisor(
   const record = new Recorder(orders);
   let last: Supervisor | undefined;
   const make = (extraEnv: Record<string, string>, lockState?: () => ClusterLockState) =>
-    last = new Supervisor(spec, {
-      env: { ...env, ...extraEnv },
-      pidfile: orders.pidfile,
-      statePath: statePath(orders.pidfile),
-      lockFd: lock.fd, // every child holds the lock too (CHILD_LOCK_FD)
-      // The keeper names the program's main process in the pid file, and tells start which it is.
-      onReady: (pid) => {
-        record.running(keep ? pid : ids.pid());
-        start.ready(keep ? pid : undefined);
-      },
-      ...(keep
-        ? {
-          onMain: (pid: number) => {
-            lock.writePid(pid);
-            record.following(pid);
-          },
-        }
-        : {}),
-      ...(lockState ? { lockState } : {}),
-      ...(orders.adopt ? { adopt: orders.adopt } : {}),
-      ...(orders.manager ? { manager: orders.manager } : {}),
-    });
+    last = limited(
+      new Supervisor(spec, {
+        env: { ...env, ...extraEnv },
+        pidfile: orders.pidfile,
+        statePath: statePath(orders.pidfile),
+        lockFd: lock.fd, // every child holds the lock too (CHILD_LOCK_FD)
+        // The keeper names the program's main process in the pid file, and tells start which it is.
+        onReady: (pid) => {
+          record.running(keep ? pid : ids.pid());
+          start.ready(keep ? pid : undefined);
+        },
+        ...(keep
+          ? {
+            onMain: (pid: number) => {
+              lock.writePid(pid);
+              record.following(pid);
+            },
+          }
+          : {}),
+        ...(lockState ? { lockState } : {}),
+        ...(orders.adopt ? { adopt: orders.adopt } : {}),
+        ...(orders.manager ? { manager: orders.manager } : {}),
+      }),
+    );
+  // A job's time limit (run --max-runtime under a cluster lock): counted from its start.
+  let limit: ReturnType<typeof setTimeout> | undefined;
+  const limited = (supervisor: Supervisor): Supervisor => {
+    if (spec.maxRuntimeMs !== null && spec.maxRuntimeMs !== undefined) {
+      const ms = spec.maxRuntimeMs;
+      limit = setTimeout(() => supervisor.expire(ms), ms);
+    }
+    return supervisor;
+  };
   try {
     let code: number;
     if (spec.lock) {
       // Loaded only here: nothing of the cluster code runs, or loads, without a lock.
       const { superviseLocked } = await import("./fencing.ts");
       const waitAgain = !keep && spec.lock.waitMs !== undefined && spec.lock.waitMs !== 0;
-      code = await superviseLocked(spec, waitAgain, make, start);
+      code = await superviseLocked(spec, waitAgain, make, {
+        failed: (reason) => start.failed(reason),
+        ...(conflict ? { conflict } : {}),
+      }, orders.startedAt ?? Date.now());
     } else {
       const supervisor = make({});
       code = await supervisor.run();
@@ -135,6 +155,7 @@ export async function runSupervisor(
     start.failed((err as Error).message);
     throw err;
   } finally {
+    clearTimeout(limit);
     lock.release();
   }
 }
@@ -395,6 +416,9 @@ if (import.meta.main) {
   const [flag, role, ...rest] = Deno.args;
   // From source, the supervisor starts its program's privilege stage (`user`) from here too.
   if (flag === INTERNAL_FLAG && role === "privilege") runStage(rest);
+  if (flag === INTERNAL_FLAG && role === "job") {
+    (await import("../launch/job.ts")).runJobStage(rest);
+  }
   if (flag !== INTERNAL_FLAG || (role !== "supervisor" && role !== "keeper")) {
     writeErr(`usage: ${INTERNAL_FLAG} supervisor|keeper FD (internal)`);
     Deno.exit(2);

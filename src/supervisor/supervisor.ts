@@ -52,6 +52,7 @@ import {
 } from "../ffi/mod.ts";
 import { childrenOf, descendsFrom, procStat } from "../ffi/proc.ts";
 import { describeExit } from "../launch/exit.ts";
+import { formatDuration } from "../launch/duration.ts";
 import {
   findMain,
   type MainSearch,
@@ -309,6 +310,30 @@ export class Supervisor {
     else if (p.name === "clearing") p.next = { kind: "exit", code: this.ending };
     else if (p.name === "backoff") this.#to({ name: "done", code: this.ending });
     this.writeState();
+    this.#poke();
+  }
+
+  /**
+   * The job ran past its time limit (`run --max-runtime` under a keeper):
+   * stop it by the schedule, and exit 124 once it is gone, whatever ended it.
+   * Safe to call from outside the loop (a timer).
+   *
+   * @param limitMs the limit, for the message
+   */
+  expire(limitMs: number): void {
+    if (this.ending !== undefined) return;
+    this.ending = 124;
+    const p = this.phase;
+    const run = this.current;
+    this.say(
+      "err",
+      `${this.name}${run ? ` (pid ${run.pid})` : ""} ran longer than --max-runtime ${
+        formatDuration(limitMs)
+      }: stopping it, exit 124`,
+    );
+    if (p.name === "starting" || p.name === "running") this.#stop(p.run);
+    else if (p.name === "following") this.#clear(p.run, { kind: "exit", code: 124 });
+    else if (p.name === "backoff") this.#to({ name: "done", code: 124 });
     this.#poke();
   }
 

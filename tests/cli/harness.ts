@@ -218,13 +218,24 @@ export function startFine(
   return sr(variant, ["start", ...fine, "--pidfile", pidfile, ...args], options);
 }
 
-/** Start `singleton-run ARGS` without waiting (to kill it halfway, or run many at once). */
-export function srSpawn(variant: Variant, args: readonly string[]): Deno.ChildProcess {
-  return new Deno.Command(variant.cmd[0]!, {
-    args: [...variant.cmd.slice(1), ...args],
+/**
+ * Start `singleton-run ARGS` without waiting (to kill it halfway, or run many at once).
+ *
+ * @param options `prefix`: run it through this command first (`ip netns exec NAME`);
+ *   `env`: more environment variables
+ */
+export function srSpawn(
+  variant: Variant,
+  args: readonly string[],
+  options: Pick<RunOptions, "prefix" | "env"> = {},
+): Deno.ChildProcess {
+  const argv = [...(options.prefix ?? []), ...variant.cmd, ...args];
+  return new Deno.Command(argv[0]!, {
+    args: argv.slice(1),
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
+    ...(options.env ? { env: options.env } : {}),
   }).spawn();
 }
 

@@ -31,16 +31,19 @@ async function lockCommand(inv: Invocation): Promise<number> {
   const { lockStatus } = await import("../../control/mod.ts");
   const { lockSettings } = await import("./common.ts");
   const r = await lockStatus(lockSettings(inv.values)!);
+  const last = r.lastSlot === undefined
+    ? ""
+    : `; last slot done: ${r.lastSlot.slot} on ${r.lastSlot.host} (token ${r.lastSlot.token}, ${r.lastSlot.doneAt})`;
   if (inv.values.json) out(JSON.stringify(r));
   else if (r.state === "unknown") complain(`cannot tell: ${r.error}`);
-  else if (r.state === "free") out("free");
+  else if (r.state === "free") out(`free${last}`);
   else {
     const who = r.host === undefined
       ? ""
       : ` by ${r.host}${r.pid === undefined ? "" : ` (pid ${r.pid})`}`;
     const token = r.token === undefined ? "" : `, fencing token ${r.token}`;
     const left = r.secondsLeft === undefined ? "" : `, ${r.secondsLeft} s left on its lease`;
-    out(`held${who}: key ${r.key}${token}${left}`);
+    out(`held${who}: key ${r.key}${token}${left}${last}`);
   }
   return r.code;
 }
