@@ -544,9 +544,36 @@ async function peakMemory(p: Prober): Promise<void> {
   }
 }
 
+// The CPU time (user + system, every thread) of one status against an empty
+// `deno run`'s, in the same runs: on a shared machine the wall time also
+// measures the other processes' load, the CPU time far less. bash's `times`
+// reports what its children used, to the millisecond.
+const STATUS_CPU = "CPU time of status (user+sys)";
+const bash = which("bash");
+const cpuProbers: Prober[] = [];
+if (wanted(STATUS) && !bash) missing("bash (its `times`, for CPU time)", "bash");
+if (wanted(STATUS) && bash) {
+  for (const p of memoryProbers) {
+    cpuProbers.push({ ...p, row: row(STATUS_CPU, p.row.name, p.row.kind) });
+  }
+}
+
+/** Run once under bash and record the CPU time its `times` reports; a failure is a note. */
+async function cpuTime(p: Prober): Promise<void> {
+  const script = '"$@" >/dev/null 2>&1; status=$?; times >&2; exit $status';
+  const res = await runCmd([bash!, "-c", script, "bash", ...p.argv], { timeoutMs: 30_000 });
+  // The second line of `times`: the children's user and system time, `0m0.041s 0m0.044s`.
+  const m = /^(\d+)m([\d.]+)s (\d+)m([\d.]+)s\s*$/m.exec(res.stderr.split("\n")[1] ?? "");
+  if (p.ok(res.code) && m) {
+    const [min1, s1, min2, s2] = m.slice(1).map(Number) as [number, number, number, number];
+    p.row.samples.push((min1 * 60 + s1 + min2 * 60 + s2) * 1000);
+  } else note(p.row, `exit ${res.timedOut ? "timeout" : res.code}`);
+}
+
 async function statusRun(i: number): Promise<void> {
   for (const p of rotated(probers, i)) await timed(p.row, p.argv, p.ok);
   for (const p of rotated(memoryProbers, i)) await peakMemory(p);
+  for (const p of rotated(cpuProbers, i)) await cpuTime(p);
 }
 
 // ---- list of 100 services ----------------------------------------------------
@@ -993,7 +1020,7 @@ for (const r of rows) {
   const fastest = Math.min(...peers.map((p) => p.median!));
   if (Number.isFinite(fastest) && fastest > 0) r.vsPeer = r.median! / fastest;
   if (r.unit === "ms" && !r.group.startsWith(BURST_GROUP)) r.vsFloor = r.median! / floorMs;
-  for (const group of [RSS, STATUS_MEMORY]) {
+  for (const group of [RSS, STATUS_MEMORY, STATUS_CPU]) {
     if (r.group !== group) continue;
     const f = rows.find((x) => x.group === group && x.kind === "floor")?.median;
     if (f) r.vsFloor = r.median! / f;
@@ -1035,6 +1062,17 @@ for (const form of forms) {
     met: r ? r.vsFloor! <= 1.3 : undefined,
     detail: r
       ? `${fmt(r.median)} ms vs floor ${fmt(floorMs)} ms = ${fmt(r.vsFloor, "x")}`
+      : "not measured",
+  });
+  const cpuTimes = byName(STATUS_CPU, form);
+  const cpuFloor = rows.find((r) => r.group === STATUS_CPU && r.kind === "floor");
+  targets.push({
+    what: `status CPU time within 1.3x of the Deno floor's (${ours(form)})`,
+    met: cpuTimes ? cpuTimes.vsFloor! <= 1.3 : undefined,
+    detail: cpuTimes
+      ? `${fmt(cpuTimes.median)} ms vs floor ${fmt(cpuFloor?.median)} ms = ${
+        fmt(cpuTimes.vsFloor, "x")
+      }`
       : "not measured",
   });
   const memory = byName(STATUS_MEMORY, form);
