@@ -21,7 +21,7 @@
 
 import { parseArgs } from "node:util";
 import { Etcd, installed, Postgres } from "../testing/cluster.ts";
-import { childrenOf } from "../src/ffi/proc.ts";
+import { processTree } from "../src/ffi/proc.ts";
 import { isAlive, killQuietly, memory, ROOT, runCmd, sleep, waitGone } from "../testing/process.ts";
 import { cli, fmt, Table } from "./table.ts";
 
@@ -134,13 +134,6 @@ const pssEnforcer = row(
 const pssDeno = row("  a Deno process that would (run --supervise of the same job)", "MiB");
 const pssRatio = row("  enforcer / Deno", "x");
 
-/** The processes below `pid` (itself included). */
-function tree(pid: number): number[] {
-  const out = [pid];
-  for (let i = 0; i < out.length; i++) out.push(...childrenOf(out[i]!));
-  return out;
-}
-
 async function footprint(dir: string, i: number): Promise<void> {
   const job = ["sleep", `30.${i}`];
   const limited = spawn([
@@ -165,7 +158,8 @@ async function footprint(dir: string, i: number): Promise<void> {
   try {
     await sleep(3000); // both settled: the job stage gone, the supervisor past its start-up
     const jobPid = Number(Deno.readTextFileSync(`${dir}/e${i}.pid`).trim());
-    const enforcer = tree(limited.pid).filter((p) => p !== jobPid && !tree(jobPid).includes(p));
+    const jobTree = processTree(jobPid);
+    const enforcer = processTree(limited.pid).filter((p) => !jobTree.includes(p));
     const kib = enforcer.reduce((sum, p) => sum + memory(p).pss, 0);
     const deno = memory(supervised.pid).pss;
     pssEnforcer.samples.push(kib / 1024);
@@ -173,10 +167,10 @@ async function footprint(dir: string, i: number): Promise<void> {
     pssRatio.samples.push(kib / deno);
   } finally {
     for (const p of [limited, supervised]) {
-      for (const pid of tree(p.pid).reverse()) killQuietly(pid, "SIGKILL");
+      for (const pid of processTree(p.pid).reverse()) killQuietly(pid, "SIGKILL");
       await p.status;
     }
-    for (const pid of tree(limited.pid)) if (isAlive(pid)) await waitGone(pid, 2000);
+    for (const pid of processTree(limited.pid)) if (isAlive(pid)) await waitGone(pid, 2000);
   }
 }
 

@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { ReadyClock, serving } from "../src/launch/serving.ts";
-import { childrenOf } from "../src/ffi/proc.ts";
+import { processTree } from "../src/ffi/proc.ts";
 import { eventually, killQuietly, sleep } from "../testing/process.ts";
 
 /** A Deno program from source text, with only the network permission. */
@@ -24,9 +24,7 @@ function running(source: string, via?: string[]): Deno.ChildProcess & AsyncDispo
   const child = program(source, via);
   return Object.assign(child, {
     async [Symbol.asyncDispose]() {
-      const tree = [child.pid];
-      for (let i = 0; i < tree.length; i++) tree.push(...childrenOf(tree[i]!));
-      for (const pid of tree) killQuietly(pid, "SIGKILL");
+      for (const pid of processTree(child.pid)) killQuietly(pid, "SIGKILL");
       await child.status;
     },
   });

@@ -26,7 +26,7 @@
  */
 
 import { becomeSubreaper, reap } from "../src/ffi/mod.ts";
-import { childrenOf, procStat } from "../src/ffi/proc.ts";
+import { childrenOf, processTree, procStat } from "../src/ffi/proc.ts";
 import { durationMs } from "../src/launch/duration.ts";
 import { argvOf } from "../testing/process.ts";
 
@@ -85,13 +85,6 @@ function readReport(
   return { passed: passedCount, failed: failures.length, failures };
 }
 
-/** A process and everything below it, parents first. */
-function treeOf(pid: number): number[] {
-  const all = [pid];
-  for (let i = 0; i < all.length; i++) all.push(...childrenOf(all[i]!));
-  return all;
-}
-
 function describe(pid: number): string {
   return `  pid ${pid}: ${(argvOf(pid) ?? ["?"]).join(" ").slice(0, 200)}`;
 }
@@ -137,7 +130,7 @@ async function runFile(file: string): Promise<Outcome> {
   let note: string | undefined;
   const first = await Promise.race([child.status, timedOut]);
   if (first === "late") {
-    const tree = treeOf(child.pid);
+    const tree = processTree(child.pid);
     note = `still running after ${LIMIT_MS / 1000} s, with ${tree.length} process(es); killed:\n` +
       tree.map(describe).join("\n");
     for (const pid of tree.reverse()) {

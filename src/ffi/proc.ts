@@ -252,6 +252,19 @@ export function childrenOf(parent: number, options: { zombies?: boolean } = {}):
 }
 
 /**
+ * A process and every live process below it, parents first (one scan of
+ * /proc per process found: for the few processes a test or a bench starts).
+ *
+ * @param pid the top process
+ * @returns its pid, then its descendants'
+ */
+export function processTree(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) out.push(...childrenOf(out[i]!));
+  return out;
+}
+
+/**
  * Whether a process descends from another (its parent chain reaches it).
  *
  * @param pid the process
