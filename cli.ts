@@ -25,7 +25,7 @@
  */
 
 import { INTERNAL_FLAG } from "./src/launch/internal.ts";
-import { EXIT, main as command, VERSION } from "./src/cli/main.ts";
+import { EXIT, type Outcome, runCommand, VERSION } from "./src/cli/main.ts";
 
 export { EXIT, VERSION };
 
@@ -36,33 +36,42 @@ export { EXIT, VERSION };
  * @returns the exit code (`run` does not return when it execs)
  */
 export async function main(args: readonly string[]): Promise<number> {
-  if (args[0] === INTERNAL_FLAG) {
-    // An internal stage: this program started again by itself (see src/launch/internal.ts).
-    const role: string | undefined = args[1];
-    if (role === "privilege") {
-      const { runStage } = await import("./src/launch/privilege.ts");
-      return runStage(args.slice(2));
-    }
-    if (role === "job") {
-      const { runJobStage } = await import("./src/launch/job.ts");
-      return runJobStage(args.slice(2));
-    }
-    if (role === "supervisor" || role === "keeper") {
-      const { superviseStage } = await import("./src/supervisor/stage.ts");
-      return superviseStage(args.slice(2));
-    }
-    try {
-      Deno.stderr.writeSync(
-        new TextEncoder().encode(`singleton-run: unknown internal stage ${JSON.stringify(role)}\n`),
-      );
-    } catch {
-      // stderr closed: nothing to do.
-    }
-    return 2;
+  return (await outcome(args)).code;
+}
+
+async function outcome(args: readonly string[]): Promise<Outcome> {
+  if (args[0] !== INTERNAL_FLAG) return await runCommand(args);
+  // An internal stage: this program started again by itself (see src/launch/internal.ts).
+  const role: string | undefined = args[1];
+  if (role === "privilege") {
+    const { runStage } = await import("./src/launch/privilege.ts");
+    return { code: await runStage(args.slice(2)), awaited: true };
   }
-  return await command(args);
+  if (role === "job") {
+    const { runJobStage } = await import("./src/launch/job.ts");
+    return { code: await runJobStage(args.slice(2)), awaited: true };
+  }
+  if (role === "supervisor" || role === "keeper") {
+    const { superviseStage } = await import("./src/supervisor/stage.ts");
+    return { code: await superviseStage(args.slice(2)), awaited: true };
+  }
+  try {
+    Deno.stderr.writeSync(
+      new TextEncoder().encode(`singleton-run: unknown internal stage ${JSON.stringify(role)}\n`),
+    );
+  } catch {
+    // stderr closed: nothing to do.
+  }
+  return { code: 2, awaited: false };
 }
 
 if (import.meta.main) {
-  Deno.exit(await main(Deno.args));
+  const { code, awaited } = await outcome(Deno.args);
+  // A command that awaited something may have left work pending (a timer, a
+  // wait on a child): exit at once. One that ran synchronously to its end
+  // (status, list, help) ends as a script ends, and only then does Deno
+  // store this module's compiled code for the next run: exiting at once,
+  // every status compiled it again, about 11 ms.
+  if (awaited) Deno.exit(code);
+  Deno.exitCode = code;
 }

@@ -37,16 +37,41 @@ const ALIASES: Readonly<Record<string, Command>> = { ls: "list" };
  * @returns the exit code (`run` does not return when it execs)
  */
 export async function main(args: readonly string[]): Promise<number> {
+  return (await runCommand(args)).code;
+}
+
+/** How a command ended. */
+export interface Outcome {
+  /** The exit code. */
+  readonly code: number;
+  /**
+   * Whether it awaited anything (a wait, a child, the network) and so may
+   * have left work pending that only an exit ends; false when it ran to its
+   * end synchronously (status, list, help, a usage error), which leaves
+   * nothing behind.
+   */
+  readonly awaited: boolean;
+}
+
+/**
+ * Run the command with these arguments, and say whether it awaited
+ * anything.
+ *
+ * @param args the arguments, without the program name
+ * @returns the exit code and whether work may be pending
+ */
+export async function runCommand(args: readonly string[]): Promise<Outcome> {
   const first = command(args[0]);
+  let awaited = false;
   try {
     if (first === undefined) throw new UsageError("missing command");
     if (first === "--help" || first === "-h") {
       out(mainHelp());
-      return EXIT.OK;
+      return { code: EXIT.OK, awaited };
     }
     if (first === "--version" || first === "-V") {
       out(`${NAME} ${VERSION}`);
-      return EXIT.OK;
+      return { code: EXIT.OK, awaited };
     }
     if (first === "help") {
       const topic = command(args[1]);
@@ -54,23 +79,28 @@ export async function main(args: readonly string[]): Promise<number> {
       else if (!isCommand(topic)) {
         throw new UsageError(`no help for unknown command ${quote(topic)}`);
       } else out(commandHelp(topic, await import("../control/mod.ts")));
-      return EXIT.OK;
+      return { code: EXIT.OK, awaited };
     }
     if (first === "completion") {
       const { completionCommand } = await import("./completion.ts");
-      return completionCommand(args.slice(1));
+      return { code: completionCommand(args.slice(1)), awaited };
     }
     if (!isCommand(first)) throw unknownCommand(first);
     const inv = parseArgs(first, args.slice(1));
     setQuiet(inv.values.quiet);
     if (inv.help) {
       out(commandHelp(first, await import("../control/mod.ts")));
-      return EXIT.OK;
+      return { code: EXIT.OK, awaited };
     }
+    // Loading a module starts no work of its own; a handler that returns a
+    // promise may have.
     const handler = await HANDLERS[first]();
-    return await handler(inv);
+    const result = handler(inv);
+    if (typeof result === "number") return { code: result, awaited };
+    awaited = true;
+    return { code: await result, awaited };
   } catch (e) {
-    return report(e, first);
+    return { code: report(e, first), awaited };
   }
 }
 
