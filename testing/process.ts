@@ -335,10 +335,11 @@ export type CliForm = "source" | "bundle";
  * The argv prefix that runs singleton-run.
  *
  * @param form "source" (`deno run -A cli.ts`) or "bundle" (`dist/singleton-run.js`)
+ * @param permissions the permission flags (all, unless given)
  */
-export function cliArgv(form: CliForm): string[] {
+export function cliArgv(form: CliForm, permissions: readonly string[] = ["--allow-all"]): string[] {
   const script = form === "bundle" ? `${ROOT}/dist/singleton-run.js` : `${ROOT}/cli.ts`;
-  return [Deno.execPath(), "run", "--allow-all", "--quiet", script];
+  return [Deno.execPath(), "run", ...permissions, "--quiet", script];
 }
 
 /**
