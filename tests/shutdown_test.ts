@@ -49,7 +49,9 @@ Deno.test("a hanging cleanup is cut off at the deadline and the lock is still re
   const { dir, pid } = await started("hang");
   await using _ = dir;
   const ms = await stopWith(pid, dir.pidFile, 4000);
-  assert.ok(ms >= 900 && ms < 2500, `released after ${ms} ms, deadline 1000 ms`);
+  // Not before the deadline; that it was the deadline that let go (and not
+  // the hanging handler ending) is the log line and the missing end event.
+  assert.ok(ms >= 900, `released after ${ms} ms, before the 1000 ms deadline`);
   assert.deepEqual(dir.events(), ["ready", "hanging start"]);
   assert.match(
     dir.output(),
@@ -61,14 +63,13 @@ Deno.test("a hanging cleanup is cut off at the deadline and the lock is still re
 Deno.test("a second SIGTERM during cleanup exits at once", async () => {
   const { dir, pid } = await started("hang");
   await using _ = dir;
-  const t0 = performance.now();
   Deno.kill(pid, "SIGTERM");
   assert.ok(await until(() => dir.events().includes("hanging start"), 2000));
   Deno.kill(pid, "SIGTERM");
   assert.ok(await PidFile.waitForRelease(dir.pidFile, { timeout: 3000 }));
-  const ms = performance.now() - t0;
-  assert.ok(ms < 900, `exited ${ms} ms after the first SIGTERM, before the 1000 ms deadline`);
   assert.match(dir.output(), /SIGTERM during shutdown: exiting at once/);
+  // It exited on the second signal, not at the deadline.
+  assert.doesNotMatch(dir.output(), /shutdown deadline of 1000 ms passed/);
 });
 
 Deno.test("SIGINT too: a cleanup that throws is logged and the others still run", async () => {

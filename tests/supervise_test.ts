@@ -238,7 +238,8 @@ Deno.test("stop with --kill-group leaves no process behind, not even a worker th
   assert.ok(!isAlive(leader));
   assert.equal(await sup.exit(), 0);
   const took = performance.now() - stopAt;
-  assert.ok(took >= 950 && took < 3000, `stop took ${took.toFixed(0)} ms; KILL comes after 1 s`);
+  // KILL comes after the TERM step's 1 s; without it the workers would live their 60 s.
+  assert.ok(took >= 950 && took < 20_000, `stop took ${took.toFixed(0)} ms; KILL comes after 1 s`);
   for (const pid of members) {
     assert.ok(!isAlive(pid), `pid ${pid} (${processState(pid)}) survived the stop`);
   }
