@@ -25,7 +25,7 @@
  */
 
 import { INTERNAL_FLAG } from "./src/launch/internal.ts";
-import { EXIT, type Outcome, runCommand, VERSION } from "./src/cli/main.ts";
+import { execute, EXIT, type Outcome, VERSION } from "./src/cli/main.ts";
 
 export { EXIT, VERSION };
 
@@ -40,7 +40,7 @@ export async function main(args: readonly string[]): Promise<number> {
 }
 
 async function outcome(args: readonly string[]): Promise<Outcome> {
-  if (args[0] !== INTERNAL_FLAG) return await runCommand(args);
+  if (args[0] !== INTERNAL_FLAG) return await execute(args);
   // An internal stage: this program started again by itself (see src/launch/internal.ts).
   const role: string | undefined = args[1];
   if (role === "privilege") {

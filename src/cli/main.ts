@@ -37,7 +37,7 @@ const ALIASES: Readonly<Record<string, Command>> = { ls: "list" };
  * @returns the exit code (`run` does not return when it execs)
  */
 export async function main(args: readonly string[]): Promise<number> {
-  return (await runCommand(args)).code;
+  return (await execute(args)).code;
 }
 
 /** How a command ended. */
@@ -60,7 +60,7 @@ export interface Outcome {
  * @param args the arguments, without the program name
  * @returns the exit code and whether work may be pending
  */
-export async function runCommand(args: readonly string[]): Promise<Outcome> {
+export async function execute(args: readonly string[]): Promise<Outcome> {
   const first = command(args[0]);
   let awaited = false;
   try {
