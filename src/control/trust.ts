@@ -7,7 +7,7 @@
  * @module
  */
 
-import { C, describeUid, type FileStat, ids, lstat, readLink } from "../ffi/sys.ts";
+import { C, describeUid, type FileStat, hasAccessAcl, ids, lstat, readLink } from "../ffi/sys.ts";
 import { ERRNO, quote, SystemError } from "../ffi/errors.ts";
 
 /** The sticky bit: in such a directory, only a file's owner may remove or rename it. */
@@ -45,7 +45,7 @@ export function checkPathTrusted(path: string): void {
   for (;;) {
     if (st === undefined) return;
     const next = queue[0] ?? leaf;
-    const writer = otherWriter(st);
+    const writer = otherWriter(st) ?? aclWriter(here(), st);
     if (writer !== undefined && !((st.mode & STICKY) !== 0 && ownedByRootOrAbsent(here(), next))) {
       throw refuse(
         queue.length === 0
@@ -111,6 +111,21 @@ export function otherWriter(st: FileStat): string | undefined {
   if (st.uid !== 0 && (st.mode & 0o200) !== 0) return describeUid(st.uid);
   if (st.gid !== 0 && (st.mode & 0o020) !== 0) return `group ${st.gid}`;
   return undefined;
+}
+
+/**
+ * A directory whose group bits allow writing may carry an access ACL: those
+ * bits are then the ACL's mask, and the users and groups it names may write
+ * it too, root's group or not. Such a directory is judged writable by
+ * others; one whose ACL cannot be read, too.
+ */
+function aclWriter(dir: string, st: FileStat): string | undefined {
+  if ((st.mode & 0o020) === 0) return undefined; // the mask allows no one to write
+  try {
+    return hasAccessAcl(dir) ? "the users its access ACL names" : undefined;
+  } catch {
+    return "users an access ACL it may carry names";
+  }
 }
 
 /**

@@ -52,6 +52,7 @@ export const ERRNO = {
   ETIMEDOUT: 110,
   EDQUOT: 122,
   EOPNOTSUPP: 95,
+  ENODATA: 61,
 } as const;
 
 /** The name of an errno value. */
@@ -89,6 +90,7 @@ const DESCRIPTIONS: { readonly [code in ErrnoCode]?: string } = {
   ECONNREFUSED: "connection refused",
   EDQUOT: "disk quota exceeded",
   EOPNOTSUPP: "operation not supported",
+  ENODATA: "no data available",
 };
 
 /**

@@ -248,6 +248,24 @@ let scratch = new Uint8Array(16384);
 const textDecoder = new TextDecoder();
 
 /**
+ * Whether a path itself (a link, not its target) carries an access ACL
+ * (`system.posix_acl_access`): users and groups its mode bits do not name
+ * may then write it, and its group bits show only the ACL's mask.
+ *
+ * @param path the file or directory
+ * @returns false when it has none, or its file system keeps none
+ * @throws {SystemError} when it cannot be told (ENOENT, EACCES, ...)
+ */
+export function hasAccessAcl(path: string): boolean {
+  const name = cstr("system.posix_acl_access", "name");
+  const n = Number(libc().lgetxattr(cstr(path, "path"), name, null, 0n));
+  if (n >= 0) return true;
+  const e = errno();
+  if (e === ERRNO.ENODATA || e === ERRNO.EOPNOTSUPP) return false;
+  throw new SystemError("lgetxattr", e, { path });
+}
+
+/**
  * readlink(2): where a symbolic link (such as /proc/self/fd/N) points.
  *
  * @param path the link

@@ -20,8 +20,10 @@ import {
   sr,
   srSpawn,
   startFine,
+  STARTS_FINE,
   waitFor,
 } from "./harness.ts";
+import { exists } from "../../testing/process.ts";
 
 const AS_ROOT = Deno.uid() === 0;
 const NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"];
@@ -636,6 +638,68 @@ Deno.test("as root, a file another user put at the output path after a rotation 
     "the output to go on into the file the supervisor still has",
   );
   assert.equal((await sr(SOURCE, ["stop", "--pidfile", sb.pidfile])).code, 0);
+});
+
+Deno.test("as root, a directory another user may write through an ACL alone is refused as one its mode bits open", async () => {
+  await using sb = await rootSandbox("needs root for the directory check");
+  if (!sb) return;
+  const setfacl = ["/usr/bin/setfacl", "/bin/setfacl"].find((p) => exists(p));
+  if (!setfacl) {
+    console.log("skipped: no setfacl (Debian's acl)");
+    return;
+  }
+  const dir = sb.path("acl");
+  Deno.mkdirSync(dir);
+  Deno.chmodSync(dir, 0o755);
+  const acl = await new Deno.Command(setfacl, { args: ["-m", "u:nobody:rwx", dir] }).output();
+  assert(acl.success, new TextDecoder().decode(acl.stderr));
+  // Root's directory, root's group: the mode bits alone show no other writer.
+  const st = Deno.statSync(dir);
+  assert.equal(st.uid, 0);
+  assert.equal(st.gid, 0);
+  const plant = await new Deno.Command(NOBODY[0]!, {
+    args: [...NOBODY.slice(1), "touch", `${dir}/planted`],
+  }).output();
+  assert(plant.success, "nobody can write the directory through its ACL");
+  Deno.removeSync(`${dir}/planted`);
+
+  const pidfile = `${dir}/d.pid`;
+  const r = await sr(SOURCE, [
+    "start",
+    ...STARTS_FINE,
+    "--pidfile",
+    pidfile,
+    "--",
+    "sleep",
+    "1000",
+  ]);
+  if (r.code === 0) sb.track(Number(r.stdout)); // started in spite of the ACL: stopped at the end
+  assertCleanError(
+    r,
+    1,
+    /its directory ".*\/acl" can be written by the users its access ACL names/,
+  );
+  assert.deepEqual([...Deno.readDirSync(dir)], [], "nothing was created");
+  const st2 = await sr(SOURCE, ["status", "--pidfile", pidfile]);
+  assert.equal(st2.code, 4, st2.stderr);
+  assert.match(st2.stderr, /access ACL/);
+
+  // The same directory without its ACL (group root may write): root's to trust.
+  const clear = await new Deno.Command(setfacl, { args: ["-b", dir] }).output();
+  assert(clear.success);
+  Deno.chmodSync(dir, 0o775);
+  const ok = await sr(SOURCE, [
+    "start",
+    ...STARTS_FINE,
+    "--pidfile",
+    pidfile,
+    "--",
+    "sleep",
+    "1000",
+  ]);
+  assert.equal(ok.code, 0, ok.stderr);
+  sb.track(Number(ok.stdout));
+  assert.equal((await sr(SOURCE, ["stop", "--pidfile", pidfile])).code, 0);
 });
 
 Deno.test("as root, run --supervise applies the output path checks start applies", async () => {
