@@ -664,15 +664,8 @@ Deno.test("as root, a directory another user may write through an ACL alone is r
   Deno.removeSync(`${dir}/planted`);
 
   const pidfile = `${dir}/d.pid`;
-  const r = await sr(SOURCE, [
-    "start",
-    ...STARTS_FINE,
-    "--pidfile",
-    pidfile,
-    "--",
-    "sleep",
-    "1000",
-  ]);
+  const start = ["start", ...STARTS_FINE, "--pidfile", pidfile, "--", "sleep", "1000"];
+  const r = await sr(SOURCE, start);
   if (r.code === 0) sb.track(Number(r.stdout)); // started in spite of the ACL: stopped at the end
   assertCleanError(
     r,
@@ -688,15 +681,7 @@ Deno.test("as root, a directory another user may write through an ACL alone is r
   const clear = await new Deno.Command(setfacl, { args: ["-b", dir] }).output();
   assert(clear.success);
   Deno.chmodSync(dir, 0o775);
-  const ok = await sr(SOURCE, [
-    "start",
-    ...STARTS_FINE,
-    "--pidfile",
-    pidfile,
-    "--",
-    "sleep",
-    "1000",
-  ]);
+  const ok = await sr(SOURCE, start);
   assert.equal(ok.code, 0, ok.stderr);
   sb.track(Number(ok.stdout));
   assert.equal((await sr(SOURCE, ["stop", "--pidfile", pidfile])).code, 0);
