@@ -7,7 +7,16 @@
  * @module
  */
 
-import { C, describeUid, type FileStat, hasAccessAcl, ids, lstat, readLink } from "../ffi/sys.ts";
+import {
+  accessAcl,
+  type AclEntry,
+  C,
+  describeUid,
+  type FileStat,
+  ids,
+  lstat,
+  readLink,
+} from "../ffi/sys.ts";
 import { ERRNO, quote, SystemError } from "../ffi/errors.ts";
 
 /** The sticky bit: in such a directory, only a file's owner may remove or rename it. */
@@ -115,17 +124,26 @@ export function otherWriter(st: FileStat): string | undefined {
 
 /**
  * A directory whose group bits allow writing may carry an access ACL: those
- * bits are then the ACL's mask, and the users and groups it names may write
- * it too, root's group or not. Such a directory is judged writable by
- * others; one whose ACL cannot be read, too.
+ * bits are then the ACL's mask, and the users and groups its entries name may
+ * write it too, root's group or not. Who, of those other than root and its
+ * group, may write it; an ACL that cannot be read is judged as one that
+ * lets others write.
  */
 function aclWriter(dir: string, st: FileStat): string | undefined {
   if ((st.mode & 0o020) === 0) return undefined; // the mask allows no one to write
+  let acl: readonly AclEntry[] | undefined;
   try {
-    return hasAccessAcl(dir) ? "the users its access ACL names" : undefined;
+    acl = accessAcl(dir);
   } catch {
     return "users an access ACL it may carry names";
   }
+  const writer = acl?.find((entry) =>
+    entry.id !== undefined && entry.id !== 0 && (entry.perm & 0o2) !== 0
+  );
+  if (writer?.id === undefined) return undefined;
+  return `${
+    writer.tag === "user" ? describeUid(writer.id) : `group ${writer.id}`
+  }, whom its access ACL names`;
 }
 
 /**

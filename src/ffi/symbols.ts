@@ -34,7 +34,7 @@ export const symbols = {
   readdir: { parameters: ["pointer"], result: "pointer" }, // struct dirent *readdir(DIR *dir)
   closedir: { parameters: ["pointer"], result: "i32" }, // int closedir(DIR *dir)
   readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" }, // ssize_t readlink(const char *path, char *buf, size_t n)
-  lgetxattr: { parameters: ["buffer", "buffer", "pointer", "usize"], result: "isize" }, // ssize_t lgetxattr(const char *path, const char *name, void *value, size_t size)
+  lgetxattr: { parameters: ["buffer", "buffer", "buffer", "usize"], result: "isize" }, // ssize_t lgetxattr(const char *path, const char *name, void *value, size_t size)
   statfs: { parameters: ["buffer", "buffer"], result: "i32" }, // int statfs(const char *path, struct statfs *buf)
   fchmod: { parameters: ["i32", "u32"], result: "i32" }, // int fchmod(int fd, mode_t mode)
   fchown: { parameters: ["i32", "u32", "u32"], result: "i32" }, // int fchown(int fd, uid_t owner, gid_t group)

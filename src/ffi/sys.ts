@@ -247,22 +247,76 @@ export function readSmallFile(path: string, limit = 1 << 22): string {
 let scratch = new Uint8Array(16384);
 const textDecoder = new TextDecoder();
 
+/** One entry of a POSIX access ACL: whom it names and the permission bits it grants (4 r, 2 w, 1 x). */
+export interface AclEntry {
+  /** `user` and `group` name another uid or gid; the rest are the mode bits' own. */
+  readonly tag: "owner" | "user" | "owning group" | "group" | "mask" | "other";
+  /** The uid or gid of a `user` or `group` entry. */
+  readonly id?: number;
+  readonly perm: number;
+}
+
+/** The tags of `system.posix_acl_access` entries (linux/posix_acl.h). */
+const ACL_TAGS: ReadonlyMap<number, AclEntry["tag"]> = new Map([
+  [0x01, "owner"],
+  [0x02, "user"],
+  [0x04, "owning group"],
+  [0x08, "group"],
+  [0x10, "mask"],
+  [0x20, "other"],
+]);
+
+/** The largest access ACL read: 8191 entries; a longer one cannot be told (ERANGE). */
+const ACL_LIMIT = 4 + 8 * 8191;
+
 /**
- * Whether a path itself (a link, not its target) carries an access ACL
- * (`system.posix_acl_access`): users and groups its mode bits do not name
- * may then write it, and its group bits show only the ACL's mask.
+ * The access ACL a path itself (a link, not its target) carries
+ * (`system.posix_acl_access`): users and groups its mode bits do not name may
+ * then reach it, and its group bits show only the ACL's mask.
  *
  * @param path the file or directory
- * @returns false when it has none, or its file system keeps none
- * @throws {SystemError} when it cannot be told (ENOENT, EACCES, ...)
+ * @returns its entries, or undefined when it has none or its file system keeps none
+ * @throws {SystemError} when it cannot be told (ENOENT, EACCES, ERANGE, an unknown format)
  */
-export function hasAccessAcl(path: string): boolean {
-  const name = cstr("system.posix_acl_access", "name");
-  const n = Number(libc().lgetxattr(cstr(path, "path"), name, null, 0n));
-  if (n >= 0) return true;
-  const e = errno();
-  if (e === ERRNO.ENODATA || e === ERRNO.EOPNOTSUPP) return false;
-  throw new SystemError("lgetxattr", e, { path });
+export function accessAcl(path: string): readonly AclEntry[] | undefined {
+  const value = new Uint8Array(ACL_LIMIT);
+  const n = Number(
+    libc().lgetxattr(
+      cstr(path, "path"),
+      cstr("system.posix_acl_access", "name"),
+      value,
+      BigInt(value.length),
+    ),
+  );
+  if (n < 0) {
+    const e = errno();
+    if (e === ERRNO.ENODATA || e === ERRNO.EOPNOTSUPP) return undefined;
+    throw new SystemError("lgetxattr", e, { path });
+  }
+  const view = new DataView(value.buffer, 0, n);
+  if (n < 4 || (n - 4) % 8 !== 0 || view.getUint32(0, true) !== 2) {
+    throw new SystemError("lgetxattr", ERRNO.EINVAL, {
+      path,
+      message: `${quote(path)}: an access ACL of unknown format`,
+    });
+  }
+  const entries: AclEntry[] = [];
+  for (let at = 4; at < n; at += 8) {
+    const tag = ACL_TAGS.get(view.getUint16(at, true));
+    if (tag === undefined) {
+      throw new SystemError("lgetxattr", ERRNO.EINVAL, {
+        path,
+        message: `${quote(path)}: an access ACL of unknown format`,
+      });
+    }
+    const perm = view.getUint16(at + 2, true);
+    entries.push(
+      tag === "user" || tag === "group"
+        ? { tag, id: view.getUint32(at + 4, true), perm }
+        : { tag, perm },
+    );
+  }
+  return entries;
 }
 
 /**

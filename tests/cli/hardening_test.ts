@@ -670,21 +670,38 @@ Deno.test("as root, a directory another user may write through an ACL alone is r
   assertCleanError(
     r,
     1,
-    /its directory ".*\/acl" can be written by the users its access ACL names/,
+    /its directory ".*\/acl" can be written by user "nobody" \(uid \d+\), whom its access ACL names/,
   );
   assert.deepEqual([...Deno.readDirSync(dir)], [], "nothing was created");
   const st2 = await sr(SOURCE, ["status", "--pidfile", pidfile]);
   assert.equal(st2.code, 4, st2.stderr);
   assert.match(st2.stderr, /access ACL/);
 
-  // The same directory without its ACL (group root may write): root's to trust.
-  const clear = await new Deno.Command(setfacl, { args: ["-b", dir] }).output();
-  assert(clear.success);
-  Deno.chmodSync(dir, 0o775);
-  const ok = await sr(SOURCE, start);
-  assert.equal(ok.code, 0, ok.stderr);
-  sb.track(Number(ok.stdout));
-  assert.equal((await sr(SOURCE, ["stop", "--pidfile", pidfile])).code, 0);
+  const setAcl = async (spec: string) => {
+    const clear = await new Deno.Command(setfacl, { args: ["-b", dir] }).output();
+    assert(clear.success);
+    Deno.chmodSync(dir, 0o775);
+    if (spec === "") return;
+    const set = await new Deno.Command(setfacl, { args: ["-m", spec, dir] }).output();
+    assert(set.success, new TextDecoder().decode(set.stderr));
+  };
+  // A group the ACL lets write is named as such.
+  await setAcl("g:nogroup:rwx");
+  assertCleanError(
+    await sr(SOURCE, start),
+    1,
+    /its directory ".*\/acl" can be written by group \d+, whom its access ACL names/,
+  );
+  // The ACL names nobody, to read only: the mask (the group bits) allows
+  // writing because root's group may, and no one else may write.
+  for (const spec of ["u:nobody:rx", ""]) {
+    await setAcl(spec);
+    assert.equal((Deno.statSync(dir).mode ?? 0) & 0o020, 0o020, "the group bits allow writing");
+    const ok = await sr(SOURCE, start);
+    assert.equal(ok.code, 0, `${spec || "no ACL"}: ${ok.stderr}`);
+    sb.track(Number(ok.stdout));
+    assert.equal((await sr(SOURCE, ["stop", "--pidfile", pidfile])).code, 0);
+  }
 });
 
 Deno.test("as root, run --supervise applies the output path checks start applies", async () => {
