@@ -7,22 +7,14 @@
  * @module
  */
 
-import {
-  accessAcl,
-  type AclEntry,
-  C,
-  describeUid,
-  type FileStat,
-  ids,
-  lstat,
-  readLink,
-} from "../ffi/sys.ts";
-import { ERRNO, quote, SystemError } from "../ffi/errors.ts";
+import { C, describeUid, type FileStat, ids, lstat, readLink, stat } from "../ffi/sys.ts";
+import { otherWriter } from "../lock/writers.ts";
+import { describeErrno, ERRNO, quote, SystemError } from "../ffi/errors.ts";
 
 /** The sticky bit: in such a directory, only a file's owner may remove or rename it. */
 const STICKY = 0o1000;
 
-/** More symbolic links than this on one path: the open says ELOOP in its own words. */
+/** More symbolic links than this on one path (the kernel's own limit) are refused as a loop. */
 const MAX_LINKS = 40;
 
 /**
@@ -32,9 +24,11 @@ const MAX_LINKS = 40;
  * first), unless it is sticky (such as /tmp) and what comes next in the path
  * is root's own or absent; and a symbolic link on its way that another user
  * owns (that user can point it elsewhere). Root's own links (/var/run) are
- * followed and the walk goes on from their target. A missing part ends the
- * walk: the open says so in its own words. As another user, nothing is
- * checked.
+ * followed and the walk goes on from their target, unless a link does not
+ * lead where its text says (the links of /proc). A missing part ends the
+ * walk: the open says so in its own words; a part that cannot be judged
+ * otherwise (a path too long to look at, a loop of links) is refused. As
+ * another user, nothing is checked.
  *
  * @param path the pid file, guard or output file
  * @throws {SystemError} EPERM naming the directory or link and who controls it
@@ -49,12 +43,25 @@ export function checkPathTrusted(path: string): void {
   const here = () => `/${dir.join("/")}`;
   const refuse = (message: string) =>
     new SystemError("open", ERRNO.EPERM, { path, message: `refusing ${quote(path)}: ${message}` });
+  /** What lstat says of a part of the path; undefined when it is missing (the open says so). */
+  const lstatOnTheWay = (part: string): FileStat | undefined => {
+    try {
+      return lstat(part);
+    } catch (err) {
+      const errno = err instanceof SystemError ? err.errno : undefined;
+      if (errno === ERRNO.ENOENT || errno === ERRNO.ENOTDIR) return undefined;
+      // Too long a path (a long working directory, a link's target) or any
+      // other failure: the open may still reach the file by a shorter way, so
+      // what could not be judged is not trusted.
+      throw refuse(`cannot tell who may change ${quote(part)} on its way (${describe(err)})`);
+    }
+  };
   let links = 0;
-  let st = lstatOrUndefined("/");
+  let st = lstatOnTheWay("/");
   for (;;) {
     if (st === undefined) return;
     const next = queue[0] ?? leaf;
-    const writer = otherWriter(st) ?? aclWriter(here(), st);
+    const writer = otherWriter(here(), st);
     if (writer !== undefined && !((st.mode & STICKY) !== 0 && ownedByRootOrAbsent(here(), next))) {
       throw refuse(
         queue.length === 0
@@ -69,11 +76,11 @@ export function checkPathTrusted(path: string): void {
     if (name === undefined) return;
     if (name === "..") {
       dir.pop(); // judged on the way down already
-      st = lstatOrUndefined(here());
+      st = lstatOnTheWay(here());
       continue;
     }
     const at = `${here() === "/" ? "" : here()}/${name}`;
-    st = lstatOrUndefined(at);
+    st = lstatOnTheWay(at);
     if (st === undefined) return;
     const kind = st.mode & C.S_IFMT;
     if (kind === C.S_IFLNK) {
@@ -84,16 +91,24 @@ export function checkPathTrusted(path: string): void {
           }, who can point it elsewhere`,
         );
       }
-      if (++links > MAX_LINKS) return;
+      if (++links > MAX_LINKS) throw refuse(`too many symbolic links on its way (a loop?)`);
       let target: string;
       try {
         target = readLink(at);
-      } catch {
-        return;
+      } catch (err) {
+        throw refuse(`cannot read the symbolic link ${quote(at)} on its way (${describe(err)})`);
+      }
+      const said = target.startsWith("/") ? target : `${here() === "/" ? "" : here()}/${target}`;
+      if (!leadsWhereItSays(at, said)) {
+        throw refuse(
+          `${quote(at)} on its way is a link that does not lead where its text ${
+            quote(target)
+          } says (a /proc link); as root, name the directory itself`,
+        );
       }
       if (target.startsWith("/")) dir.length = 0;
       queue.unshift(...target.split("/").filter((part) => part !== "" && part !== "."));
-      st = lstatOrUndefined(here());
+      st = lstatOnTheWay(here());
       continue;
     }
     if (kind !== C.S_IFDIR) return; // the open says "not a directory"
@@ -101,49 +116,30 @@ export function checkPathTrusted(path: string): void {
   }
 }
 
-function lstatOrUndefined(path: string): FileStat | undefined {
-  try {
-    return lstat(path);
-  } catch {
-    return undefined;
-  }
+function describe(err: unknown): string {
+  return err instanceof SystemError ? describeErrno(err.errno) : String(err);
 }
 
 /**
- * Who other than root may write a directory with this stat, or undefined.
- *
- * @param st the directory's stat
- * @returns "every user", a user or a group, or undefined
+ * Whether a symbolic link leads to what its text names. The links of /proc
+ * (`/proc/PID/cwd`, `/proc/PID/root`, `/proc/PID/fd/N`) do not: their text
+ * is a path in the process's own mount namespace, or no path at all, so a
+ * walk that followed the text would judge directories the open never uses.
+ * A dangling link leads nowhere, as its text says.
  */
-export function otherWriter(st: FileStat): string | undefined {
-  if ((st.mode & 0o002) !== 0) return "every user";
-  if (st.uid !== 0 && (st.mode & 0o200) !== 0) return describeUid(st.uid);
-  if (st.gid !== 0 && (st.mode & 0o020) !== 0) return `group ${st.gid}`;
-  return undefined;
-}
-
-/**
- * A directory whose group bits allow writing may carry an access ACL: those
- * bits are then the ACL's mask, and the users and groups its entries name may
- * write it too, root's group or not. Who, of those other than root and its
- * group, may write it; an ACL that cannot be read is judged as one that
- * lets others write.
- */
-function aclWriter(dir: string, st: FileStat): string | undefined {
-  if ((st.mode & 0o020) === 0) return undefined; // the mask allows no one to write
-  let acl: readonly AclEntry[] | undefined;
+function leadsWhereItSays(link: string, text: string): boolean {
+  let real: FileStat;
   try {
-    acl = accessAcl(dir);
+    real = stat(link);
   } catch {
-    return "users an access ACL it may carry names";
+    return true; // nowhere: the walk finds the missing part and the open says so
   }
-  const writer = acl?.find((entry) =>
-    entry.id !== undefined && entry.id !== 0 && (entry.perm & 0o2) !== 0
-  );
-  if (writer?.id === undefined) return undefined;
-  return `${
-    writer.tag === "user" ? describeUid(writer.id) : `group ${writer.id}`
-  }, whom its access ACL names`;
+  try {
+    const said = stat(text);
+    return said.dev === real.dev && said.ino === real.ino;
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -1119,6 +1119,25 @@ export function describeUid(uid: number): string {
 }
 
 /**
+ * A group as messages name it: `group "adm" (gid 4)`, or `gid 1234` when
+ * the group has no entry (or cannot be looked up).
+ *
+ * @param gid the group id
+ * @returns the words
+ */
+export function describeGid(gid: number): string {
+  try {
+    const p = libc().getgrgid(gid);
+    const name = p === null ? null : new Deno.UnsafePointerView(p).getPointer(0);
+    return name === null
+      ? `gid ${gid}`
+      : `group ${quote(new Deno.UnsafePointerView(name).getCString())} (gid ${gid})`;
+  } catch {
+    return `gid ${gid}`;
+  }
+}
+
+/**
  * getgrnam(3), or getgrgid(3) for a number.
  *
  * @param group a name or a numeric gid

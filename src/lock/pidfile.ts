@@ -42,6 +42,7 @@ import {
   locksOnFile,
 } from "./holders.ts";
 import { lockExclusive, openLockFile } from "./lockfile.ts";
+import { otherWriter } from "./writers.ts";
 
 /** The largest pid Linux hands out (`pid_max` can be at most 2^22). */
 const PID_MAX = 4_194_304;
@@ -155,9 +156,10 @@ function openPidFileForReading(path: string): { fd: number; stat: FileStat } {
 }
 
 /**
- * Refuse anything but a regular file with one name and, as root, a file another user owns
- * or every user may write (root acting on a pid file someone else controls
- * is how pid files become a privilege escalation).
+ * Refuse anything but a regular file with one name and, as root, a file
+ * another user owns or may write, by its mode bits or its access ACL (root
+ * acting on a pid file someone else controls is how pid files become a
+ * privilege escalation: a pid written there is a process root would stop).
  *
  * @param st what fstat or lstat says of the file
  * @param path the file, for the message
@@ -166,13 +168,15 @@ function openPidFileForReading(path: string): { fd: number; stat: FileStat } {
  */
 export function checkPidFileStat(st: FileStat, path: string): void {
   checkPlainFile(st, path, "pid file");
-  if (ids.euid() === 0 && (st.uid !== 0 || (st.mode & 0o002) !== 0)) {
-    const who = st.uid !== 0 ? `owned by uid ${st.uid}` : "writable by every user";
+  if (ids.euid() !== 0) return;
+  const writer = st.uid === 0 ? otherWriter(path, st) : undefined;
+  if (st.uid !== 0 || writer !== undefined) {
+    const who = st.uid !== 0 ? `owned by uid ${st.uid}` : `writable by ${writer}`;
     throw new SystemError("open", ERRNO.EPERM, {
       path,
       message: `pid file ${
         quote(path)
-      } is ${who}; as root, refusing to trust it (remove it or fix its owner)`,
+      } is ${who}; as root, refusing to trust it (remove it, or fix its owner and mode)`,
     });
   }
 }

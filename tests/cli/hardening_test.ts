@@ -690,7 +690,7 @@ Deno.test("as root, a directory another user may write through an ACL alone is r
   assertCleanError(
     await sr(SOURCE, start),
     1,
-    /its directory ".*\/acl" can be written by group \d+, whom its access ACL names/,
+    /its directory ".*\/acl" can be written by group "nogroup" \(gid \d+\), whom its access ACL names/,
   );
   // The ACL names nobody, to read only: the mask (the group bits) allows
   // writing because root's group may, and no one else may write.
@@ -701,6 +701,166 @@ Deno.test("as root, a directory another user may write through an ACL alone is r
     assert.equal(ok.code, 0, `${spec || "no ACL"}: ${ok.stderr}`);
     sb.track(Number(ok.stdout));
     assert.equal((await sr(SOURCE, ["stop", "--pidfile", pidfile])).code, 0);
+  }
+  // Group nogroup owns it, to read only; the mask allows writing for root's
+  // own entry: the group bits show the mask, and the group is not a writer.
+  await setAcl("");
+  Deno.chownSync(dir, 0, 65534);
+  Deno.chmodSync(dir, 0o755);
+  const rootEntry = await new Deno.Command(setfacl, { args: ["-m", "u:root:rwx", dir] }).output();
+  assert(rootEntry.success);
+  assert.equal(Deno.statSync(dir).mode! & 0o070, 0o070, "the mask shows as the group bits");
+  const owned = await sr(SOURCE, start);
+  assert.equal(owned.code, 0, owned.stderr);
+  sb.track(Number(owned.stdout));
+  assert.equal((await sr(SOURCE, ["stop", "--pidfile", pidfile])).code, 0);
+});
+
+Deno.test("as root, a pid file another user may write by its group or its ACL is refused, and what it names is never stopped", async () => {
+  await using sb = await rootSandbox("needs root for the pid file check");
+  if (!sb) return;
+  const setfacl = ["/usr/bin/setfacl", "/bin/setfacl"].find((p) => exists(p));
+  const pidfile = sb.pidfile;
+  // Root's process that the file will name: a stop --exec must never reach it.
+  const victim = new Deno.Command("sleep", { args: [marker()], stdout: "null", stderr: "null" })
+    .spawn();
+  sb.track(victim.pid);
+  const cases: [string, () => Promise<void>, RegExp][] = [
+    ["group nogroup may write it", () => {
+      Deno.chmodSync(pidfile, 0o664);
+      Deno.chownSync(pidfile, 0, 65534);
+      return Promise.resolve();
+    }, /is writable by group "nogroup" \(gid 65534\)/],
+  ];
+  if (setfacl) {
+    cases.push(["its ACL lets nobody write it", async () => {
+      Deno.chmodSync(pidfile, 0o644);
+      const r = await new Deno.Command(setfacl, { args: ["-m", "u:nobody:rw", pidfile] }).output();
+      assert(r.success, new TextDecoder().decode(r.stderr));
+    }, /is writable by user "nobody" \(uid \d+\), whom its access ACL names/]);
+  } else console.log("skipped in part: no setfacl (Debian's acl)");
+  for (const [what, arrange, pattern] of cases) {
+    Deno.writeTextFileSync(pidfile, `${victim.pid}\n`);
+    await arrange();
+    const refusals: [string[], RegExp][] = [
+      [["start", ...STARTS_FINE, "--pidfile", pidfile, "--", "sleep", "1000"], pattern],
+      [
+        ["stop", "--pidfile", pidfile, "--exec", "/usr/bin/sleep"],
+        /can be written by .*, so the pid \d+ it names proves nothing without a lock/,
+      ],
+      [["signal", "--pidfile", pidfile, "TERM"], /holds no lock/],
+    ];
+    for (const [args, why] of refusals) {
+      const r = await sr(SOURCE, args);
+      if (args[0] === "start" && r.code === 0) sb.track(Number(r.stdout));
+      assertCleanError(r, 1, why);
+      assert(alive(victim.pid), `${what}: ${args[0]} reached the process the file names`);
+    }
+    const st = await sr(SOURCE, ["status", "--pidfile", pidfile]);
+    assert.equal(st.code, 4, `${what}: ${st.stderr}`);
+    Deno.removeSync(pidfile);
+  }
+  victim.kill("SIGKILL");
+  await victim.status;
+});
+
+Deno.test("as root, a path whose directories cannot all be looked at (too long a path, a loop of links) is refused", async () => {
+  await using sb = await rootSandbox("needs root for the directory check");
+  if (!sb) return;
+  // A root directory ~3000 bytes deep, reached through a short root link: the
+  // pid file's path is short, but where the link leads plus the rest is past
+  // PATH_MAX, so its last directories (nobody's) cannot be looked at by name.
+  const deep = sb.path(Array.from({ length: 14 }, () => "a".repeat(200)).join("/"));
+  Deno.mkdirSync(deep, { recursive: true });
+  Deno.symlinkSync(deep, sb.path("L"));
+  const rest = Array.from({ length: 7 }, () => "b".repeat(200)).join("/");
+  Deno.mkdirSync(sb.path(`L/${rest}/nob`), { recursive: true });
+  Deno.chownSync(sb.path(`L/${rest}/nob`), 65534, 65534);
+  const pidfile = sb.path(`L/${rest}/nob/a.pid`);
+  try {
+    const r = await sr(SOURCE, [
+      "start",
+      ...STARTS_FINE,
+      "--pidfile",
+      pidfile,
+      "--",
+      "sleep",
+      "1000",
+    ]);
+    if (r.code === 0) sb.track(Number(r.stdout));
+    assertCleanError(r, 1, /cannot tell who may change ".*" on its way \(file name too long\)/);
+    assert(!exists(pidfile), "nothing was created");
+  } finally {
+    await new Deno.Command("rm", { args: ["-rf", sb.path("a".repeat(200))] }).output();
+  }
+
+  // Two root links pointing at each other: refused as a loop, not as "a symbolic link".
+  Deno.symlinkSync("l2", sb.path("l1"));
+  Deno.symlinkSync("l1", sb.path("l2"));
+  const loop = await sr(SOURCE, [
+    "start",
+    ...STARTS_FINE,
+    "--pidfile",
+    sb.path("l1/a.pid"),
+    "--",
+    "sleep",
+    "1000",
+  ]);
+  if (loop.code === 0) sb.track(Number(loop.stdout));
+  assertCleanError(loop, 1, /too many symbolic links on its way/);
+});
+
+Deno.test("as root, a /proc link whose text names another directory than it leads to is refused", async () => {
+  await using sb = await rootSandbox("needs root for the directory check and mount namespaces");
+  if (!sb) return;
+  const ours = sb.path("ours");
+  const theirs = sb.path("theirs");
+  Deno.mkdirSync(ours);
+  Deno.mkdirSync(theirs);
+  Deno.chownSync(theirs, 65534, 65534);
+  // A process in a mount namespace of its own, where nobody's directory is
+  // mounted over root's: its /proc/PID/cwd says "ours" and leads to "theirs".
+  const ready = sb.path("ready");
+  const holder = new Deno.Command("unshare", {
+    args: [
+      "-m",
+      "--propagation",
+      "private",
+      "sh",
+      "-c",
+      `mount --bind "${theirs}" "${ours}" && cd "${ours}" && touch "${ready}" && exec sleep ${marker()}`,
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  sb.track(holder.pid);
+  try {
+    await waitFor(() => exists(ready) || !alive(holder.pid), 10_000, "the namespace");
+    if (!exists(ready)) {
+      console.log("skipped: unshare -m cannot make a mount namespace here");
+      return;
+    }
+    const link = `/proc/${holder.pid}/cwd`;
+    assert.equal(Deno.readLinkSync(link), ours, "the link's text names root's directory");
+    const r = await sr(SOURCE, [
+      "start",
+      ...STARTS_FINE,
+      "--pidfile",
+      `${link}/a.pid`,
+      "--",
+      "sleep",
+      "1000",
+    ]);
+    if (r.code === 0) sb.track(Number(r.stdout));
+    assertCleanError(r, 1, /does not lead where its text ".*ours" says/);
+    assert.deepEqual(
+      [...Deno.readDirSync(theirs)],
+      [],
+      "nothing was created in nobody's directory",
+    );
+  } finally {
+    holder.kill("SIGKILL");
+    await holder.status;
   }
 });
 
