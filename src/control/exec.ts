@@ -9,7 +9,8 @@
 
 import { UsageError } from "../errors.ts";
 import { quote } from "../ffi/errors.ts";
-import { describeUid, ids, lookupUser, lstat, stat } from "../ffi/sys.ts";
+import { describeUid, type FileStat, ids, lookupUser, lstat, stat } from "../ffi/sys.ts";
+import { writerBesidesOwner } from "../lock/writers.ts";
 import { executableOf, procStatus, selfAndAncestors } from "../ffi/proc.ts";
 import type { TrustOptions } from "./options.ts";
 
@@ -78,7 +79,9 @@ export function trustedUid(user: string): number {
  * - `unlocked` (no lock covers the pid file, so `exec` is the only proof)
  *   and no `runsAs`: only a process whose real uid is root's, the pid file
  *   owner's or this caller's, so that another user's copy of the same
- *   binary, under a pid the file names, is never taken for the daemon.
+ *   binary, under a pid the file names, is never taken for the daemon;
+ * - `unlocked`: only when no one but the pid file's owner and root may write
+ *   the file (else whoever may could name any process that runs `exec`).
  *
  * @param pid the process
  * @param rule `exec`, `runsAs`, the pid file, and whether a lock proves anything
@@ -96,6 +99,22 @@ export function checkTrusted(
     if (!check.ok) return check;
   }
   if (rule.runsAs === undefined && !rule.unlocked) return { ok: true };
+  let file: FileStat | undefined;
+  try {
+    file = lstat(rule.pidfile);
+  } catch {
+    // Gone meanwhile: root and this caller remain.
+  }
+  const besides = rule.unlocked && file !== undefined
+    ? writerBesidesOwner(rule.pidfile, file)
+    : undefined;
+  if (besides !== undefined) {
+    return {
+      ok: false,
+      why: `pid file ${quote(rule.pidfile)} can be written by ${besides}, so the pid ${pid} ` +
+        "it names proves nothing without a lock",
+    };
+  }
   const uid = procStatus(pid)?.uids[0];
   if (uid === undefined) return { ok: false, why: `the user of pid ${pid} cannot be read` };
   if (rule.runsAs !== undefined) {
@@ -103,13 +122,7 @@ export function checkTrusted(
     if (uid === wanted) return { ok: true };
     return { ok: false, why: `pid ${pid} runs as ${describeUid(uid)}, not ${quote(rule.runsAs)}` };
   }
-  let owner: number | undefined;
-  try {
-    owner = lstat(rule.pidfile).uid;
-  } catch {
-    // Gone meanwhile: root and this caller remain.
-  }
-  if (uid === 0 || uid === owner || uid === ids.euid()) return { ok: true };
+  if (uid === 0 || uid === file?.uid || uid === ids.euid()) return { ok: true };
   return {
     ok: false,
     why: `pid ${pid} runs as ${describeUid(uid)}, who is neither root, the pid file's owner ` +

@@ -8,7 +8,7 @@
  */
 
 import { cmdlineOf, openFdCount, processRuns, procStat, startedAt, vmRssKiB } from "../ffi/proc.ts";
-import { checkPidFileStat, probeIdentified, type ProbeResult, probeSync } from "../lock/pidfile.ts";
+import { probeIdentified, type ProbeResult, probeSync } from "../lock/pidfile.ts";
 import {
   type FileIdentity,
   foreignLockers,
@@ -56,7 +56,7 @@ function probeStatus(pidfile: string, options: TrustOptions): StatusReport {
     // The trust start and stop ask of the path and the file: what another
     // user controls cannot tell whether root's daemon runs.
     checkPathTrusted(pidfile);
-    probed = probeIdentified(pidfile, checkPidFileStat);
+    probed = probeIdentified(pidfile);
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     return { state: "unknown", code: 4, pid: null, pidfile, error: message };

@@ -37,7 +37,6 @@ import {
   type Target,
 } from "../lock/holders.ts";
 import { stillRuns } from "../lock/identity.ts";
-import { writerBesidesOwner } from "../lock/writers.ts";
 import { readRecord } from "../lock/record.ts";
 import { nextStep, parseSchedule, type Schedule } from "../launch/schedule.ts";
 import { UsageError } from "../errors.ts";
@@ -185,18 +184,7 @@ function trustUnlocked(
   }
   const pidfd = pidfdOpen(pid);
   if (pidfd === undefined) return undefined;
-  let besides: string | undefined;
-  const { found: again, identity: st } = probeIdentified(pidfile, (stat, path) => {
-    besides = writerBesidesOwner(path, stat);
-  });
-  if (besides !== undefined) {
-    close(pidfd);
-    throw new StopFailedError(
-      `pid file ${quote(pidfile)} can be written by ${besides}, so the pid ${pid} it names ` +
-        "proves nothing without a lock; not signalling it",
-      pid,
-    );
-  }
+  const { found: again, identity: st } = probeIdentified(pidfile);
   if (again.state !== "stale" || again.pid !== pid || !st) {
     close(pidfd);
     return undefined;

@@ -547,14 +547,16 @@ export function probeSync(path: string): ProbeResult {
  * was seen, with no second look at the path.
  *
  * @param path the pid file
- * @param check judges the opened file before it is read (it throws to refuse it)
+ * @param check judges the opened file before it is read (it throws to refuse it); by
+ *   default {@link checkPidFileStat}, so that no reader, root above all, believes a
+ *   file another user owns or may write
  * @returns what the probe found, the file's identity and owner (undefined
  *   when absent), and the locks /proc/locks listed on it (when it was read)
  * @throws {SystemError} as {@link PidFile.probe}, or what `check` throws
  */
 export function probeIdentified(
   path: string,
-  check?: (st: FileStat, path: string) => void,
+  check: (st: FileStat, path: string) => void = checkPidFileStat,
 ): {
   found: ProbeResult;
   identity: (FileIdentity & { readonly uid: number }) | undefined;
@@ -573,7 +575,7 @@ export function probeIdentified(
   }
   const identity = { dev: st.dev, ino: st.ino, uid: st.uid };
   try {
-    check?.(st, path);
+    check(st, path);
     const pid = readFreshPidFd(fd, path);
     const { held, locks } = heldByUs(fd, st, path, pid);
     const found: ProbeResult = held

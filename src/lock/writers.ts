@@ -10,7 +10,8 @@ import { accessAcl, type AclEntry, describeGid, describeUid, type FileStat } fro
 
 /**
  * Who other than root and its group may write this file or directory, by
- * its mode bits or by its access ACL, or undefined when no one may.
+ * its mode bits or by its access ACL, or undefined when no one may. An
+ * owner other than root counts whatever the mode bits say: it may change them.
  *
  * @param path the file or directory (its ACL is read only when its group bits allow writing)
  * @param st what lstat or fstat says of it
@@ -18,7 +19,7 @@ import { accessAcl, type AclEntry, describeGid, describeUid, type FileStat } fro
  */
 export function otherWriter(path: string, st: FileStat): string | undefined {
   if ((st.mode & 0o002) !== 0) return "every user";
-  if (st.uid !== 0 && (st.mode & 0o200) !== 0) return describeUid(st.uid);
+  if (st.uid !== 0) return describeUid(st.uid); // its owner may chmod it at any time
   return groupWriter(path, st);
 }
 
@@ -55,7 +56,8 @@ function groupWriter(path: string, st: FileStat): string | undefined {
     : acl.find((entry) => entry.tag === "owning group")?.perm ?? 0;
   if (st.gid !== 0 && (owning & 0o2) !== 0) return describeGid(st.gid);
   const named = acl?.find((entry) =>
-    entry.id !== undefined && entry.id !== 0 && (entry.perm & 0o2) !== 0
+    entry.id !== undefined && entry.id !== 0 && (entry.perm & 0o2) !== 0 &&
+    !(entry.tag === "user" && entry.id === st.uid) // the owner, named again
   );
   if (named?.id === undefined) return undefined;
   const who = named.tag === "user" ? describeUid(named.id) : describeGid(named.id);

@@ -24,6 +24,7 @@ import {
   waitFor,
 } from "./harness.ts";
 import { exists } from "../../testing/process.ts";
+import { CAN_BE_NOBODY, NOBODY_UID, srAsNobody } from "./as_nobody.ts";
 
 const AS_ROOT = Deno.uid() === 0;
 const NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"];
@@ -40,6 +41,24 @@ async function rootSandbox(why: string): Promise<Sandbox | undefined> {
   const sb = await Sandbox.create();
   await Deno.chmod(sb.dir, 0o755);
   return sb;
+}
+
+/**
+ * A start of a sleep on `pidfile` that must be refused as root with one line
+ * matching `why` (a daemon it started after all is stopped with the sandbox).
+ */
+async function assertStartRefused(sb: Sandbox, pidfile: string, why: RegExp): Promise<void> {
+  const r = await sr(SOURCE, [
+    "start",
+    ...STARTS_FINE,
+    "--pidfile",
+    pidfile,
+    "--",
+    "sleep",
+    "1000",
+  ]);
+  if (r.code === 0) sb.track(Number(r.stdout));
+  assertCleanError(r, 1, why);
 }
 
 Deno.test("--guard or --output naming the pid file, or an empty --guard, is a usage error that creates nothing", async () => {
@@ -744,11 +763,8 @@ Deno.test("as root, a pid file another user may write by its group or its ACL is
     await arrange();
     const refusals: [string[], RegExp][] = [
       [["start", ...STARTS_FINE, "--pidfile", pidfile, "--", "sleep", "1000"], pattern],
-      [
-        ["stop", "--pidfile", pidfile, "--exec", "/usr/bin/sleep"],
-        /can be written by .*, so the pid \d+ it names proves nothing without a lock/,
-      ],
-      [["signal", "--pidfile", pidfile, "TERM"], /holds no lock/],
+      [["stop", "--pidfile", pidfile, "--exec", "/usr/bin/sleep"], pattern],
+      [["signal", "--pidfile", pidfile, "TERM"], pattern],
     ];
     for (const [args, why] of refusals) {
       const r = await sr(SOURCE, args);
@@ -762,6 +778,96 @@ Deno.test("as root, a pid file another user may write by its group or its ACL is
   }
   victim.kill("SIGKILL");
   await victim.status;
+});
+
+Deno.test("as root, a pid file another user owns is believed by no command, and what it names is never signalled", async () => {
+  await using sb = await rootSandbox("needs root for the owner check");
+  if (!sb) return;
+  const victim = new Deno.Command("sleep", { args: [marker()], stdout: "null", stderr: "null" })
+    .spawn();
+  sb.track(victim.pid);
+  // nobody's file in root's directory, naming root's process.
+  Deno.writeTextFileSync(sb.pidfile, `${victim.pid}\n`);
+  Deno.chownSync(sb.pidfile, NOBODY_UID, NOBODY_UID);
+  const owned = /pid file ".*" is owned by uid 65534; as root, refusing to trust it/;
+  for (
+    const args of [
+      ["stop", "--pidfile", sb.pidfile, "--exec", "/usr/bin/sleep"],
+      ["signal", "--pidfile", sb.pidfile, "--exec", "/usr/bin/sleep", "USR1"],
+      ["reload", "--pidfile", sb.pidfile, "--exec", "/usr/bin/sleep", "--force"],
+      ["stop", "--pidfile", sb.pidfile],
+    ]
+  ) {
+    assertCleanError(await sr(SOURCE, args), 1, owned);
+    assert(alive(victim.pid), `${args.join(" ")} reached the process nobody's file names`);
+  }
+  const st = await sr(SOURCE, ["status", "--pidfile", sb.pidfile, "--exec", "/usr/bin/sleep"]);
+  assert.equal(st.code, 4, st.stderr);
+  assert.match(st.stderr, owned);
+  victim.kill("SIGKILL");
+  await victim.status;
+
+  // A directory nobody owns, though no one may write it now: nobody may
+  // chmod it, move root's pid file away and let a second start in.
+  const theirs = sb.path("theirs");
+  Deno.mkdirSync(theirs);
+  Deno.chownSync(theirs, NOBODY_UID, NOBODY_UID);
+  Deno.chmodSync(theirs, 0o555);
+  await assertStartRefused(
+    sb,
+    `${theirs}/a.pid`,
+    /its directory ".*\/theirs" can be written by user "nobody"/,
+  );
+});
+
+Deno.test("stop --exec and status --exec do not believe a pid file that others may write, for any caller", async () => {
+  if (!CAN_BE_NOBODY) {
+    console.log("skipped: needs root and setpriv to act as nobody");
+    return;
+  }
+  await using sb = await rootSandbox("needs root to act as nobody");
+  if (!sb) return;
+  const dir = sb.path("nobody");
+  Deno.mkdirSync(dir);
+  Deno.chownSync(dir, NOBODY_UID, NOBODY_UID);
+  // nobody's own process, named by nobody's own file that group nogroup may write too.
+  const own = new Deno.Command("setpriv", {
+    args: ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/sleep", marker()],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  sb.track(own.pid);
+  const pidfile = `${dir}/a.pid`;
+  Deno.writeTextFileSync(pidfile, `${own.pid}\n`);
+  Deno.chownSync(pidfile, NOBODY_UID, NOBODY_UID);
+  Deno.chmodSync(pidfile, 0o664);
+  const proves =
+    /can be written by group "nogroup" \(gid \d+\), so the pid \d+ it names proves nothing without a lock/;
+  const st = await srAsNobody(["status", "--pidfile", pidfile, "--exec", "/usr/bin/sleep"]);
+  assert.equal(st.code, 4, st.stderr);
+  assert.match(st.stderr, proves);
+  assertCleanError(
+    await srAsNobody(["stop", "--pidfile", pidfile, "--exec", "/usr/bin/sleep"]),
+    1,
+    proves,
+  );
+  assert(alive(own.pid), "stop --exec believed a file others may write");
+
+  // The same file, writable by nobody alone (an ACL entry naming its owner
+  // again changes nothing): believed, and the process stopped.
+  Deno.chmodSync(pidfile, 0o644);
+  const setfacl = ["/usr/bin/setfacl", "/bin/setfacl"].find((p) => exists(p));
+  if (setfacl) {
+    const acl = await new Deno.Command(setfacl, { args: ["-m", "u:nobody:rw", pidfile] }).output();
+    assert(acl.success, new TextDecoder().decode(acl.stderr));
+  }
+  const ok = await srAsNobody(["status", "--pidfile", pidfile, "--exec", "/usr/bin/sleep"]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.equal(
+    (await srAsNobody(["stop", "--pidfile", pidfile, "--exec", "/usr/bin/sleep"])).code,
+    0,
+  );
+  await own.status;
 });
 
 Deno.test("as root, a path whose directories cannot all be looked at (too long a path, a loop of links) is refused", async () => {
@@ -778,17 +884,11 @@ Deno.test("as root, a path whose directories cannot all be looked at (too long a
   Deno.chownSync(sb.path(`L/${rest}/nob`), 65534, 65534);
   const pidfile = sb.path(`L/${rest}/nob/a.pid`);
   try {
-    const r = await sr(SOURCE, [
-      "start",
-      ...STARTS_FINE,
-      "--pidfile",
+    await assertStartRefused(
+      sb,
       pidfile,
-      "--",
-      "sleep",
-      "1000",
-    ]);
-    if (r.code === 0) sb.track(Number(r.stdout));
-    assertCleanError(r, 1, /cannot tell who may change ".*" on its way \(file name too long\)/);
+      /cannot tell who may change ".*" on its way \(file name too long\)/,
+    );
     assert(!exists(pidfile), "nothing was created");
   } finally {
     await new Deno.Command("rm", { args: ["-rf", sb.path("a".repeat(200))] }).output();
@@ -797,17 +897,7 @@ Deno.test("as root, a path whose directories cannot all be looked at (too long a
   // Two root links pointing at each other: refused as a loop, not as "a symbolic link".
   Deno.symlinkSync("l2", sb.path("l1"));
   Deno.symlinkSync("l1", sb.path("l2"));
-  const loop = await sr(SOURCE, [
-    "start",
-    ...STARTS_FINE,
-    "--pidfile",
-    sb.path("l1/a.pid"),
-    "--",
-    "sleep",
-    "1000",
-  ]);
-  if (loop.code === 0) sb.track(Number(loop.stdout));
-  assertCleanError(loop, 1, /too many symbolic links on its way/);
+  await assertStartRefused(sb, sb.path("l1/a.pid"), /too many symbolic links on its way/);
 });
 
 Deno.test("as root, a /proc link whose text names another directory than it leads to is refused", async () => {
@@ -842,17 +932,7 @@ Deno.test("as root, a /proc link whose text names another directory than it lead
     }
     const link = `/proc/${holder.pid}/cwd`;
     assert.equal(Deno.readLinkSync(link), ours, "the link's text names root's directory");
-    const r = await sr(SOURCE, [
-      "start",
-      ...STARTS_FINE,
-      "--pidfile",
-      `${link}/a.pid`,
-      "--",
-      "sleep",
-      "1000",
-    ]);
-    if (r.code === 0) sb.track(Number(r.stdout));
-    assertCleanError(r, 1, /does not lead where its text ".*ours" says/);
+    await assertStartRefused(sb, `${link}/a.pid`, /does not lead where its text ".*ours" says/);
     assert.deepEqual(
       [...Deno.readDirSync(theirs)],
       [],
