@@ -486,3 +486,21 @@ Deno.test("PidFile.empty() truncates a file nobody holds, and leaves a held one 
   assert.equal(PidFile.empty(path), true);
   assert.equal(Deno.readTextFileSync(path), "");
 });
+
+Deno.test("PidFile.replace with its temp name taken by a directory that cannot be removed fails as a SystemError, leaving the pid file alone", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const path = `${dir}/d.pid`;
+    Deno.writeTextFileSync(path, "1\n");
+    // What another user could plant in a sticky directory under the name the replace will use.
+    Deno.mkdirSync(`${path}.${Deno.pid}.new`);
+    Deno.writeTextFileSync(`${path}.${Deno.pid}.new/x`, "");
+    assert.throws(
+      () => PidFile.replace(path),
+      (err: unknown) => err instanceof SystemError && /file exists/.test(err.message),
+    );
+    assert.equal(Deno.readTextFileSync(path), "1\n");
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

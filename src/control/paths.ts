@@ -18,6 +18,8 @@ import {
   SystemError,
 } from "../ffi/mod.ts";
 import { checkPidFileStat } from "../lock/pidfile.ts";
+import { recordPath } from "../lock/record.ts";
+import { statePath } from "../supervisor/state.ts";
 import { UsageError } from "../errors.ts";
 import { checkPathTrusted } from "./trust.ts";
 import { normalPath } from "./values.ts";
@@ -147,7 +149,16 @@ export function checkDirectoriesTrusted(
   options: GuardOptions & { readonly output?: string },
 ): void {
   if (ids.euid() !== 0) return;
-  const paths = [options.pidfile, options.guard ?? `${options.pidfile}.lock`, options.output];
+  // The record and the supervisor's state file too: one another user made
+  // first in a sticky directory would keep root from writing what tells its
+  // daemon and keeper apart, and a second start would not know them.
+  const paths = [
+    options.pidfile,
+    options.guard ?? `${options.pidfile}.lock`,
+    options.output,
+    recordPath(options.pidfile),
+    statePath(options.pidfile),
+  ];
   for (const path of paths) {
     if (path !== undefined) checkPathTrusted(path);
   }

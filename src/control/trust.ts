@@ -62,7 +62,10 @@ export function checkPathTrusted(path: string): void {
     if (st === undefined) return;
     const next = queue[0] ?? leaf;
     const writer = otherWriter(here(), st);
-    if (writer !== undefined && !((st.mode & STICKY) !== 0 && ownedByRootOrAbsent(here(), next))) {
+    // A sticky directory (/tmp) keeps others from renaming root's entries, unless
+    // it is another user's: its owner may rename or remove anything in it.
+    const sticky = (st.mode & STICKY) !== 0 && st.uid === 0;
+    if (writer !== undefined && !(sticky && ownedByRootOrAbsent(here(), next))) {
       throw refuse(
         queue.length === 0
           ? `its directory ${

@@ -43,6 +43,7 @@ import {
 } from "./holders.ts";
 import { lockExclusive, openLockFile } from "./lockfile.ts";
 import { otherWriter } from "./writers.ts";
+import { createTemp } from "./replace.ts";
 
 /** The largest pid Linux hands out (`pid_max` can be at most 2^22). */
 const PID_MAX = 4_194_304;
@@ -264,17 +265,7 @@ export class PidFile {
    */
   static replace(path: string, options: { readonly pid?: number } = {}): PidFile {
     const tmp = `${path}.${ids.pid()}.new`;
-    const create = () =>
-      openBeside(tmp, { what: "pid file", access: "readwrite", create: 0o600, exclusive: true });
-    let opened;
-    try {
-      opened = create();
-    } catch (err) {
-      if (!(err instanceof SystemError) || err.errno !== ERRNO.EEXIST) throw err;
-      Deno.removeSync(tmp); // a leftover (or planted) name: unlink removes it, never its target
-      opened = create();
-    }
-    const { fd } = opened;
+    const fd = createTemp(tmp, "pid file", 0o600, "readwrite");
     let lockFd = -1;
     try {
       lockFd = reopenDescriptor(fd, "read", tmp);

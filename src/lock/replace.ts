@@ -42,9 +42,26 @@ export function replaceBeside(path: string, text: string, what: string, mode: nu
   }
 }
 
-/** Create the temp file; one that is in the way (a leftover, or planted) is removed once. */
-function createTemp(tmp: string, what: string, mode: number): number {
-  const open = () => openBeside(tmp, { what, access: "write", create: mode, exclusive: true }).fd;
+/**
+ * Create a temp file beside the one it will replace, exclusively; one that
+ * is in the way (a leftover, or planted) is removed once. What cannot be
+ * removed (a directory planted with something in it) leaves the second
+ * create to fail with EEXIST, in the caller's words.
+ *
+ * @param tmp the temp file's path
+ * @param what the file it stands for, in messages ("state file")
+ * @param mode its mode
+ * @param access `write`, or `readwrite` for one that is read back
+ * @returns its descriptor
+ * @throws {SystemError} when it cannot be made
+ */
+export function createTemp(
+  tmp: string,
+  what: string,
+  mode: number,
+  access: "write" | "readwrite" = "write",
+): number {
+  const open = () => openBeside(tmp, { what, access, create: mode, exclusive: true }).fd;
   try {
     return open();
   } catch (err) {

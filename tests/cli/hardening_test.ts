@@ -813,11 +813,34 @@ Deno.test("as root, a pid file another user owns is believed by no command, and 
   Deno.mkdirSync(theirs);
   Deno.chownSync(theirs, NOBODY_UID, NOBODY_UID);
   Deno.chmodSync(theirs, 0o555);
-  await assertStartRefused(
-    sb,
-    `${theirs}/a.pid`,
-    /its directory ".*\/theirs" can be written by user "nobody"/,
-  );
+  const theirsWritable = /its directory ".*\/theirs" can be written by user "nobody"/;
+  await assertStartRefused(sb, `${theirs}/a.pid`, theirsWritable);
+  // Sticky too: the sticky bit keeps others from renaming root's files, not the directory's owner.
+  Deno.chmodSync(theirs, 0o1755);
+  await assertStartRefused(sb, `${theirs}/a.pid`, theirsWritable);
+
+  // A sticky directory anyone may write, as /tmp: another user's file where
+  // the record or the state file will be keeps root from starting there.
+  const tmp = sb.path("tmp");
+  Deno.mkdirSync(tmp);
+  Deno.chmodSync(tmp, 0o1777);
+  for (const beside of ["a.pid.record", "a.pid.state"]) {
+    const plant = await new Deno.Command(NOBODY[0]!, {
+      args: [...NOBODY.slice(1), "mkdir", `${tmp}/${beside}`],
+    }).output();
+    assert(plant.success);
+    await assertStartRefused(
+      sb,
+      `${tmp}/a.pid`,
+      /its directory ".*\/tmp" can be written by every user/,
+    );
+    assert.deepEqual(
+      [...Deno.readDirSync(tmp)].map((e) => e.name),
+      [beside],
+      "nothing was created",
+    );
+    Deno.removeSync(`${tmp}/${beside}`);
+  }
 });
 
 Deno.test("stop --exec and status --exec do not believe a pid file that others may write, for any caller", async () => {
