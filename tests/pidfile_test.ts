@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { AlreadyRunningError, PidFile, SystemError } from "../mod.ts";
 import { isLockedBySyscalls, parsePid, probeSync } from "../src/lock/pidfile.ts";
 import { locksOnFile } from "../src/lock/holders.ts";
+import { replaceBeside } from "../src/lock/replace.ts";
 import { C, close, fstat, kill, open, pipe, reap } from "../src/ffi/mod.ts";
 import { spawn } from "../src/launch/spawn.ts";
 import {
@@ -487,19 +488,26 @@ Deno.test("PidFile.empty() truncates a file nobody holds, and leaves a held one 
   assert.equal(Deno.readTextFileSync(path), "");
 });
 
-Deno.test("PidFile.replace with its temp name taken by a directory that cannot be removed fails as a SystemError, leaving the pid file alone", () => {
+Deno.test("a replace is not kept from its temp file by names another user made first beside the file", () => {
   const dir = Deno.makeTempDirSync();
   try {
     const path = `${dir}/d.pid`;
     Deno.writeTextFileSync(path, "1\n");
-    // What another user could plant in a sticky directory under the name the replace will use.
-    Deno.mkdirSync(`${path}.${Deno.pid}.new`);
-    Deno.writeTextFileSync(`${path}.${Deno.pid}.new/x`, "");
-    assert.throws(
-      () => PidFile.replace(path),
-      (err: unknown) => err instanceof SystemError && /file exists/.test(err.message),
+    // What another user could plant in a sticky directory under the names a
+    // replace made from its pid alone: directories that cannot be removed.
+    for (const name of [`${path}.${Deno.pid}.new`, `${path}.record.${Deno.pid}.tmp`]) {
+      Deno.mkdirSync(name);
+      Deno.writeTextFileSync(`${name}/x`, "");
+    }
+    using lock = PidFile.replace(path);
+    assert.equal(Deno.readTextFileSync(path).trim(), String(lock.pid));
+    replaceBeside(`${path}.record`, "{}", "record", 0o600);
+    assert.equal(Deno.readTextFileSync(`${path}.record`), "{}");
+    assert.deepEqual(
+      [...Deno.readDirSync(dir)].map((e) => e.name).sort(),
+      ["d.pid", `d.pid.${Deno.pid}.new`, "d.pid.record", `d.pid.record.${Deno.pid}.tmp`],
+      "no temp file left behind",
     );
-    assert.equal(Deno.readTextFileSync(path), "1\n");
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }

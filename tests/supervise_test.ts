@@ -1028,7 +1028,8 @@ Deno.test("the state file's temp file is never followed through a planted link, 
   assert.equal(JSON.parse(Deno.readTextFileSync(path)).phase, "running");
   assert.deepEqual(
     [...Deno.readDirSync(dir.path)].map((e) => e.name).sort(),
-    ["app.pid.state", "victim"],
+    ["app.pid.state", `app.pid.state.${Deno.pid}.tmp`, "victim"],
+    "the planted link is passed over, and no temp file of ours is left",
   );
 
   if (Deno.uid() !== 0) {

@@ -23,7 +23,7 @@ import {
 } from "../ffi/mod.ts";
 import { identify } from "../lock/identity.ts";
 import type { PidFile } from "../lock/pidfile.ts";
-import { writeRecord } from "../lock/record.ts";
+import { recordNeeded, writeRecord } from "../lock/record.ts";
 import { stageCommand } from "../launch/internal.ts";
 import { sendJobOrders } from "../launch/job.ts";
 import { ENFORCER_SHELL, enforcerArgv } from "../launch/limit.ts";
@@ -182,7 +182,11 @@ function positiveMs(ms: number, option: string): void {
   if (ms === 0) throw new UsageError(`bad ${option} 0: must be more than 0`);
 }
 
-/** Record the launch and this process beside the pid file; a failure costs the run nothing. */
+/**
+ * Record the launch and this process beside the pid file. A failure is said
+ * and the run goes on, unless only the record can tell later commands that
+ * the command holds the lock (`--user`): then nothing is run.
+ */
 function recordRun(spec: LaunchSpec, options: RunOptions): void {
   try {
     writeRecord(options.pidfile, {
@@ -192,6 +196,16 @@ function recordRun(spec: LaunchSpec, options: RunOptions): void {
       holder: null,
     });
   } catch (err) {
-    options.onWarning?.(`warning: cannot write the service record: ${(err as Error).message}`);
+    const why = `cannot write the service record: ${(err as Error).message}`;
+    if (!recordNeeded(spec)) {
+      options.onWarning?.(`warning: ${why}`);
+      return;
+    }
+    throw new SystemError("write", err instanceof SystemError ? err.errno : ERRNO.EIO, {
+      path: options.pidfile,
+      message: `${why}; without it no later command would know that ${
+        quote(spec.user?.name ?? "")
+      }'s command holds the lock, so it was not run`,
+    });
   }
 }

@@ -20,7 +20,7 @@ import {
 } from "../ffi/mod.ts";
 import { fileIdentity, holdsLockInFdinfo, lockHolders } from "../lock/holders.ts";
 import { identify } from "../lock/identity.ts";
-import { writeRecord } from "../lock/record.ts";
+import { recordNeeded, writeRecord } from "../lock/record.ts";
 import { openOutputFile } from "../lock/output.ts";
 import type { PidFile } from "../lock/pidfile.ts";
 import { describeExit } from "../launch/exit.ts";
@@ -142,7 +142,9 @@ async function startProgram(
 /**
  * Record the launch and the daemon (by pid and start time) beside the pid
  * file, while this process still holds the lock. A record that cannot be
- * written costs the start nothing: it is said, and the daemon runs.
+ * written is said, and the daemon runs, unless only the record can tell
+ * later commands that the daemon holds the lock (`--user`): then the start
+ * fails, and the daemon is stopped as for any failed start.
  */
 function recordProgram(spec: LaunchSpec, options: StartOptions, pid: number): void {
   try {
@@ -153,7 +155,20 @@ function recordProgram(spec: LaunchSpec, options: StartOptions, pid: number): vo
       holder: null,
     });
   } catch (err) {
-    options.onWarning?.(`warning: cannot write the service record: ${(err as Error).message}`);
+    const why = `cannot write the service record: ${(err as Error).message}`;
+    if (!recordNeeded(spec)) {
+      options.onWarning?.(`warning: ${why}`);
+      return;
+    }
+    throw new StartFailedError(
+      `${why}; without it no later command would know that ${
+        quote(spec.user?.name ?? "")
+      }'s daemon holds the lock, so it was stopped`,
+      pid,
+      undefined,
+      undefined,
+      [],
+    );
   }
 }
 

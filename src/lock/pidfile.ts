@@ -43,7 +43,7 @@ import {
 } from "./holders.ts";
 import { lockExclusive, openLockFile } from "./lockfile.ts";
 import { otherWriter } from "./writers.ts";
-import { createTemp } from "./replace.ts";
+import { createTemp, renameInto } from "./replace.ts";
 
 /** The largest pid Linux hands out (`pid_max` can be at most 2^22). */
 const PID_MAX = 4_194_304;
@@ -264,14 +264,13 @@ export class PidFile {
    * @throws {SystemError} when the new file cannot be made or renamed
    */
   static replace(path: string, options: { readonly pid?: number } = {}): PidFile {
-    const tmp = `${path}.${ids.pid()}.new`;
-    const fd = createTemp(tmp, "pid file", 0o600, "readwrite");
+    const { fd, tmp } = createTemp(path, "new", "pid file", 0o600, "readwrite");
     let lockFd = -1;
     try {
       lockFd = reopenDescriptor(fd, "read", tmp);
       if (!tryFlock(lockFd, C.LOCK_EX, tmp)) throw new AlreadyRunningError(path, undefined);
       fchmod(fd, 0o644, tmp);
-      Deno.renameSync(tmp, path);
+      renameInto(tmp, path, "pid file");
     } catch (err) {
       if (lockFd >= 0) close(lockFd);
       close(fd);

@@ -64,6 +64,19 @@ export function recordPath(pidfile: string): string {
 }
 
 /**
+ * Whether later commands need the record to know who holds the lock: a
+ * program that runs as another user than the caller and root (`--user`) is
+ * neither root nor the pid file's owner, so only the record names it as the
+ * holder, and without one a second start would take the lock anew.
+ *
+ * @param spec what is launched
+ * @returns true when a start or run must not go on without its record
+ */
+export function recordNeeded(spec: LaunchSpec): boolean {
+  return spec.user !== null && spec.user.uid !== 0 && spec.user.uid !== ids.euid();
+}
+
+/**
  * Write the record whole (0600).
  *
  * @param pidfile the pid file

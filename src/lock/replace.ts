@@ -9,7 +9,7 @@
  */
 
 import { close, ids, writeAll } from "../ffi/sys.ts";
-import { ERRNO, SystemError } from "../ffi/errors.ts";
+import { describeErrno, ERRNO, type ErrnoCode, quote, SystemError } from "../ffi/errors.ts";
 import { openBeside } from "../ffi/files.ts";
 
 /**
@@ -22,13 +22,12 @@ import { openBeside } from "../ffi/files.ts";
  * @throws {SystemError} when it cannot be written (the old content stays)
  */
 export function replaceBeside(path: string, text: string, what: string, mode: number): void {
-  const tmp = `${path}.${ids.pid()}.tmp`;
-  const fd = createTemp(tmp, what, mode);
+  const { fd, tmp } = createTemp(path, "tmp", what, mode);
   let done = false;
   try {
     writeAll(fd, new TextEncoder().encode(text), tmp);
     close(fd);
-    Deno.renameSync(tmp, path);
+    renameInto(tmp, path, what);
     done = true;
   } finally {
     if (!done) {
@@ -43,31 +42,66 @@ export function replaceBeside(path: string, text: string, what: string, mode: nu
 }
 
 /**
- * Create a temp file beside the one it will replace, exclusively; one that
- * is in the way (a leftover, or planted) is removed once. What cannot be
- * removed (a directory planted with something in it) leaves the second
- * create to fail with EEXIST, in the caller's words.
+ * rename(2) of a temp file over the file it replaces, its failure in the
+ * words of the other messages (another user's directory planted at the
+ * name: "is a directory").
  *
- * @param tmp the temp file's path
+ * @param tmp the temp file
+ * @param path the file it replaces
+ * @param what the file's name in messages ("record")
+ * @throws {SystemError} when it cannot be renamed
+ */
+export function renameInto(tmp: string, path: string, what: string): void {
+  try {
+    Deno.renameSync(tmp, path);
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    const errno = typeof code === "string" && code in ERRNO ? ERRNO[code as ErrnoCode] : ERRNO.EIO;
+    throw new SystemError("rename", errno, {
+      path,
+      message: `cannot put the ${what} in place at ${quote(path)}: ${describeErrno(errno)}`,
+    });
+  }
+}
+
+/** Names tried before a temp file is given up on: each is taken only by a planted file. */
+const TEMP_TRIES = 8;
+
+/**
+ * Create a temp file beside the file it will replace, exclusively and
+ * without following a link: `PATH.PID.RANDOM.SUFFIX`. Its name cannot be
+ * foretold, so another user who may create names in the directory (a
+ * sticky /tmp) cannot take it first and keep the file from ever being
+ * written; a name in the way is passed over for another.
+ *
+ * @param path the file it will replace
+ * @param suffix the temp file's last part (`tmp`, `new`)
  * @param what the file it stands for, in messages ("state file")
  * @param mode its mode
  * @param access `write`, or `readwrite` for one that is read back
- * @returns its descriptor
+ * @returns its descriptor and path
  * @throws {SystemError} when it cannot be made
  */
 export function createTemp(
-  tmp: string,
+  path: string,
+  suffix: string,
   what: string,
   mode: number,
   access: "write" | "readwrite" = "write",
-): number {
-  const open = () => openBeside(tmp, { what, access, create: mode, exclusive: true }).fd;
-  try {
-    return open();
-  } catch (err) {
-    if (!(err instanceof SystemError) || err.errno !== ERRNO.EEXIST) throw err;
-    removeQuietly(tmp); // unlink removes a planted link itself, never its target
-    return open();
+): { fd: number; tmp: string } {
+  for (let tries = 1;; tries++) {
+    const random = Array.from(
+      crypto.getRandomValues(new Uint8Array(6)),
+      (b) => b.toString(16).padStart(2, "0"),
+    ).join("");
+    const tmp = `${path}.${ids.pid()}.${random}.${suffix}`;
+    try {
+      return { fd: openBeside(tmp, { what, access, create: mode, exclusive: true }).fd, tmp };
+    } catch (err) {
+      if (!(err instanceof SystemError) || err.errno !== ERRNO.EEXIST || tries >= TEMP_TRIES) {
+        throw err;
+      }
+    }
   }
 }
 

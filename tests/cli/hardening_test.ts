@@ -43,6 +43,14 @@ async function rootSandbox(why: string): Promise<Sandbox | undefined> {
   return sb;
 }
 
+/** A directory in the sandbox that anyone may write, sticky, as /tmp. */
+function stickyDir(sb: Sandbox, name: string): string {
+  const dir = sb.path(name);
+  Deno.mkdirSync(dir);
+  Deno.chmodSync(dir, 0o1777);
+  return dir;
+}
+
 /**
  * A start of a sleep on `pidfile` that must be refused as root with one line
  * matching `why` (a daemon it started after all is stopped with the sandbox).
@@ -460,9 +468,7 @@ Deno.test("as root, a pid file, guard or output in a directory another user can 
   assert.deepEqual(findProcesses(["sleep", m]), []);
   assert.deepEqual(sb.list(), ["theirs"]);
 
-  const sticky = sb.path("sticky");
-  Deno.mkdirSync(sticky);
-  Deno.chmodSync(sticky, 0o1777);
+  const sticky = stickyDir(sb, "sticky");
   const start = await startFine(SOURCE, `${sticky}/d.pid`, ["--", "sleep", m]);
   assert.equal(start.code, 0, `a sticky directory is fine for root's new file: ${start.stderr}`);
   sb.track(Number(start.stdout.trim()));
@@ -524,9 +530,7 @@ Deno.test("as root, a path through another user's directory or symbolic link is 
 Deno.test("as root, status cannot tell (4) from a pid file start and stop would refuse", async () => {
   await using sb = await rootSandbox("needs root to act as nobody");
   if (!sb) return;
-  const sticky = sb.path("sticky");
-  Deno.mkdirSync(sticky);
-  Deno.chmodSync(sticky, 0o1777);
+  const sticky = stickyDir(sb, "sticky");
   const p = `${sticky}/d.pid`;
   const m = marker();
   // Another user's pid file naming that user's own process, locked.
@@ -821,9 +825,7 @@ Deno.test("as root, a pid file another user owns is believed by no command, and 
 
   // A sticky directory anyone may write, as /tmp: another user's file where
   // the record or the state file will be keeps root from starting there.
-  const tmp = sb.path("tmp");
-  Deno.mkdirSync(tmp);
-  Deno.chmodSync(tmp, 0o1777);
+  const tmp = stickyDir(sb, "tmp");
   for (const beside of ["a.pid.record", "a.pid.state"]) {
     const plant = await new Deno.Command(NOBODY[0]!, {
       args: [...NOBODY.slice(1), "mkdir", `${tmp}/${beside}`],
@@ -841,6 +843,54 @@ Deno.test("as root, a pid file another user owns is believed by no command, and 
     );
     Deno.removeSync(`${tmp}/${beside}`);
   }
+});
+
+Deno.test("as root, start --user fails and stops its daemon when another user keeps its record from being written", async () => {
+  await using sb = await rootSandbox("needs root for --user");
+  if (!sb) return;
+  // A sticky directory anyone may write, as /tmp; the path checks pass
+  // before the start, and nobody plants a directory at the record's name
+  // while the daemon gets ready.
+  const tmp = stickyDir(sb, "tmp");
+  const pidfile = `${tmp}/u.pid`;
+  const m = marker();
+  const start = srSpawn(SOURCE, [
+    "start",
+    "--user",
+    "daemon",
+    "--ready-after",
+    "2s",
+    "--pidfile",
+    pidfile,
+    "--",
+    "sleep",
+    m,
+  ]);
+  await waitFor(() => locked(pidfile), 10_000, "the daemon's lock");
+  const plant = await new Deno.Command(NOBODY[0]!, {
+    args: [
+      ...NOBODY.slice(1),
+      "sh",
+      "-c",
+      `mkdir "${pidfile}.record" && touch "${pidfile}.record/x"`,
+    ],
+  }).output();
+  assert(plant.success, "nobody planted a directory at the record's name");
+  const out = await start.output();
+  const r = {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+    ms: 0,
+  };
+  for (const pid of findProcesses(["sleep", m])) sb.track(pid);
+  assertCleanError(
+    r,
+    1,
+    /cannot write the service record: cannot put the record in place at ".*u\.pid\.record": is a directory; .*so it was stopped/,
+  );
+  await waitFor(() => findProcesses(["sleep", m]).length === 0, 10_000, "the daemon to be stopped");
+  assert(!locked(pidfile), "no one holds the lock");
 });
 
 Deno.test("stop --exec and status --exec do not believe a pid file that others may write, for any caller", async () => {
