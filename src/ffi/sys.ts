@@ -293,22 +293,17 @@ export function accessAcl(path: string): readonly AclEntry[] | undefined {
     if (e === ERRNO.ENODATA || e === ERRNO.EOPNOTSUPP) return undefined;
     throw new SystemError("lgetxattr", e, { path });
   }
-  const view = new DataView(value.buffer, 0, n);
-  if (n < 4 || (n - 4) % 8 !== 0 || view.getUint32(0, true) !== 2) {
-    throw new SystemError("lgetxattr", ERRNO.EINVAL, {
+  const unknownFormat = () =>
+    new SystemError("lgetxattr", ERRNO.EINVAL, {
       path,
       message: `${quote(path)}: an access ACL of unknown format`,
     });
-  }
+  const view = new DataView(value.buffer, 0, n);
+  if (n < 4 || (n - 4) % 8 !== 0 || view.getUint32(0, true) !== 2) throw unknownFormat();
   const entries: AclEntry[] = [];
   for (let at = 4; at < n; at += 8) {
     const tag = ACL_TAGS.get(view.getUint16(at, true));
-    if (tag === undefined) {
-      throw new SystemError("lgetxattr", ERRNO.EINVAL, {
-        path,
-        message: `${quote(path)}: an access ACL of unknown format`,
-      });
-    }
+    if (tag === undefined) throw unknownFormat();
     const perm = view.getUint16(at + 2, true);
     entries.push(
       tag === "user" || tag === "group"

@@ -850,7 +850,7 @@ Deno.test("as root, start --user fails and stops its daemon when another user ke
   if (!sb) return;
   // A sticky directory anyone may write, as /tmp; the path checks pass
   // before the start, and nobody plants a directory at the record's name
-  // while the daemon gets ready.
+  // while the daemon gets ready (5 s: far more than the plant takes under load).
   const tmp = stickyDir(sb, "tmp");
   const pidfile = `${tmp}/u.pid`;
   const m = marker();
@@ -859,7 +859,7 @@ Deno.test("as root, start --user fails and stops its daemon when another user ke
     "--user",
     "daemon",
     "--ready-after",
-    "2s",
+    "5s",
     "--pidfile",
     pidfile,
     "--",
